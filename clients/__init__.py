@@ -1,0 +1,1 @@
+"""Flower ClientApp for partner nodes: a thin adapter over `fedcrm.node`."""

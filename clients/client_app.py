@@ -1,0 +1,70 @@
+"""The partner's ClientApp: messages in, `PartnerNode` calls, checked messages out.
+
+Every reply passes the node's egress guard (`fedcrm.egress`), attached per function as
+Flower requires, so only model arrays and allow-listed numeric metrics ever leave.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedcrm.config import TrainPlan
+from fedcrm.egress import EgressViolation, check_reply, log_egress
+from fedcrm.errors import FedcrmError
+from fedcrm.node import PartnerNode, resolve_partner_config
+
+ERROR_FEDCRM = 4100  # the partner's pipeline or privacy rules refused the request
+ERROR_EGRESS = 4101  # the reply would have carried more than arrays and metrics
+
+app = ClientApp()
+
+
+def _node(context: Context) -> PartnerNode:
+    plan = TrainPlan.from_run_config(dict(context.run_config))
+    return PartnerNode(resolve_partner_config(dict(context.node_config), plan), plan)
+
+
+def egress_guard(msg: Message, context: Context, call_next) -> Message:  # noqa: ANN001 (Flower's Mod)
+    """Refuse any reply that carries more than the model and aggregate metrics."""
+    reply = call_next(msg, context)
+    if reply.has_error():
+        return reply
+    kind = "train" if msg.metadata.message_type == MessageType.TRAIN else "evaluate"
+    sent = msg.content.array_records.get("arrays") if kind == "train" else None
+    node = _node(context)
+    entry = {"run_id": msg.metadata.run_id, "kind": kind,
+             "server_round": int(msg.content["config"].get("server-round", -1))}
+    try:
+        inventory = check_reply(kind, reply.content, sent)
+    except EgressViolation as exc:
+        log_egress(node.egress_log, {**entry, "refused": str(exc)})
+        return Message(Error(code=ERROR_EGRESS, reason=f"egress refused on node: {exc}"), reply_to=msg)
+    log_egress(node.egress_log, {**entry, "sent": inventory})
+    return reply
+
+
+def _refusal(msg: Message, exc: FedcrmError) -> Message:
+    return Message(Error(code=ERROR_FEDCRM, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+
+
+@app.train(mods=[egress_guard])
+def train(msg: Message, context: Context) -> Message:
+    try:
+        node = _node(context)
+        state = msg.content["arrays"].to_torch_state_dict()
+        server_round = int(msg.content["config"]["server-round"])
+        new_state, metrics = node.train(state, server_round, msg.metadata.run_id)
+    except FedcrmError as exc:
+        return _refusal(msg, exc)
+    content = RecordDict({"arrays": ArrayRecord(new_state), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate(mods=[egress_guard])
+def evaluate(msg: Message, context: Context) -> Message:
+    try:
+        metrics = _node(context).evaluate(msg.content["arrays"].to_torch_state_dict())
+    except FedcrmError as exc:
+        return _refusal(msg, exc)
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

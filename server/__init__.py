@@ -1,0 +1,1 @@
+"""Flower ServerApp for the coordinator: a thin adapter over `fedcrm.coordinator`."""

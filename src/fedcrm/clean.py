@@ -1,0 +1,181 @@
+"""Cleaning rules: each a small function from a typed canonical frame to a verdict.
+
+A rule returns a `Verdict`: a reason per row it rejects (None for rows it keeps). The
+`Cleaner` applies rules in order and moves rejected rows to the quarantine with their
+reason, so every input row ends either clean or quarantined — never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import pandas as pd
+from pydantic import BaseModel
+
+from fedcrm.config import CleaningRules
+from fedcrm.ingest import ROW
+from fedcrm.schema import BY_NAME, UNKNOWN, FieldKind
+
+REASON = "reason"
+
+
+def _reasons(mask: pd.Series, reason: str | pd.Series) -> pd.Series:
+    out = pd.Series(None, index=mask.index, dtype=object)
+    if isinstance(reason, pd.Series):
+        out[mask] = reason[mask]
+    else:
+        out[mask] = reason
+    return out
+
+
+def missing_key_fields(frame: pd.DataFrame, unreadable: pd.DataFrame, key_fields: list[str]) -> pd.Series:
+    """Key field absent or unreadable → 'to be supplemented' (kept out of training)."""
+    reasons = pd.Series(None, index=frame.index, dtype=object)
+    for name in key_fields:
+        if name not in frame.columns:
+            continue
+        absent = frame[name].isna()
+        if name in unreadable.columns:
+            absent = absent | unreadable[name]
+        reasons = reasons.where(reasons.notna() | ~absent, f"to be supplemented: {name} missing or unreadable")
+    return reasons
+
+
+def duplicates_by_id(frame: pd.DataFrame, id_field: str = "customer_id") -> pd.Series:
+    """Keep the most recent record per id (record_date, then file order); flag the rest."""
+    order = [c for c in ("record_date", ROW) if c in frame.columns]
+    ranked = frame.sort_values(order, na_position="first", kind="stable")
+    keep_row = ranked.groupby(id_field, sort=False)[ROW].transform("last")
+    keep_row = keep_row.reindex(frame.index)
+    is_dup = frame[ROW] != keep_row
+    reason = "duplicate: superseded by row " + keep_row.astype("Int64").astype(str)
+    return _reasons(is_dup, reason)
+
+
+def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date) -> pd.Series:
+    """Negative amounts/counts, future dates, implausible ages, spend far above the median."""
+    reasons = pd.Series(None, index=frame.index, dtype=object)
+
+    def flag(mask: pd.Series, why: str) -> None:
+        nonlocal reasons
+        reasons = reasons.where(reasons.notna() | ~mask.fillna(False), f"abnormal: {why}")
+
+    horizon = pd.Timestamp(as_of)
+    for name in frame.columns:
+        spec = BY_NAME.get(name)
+        if spec is None:
+            continue
+        col = frame[name]
+        if spec.kind in (FieldKind.MONEY, FieldKind.COUNT):
+            flag(col < 0, f"negative {name}")
+        if spec.kind is FieldKind.MONEY:
+            median = col[col > 0].median()
+            if pd.notna(median):
+                flag(col > rules.outlier_spend_multiple * median,
+                     f"{name} above {rules.outlier_spend_multiple:g}x the median ({median:.2f})")
+        if spec.kind is FieldKind.DATE:
+            flag(col > horizon, f"{name} in the future (after {as_of.isoformat()})")
+        if name == "age":
+            flag((col < rules.min_age) | (col > rules.max_age), f"age outside [{rules.min_age:g}, {rules.max_age:g}]")
+        if name == "tenure_months":
+            flag(col < 0, "negative tenure_months")
+    return reasons
+
+
+class CleaningReport(BaseModel):
+    rows_in: int
+    rows_clean: int
+    rows_quarantined: int
+    quarantined_by_reason: dict[str, int]
+    duplicates: int
+    unreadable_by_field: dict[str, int]
+    filled_by_field: dict[str, int]
+    completeness_pct: dict[str, float]
+
+
+@dataclass
+class Cleaned:
+    clean: pd.DataFrame
+    quarantine: pd.DataFrame  # ROW + REASON
+    report: CleaningReport
+    fills: dict[str, object] = field(default_factory=dict)
+
+
+def fill_missing(frame: pd.DataFrame, unreadable: pd.DataFrame, rules: CleaningRules) -> tuple[pd.DataFrame, dict[str, int], dict[str, object]]:
+    """Non-key gaps: a configured default, else 'unknown' (categories) or the partner's median."""
+    out = frame.copy()
+    counts: dict[str, int] = {}
+    fills: dict[str, object] = {}
+    for name in frame.columns:
+        spec = BY_NAME.get(name)
+        if spec is None or spec.key or spec.kind in (FieldKind.ID, FieldKind.TEXT, FieldKind.DATE):
+            continue
+        col = out[name]
+        if name in unreadable.columns:
+            col = col.where(~unreadable[name].reindex(col.index, fill_value=False))
+        gap = col.isna() | (col == UNKNOWN) if spec.kind is FieldKind.CATEGORY else col.isna()
+        counts[name] = int(gap.sum())
+        if spec.kind is FieldKind.CATEGORY:
+            value = rules.defaults.get(name, UNKNOWN)
+        elif name in rules.defaults:
+            value = rules.defaults[name]
+        else:
+            median = col.median()
+            value = float(median) if pd.notna(median) else 0.0
+        fills[name] = value
+        out[name] = col.where(~gap, value)
+    return out, counts, fills
+
+
+class Cleaner:
+    """Applies the rules in order: key fields, duplicates, abnormal values; then fills gaps."""
+
+    def __init__(self, rules: CleaningRules, as_of: date, key_fields: list[str]) -> None:
+        self.rules, self.as_of, self.key_fields = rules, as_of, key_fields
+
+    def __call__(self, frame: pd.DataFrame, unreadable: pd.DataFrame) -> Cleaned:
+        rows_in = len(frame)
+        quarantined: list[pd.DataFrame] = []
+        current = frame
+
+        def reject(reasons: pd.Series) -> None:
+            nonlocal current
+            bad = reasons.notna()
+            if bad.any():
+                quarantined.append(pd.DataFrame({ROW: current.loc[bad, ROW], REASON: reasons[bad]}))
+            current = current.loc[~bad]
+
+        reject(missing_key_fields(current, unreadable, self.key_fields))
+        dup_reasons = duplicates_by_id(current)
+        duplicates = int(dup_reasons.notna().sum())
+        reject(dup_reasons)
+        reject(abnormal_values(current, self.rules, self.as_of))
+        clean, filled, fills = fill_missing(current, unreadable.loc[current.index], self.rules)
+
+        quarantine = (pd.concat(quarantined) if quarantined
+                      else pd.DataFrame({ROW: pd.Series(dtype="int64"), REASON: pd.Series(dtype=object)}))
+        by_reason = (quarantine[REASON].str.replace(r" \(.*\)$", "", regex=True)
+                     .str.replace(r"row \d+", "row N", regex=True).value_counts())
+        present = frame.drop(columns=[ROW]).notna()
+        for name in present.columns:
+            if BY_NAME[name].kind is FieldKind.CATEGORY:
+                present[name] = frame[name] != UNKNOWN
+            if name in unreadable.columns:
+                present[name] &= ~unreadable[name]
+        report = CleaningReport(
+            rows_in=rows_in,
+            rows_clean=len(clean),
+            rows_quarantined=len(quarantine),
+            quarantined_by_reason={str(k): int(v) for k, v in by_reason.items()},
+            duplicates=duplicates,
+            unreadable_by_field={k: int(v) for k, v in unreadable.sum().items() if v},
+            filled_by_field={k: v for k, v in filled.items() if v},
+            completeness_pct={k: round(float(v) * 100, 2) for k, v in (present.mean() if rows_in else present.sum()).items()},
+        )
+        if report.rows_clean + report.rows_quarantined != rows_in:  # the invariant, checked every time
+            raise AssertionError(f"rows lost in cleaning: {rows_in} in, {len(clean)} clean, {len(quarantine)} quarantined")
+        return Cleaned(clean=clean.reset_index(drop=True), quarantine=quarantine.reset_index(drop=True), report=report, fills=fills)
+
+
+__all__ = ["Cleaner", "Cleaned", "CleaningReport", "missing_key_fields", "duplicates_by_id", "abnormal_values", "fill_missing"]

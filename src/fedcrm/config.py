@@ -1,0 +1,198 @@
+"""Configuration models: a partner's mapping, a federation, and one run's training plan.
+
+Partner configs live on the partner's node and name only its own files; relative paths
+resolve against the config file, so a partner can move the folder as a whole.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedcrm.errors import ConfigError
+from fedcrm.schema import BY_NAME, DIRECT_IDENTIFIERS, FieldKind
+
+MoneyUnit = Literal["units", "cents", "thousands", "wan"]
+MONEY_FACTORS: dict[str, float] = {"units": 1.0, "cents": 0.01, "thousands": 1000.0, "wan": 10000.0}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TableMapping(_Strict):
+    """How one raw export maps onto canonical fields."""
+
+    path: Path
+    format: Literal["csv", "parquet", "auto"] = "auto"
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    columns: dict[str, str] = Field(
+        description="canonical field -> raw column name in this file"
+    )
+    date_formats: list[str] = Field(default_factory=lambda: ["%Y-%m-%d"])
+    money_unit: MoneyUnit = "units"
+    true_values: list[str] = Field(default_factory=lambda: ["yes", "y", "true", "1", "t"])
+    false_values: list[str] = Field(default_factory=lambda: ["no", "n", "false", "0", "f"])
+    values: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="canonical category field -> {raw spelling: canonical spelling}",
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(columns) - set(BY_NAME))
+        if unknown:
+            raise ValueError(f"unknown canonical field(s) {unknown}; known: {sorted(BY_NAME)}")
+        if "customer_id" not in columns:
+            raise ValueError("the mapping must name the raw column for 'customer_id'")
+        return columns
+
+    @model_validator(mode="after")
+    def _values_for_categories(self) -> TableMapping:
+        for name in self.values:
+            if name not in BY_NAME or BY_NAME[name].kind is not FieldKind.CATEGORY:
+                raise ValueError(f"'values.{name}': only category fields take a value map")
+        return self
+
+    @property
+    def file_format(self) -> str:
+        if self.format != "auto":
+            return self.format
+        return "parquet" if self.path.suffix.lower() in {".parquet", ".pq"} else "csv"
+
+
+class CleaningRules(_Strict):
+    """Per-partner knobs of the cleaning rules."""
+
+    outlier_spend_multiple: float = Field(20.0, gt=1.0, description="spend above this × median is abnormal")
+    max_age: float = 110.0
+    min_age: float = 16.0
+    defaults: dict[str, float | str | bool] = Field(
+        default_factory=dict, description="value for a missing non-key field (else 'unknown' / median)"
+    )
+
+
+class PartnerConfig(_Strict):
+    """Everything one partner node needs to prepare its own data."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    partner_id: int = Field(ge=0, description="consortium member number; the only identity sent upstream")
+    work_dir: Path
+    secret_file: Path
+    as_of: str | None = Field(None, description="ISO date the export was taken; default: today")
+    customers: TableMapping
+    cleaning: CleaningRules = Field(default_factory=CleaningRules)
+    source: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PartnerConfig:
+        path = Path(path).resolve()
+        raw = _read_toml(path)
+        try:
+            cfg = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"partner config {path}: {_pretty(exc)}") from None
+        return cfg._resolved(path)
+
+    def _resolved(self, path: Path) -> PartnerConfig:
+        base = path.parent
+
+        def resolve(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        customers = self.customers.model_copy(update={"path": resolve(self.customers.path)})
+        return self.model_copy(update={
+            "work_dir": resolve(self.work_dir),
+            "secret_file": resolve(self.secret_file),
+            "customers": customers,
+            "source": path,
+        })
+
+    @property
+    def identifier_columns(self) -> list[str]:
+        """Canonical direct identifiers this partner's export carries (dropped at pseudonymisation)."""
+        return [f for f in DIRECT_IDENTIFIERS if f in self.customers.columns]
+
+
+class FederationMember(_Strict):
+    partner_id: int
+    name: str
+    config: Path | None = Field(None, description="partner config; only used by simulations on one machine")
+
+
+class FederationConfig(_Strict):
+    """The coordinator's list of members. In a simulation it also says where each
+    simulated node finds its own partner config (partition i → member i)."""
+
+    name: str
+    members: list[FederationMember]
+    source: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FederationConfig:
+        path = Path(path).resolve()
+        try:
+            cfg = cls.model_validate(_read_toml(path))
+        except ValidationError as exc:
+            raise ConfigError(f"federation config {path}: {_pretty(exc)}") from None
+        members = [
+            m.model_copy(update={"config": (path.parent / m.config).resolve()}) if m.config else m
+            for m in cfg.members
+        ]
+        ids = [m.partner_id for m in members]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"federation config {path}: duplicate partner_id in {ids}")
+        return cfg.model_copy(update={"members": members, "source": path})
+
+    def names(self) -> dict[int, str]:
+        return {m.partner_id: m.name for m in self.members}
+
+
+class TrainPlan(_Strict):
+    """One run's training settings, read from Flower's run config on both sides."""
+
+    task: Literal["churn", "propensity"] = "churn"
+    model: Literal["logistic", "mlp"] = "logistic"
+    num_server_rounds: int = Field(5, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.5, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    seed: int = 42
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    min_partners: int = Field(2, ge=1)
+    dp_enabled: bool = True
+    dp_target_epsilon: float = Field(3.0, gt=0)
+    dp_delta: float = Field(1e-5, gt=0, lt=1)
+    dp_max_grad_norm: float = Field(1.0, gt=0)
+    federation_config: str = ""
+    run_dir: str = ""
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> TrainPlan:
+        data = {k.replace("-", "_"): v for k, v in run_config.items()}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"run config: {_pretty(exc)}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _pretty(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )

@@ -1,0 +1,213 @@
+"""The coordinator's side of a run: aggregation rules, per-partner records, run outputs.
+
+`RecordingStrategy` wraps any Flower strategy (FedAvg by default) the way Flower's own DP
+wrappers do: it sees every reply before the inner strategy aggregates it, and records each
+partner's numeric metrics — including the ε the partner's node computed for itself — into
+the run directory after every round. The server never computes anyone's ε: the partner's
+node is the authority on its own budget.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Strategy
+from pydantic import BaseModel, Field
+
+from fedcrm.config import FederationConfig, TrainPlan
+from fedcrm.evaluation import auc_from_histograms
+from fedcrm.features import feature_names
+from fedcrm.models import build_model
+
+WEIGHT_KEY = "num-examples"
+
+
+# ---------------------------------------------------------------- aggregation rules
+def _weighted(values: list[float], weights: list[float]) -> float:
+    return float(np.average(values, weights=weights)) if sum(weights) > 0 else float("nan")
+
+
+def aggregate_train_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY) -> MetricRecord:
+    """Weighted mean loss; ε is the *maximum* over partners (budgets never average)."""
+    ms = [next(iter(r.metric_records.values())) for r in records]
+    w = [float(m[weight_key]) for m in ms]
+    out = MetricRecord({"train-loss": _weighted([float(m["train-loss"]) for m in ms], w),
+                        "num-partners": len(ms), "num-examples": int(sum(w))})
+    eps = [float(m["epsilon"]) for m in ms if "epsilon" in m]
+    if eps:
+        out["max-epsilon"] = max(eps)
+    return out
+
+
+def aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY) -> MetricRecord:
+    """Pooled AUC from summed score histograms; example-weighted log-loss and accuracy."""
+    ms = [next(iter(r.metric_records.values())) for r in records]
+    w = [float(m[weight_key]) for m in ms]
+    out = MetricRecord({
+        "log-loss": _weighted([float(m["log-loss"]) for m in ms], w),
+        "accuracy": _weighted([float(m["accuracy"]) for m in ms], w),
+        "num-examples": int(sum(w)), "num-partners": len(ms),
+    })
+    pos = np.sum([np.asarray(m["score-hist-pos"]) for m in ms], axis=0)
+    neg = np.sum([np.asarray(m["score-hist-neg"]) for m in ms], axis=0)
+    pooled = auc_from_histograms(pos, neg)
+    if pooled is not None:
+        out["auc"] = pooled
+    with_auc = [(float(m["auc"]), wi) for m, wi in zip(ms, w) if "auc" in m]
+    if with_auc:
+        out["mean-partner-auc"] = _weighted([a for a, _ in with_auc], [wi for _, wi in with_auc])
+    return out
+
+
+# ---------------------------------------------------------------- run records
+class PartnerRound(BaseModel):
+    train: dict[str, float] = Field(default_factory=dict)
+    evaluate: dict[str, float] = Field(default_factory=dict)
+
+
+class RoundRecord(BaseModel):
+    round: int
+    global_metrics: dict[str, float] = Field(default_factory=dict, alias="global")
+    train: dict[str, float] = Field(default_factory=dict)
+    partners: dict[str, PartnerRound] = Field(default_factory=dict)
+    failures: list[dict[str, str | int]] = Field(default_factory=list)
+
+    model_config = {"populate_by_name": True}
+
+
+class RunRecorder:
+    """Writes the run directory as the run goes, so a watcher sees each round land."""
+
+    def __init__(self, run_dir: Path, names: dict[int, str], plan: TrainPlan, run_id: int) -> None:
+        self.dir, self.names, self.plan, self.run_id = run_dir, names, plan, run_id
+        self.rounds: dict[int, RoundRecord] = {}
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "plan.json").write_text(json.dumps({"run_id": run_id, **plan.model_dump()}, indent=2))
+
+    def name(self, metrics: MetricRecord | dict) -> str:
+        pid = int(metrics.get("partner-id", -1))
+        return self.names.get(pid, f"partner-{pid}")
+
+    def record(self, server_round: int, kind: str, replies: list[Message]) -> None:
+        rec = self.rounds.setdefault(server_round, RoundRecord(round=server_round))
+        for msg in replies:
+            if msg.has_error():
+                rec.failures.append({"kind": kind, "node_id": int(msg.metadata.src_node_id),
+                                     "code": int(msg.error.code), "reason": str(msg.error.reason)})
+                continue
+            metrics = msg.content["metrics"]
+            scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+            part = rec.partners.setdefault(self.name(metrics), PartnerRound())
+            setattr(part, kind, scalars)
+
+    def set_aggregate(self, server_round: int, kind: str, metrics: MetricRecord | None) -> None:
+        if metrics is None:
+            return
+        rec = self.rounds.setdefault(server_round, RoundRecord(round=server_round))
+        values = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+        if kind == "train":
+            rec.train = values
+        else:
+            rec.global_metrics = values
+
+    def epsilon_by_partner(self) -> dict[str, list[dict[str, float]]]:
+        out: dict[str, list[dict[str, float]]] = {}
+        for r in sorted(self.rounds):
+            for name, part in self.rounds[r].partners.items():
+                if "epsilon" in part.train:
+                    out.setdefault(name, []).append({"round": r, "epsilon": part.train["epsilon"]})
+        return out
+
+    def save_checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
+        torch.save(arrays.to_torch_state_dict(), self.dir / "checkpoints" / f"round-{server_round:03d}.pt")
+
+    def flush(self) -> None:
+        rounds = [self.rounds[r].model_dump(by_alias=True) for r in sorted(self.rounds)]
+        _write_json(self.dir / "metrics.json", {"run_id": self.run_id, "rounds": rounds})
+        _write_json(self.dir / "epsilon.json", {"delta": self.plan.dp_delta, "partners": self.epsilon_by_partner()})
+
+    def finish(self, arrays: ArrayRecord, status: str) -> None:
+        torch.save(arrays.to_torch_state_dict(), self.dir / "model.pt")
+        _write_json(self.dir / "model.json", {"kind": self.plan.model, "features": feature_names(), "task": self.plan.task})
+        self.flush()
+        last = self.rounds[max(self.rounds)] if self.rounds else RoundRecord(round=0)
+        _write_json(self.dir / "summary.json", {
+            "run_id": self.run_id, "status": status, "rounds_completed": max(self.rounds, default=0),
+            "final_global": last.global_metrics,
+            "epsilon": {n: v[-1]["epsilon"] for n, v in self.epsilon_by_partner().items()},
+        })
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- the wrapper strategy
+class RecordingStrategy(Strategy):
+    """Delegates to `inner`; records every reply and every aggregate in a `RunRecorder`."""
+
+    def __init__(self, inner: Strategy, recorder: RunRecorder) -> None:
+        self.inner, self.recorder = inner, recorder
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        self.recorder.record(server_round, "train", replies)
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        self.recorder.set_aggregate(server_round, "train", metrics)
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        self.recorder.record(server_round, "evaluate", replies)
+        metrics = self.inner.aggregate_evaluate(server_round, replies)
+        self.recorder.set_aggregate(server_round, "evaluate", metrics)
+        return metrics
+
+
+def partner_names(plan: TrainPlan) -> dict[int, str]:
+    return FederationConfig.load(plan.federation_config).names() if plan.federation_config else {}
+
+
+def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path, timeout: float = 3600) -> Path:
+    """Round 0 evaluation, then `num_server_rounds` of FedAvg; outputs in `run_dir`."""
+    recorder = RunRecorder(run_dir, partner_names(plan), plan, run_id)
+    inner = FedAvg(
+        fraction_train=1.0, fraction_evaluate=1.0,
+        min_train_nodes=plan.min_partners, min_evaluate_nodes=plan.min_partners,
+        min_available_nodes=plan.min_partners, weighted_by_key=WEIGHT_KEY,
+        train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=aggregate_evaluate_metrics,
+    )
+    strategy = RecordingStrategy(inner, recorder)
+    initial = ArrayRecord(build_model(plan.model, len(feature_names()), seed=plan.seed).state_dict())
+
+    # Round 0: how good is the starting model on every partner's held-out data?
+    replies = grid.send_and_receive(strategy.configure_evaluate(0, initial, ConfigRecord(), grid), timeout=timeout)
+    strategy.aggregate_evaluate(0, replies)
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        recorder.save_checkpoint(server_round, arrays)
+        recorder.flush()
+        return None
+
+    result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=plan.num_server_rounds,
+                            timeout=timeout, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
+                            evaluate_fn=checkpoint)
+    recorder.finish(result.arrays if len(result.arrays) else initial, status="completed")
+    return run_dir

@@ -1,0 +1,172 @@
+"""Launch and watch Flower runs from Python: a SuperLink we own, `flwr run`, `flwr ls`.
+
+We start the simulation SuperLink ourselves (instead of Flower's auto-started, detached
+`local` one) so that it lives in the project's work dir, uses a port we chose, has runtime
+dependency installation disabled, and is stopped by its PID when we are done. A run's
+outcome is read from `flwr ls --format json`, never from `flwr run`'s exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fedcrm.errors import FedcrmError
+
+FLWR_ENV = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+}
+CONNECTION = "fedcrm"
+TERMINAL = ("finished:completed", "finished:failed", "finished:stopped")
+
+
+class RunFailed(FedcrmError):
+    """The run ended in a state other than finished:completed."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def config_args(values: dict[str, Any]) -> str:
+    """`k=v` pairs in the TOML syntax `flwr run --run-config` expects."""
+    return " ".join(f"{k}={_toml_value(v)}" for k, v in values.items())
+
+
+class SimulationLink:
+    """A `flower-superlink --simulation` owned by this process; use as a context manager."""
+
+    def __init__(self, work_dir: Path, port: int | None = None) -> None:
+        self.work_dir = work_dir.resolve()
+        self.flwr_home = self.work_dir / "flwr-home"
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **FLWR_ENV, "FLWR_HOME": str(self.flwr_home)}
+
+    @property
+    def log_file(self) -> Path:
+        return self.work_dir / "superlink.log"
+
+    def start(self, timeout: float = 60) -> SimulationLink:
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        (self.flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
+        cmd = ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+               "--host", "127.0.0.1", "--port", str(self.port),
+               "--database", str(self.work_dir / "superlink.db"),
+               "--disable-runtime-dependency-installation"]
+        log = self.log_file.open("ab")
+        # Its own session, started from the work dir, so its children (ServerApp, Ray) die with it.
+        self.process = subprocess.Popen(cmd, env=self.env, cwd=self.work_dir, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise FedcrmError(f"flower-superlink exited ({self.process.returncode}); see {self.log_file}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).is_success:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise FedcrmError(f"flower-superlink did not become healthy in {timeout:.0f}s; see {self.log_file}")
+
+    def stop(self) -> None:
+        """Stop the SuperLink and everything it started, by process group."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        pgid = os.getpgid(self.process.pid)
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # Ray workers may outlive the link briefly: make sure the group is gone
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> SimulationLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ flwr CLI
+    def flwr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["flwr", *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, cwd=self.work_dir)
+
+    def submit(self, app_dir: Path, run_config: dict[str, Any], num_supernodes: int,
+               num_cpus_per_node: int = 1) -> int:
+        """`flwr run` without streaming; returns the run id."""
+        fed = config_args({"num-supernodes": num_supernodes, "client-resources-num-cpus": num_cpus_per_node})
+        proc = self.flwr("run", str(app_dir.resolve()), CONNECTION, "--run-config", config_args(run_config),
+                         "--federation-config", fed, "--format", "json")
+        try:
+            payload = json.loads(proc.stdout[proc.stdout.index("{"):])
+        except ValueError:
+            payload = {}
+        if not payload.get("success") or "run-id" not in payload:
+            raise FedcrmError(f"flwr run was refused: {proc.stdout.strip()} {proc.stderr.strip()}"
+                              f"\ncommand: flwr run {shlex.quote(str(app_dir))} ...")
+        return int(payload["run-id"])
+
+    def status(self, run_id: int) -> str:
+        proc = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json", timeout=60)
+        try:
+            payload = json.loads(proc.stdout[proc.stdout.index("{"):])
+            return str(payload["runs"][0]["status"])
+        except (ValueError, KeyError, IndexError):
+            return f"unknown ({proc.stdout.strip() or proc.stderr.strip()})"
+
+    def wait(self, run_id: int, timeout: float = 1800, poll: float = 1.0,
+             on_poll: Callable[[str], None] | None = None) -> str:
+        deadline = time.monotonic() + timeout
+        status = "unknown"
+        while time.monotonic() < deadline:
+            status = self.status(run_id)
+            if on_poll:
+                on_poll(status)
+            if status in TERMINAL:
+                return status
+            time.sleep(poll)
+        self.flwr("stop", str(run_id), CONNECTION)
+        raise RunFailed(f"run {run_id} did not finish in {timeout:.0f}s (last status {status})")
+
+    def logs(self, run_id: int) -> str:
+        proc = self.flwr("log", str(run_id), CONNECTION, "--show", timeout=60)
+        return proc.stdout + proc.stderr

@@ -1,0 +1,104 @@
+"""The canonical customer schema every partner maps its own export onto.
+
+One table of plain data describes each field: its type, whether it is a key field
+(missing → the row is "to be supplemented"), and its data grade. The grade decides what
+may ever become a model feature: core-sensitive fields (direct identifiers) are dropped
+at pseudonymisation, sensitive quasi-identifiers only enter the model generalised, and
+only non-sensitive or generalised fields reach the feature matrix.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class FieldKind(StrEnum):
+    ID = "id"
+    TEXT = "text"
+    DATE = "date"
+    MONEY = "money"
+    COUNT = "count"
+    NUMBER = "number"
+    CATEGORY = "category"
+    BOOL = "bool"
+
+
+class Grade(StrEnum):
+    CORE_SENSITIVE = "core-sensitive"  # direct identifiers: never leave the raw layer
+    SENSITIVE = "sensitive"  # quasi-identifiers: only generalised
+    NON_SENSITIVE = "non-sensitive"
+
+
+class CanonicalField(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: FieldKind
+    grade: Grade
+    key: bool = False
+    description: str = ""
+    vocabulary: tuple[str, ...] = ()  # for CATEGORY: the canonical spellings
+
+
+UNKNOWN = "unknown"
+
+FIELDS: tuple[CanonicalField, ...] = (
+    CanonicalField(name="customer_id", kind=FieldKind.ID, grade=Grade.CORE_SENSITIVE, key=True,
+                   description="Partner's unique customer number; HMAC-pseudonymised on the node."),
+    CanonicalField(name="full_name", kind=FieldKind.TEXT, grade=Grade.CORE_SENSITIVE),
+    CanonicalField(name="phone", kind=FieldKind.TEXT, grade=Grade.CORE_SENSITIVE),
+    CanonicalField(name="email", kind=FieldKind.TEXT, grade=Grade.CORE_SENSITIVE),
+    CanonicalField(name="national_id", kind=FieldKind.TEXT, grade=Grade.CORE_SENSITIVE),
+    CanonicalField(name="address", kind=FieldKind.TEXT, grade=Grade.CORE_SENSITIVE),
+    CanonicalField(name="record_date", kind=FieldKind.DATE, grade=Grade.NON_SENSITIVE,
+                   description="When the record was last updated; the newest duplicate wins."),
+    CanonicalField(name="signup_date", kind=FieldKind.DATE, grade=Grade.SENSITIVE,
+                   description="Customer since; generalised to tenure in months."),
+    CanonicalField(name="tenure_months", kind=FieldKind.NUMBER, grade=Grade.NON_SENSITIVE,
+                   description="Explicit tenure when the export has no signup date."),
+    CanonicalField(name="birth_date", kind=FieldKind.DATE, grade=Grade.SENSITIVE),
+    CanonicalField(name="age", kind=FieldKind.NUMBER, grade=Grade.SENSITIVE,
+                   description="Generalised to an age band before it becomes a feature."),
+    CanonicalField(name="gender", kind=FieldKind.CATEGORY, grade=Grade.SENSITIVE,
+                   vocabulary=("female", "male")),
+    CanonicalField(name="senior", kind=FieldKind.BOOL, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="has_partner", kind=FieldKind.BOOL, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="has_dependents", kind=FieldKind.BOOL, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="region", kind=FieldKind.CATEGORY, grade=Grade.SENSITIVE),
+    CanonicalField(name="postcode", kind=FieldKind.TEXT, grade=Grade.SENSITIVE),
+    CanonicalField(name="contract", kind=FieldKind.CATEGORY, grade=Grade.NON_SENSITIVE,
+                   vocabulary=("month-to-month", "one-year", "two-year")),
+    CanonicalField(name="internet_service", kind=FieldKind.CATEGORY, grade=Grade.NON_SENSITIVE,
+                   vocabulary=("dsl", "fiber", "none")),
+    CanonicalField(name="payment_method", kind=FieldKind.CATEGORY, grade=Grade.NON_SENSITIVE,
+                   vocabulary=("electronic-check", "mailed-check", "bank-transfer", "credit-card")),
+    CanonicalField(name="paperless_billing", kind=FieldKind.BOOL, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="tech_support", kind=FieldKind.BOOL, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="online_security", kind=FieldKind.BOOL, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="monthly_spend", kind=FieldKind.MONEY, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="total_spend", kind=FieldKind.MONEY, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="interactions", kind=FieldKind.COUNT, grade=Grade.NON_SENSITIVE,
+                   description="Service contacts (calls, tickets, campaign contacts) in the last year."),
+    CanonicalField(name="churned", kind=FieldKind.BOOL, grade=Grade.NON_SENSITIVE,
+                   description="Explicit churn label source."),
+    CanonicalField(name="responded", kind=FieldKind.BOOL, grade=Grade.NON_SENSITIVE,
+                   description="Explicit propensity label source (bought / answered a campaign)."),
+)
+
+BY_NAME: dict[str, CanonicalField] = {f.name: f for f in FIELDS}
+
+DIRECT_IDENTIFIERS: tuple[str, ...] = tuple(
+    f.name for f in FIELDS if f.grade is Grade.CORE_SENSITIVE and f.name != "customer_id"
+)
+
+LABEL_SOURCES: dict[str, str] = {"churn": "churned", "propensity": "responded"}
+
+
+def field(name: str) -> CanonicalField:
+    """Look up a canonical field, with the list of valid names in the error."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown canonical field {name!r}; known: {', '.join(BY_NAME)}") from None
