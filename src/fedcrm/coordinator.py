@@ -151,11 +151,24 @@ def _write_json(path: Path, data: object) -> None:
 
 
 # ---------------------------------------------------------------- the wrapper strategy
-class RecordingStrategy(Strategy):
-    """Delegates to `inner`; records every reply and every aggregate in a `RunRecorder`."""
+class QuorumLost(RuntimeError):
+    """Fewer partners than `min_partners` answered a round; the run stops rather than
+    publish a model that most of the consortium never saw."""
 
-    def __init__(self, inner: Strategy, recorder: RunRecorder) -> None:
-        self.inner, self.recorder = inner, recorder
+
+class RecordingStrategy(Strategy):
+    """Delegates to `inner`; records every reply and every aggregate in a `RunRecorder`,
+    and stops the run when fewer than `min_partners` replies come back without error."""
+
+    def __init__(self, inner: Strategy, recorder: RunRecorder, min_partners: int = 1) -> None:
+        self.inner, self.recorder, self.min_partners = inner, recorder, min_partners
+
+    def _check_quorum(self, server_round: int, kind: str, replies: list[Message]) -> None:
+        ok = sum(not m.has_error() for m in replies)
+        if ok < self.min_partners:
+            reasons = "; ".join(str(m.error.reason) for m in replies if m.has_error()) or "no replies"
+            raise QuorumLost(f"round {server_round} {kind}: {ok} of {len(replies)} partners answered, "
+                             f"{self.min_partners} needed. Failures: {reasons}")
 
     def summary(self) -> None:
         self.inner.summary()
@@ -166,6 +179,7 @@ class RecordingStrategy(Strategy):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         self.recorder.record(server_round, "train", replies)
+        self._check_quorum(server_round, "train", replies)
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         self.recorder.set_aggregate(server_round, "train", metrics)
         return arrays, metrics
@@ -176,6 +190,7 @@ class RecordingStrategy(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
         self.recorder.record(server_round, "evaluate", replies)
+        self._check_quorum(server_round, "evaluate", replies)
         metrics = self.inner.aggregate_evaluate(server_round, replies)
         self.recorder.set_aggregate(server_round, "evaluate", metrics)
         return metrics
@@ -194,20 +209,25 @@ def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path, time
         min_available_nodes=plan.min_partners, weighted_by_key=WEIGHT_KEY,
         train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=aggregate_evaluate_metrics,
     )
-    strategy = RecordingStrategy(inner, recorder)
+    strategy = RecordingStrategy(inner, recorder, min_partners=plan.min_partners)
     initial = ArrayRecord(build_model(plan.model, len(feature_names()), seed=plan.seed).state_dict())
-
-    # Round 0: how good is the starting model on every partner's held-out data?
-    replies = grid.send_and_receive(strategy.configure_evaluate(0, initial, ConfigRecord(), grid), timeout=timeout)
-    strategy.aggregate_evaluate(0, replies)
+    latest = {"arrays": initial}
 
     def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        latest["arrays"] = arrays
         recorder.save_checkpoint(server_round, arrays)
         recorder.flush()
         return None
 
-    result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=plan.num_server_rounds,
-                            timeout=timeout, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
-                            evaluate_fn=checkpoint)
+    try:
+        # Round 0: how good is the starting model on every partner's held-out data?
+        replies = grid.send_and_receive(strategy.configure_evaluate(0, initial, ConfigRecord(), grid), timeout=timeout)
+        strategy.aggregate_evaluate(0, replies)
+        result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=plan.num_server_rounds,
+                                timeout=timeout, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
+                                evaluate_fn=checkpoint)
+    except QuorumLost as exc:
+        recorder.finish(latest["arrays"], status=f"failed: {exc}")
+        raise
     recorder.finish(result.arrays if len(result.arrays) else initial, status="completed")
     return run_dir

@@ -65,6 +65,8 @@ def latent_customers(spec: PartnerSpec, rng: np.random.Generator) -> pd.DataFram
              - 0.045 * (tenure - 30) + 0.015 * (monthly - 65) + 0.7 * (internet == "fiber")
              + 0.6 * (payment == "electronic-check") + 0.3 * calls - 0.5 * tech + 0.35 * senior)
     churn = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    offer_logit = -1.6 + 0.9 * (internet == "fiber") + 0.02 * (tenure - 30) + 0.5 * paperless - 0.6 * senior
+    respond = (rng.random(n) < 1 / (1 + np.exp(-offer_logit))).astype(int)
     signup = pd.Timestamp(AS_OF) - pd.to_timedelta(tenure * 30.4375 + rng.uniform(0, 25, n), unit="D")
     updated = pd.Timestamp(AS_OF) - pd.to_timedelta(rng.integers(1, 300, n), unit="D")
     first = rng.choice(["Li", "Wang", "Anna", "Jonas", "Mei", "Sofia", "Omar", "Chen", "Zoë", "José"], n)
@@ -76,6 +78,7 @@ def latent_customers(spec: PartnerSpec, rng: np.random.Generator) -> pd.DataFram
         "signup": signup.normalize(), "updated": updated.normalize(), "gender": gender, "age": age,
         "senior": senior, "contract": contract, "internet": internet, "payment": payment,
         "paperless": paperless, "tech": tech, "monthly": monthly, "total": total, "calls": calls, "churn": churn,
+        "respond": respond,
     })
 
 
@@ -111,6 +114,7 @@ def write_north(df: pd.DataFrame, folder: Path) -> str:
         "PaymentMethod": df["payment"].map(pay), "PaperlessBilling": _yes_no(df["paperless"]),
         "TechSupport": _yes_no(df["tech"]), "MonthlyCharges": df["monthly"], "TotalCharges": df["total"],
         "SupportCalls": df["calls"], "LastUpdated": df["updated"].dt.strftime("%Y-%m-%d"), "Churn": _yes_no(df["churn"]),
+        "AcceptedOffer": _yes_no(df["respond"]),
     })
     out.to_csv(folder / "customers.csv", index=False)
     return f'''name = "north-telecom"
@@ -141,6 +145,7 @@ monthly_spend = "MonthlyCharges"
 total_spend = "TotalCharges"
 interactions = "SupportCalls"
 churned = "Churn"
+responded = "AcceptedOffer"
 
 [customers.values.internet_service]
 "fiber optic" = "fiber"
@@ -163,7 +168,7 @@ def write_east(df: pd.DataFrame, folder: Path, rng: np.random.Generator) -> str:
         "pay": df["payment"].map({"electronic-check": "E-CHECK", "mailed-check": "POST", "bank-transfer": "DIRECT DEBIT", "credit-card": "CARD"}),
         "e_bill": _yes_no(df["paperless"], "Y", "N"),
         "monthly_fee_cents": (df["monthly"].astype(float) * 100).round().astype("Int64"),
-        "calls_12m": df["calls"], "churned": df["churn"].astype("Int64"),
+        "calls_12m": df["calls"], "churned": df["churn"].astype("Int64"), "resp": df["respond"],
         "updated": df["updated"].dt.strftime("%d/%m/%Y"),
     })
     out.to_csv(folder / "export.csv", index=False, sep=";")
@@ -194,6 +199,7 @@ paperless_billing = "e_bill"
 monthly_spend = "monthly_fee_cents"
 interactions = "calls_12m"
 churned = "churned"
+responded = "resp"
 
 [customers.values.gender]
 f = "female"
@@ -224,7 +230,7 @@ def write_south(df: pd.DataFrame, folder: Path) -> str:
         "service": df["internet"].str.upper(), "payment": df["payment"].str.replace("-", " ").str.upper(),
         "has_support": df["tech"].astype(bool), "spend_k": (df["monthly"].astype(float) / 1000).round(5),
         "tickets": df["calls"].astype("Int64"), "status": df["churn"].map(lambda v: None if pd.isna(v) else ("CHURNED" if v else "ACTIVE")),
-        "as_of": df["updated"].dt.strftime("%Y-%m-%d"),
+        "as_of": df["updated"].dt.strftime("%Y-%m-%d"), "campaign_response": df["respond"].astype(bool),
     })
     out.to_parquet(folder / "customers.parquet", index=False)
     return f'''name = "south-broadband"
@@ -252,6 +258,7 @@ tech_support = "has_support"
 monthly_spend = "spend_k"
 interactions = "tickets"
 churned = "status"
+responded = "campaign_response"
 
 [customers.values.contract]
 monthly = "month-to-month"

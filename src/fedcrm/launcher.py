@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from fedcrm.errors import FedcrmError
 
@@ -34,6 +37,17 @@ TERMINAL = ("finished:completed", "finished:failed", "finished:stopped")
 
 class RunFailed(FedcrmError):
     """The run ended in a state other than finished:completed."""
+
+
+def executable(name: str) -> str:
+    """Flower's console scripts from this interpreter's environment, activated or not."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise FedcrmError(f"{name} not found: install fedcrm (flwr[simulation]) in this environment")
+    return found
 
 
 def free_port() -> int:
@@ -66,7 +80,9 @@ class SimulationLink:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, **FLWR_ENV, "FLWR_HOME": str(self.flwr_home)}
+        # Flower starts further console scripts (flower-superexec, flwr-serverapp) by name
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, **FLWR_ENV, "FLWR_HOME": str(self.flwr_home), "PATH": path}
 
     @property
     def log_file(self) -> Path:
@@ -78,7 +94,7 @@ class SimulationLink:
             f'[superlink]\ndefault = "{CONNECTION}"\n\n'
             f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
         )
-        cmd = ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+        cmd = [executable("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
                "--host", "127.0.0.1", "--port", str(self.port),
                "--database", str(self.work_dir / "superlink.db"),
                "--disable-runtime-dependency-installation"]
@@ -127,7 +143,7 @@ class SimulationLink:
 
     # ------------------------------------------------------------ flwr CLI
     def flwr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["flwr", *args], env=self.env, capture_output=True, text=True,
+        return subprocess.run([executable("flwr"), *args], env=self.env, capture_output=True, text=True,
                               timeout=timeout, cwd=self.work_dir)
 
     def submit(self, app_dir: Path, run_config: dict[str, Any], num_supernodes: int,
@@ -170,3 +186,38 @@ class SimulationLink:
     def logs(self, run_id: int) -> str:
         proc = self.flwr("log", str(run_id), CONNECTION, "--show", timeout=60)
         return proc.stdout + proc.stderr
+
+
+def default_app_dir() -> Path:
+    """The project folder holding the Flower app (pyproject.toml with [tool.flwr.app])."""
+    root = Path(__file__).resolve().parents[2]
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and "[tool.flwr.app]" in pyproject.read_text():
+        return root
+    raise FedcrmError("cannot find the fedcrm Flower app next to the package; pass --app DIR "
+                      "(the folder with pyproject.toml, clients/ and server/)")
+
+
+class SimulationResult(BaseModel):
+    run_id: int
+    status: str
+    run_dir: Path
+    seconds: float
+
+
+def simulate(federation_config: Path, run_dir: Path, work_dir: Path, run_config: dict[str, Any],
+             app_dir: Path | None = None, num_cpus_per_node: int = 1, timeout: float = 1800,
+             on_poll: Callable[[str], None] | None = None) -> SimulationResult:
+    """One simulated federated run (Ray), a partition per federation member; raises
+    `RunFailed` unless Flower reports it finished:completed."""
+    from fedcrm.config import FederationConfig  # local: keeps the launcher importable alone
+
+    members = FederationConfig.load(federation_config).members
+    config = {**run_config, "federation-config": str(federation_config.resolve()), "run-dir": str(run_dir.resolve())}
+    started = time.monotonic()
+    with SimulationLink(work_dir) as link:
+        run_id = link.submit(app_dir or default_app_dir(), config, len(members), num_cpus_per_node)
+        status = link.wait(run_id, timeout=timeout, on_poll=on_poll)
+        if status != "finished:completed":
+            raise RunFailed(f"run {run_id} ended {status}; last log lines:\n{link.logs(run_id)[-4000:]}")
+    return SimulationResult(run_id=run_id, status=status, run_dir=run_dir, seconds=time.monotonic() - started)

@@ -65,10 +65,11 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
     engine: PrivacyEngine | None = None
     train_model: nn.Module = model
     if dp is not None:
-        engine = PrivacyEngine(accountant=dp.accountant)
-        engine.accountant.history = list(dp.history)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # secure_mode advice; we document the choice
+            # Opacus advises secure_mode (a CSPRNG) for production; see README, "Privacy".
+            warnings.simplefilter("ignore")
+            engine = PrivacyEngine(accountant=dp.accountant)
+            engine.accountant.history = list(dp.history)
             train_model, opt, loader = engine.make_private(
                 module=model, optimizer=opt, data_loader=loader,
                 noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
@@ -87,7 +88,7 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
                 loss = train_model(torch.zeros(0, x.shape[1])).sum() * 0.0
             else:
                 loss = loss_fn(train_model(xb), yb)
-                total_loss += float(loss) * len(xb)
+                total_loss += float(loss.detach()) * len(xb)
                 seen += len(xb)
             loss.backward()
             opt.step()
