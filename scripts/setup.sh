@@ -10,7 +10,10 @@ if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+echo "setting up .venv (first time: a few minutes)…" >&2
+# this machine's pip config names local package folders that may not exist: hide that noise
+quiet() { "$@" 2> >(grep -v "^WARNING: Location 'file://" >&2); }
 # torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build
-.venv/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+quiet .venv/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+quiet .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 echo "$want" > "$stamp"
