@@ -21,6 +21,17 @@ import pandas as pd
 from fedcrm.pseudonymise import create_secret
 
 AS_OF = "2026-06-30"
+
+# IBM-Telco-style spellings ("Fiber optic", "Bank transfer (automatic)") → canonical values
+TELCO_STYLE_VALUES = """
+[customers.values.internet_service]
+"fiber optic" = "fiber"
+"no" = "none"
+
+[customers.values.payment_method]
+"bank transfer automatic" = "bank-transfer"
+"credit card automatic" = "credit-card"
+"""
 CONTRACTS = np.array(["month-to-month", "one-year", "two-year"])
 INTERNET = np.array(["dsl", "fiber", "none"])
 PAYMENTS = np.array(["electronic-check", "mailed-check", "bank-transfer", "credit-card"])
@@ -146,15 +157,7 @@ total_spend = "TotalCharges"
 interactions = "SupportCalls"
 churned = "Churn"
 responded = "AcceptedOffer"
-
-[customers.values.internet_service]
-"fiber optic" = "fiber"
-"no" = "none"
-
-[customers.values.payment_method]
-"bank transfer automatic" = "bank-transfer"
-"credit card automatic" = "credit-card"
-'''
+''' + TELCO_STYLE_VALUES
 
 
 def write_east(df: pd.DataFrame, folder: Path, rng: np.random.Generator) -> str:
@@ -280,10 +283,22 @@ def generate(out: Path, seed: int = 7) -> Path:
         df = add_problems(df, rng)
         writer = {"north-telecom": lambda: write_north(df, folder), "east-mobile": lambda: write_east(df, folder, rng),
                   "south-broadband": lambda: write_south(df, folder)}[spec.name]
-        (folder / "partner.toml").write_text(writer())
-        if not (folder / "secret.key").exists():
-            create_secret(folder / "secret.key")
-        members.append(f'[[members]]\npartner_id = {spec.partner_id}\nname = "{spec.name}"\nconfig = "{spec.name}/partner.toml"\n')
+        init_partner_folder(folder, writer())
+        members.append((spec.partner_id, spec.name))
+    return write_federation(out, "demo-telecom-consortium", members)
+
+
+def init_partner_folder(folder: Path, partner_toml: str) -> Path:
+    """Write a partner's config next to its data and give it a key (kept if present)."""
+    (folder / "partner.toml").write_text(partner_toml)
+    if not (folder / "secret.key").exists():
+        create_secret(folder / "secret.key")
+    return folder / "partner.toml"
+
+
+def write_federation(out: Path, name: str, members: list[tuple[int, str]]) -> Path:
+    """Federation config whose member i reads `<name>/partner.toml` beside it."""
+    blocks = [f'[[members]]\npartner_id = {pid}\nname = "{m}"\nconfig = "{m}/partner.toml"\n' for pid, m in members]
     fed = out / "federation.toml"
-    fed.write_text('name = "demo-telecom-consortium"\n\n' + "\n".join(members))
+    fed.write_text(f'name = "{name}"\n\n' + "\n".join(blocks))
     return fed

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedcrm.pseudonymise import create_secret
+from fedcrm.demo_data import TELCO_STYLE_VALUES, init_partner_folder, write_federation
 
 SHARED_DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 TELCO_CSV = SHARED_DATASETS / "telco-churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
@@ -37,15 +37,7 @@ online_security = "OnlineSecurity"
 monthly_spend = "MonthlyCharges"
 total_spend = "TotalCharges"
 churned = "Churn"
-
-[customers.values.internet_service]
-"fiber optic" = "fiber"
-"no" = "none"
-
-[customers.values.payment_method]
-"bank transfer automatic" = "bank-transfer"
-"credit card automatic" = "credit-card"
-'''
+''' + TELCO_STYLE_VALUES
 
 
 def split_telco(out: Path, by: str = "Contract", csv: Path = TELCO_CSV) -> Path:
@@ -59,13 +51,7 @@ def split_telco(out: Path, by: str = "Contract", csv: Path = TELCO_CSV) -> Path:
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         part.to_csv(folder / "customers.csv", index=False)
-        (folder / "partner.toml").write_text(
-            f'name = "{name}"\npartner_id = {pid}\nwork_dir = "work"\nsecret_file = "secret.key"\n'
-            f'as_of = "2026-01-01"\n{TELCO_MAPPING}'
-        )
-        if not (folder / "secret.key").exists():
-            create_secret(folder / "secret.key")
-        members.append(f'[[members]]\npartner_id = {pid}\nname = "{name}"\nconfig = "{name}/partner.toml"\n')
-    fed = out / "federation.toml"
-    fed.write_text(f'name = "telco-by-{by.lower()}"\n\n' + "\n".join(members))
-    return fed
+        init_partner_folder(folder, f'name = "{name}"\npartner_id = {pid}\nwork_dir = "work"\n'
+                                    f'secret_file = "secret.key"\nas_of = "2026-01-01"\n{TELCO_MAPPING}')
+        members.append((pid, name))
+    return write_federation(out, f"telco-by-{by.lower()}", members)
