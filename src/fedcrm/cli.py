@@ -19,6 +19,40 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
+partner_app = typer.Typer(no_args_is_help=True, help="Partner-side commands (run on the partner's node).")
+app.add_typer(partner_app, name="partner")
+
+
+@partner_app.command("init")
+def partner_init(config: Annotated[Path, typer.Option(help="the partner config (partner.toml)")]) -> None:
+    """Create the partner's HMAC key (0600) and work dir named in its config."""
+    from fedcrm.config import PartnerConfig
+    from fedcrm.pseudonymise import create_secret
+
+    cfg = PartnerConfig.load(config)
+    create_secret(cfg.secret_file)
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"partner {cfg.name}: key written to {cfg.secret_file} (mode 0600, keep it on this node); "
+                  f"work dir {cfg.work_dir}")
+
+
+@partner_app.command("check")
+def partner_check(
+    config: Annotated[Path, typer.Option(help="the partner config (partner.toml)")],
+    task: Annotated[str | None, typer.Option(help="also require the label source of this task")] = None,
+    k_threshold: Annotated[int, typer.Option(help="report rows in quasi-identifier groups smaller than this")] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
+) -> None:
+    """Validate the partner's export against its mapping and print a data-quality report."""
+    from fedcrm.config import PartnerConfig
+    from fedcrm.quality import check_partner, render
+
+    report = check_partner(PartnerConfig.load(config), task, k_threshold)
+    console.print(render(report))
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
+
+
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="folder to write the consortium into")] = Path(".work/demo/consortium"),

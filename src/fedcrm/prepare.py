@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from fedcrm.clean import REASON, Cleaner, CleaningReport
+from fedcrm.clean import REASON, Cleaned, Cleaner, CleaningReport
 from fedcrm.config import PartnerConfig
 from fedcrm.errors import MappingError
 from fedcrm.features import build_matrix, derive_generalised, feature_names
@@ -89,6 +89,13 @@ def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def load_and_clean(cfg: PartnerConfig, key_fields: list[str]) -> tuple[pd.DataFrame, Cleaned]:
+    """Read, map, standardise and clean the customers export; returns the mapped raw text too."""
+    raw = apply_mapping(read_table(cfg.customers), cfg.customers, cfg.name)
+    typed = standardise(raw, cfg.customers)
+    return raw, Cleaner(cfg.cleaning, as_of_date(cfg), key_fields=key_fields)(typed.frame, typed.unreadable)
+
+
 def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache: bool = True) -> PreparedData:
     """Run (or reuse) the whole pipeline for one partner and task."""
     key = load_secret(cfg.secret_file)
@@ -99,9 +106,7 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
         return _load(cache_dir)
 
     as_of = as_of_date(cfg)
-    raw = apply_mapping(read_table(cfg.customers), cfg.customers, cfg.name)
-    typed = standardise(raw, cfg.customers)
-    cleaned = Cleaner(cfg.cleaning, as_of, key_fields=["customer_id", target])(typed.frame, typed.unreadable)
+    raw, cleaned = load_and_clean(cfg, key_fields=["customer_id", target])
     pseudo, lookup = pseudonymise(cleaned.clean, key)
     general = derive_generalised(pseudo, as_of)
     x = build_matrix(general)

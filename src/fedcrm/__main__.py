@@ -1,0 +1,5 @@
+"""`python -m fedcrm` is the `fedcrm` command."""
+
+from fedcrm.cli import main
+
+main()

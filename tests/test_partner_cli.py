@@ -1,0 +1,60 @@
+"""`fedcrm partner init` and `fedcrm partner check`, run as a partner would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from fedcrm.anonymity import k_anonymity
+from fedcrm.config import FederationConfig
+from tests.test_config_and_mapping import write_partner
+
+
+def fedcrm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedcrm", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
+
+
+def test_init_writes_a_private_key_once(tmp_path: Path) -> None:
+    cfg = write_partner(tmp_path, 'customer_id = "id"\nchurned = "left"', "id,left\n1,yes\n")
+    (tmp_path / "secret.key").unlink()
+    first = fedcrm("partner", "init", "--config", str(cfg))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "work").is_dir()
+    key = (tmp_path / "secret.key").read_text()
+    again = fedcrm("partner", "init", "--config", str(cfg))
+    assert again.returncode == 2 and "exists" in again.stdout
+    assert (tmp_path / "secret.key").read_text() == key  # never silently re-keyed
+
+
+def test_check_reports_quality_and_k_anonymity(demo_federation: Path, tmp_path: Path) -> None:
+    cfg = FederationConfig.load(demo_federation).members[2].config
+    out = tmp_path / "report.json"
+    proc = fedcrm("partner", "check", "--config", str(cfg), "--task", "churn", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rows quarantined" in proc.stdout and "k-anonymity" in proc.stdout
+    report = json.loads(out.read_text())
+    c = report["cleaning"]
+    assert c["rows_in"] == c["rows_clean"] + c["rows_quarantined"] == 1530
+    assert report["k_anonymity"]["quasi_identifiers"] == ["age_band", "signup_month"]
+    assert report["k_anonymity"]["k"] >= 1 and 0 < report["label_rate"] < 1
+
+
+def test_check_fails_clearly_on_a_bad_mapping(tmp_path: Path) -> None:
+    cfg = write_partner(tmp_path, 'customer_id = "id"\nmonthly_spend = "Spend"', "id,spend\n1,10\n")
+    proc = fedcrm("partner", "check", "--config", str(cfg))
+    assert proc.returncode == 2
+    text = " ".join(proc.stdout.split())
+    assert "acme" in text and "data.csv" in text and "'Spend'" in text
+
+
+def test_k_anonymity_is_the_smallest_group() -> None:
+    qi = pd.DataFrame({"gender": ["f", "f", "f", "m", "m"], "age_band": ["18-27"] * 4 + ["28-37"]})
+    rep = k_anonymity(qi, k_threshold=2)
+    assert (rep.k, rep.groups, rep.rows_below_threshold) == (1, 3, 2)
