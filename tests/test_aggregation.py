@@ -1,0 +1,52 @@
+"""The coordinator's aggregation rules on plain records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import MetricRecord, RecordDict
+from sklearn.metrics import roc_auc_score
+
+from fedcrm.coordinator import aggregate_evaluate_metrics, aggregate_train_metrics
+from fedcrm.evaluation import auc_from_histograms, binary_metrics, score_histograms
+
+
+def test_histogram_auc_matches_exact_auc() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.random(5000) < 0.3
+    p = 1 / (1 + np.exp(-(rng.normal(size=5000) + 1.2 * y)))
+    pos, neg = score_histograms(y, p)
+    assert auc_from_histograms(pos, neg) == pytest.approx(roc_auc_score(y, p), abs=2e-3)
+    assert auc_from_histograms(pos, [0] * len(neg)) is None
+
+
+def test_hand_computed_auc_with_ties() -> None:
+    # positives in bins 2 and 1, negatives in bins 0 and 1: pairs (2>0, 2>1, 1=1 tie, 1>0) → 3.5/4
+    pos, neg = [0, 1, 1], [1, 1, 0]
+    assert auc_from_histograms(pos, neg) == pytest.approx(3.5 / 4)
+
+
+def _eval_record(y: np.ndarray, p: np.ndarray, pid: int) -> RecordDict:
+    pos, neg = score_histograms(y, p)
+    m = {"num-examples": len(y), "partner-id": pid, "score-hist-pos": pos, "score-hist-neg": neg, **binary_metrics(y, p)}
+    return RecordDict({"metrics": MetricRecord(m)})
+
+
+def test_pooled_auc_sees_signal_between_partners() -> None:
+    """Each partner alone ranks randomly; pooled, partner B's higher scores match its
+    higher churn — the weighted mean of partner AUCs misses that, the pooled AUC does not."""
+    rng = np.random.default_rng(0)
+    ya, yb = rng.random(2000) < 0.1, rng.random(2000) < 0.6
+    pa, pb = rng.uniform(0.05, 0.3, 2000), rng.uniform(0.5, 0.8, 2000)
+    agg = aggregate_evaluate_metrics([_eval_record(ya, pa, 1), _eval_record(yb, pb, 2)])
+    exact = roc_auc_score(np.concatenate([ya, yb]), np.concatenate([pa, pb]))
+    assert agg["auc"] == pytest.approx(exact, abs=3e-3)
+    assert agg["mean-partner-auc"] == pytest.approx(0.5, abs=0.05) and agg["auc"] > 0.7
+    assert agg["num-examples"] == 4000
+
+
+def test_train_aggregate_takes_max_epsilon_not_mean() -> None:
+    recs = [RecordDict({"metrics": MetricRecord({"num-examples": n, "train-loss": l, "epsilon": e})})
+            for n, l, e in ((100, 0.5, 1.0), (300, 0.3, 2.5))]
+    agg = aggregate_train_metrics(recs)
+    assert agg["max-epsilon"] == 2.5 and agg["train-loss"] == pytest.approx(0.35)
