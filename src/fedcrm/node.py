@@ -38,7 +38,7 @@ def resolve_partner_config(node_config: dict[str, Any], plan: TrainPlan) -> Part
                       "(deployment) or run config 'federation-config' (simulation)")
 
 
-_DATA: dict[tuple[str, str, float], PreparedData] = {}
+_DATA: dict[tuple[object, ...], PreparedData] = {}
 
 
 class PartnerNode:
@@ -52,7 +52,8 @@ class PartnerNode:
 
     def data(self) -> PreparedData:
         """Prepared once per process; the on-disk cache serves later processes and runs."""
-        key = (str(self.cfg.source), self.plan.task, self.plan.test_fraction)
+        stat = self.cfg.customers.path.stat()  # a re-exported file is prepared (and accounted) anew
+        key = (str(self.cfg.source), self.plan.task, self.plan.test_fraction, stat.st_mtime_ns, stat.st_size)
         if key not in _DATA:
             _DATA[key] = prepare(self.cfg, self.plan.task, self.plan.test_fraction)
         return _DATA[key]
