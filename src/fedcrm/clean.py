@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from fedcrm.config import CleaningRules
 from fedcrm.ingest import ROW
-from fedcrm.schema import BY_NAME, UNKNOWN, FieldKind
+from fedcrm.schema import BY_NAME, UNKNOWN, CanonicalField, FieldKind
 
 REASON = "reason"
 
@@ -53,7 +53,8 @@ def duplicates_by_id(frame: pd.DataFrame, id_field: str = "customer_id") -> pd.S
     return _reasons(is_dup, reason)
 
 
-def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date) -> pd.Series:
+def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date,
+                    schema: dict[str, CanonicalField] = BY_NAME) -> pd.Series:
     """Negative amounts/counts, future dates, implausible ages, spend far above the median."""
     reasons = pd.Series(None, index=frame.index, dtype=object)
 
@@ -63,7 +64,7 @@ def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date) -> p
 
     horizon = pd.Timestamp(as_of)
     for name in frame.columns:
-        spec = BY_NAME.get(name)
+        spec = schema.get(name)
         if spec is None:
             continue
         col = frame[name]
@@ -102,13 +103,14 @@ class Cleaned:
     fills: dict[str, object] = field(default_factory=dict)
 
 
-def fill_missing(frame: pd.DataFrame, unreadable: pd.DataFrame, rules: CleaningRules) -> tuple[pd.DataFrame, dict[str, int], dict[str, object]]:
+def fill_missing(frame: pd.DataFrame, unreadable: pd.DataFrame, rules: CleaningRules,
+                 schema: dict[str, CanonicalField] = BY_NAME) -> tuple[pd.DataFrame, dict[str, int], dict[str, object]]:
     """Non-key gaps: a configured default, else 'unknown' (categories) or the partner's median."""
     out = frame.copy()
     counts: dict[str, int] = {}
     fills: dict[str, object] = {}
     for name in frame.columns:
-        spec = BY_NAME.get(name)
+        spec = schema.get(name)
         if spec is None or spec.key or spec.kind in (FieldKind.ID, FieldKind.TEXT, FieldKind.DATE):
             continue
         col = out[name]
@@ -129,10 +131,15 @@ def fill_missing(frame: pd.DataFrame, unreadable: pd.DataFrame, rules: CleaningR
 
 
 class Cleaner:
-    """Applies the rules in order: key fields, duplicates, abnormal values; then fills gaps."""
+    """Applies the rules in order: key fields, duplicates, abnormal values; then fills gaps.
 
-    def __init__(self, rules: CleaningRules, as_of: date, key_fields: list[str]) -> None:
+    Customers are one row per id (`dedupe=True`); transactions are many rows per id and
+    are not deduplicated by id."""
+
+    def __init__(self, rules: CleaningRules, as_of: date, key_fields: list[str],
+                 schema: dict[str, CanonicalField] = BY_NAME, dedupe: bool = True) -> None:
         self.rules, self.as_of, self.key_fields = rules, as_of, key_fields
+        self.schema, self.dedupe = schema, dedupe
 
     def __call__(self, frame: pd.DataFrame, unreadable: pd.DataFrame) -> Cleaned:
         rows_in = len(frame)
@@ -147,11 +154,13 @@ class Cleaner:
             current = current.loc[~bad]
 
         reject(missing_key_fields(current, unreadable, self.key_fields))
-        dup_reasons = duplicates_by_id(current)
-        duplicates = int(dup_reasons.notna().sum())
-        reject(dup_reasons)
-        reject(abnormal_values(current, self.rules, self.as_of))
-        clean, filled, fills = fill_missing(current, unreadable.loc[current.index], self.rules)
+        duplicates = 0
+        if self.dedupe:
+            dup_reasons = duplicates_by_id(current)
+            duplicates = int(dup_reasons.notna().sum())
+            reject(dup_reasons)
+        reject(abnormal_values(current, self.rules, self.as_of, self.schema))
+        clean, filled, fills = fill_missing(current, unreadable.loc[current.index], self.rules, self.schema)
 
         quarantine = (pd.concat(quarantined) if quarantined
                       else pd.DataFrame({ROW: pd.Series(dtype="int64"), REASON: pd.Series(dtype=object)}))
@@ -159,7 +168,7 @@ class Cleaner:
                      .str.replace(r"row \d+", "row N", regex=True).value_counts())
         present = frame.drop(columns=[ROW]).notna()
         for name in present.columns:
-            if BY_NAME[name].kind is FieldKind.CATEGORY:
+            if self.schema[name].kind is FieldKind.CATEGORY:
                 present[name] = frame[name] != UNKNOWN
             if name in unreadable.columns:
                 present[name] &= ~unreadable[name]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fedcrm.activity import ActivityConfig
 from fedcrm.errors import ConfigError
-from fedcrm.schema import BY_NAME, DIRECT_IDENTIFIERS, FieldKind
+from fedcrm.schema import BY_NAME, DIRECT_IDENTIFIERS, TX_BY_NAME, CanonicalField, FieldKind
 
 MoneyUnit = Literal["units", "cents", "thousands", "wan"]
 MONEY_FACTORS: dict[str, float] = {"units": 1.0, "cents": 0.01, "thousands": 1000.0, "wan": 10000.0}
@@ -23,8 +24,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TableMapping(_Strict):
-    """How one raw export maps onto canonical fields."""
+class _Table(_Strict):
+    """How one raw export maps onto canonical fields (of the schema `SCHEMA`)."""
+
+    SCHEMA: ClassVar[dict[str, CanonicalField]] = BY_NAME
 
     path: Path
     format: Literal["csv", "parquet", "auto"] = "auto"
@@ -45,17 +48,18 @@ class TableMapping(_Strict):
     @field_validator("columns")
     @classmethod
     def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(columns) - set(BY_NAME))
+        unknown = sorted(set(columns) - set(cls.SCHEMA))
         if unknown:
-            raise ValueError(f"unknown canonical field(s) {unknown}; known: {sorted(BY_NAME)}")
-        if "customer_id" not in columns:
-            raise ValueError("the mapping must name the raw column for 'customer_id'")
+            raise ValueError(f"unknown canonical field(s) {unknown}; known: {sorted(cls.SCHEMA)}")
+        missing = [f.name for f in cls.SCHEMA.values() if f.key and f.name not in columns]
+        if missing:
+            raise ValueError(f"the mapping must name the raw column for key field(s) {missing}")
         return columns
 
     @model_validator(mode="after")
-    def _values_for_categories(self) -> TableMapping:
+    def _values_for_categories(self) -> _Table:
         for name in self.values:
-            if name not in BY_NAME or BY_NAME[name].kind is not FieldKind.CATEGORY:
+            if name not in self.SCHEMA or self.SCHEMA[name].kind is not FieldKind.CATEGORY:
                 raise ValueError(f"'values.{name}': only category fields take a value map")
         return self
 
@@ -64,6 +68,16 @@ class TableMapping(_Strict):
         if self.format != "auto":
             return self.format
         return "parquet" if self.path.suffix.lower() in {".parquet", ".pq"} else "csv"
+
+
+class TableMapping(_Table):
+    """The customers export."""
+
+
+class TransactionMapping(_Table):
+    """The purchases export: one row per order line."""
+
+    SCHEMA: ClassVar[dict[str, CanonicalField]] = TX_BY_NAME
 
 
 class CleaningRules(_Strict):
@@ -86,6 +100,8 @@ class PartnerConfig(_Strict):
     secret_file: Path
     as_of: str | None = Field(None, description="ISO date the export was taken; default: today")
     customers: TableMapping
+    transactions: TransactionMapping | None = None
+    activity: ActivityConfig = Field(default_factory=ActivityConfig)
     cleaning: CleaningRules = Field(default_factory=CleaningRules)
     source: Path | None = Field(None, exclude=True)
 
@@ -106,10 +122,12 @@ class PartnerConfig(_Strict):
             return p if p.is_absolute() else (base / p).resolve()
 
         customers = self.customers.model_copy(update={"path": resolve(self.customers.path)})
+        tx = self.transactions
         return self.model_copy(update={
             "work_dir": resolve(self.work_dir),
             "secret_file": resolve(self.secret_file),
             "customers": customers,
+            "transactions": tx.model_copy(update={"path": resolve(tx.path)}) if tx else None,
             "source": path,
         })
 

@@ -42,6 +42,11 @@ NUMERIC: tuple[NumericFeature, ...] = (
     NumericFeature("total_spend", center=7.0, scale=1.5, log=True),
     NumericFeature("interactions", center=1.0, scale=1.0, log=True),
     NumericFeature("age_band", center=45.0, scale=15.0),
+    # from the purchases export, when the partner has one (see activity.py)
+    NumericFeature("recency_days", center=90.0, scale=90.0),
+    NumericFeature("frequency", center=1.0, scale=1.0, log=True),
+    NumericFeature("monetary", center=6.0, scale=2.0, log=True),
+    NumericFeature("activity_trend", center=0.0, scale=1.0),
 )
 BOOLEAN: tuple[str, ...] = ("senior", "has_partner", "has_dependents", "paperless_billing", "tech_support", "online_security")
 CATEGORICAL: tuple[str, ...] = ("contract", "internet_service", "payment_method", "gender")
@@ -80,7 +85,7 @@ def derive_generalised(frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
         age = (ref - out["birth_date"]).dt.days / 365.25
     if age is not None:
         band = age_band_midpoint(age.astype("float64"))
-        out["age_band"] = band.fillna(band.median() if band.notna().any() else NUMERIC[-1].center)
+        out["age_band"] = band.fillna(band.median() if band.notna().any() else 45.0)
     for sensitive in ("signup_date", "birth_date", "age", "postcode", "region"):
         if sensitive in out.columns:
             out = out.drop(columns=sensitive)

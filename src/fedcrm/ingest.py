@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fedcrm.config import TableMapping
+from fedcrm.config import _Table
 from fedcrm.errors import DataError, MappingError
 
 ROW = "_row"  # 1-based data row number in the source file (header not counted)
 
 
-def read_table(mapping: TableMapping) -> pd.DataFrame:
+def read_table(mapping: _Table) -> pd.DataFrame:
     """Read the raw file as strings; `ROW` holds each row's position in the file."""
     path = mapping.path
     if not path.is_file():
@@ -56,7 +56,7 @@ def read_table(mapping: TableMapping) -> pd.DataFrame:
     return frame
 
 
-def apply_mapping(frame: pd.DataFrame, mapping: TableMapping, partner: str) -> pd.DataFrame:
+def apply_mapping(frame: pd.DataFrame, mapping: _Table, partner: str) -> pd.DataFrame:
     """Keep only mapped columns, renamed to canonical names."""
     available = [c for c in frame.columns if c != ROW]
     for canonical, raw in mapping.columns.items():

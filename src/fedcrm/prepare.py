@@ -18,16 +18,17 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from fedcrm.activity import activity_features, churn_labels, marketing_tags, propensity_labels
 from fedcrm.clean import REASON, Cleaned, Cleaner, CleaningReport
-from fedcrm.config import PartnerConfig
+from fedcrm.config import CleaningRules, PartnerConfig, TransactionMapping
 from fedcrm.errors import MappingError
 from fedcrm.features import build_matrix, derive_generalised, feature_names
 from fedcrm.ingest import ROW, apply_mapping, file_fingerprint, read_table
-from fedcrm.pseudonymise import PID, load_secret, pseudonymise
-from fedcrm.schema import LABEL_SOURCES
+from fedcrm.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
+from fedcrm.schema import LABEL_SOURCES, TX_BY_NAME
 from fedcrm.standardise import standardise
 
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 
 
 class PreparedSummary(BaseModel):
@@ -62,11 +63,44 @@ def as_of_date(cfg: PartnerConfig) -> date:
 
 
 def label_field(cfg: PartnerConfig, task: str) -> str:
+    """The canonical label column: mapped explicitly, or derived from purchases."""
     name = LABEL_SOURCES[task]
-    if name not in cfg.customers.columns:
-        raise MappingError(cfg.name, cfg.customers.path, name,
-                           f"task {task!r} needs a label source: map canonical {name!r} to a raw column")
-    return name
+    if name in cfg.customers.columns:
+        return name
+    if cfg.transactions is not None and (task == "churn" or cfg.activity.target_category):
+        return name
+    need = "" if task == "churn" else " (or a purchases export with activity.target_category)"
+    raise MappingError(cfg.name, cfg.customers.path, name,
+                       f"task {task!r} needs a label source: map canonical {name!r} to a raw column{need}")
+
+
+def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Join RFM/trend features (and, unless a label column is mapped, the derived label)
+    from the purchases export; returns the customers and their marketing tags."""
+    if cfg.transactions is None:
+        return customers, None
+    as_of = as_of_date(cfg)
+    cutoff = cfg.activity.cutoff_for(as_of)
+    _, tx = load_transactions(cfg.transactions, cfg.name, cfg.cleaning, as_of)
+    feats = activity_features(tx.clean, cutoff, cfg.activity)
+    ids = pd.Index(customers["customer_id"].astype(str))
+    feats.index = feats.index.astype(str)
+    joined = feats.reindex(ids)
+    joined["recency_days"] = joined["recency_days"].fillna(cfg.activity.window_days)
+    joined = joined.fillna(0.0)
+    out = customers.copy()
+    for col in ("recency_days", "frequency", "monetary", "activity_trend"):
+        out[col] = joined[col].to_numpy()
+    label = LABEL_SOURCES[task]
+    if label not in cfg.customers.columns:
+        tx_clean = tx.clean.assign(customer_id=tx.clean["customer_id"].astype(str))
+        if task == "churn":
+            derived = churn_labels(tx_clean, ids, cutoff, cfg.activity.horizon_days)
+        else:
+            derived = propensity_labels(tx_clean, ids, cutoff, cfg.activity.horizon_days, cfg.activity.target_category or "")
+        out[label] = derived.to_numpy().astype("float64")
+    tags = marketing_tags(feats, cfg.activity)
+    return out, tags
 
 
 def test_mask(pids: pd.Series, fraction: float) -> np.ndarray:
@@ -81,6 +115,8 @@ def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint:
         "data": fingerprint,
         "mapping": cfg.customers.model_dump(mode="json"),
         "cleaning": cfg.cleaning.model_dump(mode="json"),
+        "transactions": cfg.transactions.model_dump(mode="json") if cfg.transactions else None,
+        "activity": cfg.activity.model_dump(mode="json"),
         "as_of": as_of_date(cfg).isoformat(),
         "task": task,
         "test_fraction": test_fraction,
@@ -96,18 +132,30 @@ def load_and_clean(cfg: PartnerConfig, key_fields: list[str]) -> tuple[pd.DataFr
     return raw, Cleaner(cfg.cleaning, as_of_date(cfg), key_fields=key_fields)(typed.frame, typed.unreadable)
 
 
+def load_transactions(mapping: TransactionMapping, partner: str, rules: CleaningRules, as_of: date) -> tuple[pd.DataFrame, Cleaned]:
+    """The purchases export, cleaned: missing id/date → to be supplemented; negative
+    quantities (returns, cancellations), future dates, extreme amounts → abnormal."""
+    raw = apply_mapping(read_table(mapping), mapping, partner)
+    typed = standardise(raw, mapping)
+    cleaner = Cleaner(rules, as_of, key_fields=["customer_id", "tx_date"], schema=TX_BY_NAME, dedupe=False)
+    return raw, cleaner(typed.frame, typed.unreadable)
+
+
 def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache: bool = True) -> PreparedData:
     """Run (or reuse) the whole pipeline for one partner and task."""
     key = load_secret(cfg.secret_file)
     target = label_field(cfg, task)
-    fingerprint = file_fingerprint(cfg.customers.path)
+    fingerprint = dataset_fingerprint(cfg)
     cache_dir = cfg.work_dir / "prepared" / _cache_key(cfg, task, test_fraction, fingerprint, key)
     if use_cache and (cache_dir / "summary.json").is_file():
         return _load(cache_dir)
 
     as_of = as_of_date(cfg)
     raw, cleaned = load_and_clean(cfg, key_fields=["customer_id", target])
-    pseudo, lookup = pseudonymise(cleaned.clean, key)
+    with_activity, tags = add_activity(cfg, cleaned.clean, task)
+    pseudo, lookup = pseudonymise(with_activity, key)
+    if tags is not None:
+        write_tags(cfg, tags, key)
     general = derive_generalised(pseudo, as_of)
     x = build_matrix(general)
     y = general[target].to_numpy(dtype=np.float32)
@@ -123,6 +171,24 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
     _write_local_outputs(cfg, raw, cleaned.quarantine, lookup)
     _save(cache_dir, data)
     return data
+
+
+def dataset_fingerprint(cfg: PartnerConfig) -> str:
+    """sha256 over every raw file the node trains on: the privacy account's dataset."""
+    parts = [file_fingerprint(cfg.customers.path)]
+    if cfg.transactions is not None:
+        parts.append(file_fingerprint(cfg.transactions.path))
+    return parts[0] if len(parts) == 1 else hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes) -> Path:
+    """Marketing tags keyed by pseudonym: the file marketing may take off the node."""
+    out = tags.reset_index(names="customer_id")
+    out.insert(0, PID, pseudonyms(out["customer_id"].astype(str), key))
+    path = cfg.work_dir / "tags.parquet"
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    out.drop(columns=["customer_id"]).to_parquet(path, index=False)
+    return path
 
 
 def _write_local_outputs(cfg: PartnerConfig, raw: pd.DataFrame, quarantine: pd.DataFrame, lookup: pd.DataFrame) -> None:

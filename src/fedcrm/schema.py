@@ -102,3 +102,20 @@ def field(name: str) -> CanonicalField:
         return BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown canonical field {name!r}; known: {', '.join(BY_NAME)}") from None
+
+
+# ---------------------------------------------------------------- transactions
+TX_FIELDS: tuple[CanonicalField, ...] = (
+    CanonicalField(name="customer_id", kind=FieldKind.ID, grade=Grade.CORE_SENSITIVE, key=True),
+    CanonicalField(name="tx_date", kind=FieldKind.DATE, grade=Grade.SENSITIVE, key=True,
+                   description="Purchase date; enters models only as recency/frequency over windows."),
+    CanonicalField(name="tx_id", kind=FieldKind.TEXT, grade=Grade.NON_SENSITIVE,
+                   description="Invoice/order number: lines of one order count as one purchase."),
+    CanonicalField(name="product", kind=FieldKind.TEXT, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="category", kind=FieldKind.CATEGORY, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="quantity", kind=FieldKind.COUNT, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="unit_price", kind=FieldKind.MONEY, grade=Grade.NON_SENSITIVE),
+    CanonicalField(name="amount", kind=FieldKind.MONEY, grade=Grade.NON_SENSITIVE,
+                   description="Line value; quantity × unit_price when the export has no amount."),
+)
+TX_BY_NAME: dict[str, CanonicalField] = {f.name: f for f in TX_FIELDS}

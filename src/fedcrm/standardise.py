@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedcrm.config import MONEY_FACTORS, TableMapping
+from fedcrm.config import MONEY_FACTORS, _Table
 from fedcrm.ingest import ROW
-from fedcrm.schema import BY_NAME, UNKNOWN, FieldKind
+from fedcrm.schema import UNKNOWN, FieldKind
 
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a"})
 
@@ -86,12 +86,12 @@ def parse_categories(text: pd.Series, vocabulary: tuple[str, ...], value_map: di
     return token.astype(object), pd.Series(False, index=text.index)
 
 
-def standardise(frame: pd.DataFrame, mapping: TableMapping) -> Standardised:
+def standardise(frame: pd.DataFrame, mapping: _Table) -> Standardised:
     """Parse every mapped canonical column by its kind."""
     typed: dict[str, pd.Series] = {ROW: frame[ROW]}
     bad: dict[str, pd.Series] = {}
     for name in mapping.columns:
-        spec = BY_NAME[name]
+        spec = mapping.SCHEMA[name]
         text = frame[name]
         if spec.kind in (FieldKind.ID, FieldKind.TEXT):
             values = text.astype("string").str.strip()

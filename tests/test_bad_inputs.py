@@ -1,0 +1,74 @@
+"""The bad-input corpus: each case gets a clear error or a quarantine reason, and no row
+is ever lost (rows in = rows kept + rows quarantined)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fedcrm.config import PartnerConfig
+from fedcrm.errors import DataError
+from fedcrm.quality import check_partner
+from tests.test_config_and_mapping import write_partner
+
+COLUMNS = ('customer_id = "id"\nfull_name = "name"\nsignup_date = "since"\n'
+           'monthly_spend = "spend"\ninteractions = "calls"\nchurned = "left"')
+EXTRA = 'date_formats = ["%Y-%m-%d", "%d/%m/%Y", "%Y%m%d"]'
+HEADER = "id,name,since,spend,calls,left\n"
+
+
+def check(tmp_path: Path, body: str) -> tuple[dict, pd.DataFrame]:
+    cfg = PartnerConfig.load(write_partner(tmp_path, COLUMNS, HEADER + body, extra=EXTRA))
+    report = check_partner(cfg, "churn").cleaning
+    assert report.rows_in == report.rows_clean + report.rows_quarantined
+    return report.model_dump(), cfg
+
+
+CASES = {
+    "wrong types": ("1,Ann,2024-01-01,abc,2,yes\n2,Bo,2024-01-01,10,two,no\n3,Cy,2024-01-01,10,1,maybe\n",
+                    {"rows_clean": 2, "unreadable_by_field": {"monthly_spend": 1, "interactions": 1, "churned": 1},
+                     "reasons": {"to be supplemented: churned missing or unreadable": 1}}),
+    "unicode names": ("1,Zoë Müller,2024-01-01,10,1,yes\n2,王小明,2024-01-01,12,0,no\n3,José Ñúñez,2024-01-01,11,0,no\n",
+                      {"rows_clean": 3, "reasons": {}}),
+    "negative amounts": ("1,A,2024-01-01,-5,1,yes\n2,B,2024-01-01,10,-1,no\n3,C,2024-01-01,10,1,no\n",
+                         {"rows_clean": 1, "reasons": {"abnormal: negative monthly_spend": 1, "abnormal: negative interactions": 1}}),
+    "future dates": ("1,A,2031-01-01,10,1,yes\n2,B,2024-01-01,10,1,no\n",
+                     {"rows_clean": 1, "reasons": {"abnormal: signup_date in the future": 1}}),
+    "mixed date formats": ("1,A,2024-01-31,10,1,yes\n2,B,31/01/2024,10,1,no\n3,C,20240131,10,1,no\n4,D,Jan 31 2024,10,1,no\n",
+                           {"rows_clean": 4, "unreadable_by_field": {"signup_date": 1}, "reasons": {}}),
+    "duplicate ids with conflicting values": ("1,A,2024-01-01,10,1,yes\n1,A,2024-01-01,99,1,no\n2,B,2024-01-01,10,1,no\n",
+                                              {"rows_clean": 2, "reasons": {"duplicate: superseded by row N": 1}}),
+    "missing key field": (",A,2024-01-01,10,1,yes\n2,B,2024-01-01,10,1,\n3,C,2024-01-01,10,1,no\n",
+                          {"rows_clean": 1, "reasons": {"to be supplemented: customer_id missing or unreadable": 1,
+                                                         "to be supplemented: churned missing or unreadable": 1}}),
+    "header only": ("", {"rows_clean": 0, "reasons": {}}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_corpus(case: str, tmp_path: Path) -> None:
+    body, expected = CASES[case]
+    report, _ = check(tmp_path, body)
+    assert report["rows_clean"] == expected["rows_clean"], report
+    assert report["quarantined_by_reason"] == expected["reasons"], report
+    for name, n in expected.get("unreadable_by_field", {}).items():
+        assert report["unreadable_by_field"][name] == n, report
+
+
+def test_wrong_type_in_a_non_key_field_is_filled_not_dropped(tmp_path: Path) -> None:
+    report, _ = check(tmp_path, "1,A,2024-01-01,abc,1,yes\n2,B,2024-01-01,10,1,no\n3,C,2024-01-01,30,1,no\n")
+    assert report["filled_by_field"]["monthly_spend"] == 1  # the partner's median stands in, and it is counted
+    assert report["completeness_pct"]["monthly_spend"] == pytest.approx(66.67)
+
+
+@pytest.mark.parametrize("body, line", [("1,A,2024-01-01,10,1,yes\n2,B,2024-01-01,10,1,no,EXTRA\n", 2),
+                                        ('1,A,2024-01-01,10,1,yes\n2,"B,2024-01-01,10,1,no\n', None)])
+def test_malformed_csv_names_file_and_row(tmp_path: Path, body: str, line: int | None) -> None:
+    cfg = PartnerConfig.load(write_partner(tmp_path, COLUMNS, HEADER + body, extra=EXTRA))
+    with pytest.raises(DataError) as err:
+        check_partner(cfg, "churn")
+    assert "data.csv" in str(err.value) and "malformed CSV" in str(err.value)
+    if line is not None:
+        assert f"row {line}" in str(err.value)
