@@ -112,3 +112,21 @@ def test_nothing_identifying_in_what_the_node_prepares(demo_federation: Path) ->
     assert data.x_train.dtype == np.float32
     lookup = pd.read_parquet(cfg.work_dir / "pseudonym_lookup.parquet")
     assert set(lookup.columns) == {"pid", "customer_id"} and lookup["pid"].is_unique
+
+
+def test_dedupe_by_phone_across_spellings(tmp_path: Path) -> None:
+    csv = ("id,phone,spend,left\n"
+           "1,+86 138-1234 5678,10,yes\n"
+           "2,8613812345678,20,no\n"
+           "3,,30,no\n"
+           "4,,40,yes\n")
+    cfg = write_partner(tmp_path, 'customer_id = "id"\nphone = "phone"\nmonthly_spend = "spend"\nchurned = "left"',
+                        csv, extra="")
+    text = cfg.read_text() + '\n[cleaning]\ndedupe_by = "phone"\n'
+    cfg.write_text(text)
+    data = prepare(PartnerConfig.load(cfg), "churn", test_fraction=0.01)
+    rep = data.summary.cleaning
+    assert (rep.rows_clean, rep.duplicates) == (3, 1)  # rows without a phone are never duplicates
+    cfg.write_text(text.replace('phone = "phone"\n', ""))
+    with pytest.raises(ConfigError, match="dedupe_by"):
+        PartnerConfig.load(cfg)

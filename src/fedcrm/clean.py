@@ -44,11 +44,17 @@ def missing_key_fields(frame: pd.DataFrame, unreadable: pd.DataFrame, key_fields
 
 def duplicates_by_id(frame: pd.DataFrame, id_field: str = "customer_id") -> pd.Series:
     """Keep the most recent record per id (record_date, then file order); flag the rest."""
+    key = frame[id_field].astype("string")
+    if id_field == "phone":  # '+86 138-1234 5678' and '8613812345678' are one phone
+        key = key.str.replace(r"\D", "", regex=True)
+    elif id_field == "email":
+        key = key.str.strip().str.casefold()
+    key = key.where(key.str.len() > 0)
     order = [c for c in ("record_date", ROW) if c in frame.columns]
-    ranked = frame.sort_values(order, na_position="first", kind="stable")
-    keep_row = ranked.groupby(id_field, sort=False)[ROW].transform("last")
+    ranked = frame.assign(_key=key).sort_values(order, na_position="first", kind="stable")
+    keep_row = ranked.groupby("_key", sort=False)[ROW].transform("last")
     keep_row = keep_row.reindex(frame.index)
-    is_dup = frame[ROW] != keep_row
+    is_dup = key.notna() & (frame[ROW] != keep_row)  # no id, no duplicate
     reason = "duplicate: superseded by row " + keep_row.astype("Int64").astype(str)
     return _reasons(is_dup, reason)
 
@@ -156,7 +162,7 @@ class Cleaner:
         reject(missing_key_fields(current, unreadable, self.key_fields))
         duplicates = 0
         if self.dedupe:
-            dup_reasons = duplicates_by_id(current)
+            dup_reasons = duplicates_by_id(current, self.rules.dedupe_by)
             duplicates = int(dup_reasons.notna().sum())
             reject(dup_reasons)
         reject(abnormal_values(current, self.rules, self.as_of, self.schema))

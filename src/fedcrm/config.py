@@ -83,6 +83,8 @@ class TransactionMapping(_Table):
 class CleaningRules(_Strict):
     """Per-partner knobs of the cleaning rules."""
 
+    dedupe_by: Literal["customer_id", "phone", "email", "national_id"] = Field(
+        "customer_id", description="the unique id duplicates are found by (as mapped)")
     outlier_spend_multiple: float = Field(20.0, gt=1.0, description="spend above this × median is abnormal")
     max_age: float = 110.0
     min_age: float = 16.0
@@ -104,6 +106,12 @@ class PartnerConfig(_Strict):
     activity: ActivityConfig = Field(default_factory=ActivityConfig)
     cleaning: CleaningRules = Field(default_factory=CleaningRules)
     source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _dedupe_field_is_mapped(self) -> PartnerConfig:
+        if self.cleaning.dedupe_by not in self.customers.columns:
+            raise ValueError(f"cleaning.dedupe_by = {self.cleaning.dedupe_by!r} but the customers mapping has no such column")
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> PartnerConfig:

@@ -11,7 +11,7 @@ from rich.table import Table
 from fedcrm.anonymity import KAnonymityReport, generalised_quasi_identifiers, k_anonymity
 from fedcrm.clean import CleaningReport
 from fedcrm.config import PartnerConfig
-from fedcrm.prepare import as_of_date, label_field, load_and_clean
+from fedcrm.prepare import as_of_date, label_field, load_and_clean, load_transactions
 
 
 class QualityReport(BaseModel):
@@ -20,17 +20,23 @@ class QualityReport(BaseModel):
     task: str | None
     label_rate: float | None
     cleaning: CleaningReport
+    transactions: CleaningReport | None = None
     k_anonymity: KAnonymityReport
 
 
 def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int = 5) -> QualityReport:
     """Validate and clean without writing anything; MappingError when the mapping cannot apply."""
     keys = ["customer_id"] + ([label_field(cfg, task)] if task else [])
+    keys = [k for k in keys if k in cfg.customers.columns]  # a purchases-derived label is not a column
     _, cleaned = load_and_clean(cfg, key_fields=keys)
     qi = generalised_quasi_identifiers(cleaned.clean, as_of_date(cfg))
-    rate = float(cleaned.clean[keys[1]].mean()) if task and len(cleaned.clean) else None
+    tx = None
+    if cfg.transactions is not None:
+        tx = load_transactions(cfg.transactions, cfg.name, cfg.cleaning, as_of_date(cfg))[1].report
+    label = keys[1] if len(keys) > 1 else None  # None: derived from purchases when prepared
+    rate = float(cleaned.clean[label].mean()) if label and len(cleaned.clean) else None
     return QualityReport(partner=cfg.name, file=cfg.customers.path, task=task, label_rate=rate,
-                         cleaning=cleaned.report, k_anonymity=k_anonymity(qi, k_threshold))
+                         cleaning=cleaned.report, transactions=tx, k_anonymity=k_anonymity(qi, k_threshold))
 
 
 def render(report: QualityReport) -> Group:
@@ -45,11 +51,16 @@ def render(report: QualityReport) -> Group:
     k = report.k_anonymity
     head.add_row("k-anonymity", "no quasi-identifiers" if k.k is None else
                  f"k = {k.k} over {', '.join(k.quasi_identifiers)}; {k.rows_below_threshold} rows in groups < {k.k_threshold}")
+    if report.transactions is not None:
+        t = report.transactions
+        head.add_row("purchase lines in / clean / quarantined", f"{t.rows_in} / {t.rows_clean} / {t.rows_quarantined}")
     reasons = Table(title="quarantined by reason")
     reasons.add_column("reason")
     reasons.add_column("rows", justify="right")
     for reason, n in c.quarantined_by_reason.items():
         reasons.add_row(reason, str(n))
+    for reason, n in (report.transactions.quarantined_by_reason.items() if report.transactions else []):
+        reasons.add_row(f"purchases: {reason}", str(n))
     fields = Table(title="completeness per canonical field")
     for col in ("field", "complete %", "unreadable", "filled"):
         fields.add_column(col, justify="right" if col != "field" else "left")
