@@ -130,3 +130,23 @@ def test_dedupe_by_phone_across_spellings(tmp_path: Path) -> None:
     cfg.write_text(text.replace('phone = "phone"\n', ""))
     with pytest.raises(ConfigError, match="dedupe_by"):
         PartnerConfig.load(cfg)
+
+
+def test_no_outgoing_file_carries_raw_identifiers(fresh_demo: Path) -> None:
+    """Everything meant to leave the node (prepared features, summary, marketing tags)
+    is searched byte by byte for every raw id, name, phone and email of the input."""
+    for cfg in partners(fresh_demo):
+        prepare(cfg, "churn")
+        raw = pd.read_parquet(cfg.customers.path) if cfg.customers.file_format == "parquet" else \
+            pd.read_csv(cfg.customers.path, dtype=str, sep=cfg.customers.delimiter)
+        cols = [cfg.customers.columns[f] for f in ("customer_id", "full_name", "phone", "email")
+                if f in cfg.customers.columns]
+        needles = {str(v).encode() for c in cols for v in raw[c].dropna().unique() if len(str(v)) >= 5}
+        outgoing = [*(cfg.work_dir / "prepared").rglob("*.*")]
+        if (cfg.work_dir / "tags.parquet").exists():
+            outgoing.append(cfg.work_dir / "tags.parquet")
+        assert outgoing
+        for path in outgoing:
+            blob = path.read_bytes()
+            hits = [n for n in needles if n in blob]
+            assert not hits, (cfg.name, path.name, hits[:3])

@@ -34,6 +34,7 @@ TELCO_STYLE_VALUES = """
 """
 CONTRACTS = np.array(["month-to-month", "one-year", "two-year"])
 INTERNET = np.array(["dsl", "fiber", "none"])
+NORTH_ID = "NT-{:06d}".format
 PAYMENTS = np.array(["electronic-check", "mailed-check", "bank-transfer", "credit-card"])
 
 
@@ -110,15 +111,36 @@ def add_problems(df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     return pd.concat([df, dups]).sample(frac=1.0, random_state=int(rng.integers(1 << 31))).reset_index(drop=True)
 
 
+def purchases_for(df: pd.DataFrame, rng: np.random.Generator, id_of) -> pd.DataFrame:  # noqa: ANN001
+    """Top-ups and add-on purchases over 15 months; churners buy less in their last 6."""
+    n = len(df)
+    rate = np.where(df["internet"] == "fiber", 1.5, 1.0)  # purchases per 30 days
+    late_rate = rate * np.where(df["churn"] == 1, 0.25, 1.0)
+    early, late = rng.poisson(rate * 270 / 30), rng.poisson(late_rate * 180 / 30)
+    who = np.concatenate([np.repeat(np.arange(n), early), np.repeat(np.arange(n), late)])
+    start = pd.Timestamp(AS_OF)
+    days = np.concatenate([rng.uniform(180, 450, early.sum()), rng.uniform(0, 180, late.sum())])
+    lines = pd.DataFrame({
+        "CustomerID": df["cid"].to_numpy()[who], "OrderRef": [f"T{i:07d}" for i in range(len(who))],
+        "Date": (start - pd.to_timedelta(days, unit="D")).strftime("%Y-%m-%d"),
+        "Qty": rng.integers(1, 3, len(who)), "UnitPrice": rng.choice([5.0, 10.0, 20.0, 30.0], len(who)),
+    })
+    lines["CustomerID"] = lines["CustomerID"].map(id_of).astype(object)
+    refunds = rng.choice(len(lines), max(1, len(lines) // 200), replace=False)
+    lines.loc[refunds, "Qty"] = -1  # refunds: quarantined as abnormal, reported
+    lines.loc[rng.choice(len(lines), 5, replace=False), "CustomerID"] = None  # lines without a customer
+    return lines.sort_values("Date", kind="stable").reset_index(drop=True)
+
+
 def _yes_no(x: pd.Series, yes: str = "Yes", no: str = "No") -> pd.Series:
     return x.map(lambda v: None if pd.isna(v) else (yes if int(v) else no))
 
 
-def write_north(df: pd.DataFrame, folder: Path) -> str:
+def write_north(df: pd.DataFrame, folder: Path, purchases: pd.DataFrame) -> str:
     pay = {"electronic-check": "Electronic check", "mailed-check": "Mailed check",
            "bank-transfer": "Bank transfer (automatic)", "credit-card": "Credit card (automatic)"}
     out = pd.DataFrame({
-        "CustomerID": df["cid"].map(lambda i: f"NT-{i:06d}"), "FullName": df["name"], "Email": df["email"],
+        "CustomerID": df["cid"].map(NORTH_ID), "FullName": df["name"], "Email": df["email"],
         "SignupDate": df["signup"].dt.strftime("%Y-%m-%d"), "Gender": df["gender"].str.title(),
         "SeniorCitizen": df["senior"], "Contract": df["contract"].map({"month-to-month": "Month-to-month", "one-year": "One year", "two-year": "Two year"}),
         "InternetService": df["internet"].map({"dsl": "DSL", "fiber": "Fiber optic", "none": "No"}),
@@ -128,6 +150,7 @@ def write_north(df: pd.DataFrame, folder: Path) -> str:
         "AcceptedOffer": _yes_no(df["respond"]),
     })
     out.to_csv(folder / "customers.csv", index=False)
+    purchases.to_csv(folder / "topups.csv", index=False)
     return f'''name = "north-telecom"
 partner_id = 1
 work_dir = "work"
@@ -157,6 +180,16 @@ total_spend = "TotalCharges"
 interactions = "SupportCalls"
 churned = "Churn"
 responded = "AcceptedOffer"
+
+[transactions]
+path = "topups.csv"
+
+[transactions.columns]
+customer_id = "CustomerID"
+tx_id = "OrderRef"
+tx_date = "Date"
+quantity = "Qty"
+unit_price = "UnitPrice"
 ''' + TELCO_STYLE_VALUES
 
 
@@ -280,8 +313,9 @@ def generate(out: Path, seed: int = 7) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         df = latent_customers(spec, rng)
         df["cid"] = np.arange(1, len(df) + 1)
+        bought = purchases_for(df, rng, NORTH_ID) if spec.name == "north-telecom" else None
         df = add_problems(df, rng)
-        writer = {"north-telecom": lambda: write_north(df, folder), "east-mobile": lambda: write_east(df, folder, rng),
+        writer = {"north-telecom": lambda: write_north(df, folder, bought), "east-mobile": lambda: write_east(df, folder, rng),
                   "south-broadband": lambda: write_south(df, folder)}[spec.name]
         init_partner_folder(folder, writer())
         members.append((spec.partner_id, spec.name))
