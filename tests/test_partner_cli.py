@@ -58,3 +58,16 @@ def test_k_anonymity_is_the_smallest_group() -> None:
     qi = pd.DataFrame({"gender": ["f", "f", "f", "m", "m"], "age_band": ["18-27"] * 4 + ["28-37"]})
     rep = k_anonymity(qi, k_threshold=2)
     assert (rep.k, rep.groups, rep.rows_below_threshold) == (1, 3, 2)
+
+
+def test_coarser_generalisation_raises_k(fresh_demo: Path) -> None:
+    from fedcrm.config import PartnerConfig
+    from fedcrm.quality import check_partner
+
+    path = FederationConfig.load(fresh_demo).members[2].config
+    fine = check_partner(PartnerConfig.load(path)).k_anonymity
+    path.write_text(path.read_text() + '\n[generalisation]\nage_band_years = 20\ndate_granularity = "year"\nk_threshold = 10\n')
+    coarse = check_partner(PartnerConfig.load(path)).k_anonymity
+    assert coarse.quasi_identifiers == ["age_band", "signup_year"] and coarse.k_threshold == 10
+    assert coarse.k >= fine.k and coarse.groups < fine.groups / 10  # a few very old customers stay rare
+    assert coarse.rows_below_threshold < fine.rows_below_threshold

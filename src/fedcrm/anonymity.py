@@ -1,7 +1,7 @@
 """k-anonymity of the generalised quasi-identifiers a partner holds.
 
 k is the size of the smallest group of customers sharing one combination of generalised
-quasi-identifiers (gender, ten-year age band, region, postcode prefix, signup month). A
+quasi-identifiers (gender, age band, region, postcode prefix, signup period — widths per partner config). A
 small k means a few customers are singled out by those fields alone: the partner sees it
 in `fedcrm partner check` before anything is trained.
 """
@@ -13,9 +13,10 @@ from datetime import date
 import pandas as pd
 from pydantic import BaseModel
 
+from fedcrm.config import Generalisation
 from fedcrm.features import age_band_midpoint
 
-POSTCODE_PREFIX = 3
+PERIOD = {"month": "M", "quarter": "Q", "year": "Y"}
 
 
 class KAnonymityReport(BaseModel):
@@ -26,8 +27,9 @@ class KAnonymityReport(BaseModel):
     groups: int
 
 
-def generalised_quasi_identifiers(frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
+def generalised_quasi_identifiers(frame: pd.DataFrame, as_of: date, gen: Generalisation | None = None) -> pd.DataFrame:
     """The generalised form of each quasi-identifier present (what could reach a model)."""
+    gen = gen or Generalisation()
     out = pd.DataFrame(index=frame.index)
     if "gender" in frame.columns:
         out["gender"] = frame["gender"].astype(str)
@@ -35,14 +37,16 @@ def generalised_quasi_identifiers(frame: pd.DataFrame, as_of: date) -> pd.DataFr
     if age is None and "birth_date" in frame.columns:
         age = (pd.Timestamp(as_of) - frame["birth_date"]).dt.days / 365.25
     if age is not None:
-        mid = age_band_midpoint(age.astype("float64"))
-        out["age_band"] = (mid - 4.5).map(lambda lo: "unknown" if pd.isna(lo) else f"{int(lo)}-{int(lo) + 9}")
+        w = gen.age_band_years
+        low = age_band_midpoint(age.astype("float64"), w) - (w - 1) / 2
+        out["age_band"] = low.map(lambda lo: "unknown" if pd.isna(lo) else f"{int(lo)}-{int(lo) + w - 1}")
     if "region" in frame.columns:
         out["region"] = frame["region"].astype(str)
     if "postcode" in frame.columns:
-        out["postcode_prefix"] = frame["postcode"].astype("string").str.slice(0, POSTCODE_PREFIX).fillna("unknown")
+        out["postcode_prefix"] = frame["postcode"].astype("string").str.slice(0, gen.postcode_prefix).fillna("unknown")
     if "signup_date" in frame.columns:
-        out["signup_month"] = frame["signup_date"].dt.strftime("%Y-%m").fillna("unknown")
+        period = frame["signup_date"].dt.to_period(PERIOD[gen.date_granularity]).astype("string")
+        out[f"signup_{gen.date_granularity}"] = period.fillna("unknown")
     return out
 
 

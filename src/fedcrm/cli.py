@@ -40,7 +40,7 @@ def partner_init(config: Annotated[Path, typer.Option(help="the partner config (
 def partner_check(
     config: Annotated[Path, typer.Option(help="the partner config (partner.toml)")],
     task: Annotated[str | None, typer.Option(help="also require the label source of this task")] = None,
-    k_threshold: Annotated[int, typer.Option(help="report rows in quasi-identifier groups smaller than this")] = 5,
+    k_threshold: Annotated[int | None, typer.Option(help="k target (default: the config's generalisation.k_threshold)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
 ) -> None:
     """Validate the partner's export against its mapping and print a data-quality report."""

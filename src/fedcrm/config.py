@@ -93,6 +93,15 @@ class CleaningRules(_Strict):
     )
 
 
+class Generalisation(_Strict):
+    """How coarse quasi-identifiers become before they may reach a model or a report."""
+
+    age_band_years: int = Field(10, ge=1)
+    postcode_prefix: int = Field(3, ge=0, description="characters of the postcode kept")
+    date_granularity: Literal["month", "quarter", "year"] = "month"
+    k_threshold: int = Field(5, ge=2, description="k-anonymity target reported by `partner check`")
+
+
 class PartnerConfig(_Strict):
     """Everything one partner node needs to prepare its own data."""
 
@@ -105,6 +114,7 @@ class PartnerConfig(_Strict):
     transactions: TransactionMapping | None = None
     activity: ActivityConfig = Field(default_factory=ActivityConfig)
     cleaning: CleaningRules = Field(default_factory=CleaningRules)
+    generalisation: Generalisation = Field(default_factory=Generalisation)
     source: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

@@ -69,12 +69,12 @@ def _assert_grades() -> None:
 _assert_grades()
 
 
-def age_band_midpoint(age: pd.Series) -> pd.Series:
-    """Generalise age to the midpoint of its ten-year band (18-27 → 22.5, …)."""
-    return (np.floor((age - 18) / 10) * 10 + 18 + 4.5).where(age.notna())
+def age_band_midpoint(age: pd.Series, width: int = 10) -> pd.Series:
+    """Generalise age to the midpoint of its band (ten years: 18-27 → 22.5, …)."""
+    return (np.floor((age - 18) / width) * width + 18 + (width - 1) / 2).where(age.notna())
 
 
-def derive_generalised(frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
+def derive_generalised(frame: pd.DataFrame, as_of: date, age_band_years: int = 10) -> pd.DataFrame:
     """Replace sensitive quasi-identifiers by their generalised forms."""
     out = frame.copy()
     ref = pd.Timestamp(as_of)
@@ -84,7 +84,7 @@ def derive_generalised(frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
     if age is None and "birth_date" in out.columns:
         age = (ref - out["birth_date"]).dt.days / 365.25
     if age is not None:
-        band = age_band_midpoint(age.astype("float64"))
+        band = age_band_midpoint(age.astype("float64"), age_band_years)
         out["age_band"] = band.fillna(band.median() if band.notna().any() else 45.0)
     for sensitive in ("signup_date", "birth_date", "age", "postcode", "region"):
         if sensitive in out.columns:

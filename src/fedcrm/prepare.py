@@ -117,6 +117,7 @@ def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint:
         "cleaning": cfg.cleaning.model_dump(mode="json"),
         "transactions": cfg.transactions.model_dump(mode="json") if cfg.transactions else None,
         "activity": cfg.activity.model_dump(mode="json"),
+        "generalisation": cfg.generalisation.model_dump(mode="json"),
         "as_of": as_of_date(cfg).isoformat(),
         "task": task,
         "test_fraction": test_fraction,
@@ -156,7 +157,7 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
     pseudo, lookup = pseudonymise(with_activity, key)
     if tags is not None:
         write_tags(cfg, tags, key)
-    general = derive_generalised(pseudo, as_of)
+    general = derive_generalised(pseudo, as_of, cfg.generalisation.age_band_years)
     x = build_matrix(general)
     y = general[target].to_numpy(dtype=np.float32)
     test = test_mask(general[PID], test_fraction)

@@ -24,19 +24,19 @@ class QualityReport(BaseModel):
     k_anonymity: KAnonymityReport
 
 
-def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int = 5) -> QualityReport:
+def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int | None = None) -> QualityReport:
     """Validate and clean without writing anything; MappingError when the mapping cannot apply."""
     keys = ["customer_id"] + ([label_field(cfg, task)] if task else [])
     keys = [k for k in keys if k in cfg.customers.columns]  # a purchases-derived label is not a column
     _, cleaned = load_and_clean(cfg, key_fields=keys)
-    qi = generalised_quasi_identifiers(cleaned.clean, as_of_date(cfg))
+    qi = generalised_quasi_identifiers(cleaned.clean, as_of_date(cfg), cfg.generalisation)
     tx = None
     if cfg.transactions is not None:
         tx = load_transactions(cfg.transactions, cfg.name, cfg.cleaning, as_of_date(cfg))[1].report
     label = keys[1] if len(keys) > 1 else None  # None: derived from purchases when prepared
     rate = float(cleaned.clean[label].mean()) if label and len(cleaned.clean) else None
     return QualityReport(partner=cfg.name, file=cfg.customers.path, task=task, label_rate=rate,
-                         cleaning=cleaned.report, transactions=tx, k_anonymity=k_anonymity(qi, k_threshold))
+                         cleaning=cleaned.report, transactions=tx, k_anonymity=k_anonymity(qi, k_threshold or cfg.generalisation.k_threshold))
 
 
 def render(report: QualityReport) -> Group:
