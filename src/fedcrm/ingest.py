@@ -32,7 +32,7 @@ def read_table(mapping: _Table) -> pd.DataFrame:
             frame = pq.read_table(path).to_pandas()
         except Exception as exc:  # pyarrow raises several unrelated types
             raise DataError(path, f"not a readable Parquet file: {exc}") from None
-        frame = frame.astype("string").astype(object).where(frame.notna(), None)
+        # typed Parquet columns stay typed: standardise parses each distinct value once
     else:
         try:
             frame = pd.read_csv(

@@ -86,6 +86,20 @@ def parse_categories(text: pd.Series, vocabulary: tuple[str, ...], value_map: di
     return token.astype(object), pd.Series(False, index=text.index)
 
 
+def _on_uniques(text: pd.Series, parse) -> tuple[pd.Series, pd.Series]:  # noqa: ANN001
+    """Parse each distinct value once and spread the result back over the rows.
+
+    Exports repeat themselves (dates, prices, categories, flags): parsing the distinct
+    values and taking by code turns millions of string operations into thousands."""
+    codes, uniques = pd.factorize(text, use_na_sentinel=True)
+    distinct = pd.concat([pd.Series(uniques).astype("string"), pd.Series([pd.NA], dtype="string")],
+                         ignore_index=True)
+    values, invalid = parse(distinct)
+    codes = np.where(codes < 0, len(distinct) - 1, codes)
+    return (pd.Series(values.to_numpy()[codes], index=text.index, dtype=values.dtype),
+            pd.Series(invalid.to_numpy()[codes], index=text.index, dtype=bool))
+
+
 def standardise(frame: pd.DataFrame, mapping: _Table) -> Standardised:
     """Parse every mapped canonical column by its kind."""
     typed: dict[str, pd.Series] = {ROW: frame[ROW]}
@@ -95,17 +109,19 @@ def standardise(frame: pd.DataFrame, mapping: _Table) -> Standardised:
         text = frame[name]
         if spec.kind in (FieldKind.ID, FieldKind.TEXT):
             values = text.astype("string").str.strip()
-            values = values.where(~missing_mask(text), None).astype(object)
+            values = values.where(~missing_mask(values))
             invalid = pd.Series(False, index=text.index)
+        elif spec.kind is FieldKind.DATE and pd.api.types.is_datetime64_any_dtype(text):
+            values, invalid = text.astype("datetime64[ns]"), pd.Series(False, index=text.index)
         elif spec.kind is FieldKind.DATE:
-            values, invalid = parse_dates(text, mapping.date_formats)
+            values, invalid = _on_uniques(text, lambda t: parse_dates(t, mapping.date_formats))
         elif spec.kind is FieldKind.MONEY:
-            values, invalid = parse_numbers(text, MONEY_FACTORS[mapping.money_unit])
+            values, invalid = _on_uniques(text, lambda t: parse_numbers(t, MONEY_FACTORS[mapping.money_unit]))
         elif spec.kind in (FieldKind.COUNT, FieldKind.NUMBER):
-            values, invalid = parse_numbers(text)
+            values, invalid = _on_uniques(text, parse_numbers)
         elif spec.kind is FieldKind.BOOL:
-            values, invalid = parse_bools(text, mapping.true_values, mapping.false_values)
+            values, invalid = _on_uniques(text, lambda t: parse_bools(t, mapping.true_values, mapping.false_values))
         else:
-            values, invalid = parse_categories(text, spec.vocabulary, mapping.values.get(name, {}))
+            values, invalid = _on_uniques(text, lambda t: parse_categories(t, spec.vocabulary, mapping.values.get(name, {})))
         typed[name], bad[name] = values, invalid
     return Standardised(pd.DataFrame(typed), pd.DataFrame(bad, index=frame.index))
