@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,3 +73,14 @@ def test_malformed_csv_names_file_and_row(tmp_path: Path, body: str, line: int |
     assert "data.csv" in str(err.value) and "malformed CSV" in str(err.value)
     if line is not None:
         assert f"row {line}" in str(err.value)
+
+
+def test_missing_and_unreadable_dates_still_prepare(tmp_path: Path) -> None:
+    """A gap in a non-key date must not reach the feature matrix as NaN."""
+    from fedcrm.prepare import prepare
+
+    body = "1,A,,10,1,yes\n2,B,someday,10,1,no\n3,C,2024-01-31,12,1,no\n4,D,2023-05-01,9,0,yes\n"
+    cfg = PartnerConfig.load(write_partner(tmp_path, COLUMNS, HEADER + body, extra=EXTRA))
+    data = prepare(cfg, "churn", test_fraction=0.01)
+    assert data.summary.cleaning.rows_clean == 4
+    assert np.isfinite(data.x_train).all()

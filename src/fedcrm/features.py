@@ -79,7 +79,9 @@ def derive_generalised(frame: pd.DataFrame, as_of: date, age_band_years: int = 1
     out = frame.copy()
     ref = pd.Timestamp(as_of)
     if "tenure_months" not in out.columns and "signup_date" in out.columns:
-        out["tenure_months"] = ((ref - out["signup_date"]).dt.days / 30.4375).clip(lower=0)
+        tenure = ((ref - out["signup_date"]).dt.days / 30.4375).clip(lower=0)
+        # a missing signup date is a non-key gap: the partner's median tenure stands in
+        out["tenure_months"] = tenure.fillna(tenure.median() if tenure.notna().any() else 30.0)
     age = out["age"] if "age" in out.columns else None
     if age is None and "birth_date" in out.columns:
         age = (ref - out["birth_date"]).dt.days / 365.25
