@@ -41,18 +41,25 @@ class ActivityConfig(BaseModel):
 
 
 def purchases(tx: pd.DataFrame) -> pd.DataFrame:
-    """One row per purchase: customer, date, value (and categories bought)."""
+    """One row per purchase: customer, date, value.
+
+    Customers and orders are factorised to integer codes first: grouping millions of lines
+    by codes is several times faster than by strings. The customer column comes back as
+    a categorical over the distinct ids."""
     value = tx["amount"] if "amount" in tx.columns else tx["quantity"] * tx["unit_price"]
-    lines = pd.DataFrame({CUSTOMER: tx[CUSTOMER], "date": tx["tx_date"].dt.normalize(), "value": value})
-    lines["order"] = tx["tx_id"] if "tx_id" in tx.columns else lines["date"].astype("int64").astype(str)
-    return (lines.groupby([CUSTOMER, "order"], sort=False)
-            .agg(date=("date", "min"), value=("value", "sum")).reset_index())
+    day = tx["tx_date"].dt.normalize()
+    cust, names = pd.factorize(tx[CUSTOMER])
+    order = pd.factorize(tx["tx_id"])[0] if "tx_id" in tx.columns else day.to_numpy().astype("int64")
+    lines = pd.DataFrame({"c": cust, "o": order, "date": day.to_numpy(), "value": value.to_numpy()})
+    p = lines.groupby(["c", "o"], sort=False).agg(date=("date", "min"), value=("value", "sum")).reset_index()
+    p[CUSTOMER] = pd.Categorical.from_codes(p["c"].to_numpy(), categories=pd.Index(names).astype(str))
+    return p.drop(columns=["c", "o"])
 
 
 def _count_between(p: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
     """Purchases per customer with start < date <= end."""
     mask = (p["date"] > start) & (p["date"] <= end)
-    return p.loc[mask].groupby(CUSTOMER).size()
+    return p.loc[mask].groupby(CUSTOMER, observed=True).size()
 
 
 def activity_features(tx: pd.DataFrame, cutoff: date, cfg: ActivityConfig) -> pd.DataFrame:
@@ -62,17 +69,18 @@ def activity_features(tx: pd.DataFrame, cutoff: date, cfg: ActivityConfig) -> pd
     p = p[p["date"] <= end]
     start = end - pd.Timedelta(days=cfg.window_days)
     t = pd.Timedelta(days=cfg.trend_days)
-    per = p.groupby(CUSTOMER)
+    per = p.groupby(CUSTOMER, observed=True)
     out = pd.DataFrame({
         "recency_days": (end - per["date"].max()).dt.days,
         "customer_days": (end - per["date"].min()).dt.days,
     })
-    in_window = p[p["date"] > start].groupby(CUSTOMER)
+    in_window = p[p["date"] > start].groupby(CUSTOMER, observed=True)
     out["frequency"] = in_window.size().reindex(out.index, fill_value=0)
     out["monetary"] = in_window["value"].sum().reindex(out.index, fill_value=0.0)
     out["freq_recent"] = _count_between(p, end - t, end).reindex(out.index, fill_value=0)
     out["freq_previous"] = _count_between(p, end - 2 * t, end - t).reindex(out.index, fill_value=0)
     out["activity_trend"] = np.log((out["freq_recent"] + 1) / (out["freq_previous"] + 1))
+    out.index = pd.Index(out.index.astype(str), name=CUSTOMER)
     return out
 
 
