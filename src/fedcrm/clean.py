@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import pandas as pd
+import numpy as np
 from pydantic import BaseModel
 
 from fedcrm.config import CleaningRules
@@ -29,17 +30,35 @@ def _reasons(mask: pd.Series, reason: str | pd.Series) -> pd.Series:
     return out
 
 
+class _FirstReason:
+    """Collects one reason per row — the first rule that fires — in plain numpy arrays
+    (millions of rows: no per-rule Series rebuilds)."""
+
+    def __init__(self, index: pd.Index) -> None:
+        self.index = index
+        self.reasons = np.full(len(index), None, dtype=object)
+        self.taken = np.zeros(len(index), dtype=bool)
+
+    def flag(self, mask: pd.Series, why: str) -> None:
+        hit = mask.to_numpy(dtype=bool, na_value=False) & ~self.taken
+        self.reasons[hit] = why
+        self.taken |= hit
+
+    def series(self) -> pd.Series:
+        return pd.Series(self.reasons, index=self.index, dtype=object)
+
+
 def missing_key_fields(frame: pd.DataFrame, unreadable: pd.DataFrame, key_fields: list[str]) -> pd.Series:
     """Key field absent or unreadable → 'to be supplemented' (kept out of training)."""
-    reasons = pd.Series(None, index=frame.index, dtype=object)
+    verdict = _FirstReason(frame.index)
     for name in key_fields:
         if name not in frame.columns:
             continue
         absent = frame[name].isna()
         if name in unreadable.columns:
             absent = absent | unreadable[name]
-        reasons = reasons.where(reasons.notna() | ~absent, f"to be supplemented: {name} missing or unreadable")
-    return reasons
+        verdict.flag(absent, f"to be supplemented: {name} missing or unreadable")
+    return verdict.series()
 
 
 def duplicates_by_id(frame: pd.DataFrame, id_field: str = "customer_id") -> pd.Series:
@@ -62,11 +81,10 @@ def duplicates_by_id(frame: pd.DataFrame, id_field: str = "customer_id") -> pd.S
 def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date,
                     schema: dict[str, CanonicalField] = BY_NAME) -> pd.Series:
     """Negative amounts/counts, future dates, implausible ages, spend far above the median."""
-    reasons = pd.Series(None, index=frame.index, dtype=object)
+    verdict = _FirstReason(frame.index)
 
     def flag(mask: pd.Series, why: str) -> None:
-        nonlocal reasons
-        reasons = reasons.where(reasons.notna() | ~mask.fillna(False), f"abnormal: {why}")
+        verdict.flag(mask, f"abnormal: {why}")
 
     horizon = pd.Timestamp(as_of)
     for name in frame.columns:
@@ -87,7 +105,7 @@ def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date,
             flag((col < rules.min_age) | (col > rules.max_age), f"age outside [{rules.min_age:g}, {rules.max_age:g}]")
         if name == "tenure_months":
             flag(col < 0, "negative tenure_months")
-    return reasons
+    return verdict.series()
 
 
 class CleaningReport(BaseModel):

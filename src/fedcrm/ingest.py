@@ -11,6 +11,7 @@ import hashlib
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -52,7 +53,7 @@ def read_table(mapping: _Table) -> pd.DataFrame:
         except UnicodeDecodeError as exc:
             raise DataError(path, f"not {mapping.encoding} text: {exc}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame.insert(0, ROW, range(1, len(frame) + 1))
+    frame[ROW] = np.arange(1, len(frame) + 1)  # appended, not inserted: no copy of the table
     return frame
 
 
@@ -68,7 +69,7 @@ def apply_mapping(frame: pd.DataFrame, mapping: _Table, partner: str) -> pd.Data
                 partner, mapping.path, raw,
                 f"mapped to canonical {canonical!r} but not in the file; columns are {available}{hint}",
             )
-    out = frame[[ROW, *mapping.columns.values()]].copy()
+    out = frame[[ROW, *mapping.columns.values()]]  # copy-on-write: no eager copy
     out.columns = [ROW, *mapping.columns.keys()]
     return out
 

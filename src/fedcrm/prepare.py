@@ -156,7 +156,7 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
     with_activity, tags = add_activity(cfg, cleaned.clean, task)
     pseudo, lookup = pseudonymise(with_activity, key)
     if tags is not None:
-        write_tags(cfg, tags, key)
+        write_tags(cfg, tags, key, lookup)
     general = derive_generalised(pseudo, as_of, cfg.generalisation.age_band_years)
     x = build_matrix(general)
     y = general[target].to_numpy(dtype=np.float32)
@@ -182,10 +182,19 @@ def dataset_fingerprint(cfg: PartnerConfig) -> str:
     return parts[0] if len(parts) == 1 else hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
-def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes) -> Path:
-    """Marketing tags keyed by pseudonym: the file marketing may take off the node."""
+def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.DataFrame | None = None) -> Path:
+    """Marketing tags keyed by pseudonym: the file marketing may take off the node.
+
+    Pseudonyms already computed for the customers table are reused from `lookup`; only
+    buyers missing from it (e.g. quarantined customers) are hashed here."""
     out = tags.reset_index(names="customer_id")
-    out.insert(0, PID, pseudonyms(out["customer_id"].astype(str), key))
+    out["customer_id"] = out["customer_id"].astype(str)
+    known = pd.Series(lookup[PID].to_numpy(), index=lookup["customer_id"].to_numpy()) if lookup is not None else pd.Series(dtype=object)
+    pid = out["customer_id"].map(known[~known.index.duplicated()])  # same id, same pseudonym
+    todo = pid.isna()
+    if todo.any():
+        pid[todo] = pseudonyms(out.loc[todo, "customer_id"], key)
+    out.insert(0, PID, pid.astype(object))
     path = cfg.work_dir / "tags.parquet"
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     out.drop(columns=["customer_id"]).to_parquet(path, index=False)
