@@ -388,7 +388,7 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
     del tx
     tags = step("marketing_tags", marketing_tags, feats, cfg.activity)
     pseudo, lookup = step("pseudonymise (HMAC per customer)", pseudonymise, with_activity, key)
-    step("write_tags (HMAC per tagged customer + parquet)", write_tags, cfg, tags, key)
+    step("write_tags (reuses the pseudonym lookup; parquet)", write_tags, cfg, tags, key, lookup)
     gen = getattr(cfg, "generalisation", None)  # newer configs: age band width is configurable
     general = step("derive_generalised", derive_generalised, pseudo, as_of,
                    *([gen.age_band_years] if gen is not None else []))

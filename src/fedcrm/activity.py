@@ -49,11 +49,13 @@ def purchases(tx: pd.DataFrame) -> pd.DataFrame:
     value = tx["amount"] if "amount" in tx.columns else tx["quantity"] * tx["unit_price"]
     day = tx["tx_date"].dt.normalize()
     cust, names = pd.factorize(tx[CUSTOMER])
-    order = pd.factorize(tx["tx_id"])[0] if "tx_id" in tx.columns else day.to_numpy().astype("int64")
-    lines = pd.DataFrame({"c": cust, "o": order, "date": day.to_numpy(), "value": value.to_numpy()})
-    p = lines.groupby(["c", "o"], sort=False).agg(date=("date", "min"), value=("value", "sum")).reset_index()
+    order = pd.factorize(tx["tx_id"] if "tx_id" in tx.columns else day)[0]
+    # one int64 key per (order, customer): a single-key group-by is the fast path
+    pair = pd.factorize(order.astype(np.int64) * (len(names) + 1) + cust)[0]
+    lines = pd.DataFrame({"k": pair, "c": cust, "date": day.to_numpy(), "value": value.to_numpy()})
+    p = lines.groupby("k", sort=False).agg(c=("c", "first"), date=("date", "min"), value=("value", "sum"))
     p[CUSTOMER] = pd.Categorical.from_codes(p["c"].to_numpy(), categories=pd.Index(names).astype(str))
-    return p.drop(columns=["c", "o"])
+    return p.drop(columns=["c"]).reset_index(drop=True)
 
 
 def _count_between(p: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:

@@ -130,7 +130,7 @@ class Cleaned:
 def fill_missing(frame: pd.DataFrame, unreadable: pd.DataFrame, rules: CleaningRules,
                  schema: dict[str, CanonicalField] = BY_NAME) -> tuple[pd.DataFrame, dict[str, int], dict[str, object]]:
     """Non-key gaps: a configured default, else 'unknown' (categories) or the partner's median."""
-    out = frame.copy()
+    out = frame.copy(deep=False)  # columns are replaced, never written in place
     counts: dict[str, int] = {}
     fills: dict[str, object] = {}
     for name in frame.columns:

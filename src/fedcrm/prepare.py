@@ -190,7 +190,7 @@ def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.Da
     out = tags.reset_index(names="customer_id")
     out["customer_id"] = out["customer_id"].astype(str)
     known = pd.Series(lookup[PID].to_numpy(), index=lookup["customer_id"].to_numpy()) if lookup is not None else pd.Series(dtype=object)
-    pid = out["customer_id"].map(known[~known.index.duplicated()])  # same id, same pseudonym
+    pid = out["customer_id"].map(known[~known.index.duplicated()]).astype(object)  # same id, same pseudonym
     todo = pid.isna()
     if todo.any():
         pid[todo] = pseudonyms(out.loc[todo, "customer_id"], key)
