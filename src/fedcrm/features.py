@@ -103,9 +103,13 @@ def build_matrix(frame: pd.DataFrame) -> np.ndarray:
     for name in BOOLEAN:
         cols.append(frame[name].astype("float64").fillna(0).to_numpy() if name in frame.columns else np.zeros(n))
     for cat in CATEGORICAL:
-        values = frame[cat].astype(object).to_numpy() if cat in frame.columns else np.full(n, UNKNOWN, dtype=object)
-        for v in (*BY_NAME[cat].vocabulary, UNKNOWN):
-            cols.append((values == v).astype("float64"))
+        levels = [*BY_NAME[cat].vocabulary, UNKNOWN]
+        if cat in frame.columns:  # integer codes, then one-hot: no string comparisons per level
+            codes = pd.Categorical(frame[cat], categories=levels).codes
+            codes = np.where(codes < 0, len(levels) - 1, codes)
+        else:
+            codes = np.full(n, len(levels) - 1)
+        cols.extend((codes == i).astype("float64") for i in range(len(levels)))
     matrix = np.column_stack(cols).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
     if not np.isfinite(matrix).all():
         raise AssertionError("non-finite feature value after cleaning")
