@@ -353,7 +353,7 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
         detail["customers: Cleaner"] = _cleaner_detail(typed.frame, typed.unreadable, cleaner, step.seconds("customers: Cleaner"))
     del typed
 
-    # add_activity: load_transactions + features + join + tags
+    # add_activity: load_events + features + join + tags
     t_map = cfg.transactions
     cutoff = cfg.activity.cutoff_for(as_of)
     t_read = step("transactions: read_table", read_table, t_map)

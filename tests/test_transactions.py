@@ -11,7 +11,7 @@ import pytest
 
 from fedcrm.activity import ActivityConfig, activity_features, churn_labels, marketing_tags, propensity_labels
 from fedcrm.config import CleaningRules, PartnerConfig, TransactionMapping
-from fedcrm.prepare import load_transactions, prepare
+from fedcrm.prepare import load_events, prepare
 from fedcrm.public_data import SHARED_DATASETS
 
 RETAIL = SHARED_DATASETS / "online-retail" / "online_retail.csv.gz"
@@ -73,7 +73,7 @@ def test_online_retail_rfm_and_churn_labels() -> None:
         path=RETAIL, format="csv", date_formats=["%Y-%m-%d %H:%M:%S"],
         columns={"customer_id": "CustomerID", "tx_date": "InvoiceDate", "tx_id": "InvoiceNo",
                  "product": "StockCode", "quantity": "Quantity", "unit_price": "UnitPrice"})
-    raw, cleaned = load_transactions(mapping, "uk-retailer", CleaningRules(outlier_spend_multiple=1000), date(2011, 12, 10))
+    raw, cleaned = load_events(mapping, "uk-retailer", CleaningRules(outlier_spend_multiple=1000), date(2011, 12, 10))
     ids = raw["customer_id"].str.strip()
     assert ids[ids != ""].nunique() == 4372  # before cleaning
     rep = cleaned.report
@@ -151,3 +151,56 @@ horizon_days = 60
     assert not any(cid in text for cid in ids) and "Name 1" not in text
     with pytest.raises(Exception, match="responded"):
         prepare(cfg, "propensity")  # no target category configured
+
+
+def test_interactions_export_feeds_counts_and_the_churn_risk_flag(tmp_path: Path) -> None:
+    """Both drops are needed for the flag: c1 buys less and calls less; c2 buys less but
+    keeps calling; c3 buys as before."""
+    from fedcrm.pseudonymise import create_secret
+
+    pd.DataFrame({"id": ["c1", "c2", "c3"], "left": ["no", "no", "no"]}).to_csv(tmp_path / "customers.csv", index=False)
+    buys = [(c, f"{c}-{d}", d) for c in ("c1", "c2", "c3") for d in ("2026-02-01", "2026-02-15", "2026-03-01")]
+    buys += [("c3", "c3-x", "2026-05-01"), ("c3", "c3-y", "2026-05-15"), ("c3", "c3-z", "2026-06-01")]
+    pd.DataFrame(buys, columns=["cid", "order", "day"]).assign(qty=1, price=10.0).to_csv(tmp_path / "buys.csv", index=False)
+    calls = [(c, d, "phone") for c in ("c1", "c2") for d in ("2026-02-03", "2026-02-20")]
+    calls += [("c2", "2026-05-03", "phone"), ("c2", "2026-05-20", "e-mail"), ("c1", "2031-01-01", "phone")]
+    pd.DataFrame(calls, columns=["cid", "when", "via"]).to_csv(tmp_path / "calls.csv", index=False)
+    create_secret(tmp_path / "secret.key")
+    (tmp_path / "partner.toml").write_text('''name = "shop"
+partner_id = 5
+work_dir = "work"
+secret_file = "secret.key"
+as_of = "2026-06-30"
+[customers]
+path = "customers.csv"
+[customers.columns]
+customer_id = "id"
+churned = "left"
+[transactions]
+path = "buys.csv"
+[transactions.columns]
+customer_id = "cid"
+tx_id = "order"
+tx_date = "day"
+quantity = "qty"
+unit_price = "price"
+[interactions]
+path = "calls.csv"
+[interactions.columns]
+customer_id = "cid"
+ix_date = "when"
+channel = "via"
+[activity]
+cutoff = "2026-06-30"
+''')
+    cfg = PartnerConfig.load(tmp_path / "partner.toml")
+    from fedcrm.quality import check_partner
+
+    report = check_partner(cfg)
+    assert report.interactions.rows_in == 7 and report.interactions.quarantined_by_reason == {
+        "abnormal: ix_date in the future": 1}
+    prepare(cfg, "churn", test_fraction=0.01)
+    tags = pd.read_parquet(cfg.work_dir / "tags.parquet")
+    lookup = pd.read_parquet(cfg.work_dir / "pseudonym_lookup.parquet")
+    flags = dict(zip(tags.merge(lookup, on="pid")["customer_id"], tags.merge(lookup, on="pid")["churn_risk"]))
+    assert flags == {"c1": True, "c2": False, "c3": False}

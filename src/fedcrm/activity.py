@@ -86,6 +86,23 @@ def activity_features(tx: pd.DataFrame, cutoff: date, cfg: ActivityConfig) -> pd
     return out
 
 
+def interaction_counts(ix: pd.DataFrame, cutoff: date, cfg: ActivityConfig) -> pd.DataFrame:
+    """Interactions per customer before the cutoff: in the RFM window, and in the two
+    trend windows the churn-risk flag compares."""
+    end = pd.Timestamp(cutoff)
+    ix = ix[ix["ix_date"] <= end]
+    cust, names = pd.factorize(ix[CUSTOMER].astype(str))
+    days = (end - ix["ix_date"]).dt.days.to_numpy()
+    t = cfg.trend_days
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(cust[mask], minlength=len(names))
+
+    return pd.DataFrame({"interactions": count(days < cfg.window_days), "ix_recent": count(days < t),
+                         "ix_previous": count((days >= t) & (days < 2 * t))},
+                        index=pd.Index(names, name=CUSTOMER))
+
+
 def churn_labels(tx: pd.DataFrame, customers: pd.Index, cutoff: date, horizon_days: int) -> pd.Series:
     """1 = no purchase in (cutoff, cutoff + horizon]."""
     p = purchases(tx)

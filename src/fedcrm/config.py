@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedcrm.activity import ActivityConfig
 from fedcrm.errors import ConfigError
-from fedcrm.schema import BY_NAME, DIRECT_IDENTIFIERS, TX_BY_NAME, CanonicalField, FieldKind
+from fedcrm.schema import BY_NAME, DIRECT_IDENTIFIERS, IX_BY_NAME, TX_BY_NAME, CanonicalField, FieldKind
 
 MoneyUnit = Literal["units", "cents", "thousands", "wan"]
 MONEY_FACTORS: dict[str, float] = {"units": 1.0, "cents": 0.01, "thousands": 1000.0, "wan": 10000.0}
@@ -80,6 +80,12 @@ class TransactionMapping(_Table):
     SCHEMA: ClassVar[dict[str, CanonicalField]] = TX_BY_NAME
 
 
+class InteractionMapping(_Table):
+    """The interactions export: one row per call, ticket, visit or campaign contact."""
+
+    SCHEMA: ClassVar[dict[str, CanonicalField]] = IX_BY_NAME
+
+
 class CleaningRules(_Strict):
     """Per-partner knobs of the cleaning rules."""
 
@@ -112,6 +118,7 @@ class PartnerConfig(_Strict):
     as_of: str | None = Field(None, description="ISO date the export was taken; default: today")
     customers: TableMapping
     transactions: TransactionMapping | None = None
+    interactions: InteractionMapping | None = None
     activity: ActivityConfig = Field(default_factory=ActivityConfig)
     cleaning: CleaningRules = Field(default_factory=CleaningRules)
     generalisation: Generalisation = Field(default_factory=Generalisation)
@@ -140,12 +147,13 @@ class PartnerConfig(_Strict):
             return p if p.is_absolute() else (base / p).resolve()
 
         customers = self.customers.model_copy(update={"path": resolve(self.customers.path)})
-        tx = self.transactions
+        tx, ix = self.transactions, self.interactions
         return self.model_copy(update={
             "work_dir": resolve(self.work_dir),
             "secret_file": resolve(self.secret_file),
             "customers": customers,
             "transactions": tx.model_copy(update={"path": resolve(tx.path)}) if tx else None,
+            "interactions": ix.model_copy(update={"path": resolve(ix.path)}) if ix else None,
             "source": path,
         })
 

@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from fedcrm.activity import activity_features, churn_labels, marketing_tags, propensity_labels
+from fedcrm.activity import activity_features, churn_labels, interaction_counts, marketing_tags, propensity_labels
 from fedcrm.clean import REASON, Cleaned, Cleaner, CleaningReport
-from fedcrm.config import CleaningRules, PartnerConfig, TransactionMapping
+from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
 from fedcrm.errors import MappingError
 from fedcrm.features import build_matrix, derive_generalised, feature_names
 from fedcrm.ingest import ROW, apply_mapping, file_fingerprint, read_table
 from fedcrm.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
-from fedcrm.schema import LABEL_SOURCES, TX_BY_NAME
+from fedcrm.schema import LABEL_SOURCES
 from fedcrm.standardise import standardise
 
 PIPELINE_VERSION = "2"
@@ -75,20 +75,28 @@ def label_field(cfg: PartnerConfig, task: str) -> str:
 
 
 def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Join RFM/trend features (and, unless a label column is mapped, the derived label)
-    from the purchases export; returns the customers and their marketing tags."""
-    if cfg.transactions is None:
+    """Join interaction counts and RFM/trend features (and, unless a label column is
+    mapped, the derived label) from the event exports; returns the customers and, when
+    there are purchases, their marketing tags."""
+    if cfg.transactions is None and cfg.interactions is None:
         return customers, None
     as_of = as_of_date(cfg)
     cutoff = cfg.activity.cutoff_for(as_of)
-    _, tx = load_transactions(cfg.transactions, cfg.name, cfg.cleaning, as_of)
-    feats = activity_features(tx.clean, cutoff, cfg.activity)
     ids = pd.Index(customers["customer_id"].astype(str))
-    feats.index = feats.index.astype(str)
+    out = customers.copy()
+    ix_counts = None
+    if cfg.interactions is not None:
+        _, ix = load_events(cfg.interactions, cfg.name, cfg.cleaning, as_of)
+        ix_counts = interaction_counts(ix.clean, cutoff, cfg.activity)
+        if "interactions" not in cfg.customers.columns:
+            out["interactions"] = ix_counts["interactions"].reindex(ids, fill_value=0).to_numpy()
+    if cfg.transactions is None:
+        return out, None
+    _, tx = load_events(cfg.transactions, cfg.name, cfg.cleaning, as_of)
+    feats = activity_features(tx.clean, cutoff, cfg.activity)
     joined = feats.reindex(ids)
     joined["recency_days"] = joined["recency_days"].fillna(cfg.activity.window_days)
     joined = joined.fillna(0.0)
-    out = customers.copy()
     for col in ("recency_days", "frequency", "monetary", "activity_trend"):
         out[col] = joined[col].to_numpy()
     label = LABEL_SOURCES[task]
@@ -99,8 +107,8 @@ def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str) -> tupl
         else:
             derived = propensity_labels(tx_clean, ids, cutoff, cfg.activity.horizon_days, cfg.activity.target_category or "")
         out[label] = derived.to_numpy().astype("float64")
-    tags = marketing_tags(feats, cfg.activity)
-    return out, tags
+    recent, previous = (ix_counts["ix_recent"], ix_counts["ix_previous"]) if ix_counts is not None else (None, None)
+    return out, marketing_tags(feats, cfg.activity, recent, previous)
 
 
 def test_mask(pids: pd.Series, fraction: float) -> np.ndarray:
@@ -117,6 +125,7 @@ def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint:
         "mapping": cfg.customers.model_dump(mode="json"),
         "cleaning": cfg.cleaning.model_dump(mode="json"),
         "transactions": cfg.transactions.model_dump(mode="json") if cfg.transactions else None,
+        "interactions": cfg.interactions.model_dump(mode="json") if cfg.interactions else None,
         "activity": cfg.activity.model_dump(mode="json"),
         "generalisation": cfg.generalisation.model_dump(mode="json"),
         "as_of": as_of_date(cfg).isoformat(),
@@ -134,12 +143,15 @@ def load_and_clean(cfg: PartnerConfig, key_fields: list[str]) -> tuple[pd.DataFr
     return raw, Cleaner(cfg.cleaning, as_of_date(cfg), key_fields=key_fields)(typed.frame, typed.unreadable)
 
 
-def load_transactions(mapping: TransactionMapping, partner: str, rules: CleaningRules, as_of: date) -> tuple[pd.DataFrame, Cleaned]:
-    """The purchases export, cleaned: missing id/date → to be supplemented; negative
-    quantities (returns, cancellations), future dates, extreme amounts → abnormal."""
+def load_events(mapping: TransactionMapping | InteractionMapping, partner: str, rules: CleaningRules,
+                as_of: date) -> tuple[pd.DataFrame, Cleaned]:
+    """A purchases or interactions export, cleaned: missing id/date → to be supplemented;
+    negative quantities (returns, cancellations), future dates, extreme amounts → abnormal.
+    Many rows per customer, so no deduplication by id."""
     raw = apply_mapping(read_table(mapping), mapping, partner)
     typed = standardise(raw, mapping)
-    cleaner = Cleaner(rules, as_of, key_fields=["customer_id", "tx_date"], schema=TX_BY_NAME, dedupe=False)
+    keys = [f.name for f in mapping.SCHEMA.values() if f.key]
+    cleaner = Cleaner(rules, as_of, key_fields=keys, schema=mapping.SCHEMA, dedupe=False)
     return raw, cleaner(typed.frame, typed.unreadable)
 
 
@@ -178,8 +190,9 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
 def dataset_fingerprint(cfg: PartnerConfig) -> str:
     """sha256 over every raw file the node trains on: the privacy account's dataset."""
     parts = [file_fingerprint(cfg.customers.path)]
-    if cfg.transactions is not None:
-        parts.append(file_fingerprint(cfg.transactions.path))
+    for events in (cfg.transactions, cfg.interactions):
+        if events is not None:
+            parts.append(file_fingerprint(events.path))
     return parts[0] if len(parts) == 1 else hashlib.sha256("".join(parts).encode()).hexdigest()
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from fedcrm.anonymity import KAnonymityReport, generalised_quasi_identifiers, k_anonymity
 from fedcrm.clean import CleaningReport
 from fedcrm.config import PartnerConfig
-from fedcrm.prepare import as_of_date, label_field, load_and_clean, load_transactions
+from fedcrm.prepare import as_of_date, label_field, load_and_clean, load_events
 
 
 class QualityReport(BaseModel):
@@ -21,6 +21,7 @@ class QualityReport(BaseModel):
     label_rate: float | None
     cleaning: CleaningReport
     transactions: CleaningReport | None = None
+    interactions: CleaningReport | None = None
     k_anonymity: KAnonymityReport
 
 
@@ -30,13 +31,12 @@ def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int 
     keys = [k for k in keys if k in cfg.customers.columns]  # a purchases-derived label is not a column
     _, cleaned = load_and_clean(cfg, key_fields=keys)
     qi = generalised_quasi_identifiers(cleaned.clean, as_of_date(cfg), cfg.generalisation)
-    tx = None
-    if cfg.transactions is not None:
-        tx = load_transactions(cfg.transactions, cfg.name, cfg.cleaning, as_of_date(cfg))[1].report
+    tx, ix = (load_events(events, cfg.name, cfg.cleaning, as_of_date(cfg))[1].report if events else None
+              for events in (cfg.transactions, cfg.interactions))
     label = keys[1] if len(keys) > 1 else None  # None: derived from purchases when prepared
     rate = float(cleaned.clean[label].mean()) if label and len(cleaned.clean) else None
     return QualityReport(partner=cfg.name, file=cfg.customers.path, task=task, label_rate=rate,
-                         cleaning=cleaned.report, transactions=tx, k_anonymity=k_anonymity(qi, k_threshold or cfg.generalisation.k_threshold))
+                         cleaning=cleaned.report, transactions=tx, interactions=ix, k_anonymity=k_anonymity(qi, k_threshold or cfg.generalisation.k_threshold))
 
 
 def render(report: QualityReport) -> Group:
@@ -51,16 +51,17 @@ def render(report: QualityReport) -> Group:
     k = report.k_anonymity
     head.add_row("k-anonymity", "no quasi-identifiers" if k.k is None else
                  f"k = {k.k} over {', '.join(k.quasi_identifiers)}; {k.rows_below_threshold} rows in groups < {k.k_threshold}")
-    if report.transactions is not None:
-        t = report.transactions
-        head.add_row("purchase lines in / clean / quarantined", f"{t.rows_in} / {t.rows_clean} / {t.rows_quarantined}")
+    for label, t in (("purchase lines", report.transactions), ("interactions", report.interactions)):
+        if t is not None:
+            head.add_row(f"{label} in / clean / quarantined", f"{t.rows_in} / {t.rows_clean} / {t.rows_quarantined}")
     reasons = Table(title="quarantined by reason")
     reasons.add_column("reason")
     reasons.add_column("rows", justify="right")
     for reason, n in c.quarantined_by_reason.items():
         reasons.add_row(reason, str(n))
-    for reason, n in (report.transactions.quarantined_by_reason.items() if report.transactions else []):
-        reasons.add_row(f"purchases: {reason}", str(n))
+    for label, t in (("purchases", report.transactions), ("interactions", report.interactions)):
+        for reason, n in (t.quarantined_by_reason.items() if t else []):
+            reasons.add_row(f"{label}: {reason}", str(n))
     fields = Table(title="completeness per canonical field")
     for col in ("field", "complete %", "unreadable", "filled"):
         fields.add_column(col, justify="right" if col != "field" else "left")

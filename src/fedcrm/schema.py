@@ -119,3 +119,13 @@ TX_FIELDS: tuple[CanonicalField, ...] = (
                    description="Line value; quantity × unit_price when the export has no amount."),
 )
 TX_BY_NAME: dict[str, CanonicalField] = {f.name: f for f in TX_FIELDS}
+
+
+# ---------------------------------------------------------------- interactions
+IX_FIELDS: tuple[CanonicalField, ...] = (
+    CanonicalField(name="customer_id", kind=FieldKind.ID, grade=Grade.CORE_SENSITIVE, key=True),
+    CanonicalField(name="ix_date", kind=FieldKind.DATE, grade=Grade.SENSITIVE, key=True,
+                   description="When the customer called, wrote or visited; enters models only as counts."),
+    CanonicalField(name="channel", kind=FieldKind.CATEGORY, grade=Grade.NON_SENSITIVE),
+)
+IX_BY_NAME: dict[str, CanonicalField] = {f.name: f for f in IX_FIELDS}
