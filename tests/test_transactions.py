@@ -200,6 +200,9 @@ cutoff = "2026-06-30"
     assert report.interactions.rows_in == 7 and report.interactions.quarantined_by_reason == {
         "abnormal: ix_date in the future": 1}
     prepare(cfg, "churn", test_fraction=0.01)
+    q = pd.read_parquet(cfg.work_dir / "quarantine_interactions.parquet")
+    assert list(q["_row"]) == [7] and q.loc[0, "customer_id"] == "c1" and "future" in q.loc[0, "reason"]
+    assert len(pd.read_parquet(cfg.work_dir / "quarantine_transactions.parquet")) == 0
     tags = pd.read_parquet(cfg.work_dir / "tags.parquet")
     lookup = pd.read_parquet(cfg.work_dir / "pseudonym_lookup.parquet")
     flags = dict(zip(tags.merge(lookup, on="pid")["customer_id"], tags.merge(lookup, on="pid")["churn_risk"]))

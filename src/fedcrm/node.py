@@ -52,8 +52,10 @@ class PartnerNode:
 
     def data(self) -> PreparedData:
         """Prepared once per process; the on-disk cache serves later processes and runs."""
-        stat = self.cfg.customers.path.stat()  # a re-exported file is prepared (and accounted) anew
-        key = (str(self.cfg.source), self.plan.task, self.plan.test_fraction, stat.st_mtime_ns, stat.st_size)
+        # a re-exported file is prepared (and accounted) anew
+        files = [t.path for t in (self.cfg.customers, self.cfg.transactions, self.cfg.interactions) if t]
+        stamps = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        key = (str(self.cfg.source), self.plan.task, self.plan.test_fraction, stamps)
         if key not in _DATA:
             _DATA[key] = prepare(self.cfg, self.plan.task, self.plan.test_fraction)
         return _DATA[key]

@@ -86,13 +86,16 @@ def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str) -> tupl
     out = customers.copy()
     ix_counts = None
     if cfg.interactions is not None:
-        _, ix = load_events(cfg.interactions, cfg.name, cfg.cleaning, as_of)
+        raw_ix, ix = load_events(cfg.interactions, cfg.name, cfg.cleaning, as_of)
+        write_quarantine(cfg, "interactions", raw_ix, ix.quarantine)
         ix_counts = interaction_counts(ix.clean, cutoff, cfg.activity)
         if "interactions" not in cfg.customers.columns:
             out["interactions"] = ix_counts["interactions"].reindex(ids, fill_value=0).to_numpy()
     if cfg.transactions is None:
         return out, None
-    _, tx = load_events(cfg.transactions, cfg.name, cfg.cleaning, as_of)
+    raw_tx, tx = load_events(cfg.transactions, cfg.name, cfg.cleaning, as_of)
+    write_quarantine(cfg, "transactions", raw_tx, tx.quarantine)
+    del raw_tx
     feats = activity_features(tx.clean, cutoff, cfg.activity)
     joined = feats.reindex(ids)
     joined["recency_days"] = joined["recency_days"].fillna(cfg.activity.window_days)
@@ -215,12 +218,20 @@ def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.Da
     return path
 
 
+def write_quarantine(cfg: PartnerConfig, table: str, raw: pd.DataFrame, quarantine: pd.DataFrame) -> Path:
+    """Quarantined rows with their reason and raw values, for the partner to fix; stays on the node."""
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    rows = raw.iloc[quarantine[ROW].to_numpy() - 1]  # ROW is the 1-based position in the file
+    rows = rows.drop(columns=[ROW]).astype("string").reset_index(drop=True)
+    out = pd.concat([quarantine[[ROW, REASON]].reset_index(drop=True), rows], axis=1)
+    path = cfg.work_dir / ("quarantine.parquet" if table == "customers" else f"quarantine_{table}.parquet")
+    out.to_parquet(path, index=False)
+    return path
+
+
 def _write_local_outputs(cfg: PartnerConfig, raw: pd.DataFrame, quarantine: pd.DataFrame, lookup: pd.DataFrame) -> None:
     """Quarantine (raw values + reason) and pseudonym lookup: for the partner's eyes only."""
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
-    q = quarantine.merge(raw.astype({c: "string" for c in raw.columns if c != ROW}), on=ROW, how="left")
-    q = q[[ROW, REASON, *[c for c in q.columns if c not in (ROW, REASON)]]]
-    q.to_parquet(cfg.work_dir / "quarantine.parquet", index=False)
+    write_quarantine(cfg, "customers", raw, quarantine)
     lookup.to_parquet(cfg.work_dir / "pseudonym_lookup.parquet", index=False)
 
 
