@@ -44,6 +44,13 @@ class _FirstReason:
         self.reasons[hit] = why
         self.taken |= hit
 
+    def take(self, reasons: pd.Series) -> None:
+        """Adopt another rule's per-row reasons where no earlier rule fired."""
+        values = reasons.to_numpy(dtype=object)
+        hit = pd.notna(values) & ~self.taken
+        self.reasons[hit] = values[hit]
+        self.taken |= hit
+
     def series(self) -> pd.Series:
         return pd.Series(self.reasons, index=self.index, dtype=object)
 
@@ -79,8 +86,9 @@ def duplicates_by_id(frame: pd.DataFrame, id_field: str = "customer_id") -> pd.S
 
 
 def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date,
-                    schema: dict[str, CanonicalField] = BY_NAME) -> pd.Series:
-    """Negative amounts/counts, future dates, implausible ages, spend far above the median."""
+                    schema: dict[str, CanonicalField] = BY_NAME, alive: np.ndarray | None = None) -> pd.Series:
+    """Negative amounts/counts, future dates, implausible ages, spend far above the median
+    (of the rows in `alive`: rows an earlier rule rejected do not move the median)."""
     verdict = _FirstReason(frame.index)
 
     def flag(mask: pd.Series, why: str) -> None:
@@ -95,7 +103,7 @@ def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date,
         if spec.kind in (FieldKind.MONEY, FieldKind.COUNT):
             flag(col < 0, f"negative {name}")
         if spec.kind is FieldKind.MONEY:
-            median = col[col > 0].median()
+            median = col[(col > 0) if alive is None else (col > 0) & alive].median()
             if pd.notna(median):
                 flag(col > rules.outlier_spend_multiple * median,
                      f"{name} above {rules.outlier_spend_multiple:g}x the median ({median:.2f})")
@@ -167,29 +175,24 @@ class Cleaner:
 
     def __call__(self, frame: pd.DataFrame, unreadable: pd.DataFrame) -> Cleaned:
         rows_in = len(frame)
-        quarantined: list[pd.DataFrame] = []
-        current = frame
-
-        def reject(reasons: pd.Series) -> None:
-            nonlocal current
-            bad = reasons.notna()
-            if bad.any():
-                quarantined.append(pd.DataFrame({ROW: current.loc[bad, ROW], REASON: reasons[bad]}))
-            current = current.loc[~bad]
-
-        reject(missing_key_fields(current, unreadable, self.key_fields))
+        # One verdict over the whole table, first rule wins; rows are filtered once at the
+        # end (millions of purchase lines: no table copy per rule).
+        verdict = _FirstReason(frame.index)
+        verdict.take(missing_key_fields(frame, unreadable, self.key_fields))
         duplicates = 0
         if self.dedupe:
-            dup_reasons = duplicates_by_id(current, self.rules.dedupe_by)
-            duplicates = int(dup_reasons.notna().sum())
-            reject(dup_reasons)
-        reject(abnormal_values(current, self.rules, self.as_of, self.schema))
-        clean, filled, fills = fill_missing(current, unreadable.loc[current.index], self.rules, self.schema)
-
-        quarantine = (pd.concat(quarantined) if quarantined
-                      else pd.DataFrame({ROW: pd.Series(dtype="int64"), REASON: pd.Series(dtype=object)}))
-        by_reason = (quarantine[REASON].str.replace(r" \(.*\)$", "", regex=True)
-                     .str.replace(r"row \d+", "row N", regex=True).value_counts())
+            alive = frame.loc[~verdict.taken]
+            dup = duplicates_by_id(alive, self.rules.dedupe_by).reindex(frame.index)
+            duplicates = int(dup.notna().sum())
+            verdict.take(dup)
+        verdict.take(abnormal_values(frame, self.rules, self.as_of, self.schema, alive=~verdict.taken))
+        keep = ~verdict.taken
+        clean, filled, fills = fill_missing(frame.loc[keep], unreadable.loc[keep], self.rules, self.schema)
+        quarantine = pd.DataFrame({ROW: frame[ROW].to_numpy()[verdict.taken].astype("int64"),
+                                   REASON: pd.Series(verdict.reasons[verdict.taken], dtype=object)})
+        counts = quarantine[REASON].value_counts()  # group the distinct reasons, then their counts
+        families = counts.index.str.replace(r" \(.*\)$", "", regex=True).str.replace(r"row \d+", "row N", regex=True)
+        by_reason = counts.groupby(families, sort=False).sum().sort_values(ascending=False, kind="stable")
         present = frame.drop(columns=[ROW]).notna()
         for name in present.columns:
             if self.schema[name].kind is FieldKind.CATEGORY:
