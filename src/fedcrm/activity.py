@@ -51,7 +51,7 @@ def purchases(tx: pd.DataFrame) -> pd.DataFrame:
     cust, names = pd.factorize(tx[CUSTOMER])
     order = pd.factorize(tx["tx_id"] if "tx_id" in tx.columns else day)[0]
     # one int64 key per (order, customer): a single-key group-by is the fast path
-    pair = pd.factorize(order.astype(np.int64) * (len(names) + 1) + cust)[0]
+    pair = order.astype(np.int64) * (len(names) + 1) + cust
     lines = pd.DataFrame({"k": pair, "c": cust, "date": day.to_numpy(), "value": value.to_numpy()})
     p = lines.groupby("k", sort=False).agg(c=("c", "first"), date=("date", "min"), value=("value", "sum"))
     p[CUSTOMER] = pd.Categorical.from_codes(p["c"].to_numpy(), categories=pd.Index(names).astype(str))

@@ -55,15 +55,15 @@ def load_secret(path: Path) -> bytes:
 
 
 def pseudonyms(ids: pd.Series, key: bytes) -> pd.Series:
-    """HMAC-SHA256 of each id (as text), hex."""
+    """HMAC-SHA256 of each id (as text), hex. Copying a keyed HMAC object is the fastest
+    way per id here (measured: faster than `hmac.digest` one-shot calls)."""
     base = hmac.new(key, digestmod=hashlib.sha256)
-
-    def one(value: str) -> str:
+    out = []
+    for value in ids.astype(str).tolist():
         h = base.copy()
         h.update(value.encode("utf-8"))
-        return h.hexdigest()
-
-    return pd.Series([one(str(v)) for v in ids], index=ids.index, dtype=object)
+        out.append(h.hexdigest())
+    return pd.Series(out, index=ids.index, dtype=object)
 
 
 def pseudonymise(frame: pd.DataFrame, key: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
