@@ -23,6 +23,18 @@ def tx_frame(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
     return df
 
 
+def shop_partner(folder: Path, body: str) -> Path:
+    """A partner "shop" in `folder`: its key, and a config whose customers are
+    customers.csv; `body` adds the column mapping and any further sections."""
+    from fedcrm.pseudonymise import create_secret
+
+    create_secret(folder / "secret.key")
+    path = folder / "partner.toml"
+    path.write_text('name = "shop"\npartner_id = 4\nwork_dir = "work"\nsecret_file = "secret.key"\n'
+                    'as_of = "2026-06-30"\n[customers]\npath = "customers.csv"\n' + body)
+    return path
+
+
 def test_rfm_by_hand() -> None:
     tx = tx_frame([
         ("a", "2024-01-10", "o1", 10.0), ("a", "2024-01-10", "o1", 5.0),   # one order, two lines
@@ -110,16 +122,7 @@ def test_partner_with_purchases_gets_rfm_features_derived_labels_and_pseudonymou
                 break
             rows.append((cid, f"O{i}-{d:%Y%m%d}", d.strftime("%d.%m.%Y"), 1, 9.5))
     pd.DataFrame(rows, columns=["cid", "order", "day", "qty", "price"]).to_csv(tmp_path / "purchases.csv", index=False)
-    from fedcrm.pseudonymise import create_secret
-
-    create_secret(tmp_path / "secret.key")
-    (tmp_path / "partner.toml").write_text('''name = "shop"
-partner_id = 4
-work_dir = "work"
-secret_file = "secret.key"
-as_of = "2026-06-30"
-[customers]
-path = "customers.csv"
+    shop_partner(tmp_path, '''
 [customers.columns]
 customer_id = "id"
 full_name = "name"
@@ -156,8 +159,6 @@ horizon_days = 60
 def test_interactions_export_feeds_counts_and_the_churn_risk_flag(tmp_path: Path) -> None:
     """Both drops are needed for the flag: c1 buys less and calls less; c2 buys less but
     keeps calling; c3 buys as before."""
-    from fedcrm.pseudonymise import create_secret
-
     pd.DataFrame({"id": ["c1", "c2", "c3"], "left": ["no", "no", "no"]}).to_csv(tmp_path / "customers.csv", index=False)
     buys = [(c, f"{c}-{d}", d) for c in ("c1", "c2", "c3") for d in ("2026-02-01", "2026-02-15", "2026-03-01")]
     buys += [("c3", "c3-x", "2026-05-01"), ("c3", "c3-y", "2026-05-15"), ("c3", "c3-z", "2026-06-01")]
@@ -165,14 +166,7 @@ def test_interactions_export_feeds_counts_and_the_churn_risk_flag(tmp_path: Path
     calls = [(c, d, "phone") for c in ("c1", "c2") for d in ("2026-02-03", "2026-02-20")]
     calls += [("c2", "2026-05-03", "phone"), ("c2", "2026-05-20", "e-mail"), ("c1", "2031-01-01", "phone")]
     pd.DataFrame(calls, columns=["cid", "when", "via"]).to_csv(tmp_path / "calls.csv", index=False)
-    create_secret(tmp_path / "secret.key")
-    (tmp_path / "partner.toml").write_text('''name = "shop"
-partner_id = 5
-work_dir = "work"
-secret_file = "secret.key"
-as_of = "2026-06-30"
-[customers]
-path = "customers.csv"
+    shop_partner(tmp_path, '''
 [customers.columns]
 customer_id = "id"
 churned = "left"
