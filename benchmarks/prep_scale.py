@@ -316,7 +316,7 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
     import numpy as np
     import pandas as pd
 
-    from fedcrm.activity import activity_features, marketing_tags
+    from fedcrm.activity import activity_features, marketing_tags, purchases
     from fedcrm.clean import Cleaner
     from fedcrm.config import PartnerConfig
     from fedcrm.features import build_matrix, derive_generalised
@@ -368,7 +368,8 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
         detail["transactions: Cleaner"] = _cleaner_detail(t_typed.frame, t_typed.unreadable, t_cleaner,
                                                           step.seconds("transactions: Cleaner"))
     del t_raw, t_typed
-    feats = step("activity_features (purchases groupby + RFM/trend)", activity_features, tx.clean, cutoff, cfg.activity)
+    feats = step("activity_features (purchases groupby + RFM/trend)",
+                 lambda t: activity_features(purchases(t), cutoff, cfg.activity), tx.clean)
 
     def join() -> pd.DataFrame:  # the rest of prepare.add_activity, verbatim
         customers = cleaned.clean

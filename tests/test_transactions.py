@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcrm.activity import ActivityConfig, activity_features, churn_labels, marketing_tags, propensity_labels
+from fedcrm.activity import (ActivityConfig, activity_features, churn_labels, marketing_tags, propensity_labels,
+                             purchases)
 from fedcrm.config import CleaningRules, PartnerConfig, TransactionMapping
 from fedcrm.prepare import load_events, prepare
 from fedcrm.public_data import SHARED_DATASETS
@@ -41,13 +42,13 @@ def test_rfm_by_hand() -> None:
         ("a", "2024-05-01", "o2", 20.0), ("b", "2023-02-01", "o3", 99.0),  # b: outside the 365-day window
         ("a", "2024-07-15", "o4", 1.0),                                    # after the cutoff: label only
     ])
-    f = activity_features(tx, date(2024, 6, 30), ActivityConfig())
+    f = activity_features(purchases(tx), date(2024, 6, 30), ActivityConfig())
     assert f.loc["a", "recency_days"] == 60 and f.loc["a", "frequency"] == 2 and f.loc["a", "monetary"] == 35.0
     assert f.loc["b", "frequency"] == 0 and f.loc["b", "recency_days"] == (date(2024, 6, 30) - date(2023, 2, 1)).days
     # trend windows: (2024-04-01, 06-30] holds May; (2024-01-02, 04-01] holds 10 January
     assert f.loc["a", "freq_recent"] == 1 and f.loc["a", "freq_previous"] == 1
     assert f.loc["a", "activity_trend"] == 0.0
-    y = churn_labels(tx, f.index, date(2024, 6, 30), 90)
+    y = churn_labels(purchases(tx), f.index, date(2024, 6, 30), 90)
     assert y.to_dict() == {"a": 0, "b": 1}
 
 
@@ -94,9 +95,10 @@ def test_online_retail_rfm_and_churn_labels() -> None:
     assert rep.quarantined_by_reason["abnormal: negative quantity"] > 8_000  # cancellations and returns
     cfg = ActivityConfig(horizon_days=90)
     cutoff = date(2011, 9, 10)
-    f = activity_features(cleaned.clean, cutoff, cfg)
+    bought = purchases(cleaned.clean)
+    f = activity_features(bought, cutoff, cfg)
     assert 3_000 < len(f) < 4_372
-    y = churn_labels(cleaned.clean, f.index, cutoff, cfg.horizon_days)
+    y = churn_labels(bought, f.index, cutoff, cfg.horizon_days)
     assert 0.2 < y.mean() < 0.7
     tags = marketing_tags(f, cfg)
     for col in ("value_tier", "lifecycle"):

@@ -64,9 +64,9 @@ def _count_between(p: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> p
     return p.loc[mask].groupby(CUSTOMER, observed=True).size()
 
 
-def activity_features(tx: pd.DataFrame, cutoff: date, cfg: ActivityConfig) -> pd.DataFrame:
-    """Recency, frequency, monetary, tenure and trend per customer seen before the cutoff."""
-    p = purchases(tx)
+def activity_features(p: pd.DataFrame, cutoff: date, cfg: ActivityConfig) -> pd.DataFrame:
+    """Recency, frequency, monetary, tenure and trend per customer seen before the cutoff,
+    from `p = purchases(tx)` (computed once and shared with `churn_labels`)."""
     end = pd.Timestamp(cutoff)
     p = p[p["date"] <= end]
     start = end - pd.Timedelta(days=cfg.window_days)
@@ -103,9 +103,8 @@ def interaction_counts(ix: pd.DataFrame, cutoff: date, cfg: ActivityConfig) -> p
                         index=pd.Index(names, name=CUSTOMER))
 
 
-def churn_labels(tx: pd.DataFrame, customers: pd.Index, cutoff: date, horizon_days: int) -> pd.Series:
-    """1 = no purchase in (cutoff, cutoff + horizon]."""
-    p = purchases(tx)
+def churn_labels(p: pd.DataFrame, customers: pd.Index, cutoff: date, horizon_days: int) -> pd.Series:
+    """1 = no purchase in (cutoff, cutoff + horizon], from `p = purchases(tx)`."""
     end = pd.Timestamp(cutoff)
     bought = _count_between(p, end, end + pd.Timedelta(days=horizon_days))
     return pd.Series((~customers.isin(bought.index)).astype(np.int8), index=customers, name="churned")

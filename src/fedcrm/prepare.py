@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from fedcrm.activity import activity_features, churn_labels, interaction_counts, marketing_tags, propensity_labels
+from fedcrm.activity import (activity_features, churn_labels, interaction_counts, marketing_tags, propensity_labels,
+                             purchases)
 from fedcrm.clean import REASON, Cleaned, Cleaner, CleaningReport
 from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
 from fedcrm.errors import MappingError
@@ -96,7 +97,8 @@ def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str) -> tupl
     raw_tx, tx = load_events(cfg.transactions, cfg.name, cfg.cleaning, as_of)
     write_quarantine(cfg, "transactions", raw_tx, tx.quarantine)
     del raw_tx
-    feats = activity_features(tx.clean, cutoff, cfg.activity)
+    bought = purchases(tx.clean)  # lines → purchases once, for features and the label
+    feats = activity_features(bought, cutoff, cfg.activity)
     joined = feats.reindex(ids)
     joined["recency_days"] = joined["recency_days"].fillna(cfg.activity.window_days)
     joined = joined.fillna(0.0)
@@ -104,10 +106,10 @@ def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str) -> tupl
         out[col] = joined[col].to_numpy()
     label = LABEL_SOURCES[task]
     if label not in cfg.customers.columns:
-        tx_clean = tx.clean.assign(customer_id=tx.clean["customer_id"].astype(str))
         if task == "churn":
-            derived = churn_labels(tx_clean, ids, cutoff, cfg.activity.horizon_days)
+            derived = churn_labels(bought, ids, cutoff, cfg.activity.horizon_days)
         else:
+            tx_clean = tx.clean.assign(customer_id=tx.clean["customer_id"].astype(str))
             derived = propensity_labels(tx_clean, ids, cutoff, cfg.activity.horizon_days, cfg.activity.target_category or "")
         out[label] = derived.to_numpy().astype("float64")
     recent, previous = (ix_counts["ix_recent"], ix_counts["ix_previous"]) if ix_counts is not None else (None, None)
