@@ -11,11 +11,8 @@ from flwr.clientapp import ClientApp
 
 from fedcrm.config import TrainPlan
 from fedcrm.egress import EgressViolation, check_reply, log_egress
-from fedcrm.errors import FedcrmError
+from fedcrm.errors import ERROR_BUDGET, ERROR_EGRESS, ERROR_FEDCRM, FedcrmError, PrivacyBudgetError
 from fedcrm.node import PartnerNode, resolve_partner_config
-
-ERROR_FEDCRM = 4100  # the partner's pipeline or privacy rules refused the request
-ERROR_EGRESS = 4101  # the reply would have carried more than arrays and metrics
 
 app = ClientApp()
 
@@ -45,7 +42,8 @@ def egress_guard(msg: Message, context: Context, call_next) -> Message:  # noqa:
 
 
 def _refusal(msg: Message, exc: FedcrmError) -> Message:
-    return Message(Error(code=ERROR_FEDCRM, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+    code = ERROR_BUDGET if isinstance(exc, PrivacyBudgetError) else ERROR_FEDCRM
+    return Message(Error(code=code, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
 
 @app.train(mods=[egress_guard])

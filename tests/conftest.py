@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -38,3 +39,18 @@ def copy_partner(src_config: Path, dst: Path) -> Path:
     """Copy one partner's folder (data, config, key) to a scratch place, keeping modes."""
     shutil.copytree(src_config.parent, dst, dirs_exist_ok=True)
     return dst / src_config.name
+
+
+def set_privacy(config: Path, **values: object) -> Path:
+    """Rewrite the partner's `[privacy]` table, as the partner would edit its own config."""
+    from fedcrm.demo_data import with_privacy_policy
+
+    text = config.read_text()
+    if "[privacy]" in text:
+        before, _, after = text.partition("[privacy]\n")
+        _, sep, rest = after.partition("\n[")
+        text = before + (f"[{rest}" if sep else "")
+    block = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    head, sep, rest = text.partition("\n[")
+    config.write_text(f"{head}\n[privacy]\n{block}\n[{rest}")
+    return config

@@ -9,8 +9,8 @@ import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.launcher import RunFailed, simulate
-from fedcrm.privacy import AccountStore, epsilon
-from fedcrm.prepare import prepare
+from fedcrm.ledger import Ledger
+from fedcrm.privacy import epsilon
 from fedcrm.reporting import read_rounds
 
 pytestmark = pytest.mark.flower
@@ -39,9 +39,9 @@ def test_demo_federation_three_partners(fresh_demo: Path, tmp_path: Path) -> Non
         assert series[-1] <= 3.0 + 1e-6
         # ε after the last round is exactly what Opacus reports for the persisted history
         cfg = PartnerConfig.load(m.config)
-        account = AccountStore(cfg.work_dir).load(prepare(cfg, "churn").dataset_fingerprint)
-        assert [r.server_round for r in account.releases] == list(range(1, rounds + 1))
-        assert epsilon(account.history, 1e-5) == pytest.approx(series[-1], rel=1e-9)
+        entries = Ledger(cfg.work_dir).entries()
+        assert [e.server_round for e in entries] == list(range(1, rounds + 1))
+        assert epsilon([e.history_entry for e in entries], 1e-5) == pytest.approx(series[-1], rel=1e-9)
         # the node's egress log: arrays and numeric metrics only, one entry per message
         log = [json.loads(line) for line in (cfg.work_dir / "egress.jsonl").read_text().splitlines()]
         assert {e["kind"] for e in log} == {"train", "evaluate"}

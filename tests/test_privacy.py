@@ -1,25 +1,33 @@
-"""DP-SGD on a node: calibrated to the run's target, cumulative across rounds and restarts."""
+"""DP-SGD on a node: planned against the ledger, cumulative across rounds, runs and
+restarts, and refused past the partner's own cap."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from opacus.accountants import PRVAccountant
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.errors import PrivacyBudgetError
 from fedcrm.features import feature_names
+from fedcrm.ledger import Ledger
 from fedcrm.models import build_model
-from fedcrm.node import PartnerNode
-from fedcrm.privacy import AccountStore, calibrate_noise, epsilon
+from fedcrm.node import BudgetExceeded, PartnerNode
+from fedcrm.privacy import calibrate_noise, epsilon
+from tests.conftest import set_privacy
 
 
-def test_calibrated_noise_lands_on_target() -> None:
-    sigma = calibrate_noise(3.0, 1e-5, 64 / 1900, 5 * 30)
-    eps = epsilon([(sigma, 64 / 1900, 150)], 1e-5)
-    assert 2.9 <= eps <= 3.0
-    assert epsilon([(sigma * 0.8, 64 / 1900, 150)], 1e-5) > 3.0  # less noise would overspend
+def test_calibrated_noise_lands_on_target_and_uses_the_history() -> None:
+    q, steps = 64 / 1900, 150
+    sigma = calibrate_noise((), q, steps, 3.0, 1e-5)
+    assert 2.9 <= epsilon([(sigma, q, steps)], 1e-5) <= 3.0
+    assert epsilon([(sigma * 0.8, q, steps)], 1e-5) > 3.0  # less noise would overspend
+    # with ε 3 already spent, raising it by 3 more needs less noise than a fresh 3: composition is sub-additive
+    prior = ((sigma, q, steps),)
+    spent = epsilon(prior, 1e-5)
+    sigma2 = calibrate_noise(prior, q, steps, spent + 3.0, 1e-5)
+    assert sigma2 < sigma
+    assert spent + 2.9 <= epsilon(list(prior) + [(sigma2, q, steps)], 1e-5) <= spent + 3.0
 
 
 def node_for(fed: Path, i: int = 0, **plan: object) -> PartnerNode:
@@ -28,45 +36,67 @@ def node_for(fed: Path, i: int = 0, **plan: object) -> PartnerNode:
     return PartnerNode(cfg, TrainPlan.from_run_config({**defaults, **plan}))
 
 
-def test_epsilon_is_cumulative_across_rounds_and_node_restarts(fresh_demo: Path) -> None:
-    state = build_model("logistic", len(feature_names())).state_dict()
-    eps = []
+def initial_state() -> dict:
+    return build_model("logistic", len(feature_names())).state_dict()
+
+
+def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: Path) -> None:
+    planned = node_for(fresh_demo).plan_run(run_id=11)
+    state, eps = initial_state(), []
     for rnd in (1, 2):
         state, metrics = node_for(fresh_demo).train(state, rnd, run_id=11)
         eps.append(metrics["epsilon"])
-    # a new PartnerNode object reads the account from disk, as a restarted SuperNode would
+    # a new PartnerNode object reads the ledger from disk, as a restarted SuperNode would
     node = node_for(fresh_demo)
     state, metrics = node.train(state, 3, run_id=11)
     eps.append(metrics["epsilon"])
     assert eps[0] < eps[1] < eps[2] <= 2.0 + 1e-6
-    account = AccountStore(node.cfg.work_dir).load(node.data().dataset_fingerprint)
-    steps_per_round, q = node.planned_steps()
-    assert sum(n for _, _, n in account.history) == 3 * steps_per_round
-    fresh = PRVAccountant()
-    fresh.history = account.history
-    assert fresh.get_epsilon(1e-5) == pytest.approx(eps[-1], rel=1e-9)
-    # a second run on the same data keeps adding to the same account
-    _, metrics = node_for(fresh_demo).train(state, 1, run_id=12)
-    assert metrics["epsilon"] > eps[-1]
-    assert [(r.run_id, r.server_round) for r in AccountStore(node.cfg.work_dir).load(
-        node.data().dataset_fingerprint).releases] == [(11, 1), (11, 2), (11, 3), (12, 1)]
+    # the plan made before the run is what the run spent, round by round
+    assert [p.epsilon for p in planned.projections] == pytest.approx(eps, rel=1e-9)
+    assert metrics["epsilon-run"] == pytest.approx(eps[-1]) and metrics["epsilon-remaining"] == pytest.approx(10.0 - eps[-1])
+    entries = Ledger(node.cfg.work_dir).entries()
+    assert sum(e.steps for e in entries) == 3 * planned.steps_per_round
+    assert epsilon([e.history_entry for e in entries], 1e-5, "prv") == pytest.approx(eps[-1], rel=1e-9)
+    assert entries[-1].epsilon_rdp_after > entries[-1].epsilon_after  # RDP is the looser bound
+    # a second run on the same data starts from the first run's total and keeps adding
+    second = node_for(fresh_demo).plan_run(run_id=12)
+    assert second.spent_before == pytest.approx(eps[-1])
+    _, m1 = node_for(fresh_demo).train(state, 1, run_id=12)
+    _, m2 = node_for(fresh_demo).train(state, 2, run_id=12)
+    assert eps[-1] < m1["epsilon"] < m2["epsilon"]
+    assert m2["epsilon-run"] == pytest.approx(m2["epsilon"] - eps[-1])
+    assert [(e.run_id, e.server_round) for e in Ledger(node.cfg.work_dir).entries()] == [
+        (11, 1), (11, 2), (11, 3), (12, 1), (12, 2)]
+    assert m2["ledger-entries"] == 5 and m2["ledger-ok"] == 1
 
 
 def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
-    state = build_model("logistic", len(feature_names())).state_dict()
-    node_for(fresh_demo).train(state, 1, run_id=5)
+    node_for(fresh_demo).train(initial_state(), 1, run_id=5)
     with pytest.raises(PrivacyBudgetError, match="already charged"):
-        node_for(fresh_demo).train(state, 1, run_id=5)
+        node_for(fresh_demo).train(initial_state(), 1, run_id=5)
 
 
-def test_unreadable_account_stops_training(fresh_demo: Path) -> None:
-    node = node_for(fresh_demo)
-    state = build_model("logistic", len(feature_names())).state_dict()
-    node.train(state, 1, run_id=1)
-    path = AccountStore(node.cfg.work_dir).path(node.data().dataset_fingerprint)
-    path.write_text(path.read_text()[:-40])  # truncated
-    with pytest.raises(PrivacyBudgetError, match="unreadable"):
-        node_for(fresh_demo).train(state, 2, run_id=1)
+def test_the_partner_cap_refuses_the_round_that_would_cross_it(fresh_demo: Path) -> None:
+    cfg_path = FederationConfig.load(fresh_demo).members[0].config
+    set_privacy(cfg_path, epsilon_cap=1.0, delta=1e-5)
+    node = node_for(fresh_demo, **{"dp-target-epsilon": 1.5})  # the coordinator asks for more than the cap
+    plan = node.plan_run(run_id=1)
+    assert plan.first_refused_round is not None and plan.first_refused_round > 1
+    state = initial_state()
+    for rnd in range(1, plan.first_refused_round):
+        state, metrics = node.train(state, rnd, run_id=1)
+        assert metrics["epsilon"] <= 1.0
+    with pytest.raises(BudgetExceeded, match=r"above the cap of 1 this partner set; remaining budget 0\.\d+"):
+        node.train(state, plan.first_refused_round, run_id=1)
+    # nothing was charged for the refused round
+    assert len(Ledger(node.cfg.work_dir).entries()) == plan.first_refused_round - 1
+
+
+def test_the_partners_delta_wins_over_the_run_config(fresh_demo: Path) -> None:
+    set_privacy(FederationConfig.load(fresh_demo).members[0].config, epsilon_cap=10.0, delta=1e-7)
+    _, metrics = node_for(fresh_demo, **{"dp-delta": 1e-3}).train(initial_state(), 1, run_id=2)
+    assert metrics["delta"] == 1e-7
+    assert Ledger(node_for(fresh_demo).cfg.work_dir).entries()[0].delta == 1e-7
 
 
 def test_propensity_task_trains_and_evaluates(fresh_demo: Path) -> None:
@@ -77,16 +107,3 @@ def test_propensity_task_trains_and_evaluates(fresh_demo: Path) -> None:
     metrics = node.evaluate(new_state)
     assert 0.0 <= metrics["auc"] <= 1.0 and metrics["num-positives"] > 0
     assert sum(metrics["score-hist-pos"]) + sum(metrics["score-hist-neg"]) == metrics["num-examples"]
-
-
-def test_empty_poisson_batches_still_count_as_steps() -> None:
-    """With q = 1/3 on three rows, about a third of the batches are empty: each is a step."""
-    import numpy as np
-
-    from fedcrm.training import DPSettings, train_local
-
-    rng = np.random.default_rng(0)
-    x, y = rng.random((3, 27), dtype=np.float32), np.array([0, 1, 0], dtype=np.float32)
-    out = train_local(build_model("logistic", 27), x, y, epochs=10, batch_size=1, lr=0.1,
-                      optimizer="sgd", seed=1, dp=DPSettings(1.0, 1.0, 1e-5, []))
-    assert out.steps == 30 and out.history == [(1.0, 1 / 3, 30)]

@@ -108,6 +108,18 @@ class Generalisation(_Strict):
     k_threshold: int = Field(5, ge=2, description="k-anonymity target reported by `partner check`")
 
 
+class PrivacyPolicy(_Strict):
+    """The partner's own privacy rules, read only from its node: the coordinator's run
+    config has no key that can change them."""
+
+    epsilon_cap: float = Field(10.0, gt=0, description="total ε this partner will ever spend on its data")
+    delta: float = Field(1e-5, gt=0, lt=1, description="δ at which every ε of this partner is stated")
+    accountant: Literal["prv", "rdp"] = Field("prv", description="the accountant the cap is enforced with")
+    compose_over: Literal["partner", "dataset"] = Field(
+        "partner", description="'partner': every release in the ledger counts (the same customers appear "
+        "in every export); 'dataset': only releases on the same dataset fingerprint")
+
+
 class PartnerConfig(_Strict):
     """Everything one partner node needs to prepare its own data."""
 
@@ -122,6 +134,7 @@ class PartnerConfig(_Strict):
     activity: ActivityConfig = Field(default_factory=ActivityConfig)
     cleaning: CleaningRules = Field(default_factory=CleaningRules)
     generalisation: Generalisation = Field(default_factory=Generalisation)
+    privacy: PrivacyPolicy = Field(default_factory=PrivacyPolicy)
     source: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

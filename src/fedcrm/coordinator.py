@@ -21,6 +21,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from pydantic import BaseModel, Field
 
 from fedcrm.config import FederationConfig, TrainPlan
+from fedcrm.errors import ERROR_BUDGET
 from fedcrm.evaluation import auc_from_histograms
 from fedcrm.features import feature_names
 from fedcrm.models import build_model
@@ -87,6 +88,7 @@ class RunRecorder:
     def __init__(self, run_dir: Path, names: dict[int, str], plan: TrainPlan, run_id: int) -> None:
         self.dir, self.names, self.plan, self.run_id = run_dir, names, plan, run_id
         self.rounds: dict[int, RoundRecord] = {}
+        self.node_names: dict[int, str] = {}  # Flower node id → partner, learnt from its replies
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "plan.json").write_text(json.dumps({"run_id": run_id, **plan.model_dump()}, indent=2))
 
@@ -97,12 +99,14 @@ class RunRecorder:
     def record(self, server_round: int, kind: str, replies: list[Message]) -> None:
         rec = self.rounds.setdefault(server_round, RoundRecord(round=server_round))
         for msg in replies:
+            node_id = int(msg.metadata.src_node_id)
             if msg.has_error():
-                rec.failures.append({"kind": kind, "node_id": int(msg.metadata.src_node_id),
+                rec.failures.append({"kind": kind, "node_id": node_id, "partner": self.node_names.get(node_id, ""),
                                      "code": int(msg.error.code), "reason": str(msg.error.reason)})
                 continue
             metrics = msg.content["metrics"]
             scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+            self.node_names[node_id] = self.name(metrics)
             part = rec.partners.setdefault(self.name(metrics), PartnerRound())
             setattr(part, kind, scalars)
 
@@ -153,7 +157,15 @@ def _write_json(path: Path, data: object) -> None:
 # ---------------------------------------------------------------- the wrapper strategy
 class QuorumLost(RuntimeError):
     """Fewer partners than `min_partners` answered a round; the run stops rather than
-    publish a model that most of the consortium never saw."""
+    publish a model that most of the consortium never saw.
+
+    `budget` is True when every refusal came from a partner's privacy rules (its cap, its
+    ledger): the run then *stops* — an expected end, recorded with the partners' reasons
+    — rather than fails."""
+
+    def __init__(self, message: str, budget: bool) -> None:
+        super().__init__(message)
+        self.budget = budget
 
 
 class RecordingStrategy(Strategy):
@@ -166,9 +178,11 @@ class RecordingStrategy(Strategy):
     def _check_quorum(self, server_round: int, kind: str, replies: list[Message]) -> None:
         ok = sum(not m.has_error() for m in replies)
         if ok < self.min_partners:
-            reasons = "; ".join(str(m.error.reason) for m in replies if m.has_error()) or "no replies"
+            errors = [m.error for m in replies if m.has_error()]
+            reasons = "; ".join(str(e.reason) for e in errors) or "no replies"
             raise QuorumLost(f"round {server_round} {kind}: {ok} of {len(replies)} partners answered, "
-                             f"{self.min_partners} needed. Failures: {reasons}")
+                             f"{self.min_partners} needed. Failures: {reasons}",
+                             budget=bool(errors) and all(int(e.code) == ERROR_BUDGET for e in errors))
 
     def summary(self) -> None:
         self.inner.summary()
@@ -227,7 +241,12 @@ def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path, time
                                 timeout=timeout, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
                                 evaluate_fn=checkpoint)
     except QuorumLost as exc:
-        recorder.finish(latest["arrays"], status=f"failed: {exc}")
-        raise
+        if not exc.budget:
+            recorder.finish(latest["arrays"], status=f"failed: {exc}")
+            raise
+        # The partners' own caps ended the run: the last aggregated model stands, and the
+        # run ends normally with their reasons on record.
+        recorder.finish(latest["arrays"], status=f"stopped: {exc}")
+        return run_dir
     recorder.finish(result.arrays if len(result.arrays) else initial, status="completed")
     return run_dir

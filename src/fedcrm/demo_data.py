@@ -317,9 +317,20 @@ def generate(out: Path, seed: int = 7) -> Path:
         df = add_problems(df, rng)
         writer = {"north-telecom": lambda: write_north(df, folder, bought), "east-mobile": lambda: write_east(df, folder, rng),
                   "south-broadband": lambda: write_south(df, folder)}[spec.name]
-        init_partner_folder(folder, writer())
+        init_partner_folder(folder, with_privacy_policy(writer(), PRIVACY_CAPS[spec.name]))
         members.append((spec.partner_id, spec.name))
     return write_federation(out, "demo-telecom-consortium", members)
+
+
+# Each partner sets its own lifetime ε cap; the demo's default run spends 3 of it.
+PRIVACY_CAPS = {"north-telecom": 10.0, "east-mobile": 8.0, "south-broadband": 12.0}
+
+
+def with_privacy_policy(partner_toml: str, epsilon_cap: float, delta: float = 1e-5) -> str:
+    """The partner's `[privacy]` table, placed before its first table."""
+    block = f"[privacy]\nepsilon_cap = {epsilon_cap}\ndelta = {delta:g}\naccountant = \"prv\"\n\n"
+    head, sep, rest = partner_toml.partition("\n[")
+    return f"{head}\n{block}[{rest}" if sep else f"{partner_toml}\n{block}"
 
 
 def init_partner_folder(folder: Path, partner_toml: str) -> Path:

@@ -19,8 +19,10 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from fedcrm.evaluation import HIST_BINS
 
 TRAIN_METRICS = frozenset({
-    "num-examples", "partner-id", "train-loss", "local-steps", "dp-enabled",
-    "epsilon", "delta", "noise-multiplier", "sample-rate", "max-grad-norm",
+    "num-examples", "unit-weight", "partner-id", "train-loss", "local-steps", "dp-enabled",
+    "epsilon", "epsilon-prv", "epsilon-rdp", "epsilon-run", "epsilon-cap", "epsilon-remaining",
+    "delta", "noise-multiplier", "sample-rate", "max-grad-norm",
+    "ledger-entries", "ledger-ok", "ledger-head",
 })
 EVAL_METRICS = frozenset({
     "num-examples", "partner-id", "num-positives", "auc", "log-loss", "accuracy",

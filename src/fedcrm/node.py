@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
+from fedcrm.config import FederationConfig, PartnerConfig, PrivacyPolicy, TrainPlan
 from fedcrm.errors import ConfigError, PrivacyBudgetError
 from fedcrm.models import build_model
 from fedcrm.prepare import PreparedData, prepare
-from fedcrm.privacy import AccountStore, Release, calibrate_noise, epsilon
-from fedcrm.training import DPSettings, evaluate_local, steps_per_epoch, train_local
+from fedcrm.ledger import Ledger, LedgerEntry
+from fedcrm.privacy import RunPlan, epsilon, plan_run
+from fedcrm.training import DPSettings, TrainOutcome, evaluate_local, train_local
 
 Metrics = dict[str, int | float | list[int]]
 
@@ -41,10 +42,18 @@ def resolve_partner_config(node_config: dict[str, Any], plan: TrainPlan) -> Part
 _DATA: dict[tuple[object, ...], PreparedData] = {}
 
 
+class BudgetExceeded(PrivacyBudgetError):
+    """The next round would take the partner past the ε cap it set for itself."""
+
+
 class PartnerNode:
     def __init__(self, cfg: PartnerConfig, plan: TrainPlan) -> None:
         self.cfg, self.plan = cfg, plan
-        self.accounts = AccountStore(cfg.work_dir)
+        self.ledger = Ledger(cfg.work_dir)
+
+    @property
+    def policy(self) -> PrivacyPolicy:
+        return self.cfg.privacy
 
     @property
     def egress_log(self) -> Path:
@@ -65,16 +74,46 @@ class PartnerNode:
         model.load_state_dict(state)
         return model
 
-    def planned_steps(self) -> tuple[int, float]:
-        """Steps per round and Poisson sample rate for this partner's data size."""
-        per_epoch = steps_per_epoch(len(self.data().x_train), self.plan.batch_size)
-        return self.plan.local_epochs * per_epoch, 1.0 / per_epoch
+    # ------------------------------------------------------------ privacy budget
+    def counted_entries(self) -> list[LedgerEntry]:
+        """The verified ledger entries that compose into this partner's ε (raises if tampered)."""
+        entries = self.ledger.entries()
+        if self.policy.compose_over == "dataset":
+            fingerprint = self.data().dataset_fingerprint
+            entries = [e for e in entries if e.dataset_fingerprint == fingerprint]
+        return entries
 
-    def noise_multiplier(self) -> float:
-        """σ calibrated so that all rounds of this run together cost the run's target ε."""
-        steps, q = self.planned_steps()
-        return calibrate_noise(self.plan.dp_target_epsilon, self.plan.dp_delta, q,
-                               steps * self.plan.num_server_rounds)
+    def plan_run(self, run_id: int | None = None) -> RunPlan:
+        """What this run costs: σ calibrated against everything spent before it, ε per round.
+
+        Within a run σ is fixed by its first charged round, so a node restarted mid-run
+        keeps training with the noise the run started with."""
+        entries = self.counted_entries()
+        this_run = [e for e in entries if run_id is not None and e.run_id == run_id]
+        prior = [e.history_entry for e in entries if run_id is None or e.run_id != run_id]
+        return plan_run(
+            partner=self.cfg.name, prior=prior, rows=len(self.data().x_train), batch_size=self.plan.batch_size,
+            local_epochs=self.plan.local_epochs, rounds=self.plan.num_server_rounds,
+            target_run_epsilon=self.plan.dp_target_epsilon, delta=self.policy.delta,
+            epsilon_cap=self.policy.epsilon_cap, max_grad_norm=self.plan.dp_max_grad_norm,
+            accountant=self.policy.accountant, sigma=this_run[0].noise_multiplier if this_run else None)
+
+    def _charge_check(self, entries: list[LedgerEntry], run_id: int, server_round: int,
+                      sigma: float, q: float, steps: int) -> tuple[float, float]:
+        """ε now and ε after the round; refuses a round charged before or one past the cap."""
+        if any(e.run_id == run_id and e.server_round == server_round for e in entries):
+            raise PrivacyBudgetError(f"partner {self.cfg.name}: run {run_id} round {server_round} "
+                                     "was already charged; refusing to train it twice")
+        history = [e.history_entry for e in entries]
+        kind, delta, cap = self.policy.accountant, self.policy.delta, self.policy.epsilon_cap
+        now = epsilon(history, delta, kind)
+        after = epsilon(history + [(sigma, q, steps)], delta, kind)
+        if after > cap:
+            raise BudgetExceeded(
+                f"partner {self.cfg.name}: round {server_round} of run {run_id} would raise ε from {now:.3f} "
+                f"to {after:.3f} (δ={delta:g}, {kind.upper()}), above the cap of {cap:g} this partner set; "
+                f"remaining budget {max(cap - now, 0):.3f}. The node refuses to train.")
+        return now, after
 
     def train(self, state: dict[str, torch.Tensor], server_round: int, run_id: int) -> tuple[dict[str, torch.Tensor], Metrics]:
         data, plan = self.data(), self.plan
@@ -83,28 +122,39 @@ class PartnerNode:
         common = dict(epochs=plan.local_epochs, batch_size=plan.batch_size, lr=plan.learning_rate,
                       optimizer=plan.optimizer, seed=seed)
         metrics: Metrics = {"num-examples": int(len(data.y_train)), "partner-id": self.cfg.partner_id,
-                            "dp-enabled": int(plan.dp_enabled)}
+                            "dp-enabled": int(plan.dp_enabled), "unit-weight": 1}
         if not plan.dp_enabled:
             out = train_local(model, data.x_train, data.y_train, dp=None, **common)
         else:
-            account = self.accounts.load(data.dataset_fingerprint)
-            if account.charged(run_id, server_round):
-                raise PrivacyBudgetError(f"partner {self.cfg.name}: run {run_id} round {server_round} "
-                                         "was already charged; refusing to train it twice")
-            sigma = self.noise_multiplier()
-            dp = DPSettings(sigma, plan.dp_max_grad_norm, plan.dp_delta, list(account.history))
-            out = train_local(model, data.x_train, data.y_train, dp=dp, **common)
-            account.history = list(out.history)
-            eps = epsilon(account.history, plan.dp_delta)  # recomputed from what we persist
-            account.releases.append(Release(
-                run_id=run_id, server_round=server_round, noise_multiplier=sigma,
-                sample_rate=out.sample_rate, steps=out.steps, delta=plan.dp_delta,
-                max_grad_norm=plan.dp_max_grad_norm, epsilon_after=eps))
-            self.accounts.save(account)
-            metrics.update({"epsilon": eps, "delta": plan.dp_delta, "noise-multiplier": sigma,
-                            "sample-rate": out.sample_rate, "max-grad-norm": plan.dp_max_grad_norm})
+            out, dp_metrics = self._train_private(model, data, server_round, run_id, common)
+            metrics.update(dp_metrics)
         metrics.update({"train-loss": out.mean_loss, "local-steps": out.steps})
         return out.state_dict, metrics
+
+    def _train_private(self, model: torch.nn.Module, data: PreparedData, server_round: int, run_id: int,
+                       common: dict) -> tuple[TrainOutcome, Metrics]:
+        run_plan = self.plan_run(run_id)
+        entries = self.counted_entries()
+        sigma, q, steps = run_plan.noise_multiplier, run_plan.sample_rate, run_plan.steps_per_round
+        self._charge_check(entries, run_id, server_round, sigma, q, steps)
+        history = [e.history_entry for e in entries]
+        dp = DPSettings(sigma, self.plan.dp_max_grad_norm, self.policy.delta, history)
+        out = train_local(model, data.x_train, data.y_train, dp=dp, **common)
+        after_history = history + [(sigma, out.sample_rate, out.steps)]
+        delta, kind = self.policy.delta, self.policy.accountant
+        eps = {k: epsilon(after_history, delta, k) for k in ("prv", "rdp")}
+        entry = self.ledger.append(
+            partner=self.cfg.name, run_id=run_id, server_round=server_round,
+            dataset_fingerprint=data.dataset_fingerprint, noise_multiplier=sigma, sample_rate=out.sample_rate,
+            steps=out.steps, delta=delta, max_grad_norm=self.plan.dp_max_grad_norm, accountant=kind,
+            epsilon_after=eps[kind], epsilon_rdp_after=eps["rdp"], epsilon_cap=self.policy.epsilon_cap)
+        status = self.ledger.verify()
+        return out, {"epsilon": eps[kind], "epsilon-prv": eps["prv"], "epsilon-rdp": eps["rdp"],
+                "epsilon-run": eps[kind] - run_plan.spent_before, "epsilon-cap": self.policy.epsilon_cap,
+                "epsilon-remaining": max(self.policy.epsilon_cap - eps[kind], 0.0),
+                "delta": delta, "noise-multiplier": sigma, "sample-rate": out.sample_rate,
+                "max-grad-norm": self.plan.dp_max_grad_norm, "ledger-entries": entry.seq,
+                "ledger-ok": int(status.ok), "ledger-head": status.head_short}
 
     def evaluate(self, state: dict[str, torch.Tensor]) -> Metrics:
         data = self.data()

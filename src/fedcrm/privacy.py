@@ -1,109 +1,141 @@
-"""The partner's privacy account: every DP-SGD release on its data, persisted on its node.
+"""ε from the partner's ledger, and the noise a run needs to stay within its target.
 
-The state is Opacus' own plain data — the accountant history, a list of
-(noise_multiplier, sample_rate, steps) — plus one record per release saying which run and
-round spent it. ε is always recomputed from the whole history by Opacus' accountant, never
-summed or re-derived here, so what we report is exactly what Opacus would report for every
-step this partner ever took on this dataset, across rounds, runs and process restarts.
+Every ε here is Opacus' accountant applied to the partner's whole history — a list of
+(noise_multiplier, sample_rate, steps), exactly what Opacus keeps itself — never a sum
+of per-round figures. PRV is the default (tight); RDP is reported alongside because it is
+the figure most papers and regulators have seen. `tests/test_ledger.py` cross-checks both
+against Google's `dp-accounting`, an independent implementation.
+
+"ε spent by a run" is the increase of the partner's cumulative ε over the run. Composition
+is sub-additive, so a run on data that already has history costs less than the same run
+on fresh data: planning calibrates the noise against the ledger, not in isolation.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import math
+import warnings
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from fedcrm.errors import PrivacyBudgetError
 
 AccountantKind = Literal["prv", "rdp"]
 HistoryEntry = tuple[float, float, int]
+SIGMA_MAX = 1e4
 
 
-class Release(BaseModel):
-    """One round of DP-SGD on the partner's data."""
-
-    run_id: int
-    server_round: int
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-    delta: float
-    max_grad_norm: float
-    epsilon_after: float
+def compact(history: list[HistoryEntry]) -> tuple[HistoryEntry, ...]:
+    """Merge runs of identical (σ, q): composing n then m steps is composing n + m."""
+    out: list[HistoryEntry] = []
+    for s, q, n in history:
+        if out and out[-1][0] == s and out[-1][1] == q:
+            out[-1] = (s, q, out[-1][2] + int(n))
+        else:
+            out.append((float(s), float(q), int(n)))
+    return tuple(out)
 
 
-class PrivacyAccount(BaseModel):
-    dataset_fingerprint: str
-    accountant: AccountantKind = "prv"
-    history: list[HistoryEntry] = Field(default_factory=list)
-    releases: list[Release] = Field(default_factory=list)
-
-    def charged(self, run_id: int, server_round: int) -> bool:
-        return any(r.run_id == run_id and r.server_round == server_round for r in self.releases)
-
-
-def make_accountant(kind: AccountantKind, history: list[HistoryEntry]) -> PRVAccountant | RDPAccountant:
+@lru_cache(maxsize=512)
+def _epsilon(history: tuple[HistoryEntry, ...], delta: float, kind: AccountantKind) -> float:
     accountant = PRVAccountant() if kind == "prv" else RDPAccountant()
-    accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
-    return accountant
+    accountant.history = list(history)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Optimal order is the largest alpha" on every PRV call
+        return float(accountant.get_epsilon(delta))
 
 
-def epsilon(history: list[HistoryEntry], delta: float, kind: AccountantKind = "prv") -> float:
-    """ε of the whole history, from Opacus' accountant."""
-    if not history:
-        return 0.0
-    return float(make_accountant(kind, history).get_epsilon(delta))
+def epsilon(history: list[HistoryEntry] | tuple[HistoryEntry, ...], delta: float,
+            kind: AccountantKind = "prv") -> float:
+    """ε of the whole history at δ, from Opacus' accountant."""
+    history = compact(list(history))
+    return _epsilon(history, float(delta), kind) if history else 0.0
 
 
-@lru_cache(maxsize=64)
-def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                    kind: AccountantKind = "prv") -> float:
-    """Smallest noise multiplier with which `steps` steps stay within `target_epsilon`."""
-    return float(get_noise_multiplier(
-        target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
-        steps=steps, accountant=kind, epsilon_tolerance=0.01,
-    ))
+@lru_cache(maxsize=128)
+def calibrate_noise(prior: tuple[HistoryEntry, ...], sample_rate: float, steps: int, target_total: float,
+                    delta: float, kind: AccountantKind = "prv", tolerance: float = 0.01) -> float:
+    """Smallest σ (to `tolerance` in ε) with which `steps` more steps keep the cumulative ε,
+    prior history included, at or under `target_total`."""
+    def eps(sigma: float) -> float:
+        return epsilon(list(prior) + [(sigma, sample_rate, steps)], delta, kind)
+
+    low, high = 0.0, 2.0
+    while eps(high) > target_total:
+        low, high = high, high * 2
+        if high > SIGMA_MAX:
+            raise PrivacyBudgetError(f"no noise multiplier up to {SIGMA_MAX:g} keeps ε at {target_total:.3f}")
+    while True:
+        mid = (low + high) / 2
+        if mid == low or mid == high:
+            return high
+        e = eps(mid)
+        if e > target_total:
+            low = mid
+        else:
+            high = mid
+            if target_total - e <= tolerance * target_total:
+                return high
 
 
-class AccountStore:
-    """One JSON file per dataset in the node's work dir, replaced atomically and fsync'd."""
+class RoundProjection(BaseModel):
+    round: int
+    epsilon: float
+    epsilon_rdp: float
+    within_cap: bool
 
-    def __init__(self, work_dir: Path) -> None:
-        self.dir = work_dir / "privacy"
 
-    def path(self, fingerprint: str) -> Path:
-        return self.dir / f"account-{fingerprint[:16]}.json"
+class RunPlan(BaseModel):
+    """What a run will cost one partner, computed before it spends anything."""
 
-    def load(self, fingerprint: str) -> PrivacyAccount:
-        path = self.path(fingerprint)
-        if not path.exists():
-            return PrivacyAccount(dataset_fingerprint=fingerprint)
-        try:
-            account = PrivacyAccount.model_validate_json(path.read_text())
-        except ValueError as exc:
-            raise PrivacyBudgetError(f"privacy account {path} is unreadable ({exc}); refusing to train") from None
-        if account.dataset_fingerprint != fingerprint:
-            raise PrivacyBudgetError(f"privacy account {path} belongs to another dataset; refusing to train")
-        return account
+    partner: str
+    rows: int
+    sample_rate: float
+    steps_per_round: int
+    rounds: int
+    delta: float
+    accountant: AccountantKind
+    max_grad_norm: float
+    target_run_epsilon: float
+    epsilon_cap: float
+    spent_before: float
+    noise_multiplier: float
+    projections: list[RoundProjection]
 
-    def save(self, account: PrivacyAccount) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.path(account.dataset_fingerprint)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w") as fh:
-            fh.write(json.dumps(account.model_dump(mode="json"), indent=1))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return path
+    @property
+    def epsilon_after(self) -> float:
+        return self.projections[-1].epsilon if self.projections else self.spent_before
+
+    @property
+    def first_refused_round(self) -> int | None:
+        return next((p.round for p in self.projections if not p.within_cap), None)
+
+
+def round_shape(rows: int, batch_size: int, local_epochs: int) -> tuple[int, float]:
+    """Steps per round and Poisson sample rate, as Opacus will run them."""
+    per_epoch = max(1, math.ceil(rows / batch_size))
+    return local_epochs * per_epoch, 1.0 / per_epoch
+
+
+def plan_run(*, partner: str, prior: list[HistoryEntry], rows: int, batch_size: int, local_epochs: int,
+             rounds: int, target_run_epsilon: float, delta: float, epsilon_cap: float,
+             max_grad_norm: float, accountant: AccountantKind = "prv", sigma: float | None = None) -> RunPlan:
+    """Calibrate σ so the run raises the cumulative ε by at most `target_run_epsilon`,
+    then project ε after every round against the partner's cap."""
+    steps, q = round_shape(rows, batch_size, local_epochs)
+    prior_t = compact(prior)
+    before = epsilon(prior_t, delta, accountant)
+    if sigma is None:
+        sigma = calibrate_noise(prior_t, q, steps * rounds, before + target_run_epsilon, delta, accountant)
+    projections = []
+    for r in range(1, rounds + 1):
+        history = list(prior_t) + [(sigma, q, steps * r)]
+        e = epsilon(history, delta, accountant)
+        projections.append(RoundProjection(round=r, epsilon=e, epsilon_rdp=epsilon(history, delta, "rdp"),
+                                           within_cap=e <= epsilon_cap))
+    return RunPlan(partner=partner, rows=rows, sample_rate=q, steps_per_round=steps, rounds=rounds, delta=delta,
+                   accountant=accountant, max_grad_norm=max_grad_norm, target_run_epsilon=target_run_epsilon,
+                   epsilon_cap=epsilon_cap, spent_before=before, noise_multiplier=sigma, projections=projections)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedcrm.evaluation import binary_metrics, score_histograms
-from fedcrm.privacy import AccountantKind, HistoryEntry
+from fedcrm.privacy import HistoryEntry
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,6 @@ class DPSettings:
     max_grad_norm: float
     delta: float
     history: list[HistoryEntry]
-    accountant: AccountantKind = "prv"
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,7 @@ class TrainOutcome:
     mean_loss: float
     steps: int
     sample_rate: float
-    history: list[HistoryEntry]  # the full accountant history after this round (DP only)
-    epsilon: float | None
+    history: list[HistoryEntry]  # Opacus' accountant history after this round (DP only)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -68,7 +66,7 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
         with warnings.catch_warnings():
             # Opacus advises secure_mode (a CSPRNG) for production; see README, "Privacy".
             warnings.simplefilter("ignore")
-            engine = PrivacyEngine(accountant=dp.accountant)
+            engine = PrivacyEngine(accountant="prv")  # ε is computed from the ledger, not here
             engine.accountant.history = list(dp.history)
             train_model, opt, loader = engine.make_private(
                 module=model, optimizer=opt, data_loader=loader,
@@ -99,10 +97,12 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
     state = {k: v.detach().clone() for k, v in base.state_dict().items()}
     sample_rate = 1.0 / steps_per_epoch(len(x), batch_size)
     if engine is None:
-        return TrainOutcome(state, total_loss / max(seen, 1), steps, sample_rate, [], None)
+        return TrainOutcome(state, total_loss / max(seen, 1), steps, sample_rate, [])
     history = [tuple(h) for h in engine.accountant.history]
-    eps = float(engine.get_epsilon(dp.delta))
-    return TrainOutcome(state, total_loss / max(seen, 1), steps, sample_rate, history, eps)
+    counted = sum(n for _, _, n in history) - sum(n for _, _, n in dp.history)
+    if counted != steps:  # the ledger records our count; Opacus must agree with it
+        raise RuntimeError(f"Opacus counted {counted} DP steps, the training loop {steps}")
+    return TrainOutcome(state, total_loss / max(seen, 1), steps, sample_rate, history)
 
 
 def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,72 @@
+"""The partners' budgets in real `flwr run` simulations: ε composes across runs (each run
+starts fresh node processes), and a partner's own cap stops it — the coordinator cannot
+override it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
+from fedcrm.errors import ERROR_BUDGET
+from fedcrm.launcher import simulate
+from fedcrm.ledger import Ledger
+from fedcrm.node import PartnerNode
+from tests.conftest import set_privacy
+
+pytestmark = pytest.mark.flower
+
+
+def eps_series(run_dir: Path) -> dict[str, list[float]]:
+    partners = json.loads((run_dir / "epsilon.json").read_text())["partners"]
+    return {name: [e["epsilon"] for e in series] for name, series in partners.items()}
+
+
+def test_epsilon_composes_across_runs_and_a_reached_cap_drops_the_partner(fresh_demo: Path, tmp_path: Path) -> None:
+    members = FederationConfig.load(fresh_demo).members
+    first = tmp_path / "run-1"
+    simulate(fresh_demo, first, tmp_path / "flower", {"num-server-rounds": 2, "dp-target-epsilon": 1.0})
+    eps1 = eps_series(first)
+    assert all(len(s) == 2 and s[0] < s[1] <= 1.0 + 1e-6 for s in eps1.values()), eps1
+
+    # east-mobile lowers its cap so that the second run (planned first) fits one round, not two
+    east = PartnerConfig.load(members[1].config)
+    run2 = {"num-server-rounds": 3, "dp-target-epsilon": 1.0, "min-partners": 2}
+    plan = PartnerNode(east, TrainPlan.from_run_config(run2)).plan_run()
+    assert plan.spent_before == pytest.approx(eps1[east.name][-1])
+    cap = (plan.projections[0].epsilon + plan.projections[1].epsilon) / 2
+    set_privacy(members[1].config, epsilon_cap=round(cap, 4))
+    second = tmp_path / "run-2"
+    simulate(fresh_demo, second, tmp_path / "flower", run2)
+    eps2 = eps_series(second)
+    for name, series in eps2.items():  # every partner starts run 2 where run 1 left it
+        assert eps1[name][-1] < series[0] and all(a < b for a, b in zip(series, series[1:])), (name, series)
+    assert len(eps2[east.name]) == 1 and len(eps2["north-telecom"]) == 3
+    assert eps2[east.name][0] == pytest.approx(plan.projections[0].epsilon, rel=1e-9)
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["status"] == "completed"  # quorum allowed the run to go on without east-mobile
+    failures = [f for r in json.loads((second / "metrics.json").read_text())["rounds"] for f in r["failures"]]
+    assert failures and all(f["code"] == ERROR_BUDGET and f["partner"] == east.name for f in failures)
+    assert "above the cap" in failures[0]["reason"]
+    # the node's ledger holds both runs and verifies; its total never passed the cap
+    for m in members:
+        entries = Ledger(PartnerConfig.load(m.config).work_dir).entries()
+        assert len({e.run_id for e in entries}) == 2
+    assert Ledger(east.work_dir).entries()[-1].epsilon_after <= cap
+
+
+def test_a_cap_too_small_stops_the_run_with_the_partners_reason(fresh_demo: Path, tmp_path: Path) -> None:
+    members = FederationConfig.load(fresh_demo).members
+    set_privacy(members[2].config, epsilon_cap=0.05)
+    run_dir = tmp_path / "run"
+    # every partner is needed, and the coordinator asks for ε 3: south-broadband's own cap wins
+    result = simulate(fresh_demo, run_dir, tmp_path / "flower",
+                      {"num-server-rounds": 2, "dp-target-epsilon": 3.0, "min-partners": 3})
+    assert result.status == "finished:completed"  # the run ended cleanly, not by a crash
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"].startswith("stopped: round 1 train: 2 of 3 partners answered, 3 needed")
+    assert "south-broadband" in summary["status"] and "above the cap of 0.05" in summary["status"]
+    assert summary["rounds_completed"] == 1 and (run_dir / "model.pt").is_file()
+    assert Ledger(PartnerConfig.load(members[2].config).work_dir).entries() == []
