@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fedcrm.config import FederationConfig
-from fedcrm.errors import FedcrmError
+from fedcrm.config import FederationConfig, PartnerConfig
+from fedcrm.errors import ConfigError, FedcrmError
 from fedcrm.launcher import simulate
 from fedcrm.reporting import format_row, read_rounds, round_table
 
@@ -53,6 +54,88 @@ def partner_check(
         json_out.write_text(report.model_dump_json(indent=2))
 
 
+privacy_app = typer.Typer(no_args_is_help=True, help="Privacy budget: plan, verify the ledger, audit a model.")
+app.add_typer(privacy_app, name="privacy")
+
+ConfigOpt = Annotated[Path | None, typer.Option(help="one partner's config (run on its node)")]
+FederationOpt = Annotated[Path | None, typer.Option(help="every member with a partner config (simulation)")]
+
+
+def _partners(config: Path | None, federation: Path | None) -> list[PartnerConfig]:
+    if (config is None) == (federation is None):
+        raise ConfigError("give exactly one of --config (one partner) or --federation (every member)")
+    if config is not None:
+        return [PartnerConfig.load(config)]
+    members = FederationConfig.load(federation).members
+    missing = [m.name for m in members if m.config is None]
+    if missing:
+        raise ConfigError(f"federation {federation}: no partner config for {', '.join(missing)}")
+    return [PartnerConfig.load(m.config) for m in members]
+
+
+@privacy_app.command("plan")
+def privacy_plan(
+    config: ConfigOpt = None, federation: FederationOpt = None,
+    rounds: int = 5, epsilon: Annotated[float, typer.Option(help="target ε this run may add")] = 3.0,
+    task: str = "churn", local_epochs: int = 1, batch_size: int = 64, max_grad_norm: float = 1.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the plans as JSON")] = None,
+) -> None:
+    """Before a run: the noise each partner will use and its ε after every round, against its cap."""
+    from fedcrm.config import TrainPlan
+    from fedcrm.node import PartnerNode
+    from fedcrm.reporting import plan_table
+
+    plan = TrainPlan(num_server_rounds=rounds, dp_target_epsilon=epsilon, task=task, local_epochs=local_epochs,
+                     batch_size=batch_size, dp_max_grad_norm=max_grad_norm)
+    plans = [PartnerNode(cfg, plan).plan_run() for cfg in _partners(config, federation)]
+    console.print(plan_table(plans))
+    for p in plans:
+        if p.first_refused_round is not None:
+            console.print(f"[yellow]{p.partner}: round {p.first_refused_round} would pass its cap of "
+                          f"{p.epsilon_cap:g}; its node will refuse from that round on[/yellow]")
+    if json_out:
+        json_out.write_text(json.dumps([p.model_dump() for p in plans], indent=2))
+
+
+@privacy_app.command("verify")
+def privacy_verify(config: ConfigOpt = None, federation: FederationOpt = None) -> None:
+    """Check each partner's ledger chain and anchor; exit 1 if any does not verify."""
+    from fedcrm.ledger import Ledger
+
+    bad = 0
+    for cfg in _partners(config, federation):
+        status = Ledger(cfg.work_dir).verify()
+        if status.ok:
+            console.print(f"{cfg.name}: ledger OK, {status.entries} entries, head {status.head_hash[:16]}…")
+        else:
+            bad += 1
+            console.print(f"[red]{cfg.name}: ledger {status.path} does NOT verify: {status.problem}[/red]")
+    raise typer.Exit(1 if bad else 0)
+
+
+@privacy_app.command("audit")
+def privacy_audit(
+    run_dir: Annotated[Path, typer.Argument(help="the run directory holding the published model")],
+    config: ConfigOpt = None, federation: FederationOpt = None,
+    out: Annotated[Path | None, typer.Option(help="folder for <partner>.json (default: the partner's work/audits)")] = None,
+    seed: int = 0,
+) -> None:
+    """Membership-inference audit of a run's global model on each partner's own rows."""
+    from fedcrm.node import PartnerNode
+    from fedcrm.reporting import audit_table
+    from fedcrm.rundir import RunDir
+
+    run = RunDir(run_dir)
+    results = []
+    for cfg in _partners(config, federation):
+        result = PartnerNode(cfg, run.plan).audit(run, seed=seed)
+        folder = out or cfg.work_dir / "audits"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{cfg.name}-run-{run.run_id}.json").write_text(result.model_dump_json(indent=2))
+        results.append(result)
+    console.print(audit_table(results))
+
+
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="folder to write the consortium into")] = Path(".work/demo/consortium"),
@@ -80,8 +163,11 @@ def _run(federation: Path, out: Path, work: Path, overrides: dict[str, object], 
     result = simulate(federation, out, work, overrides, num_cpus_per_node=cpus, on_poll=progress)
     progress(result.status)
     console.print(round_table(read_rounds(out), names))
-    console.print(f"run {result.run_id}: {result.status} in {result.seconds:.1f}s; "
+    status = json.loads((out / "summary.json").read_text())["status"]
+    console.print(f"run {result.run_id}: {status} in {result.seconds:.1f}s; "
                   f"model, metrics.json, epsilon.json and checkpoints in {out}")
+    if status != "completed":  # the partners' caps stopped it; their reasons are in summary.json
+        raise typer.Exit(1)
 
 
 @app.command("run")

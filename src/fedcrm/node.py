@@ -17,8 +17,10 @@ from fedcrm.config import FederationConfig, PartnerConfig, PrivacyPolicy, TrainP
 from fedcrm.errors import ConfigError, PrivacyBudgetError
 from fedcrm.models import build_model
 from fedcrm.prepare import PreparedData, prepare
+from fedcrm.audit import AuditResult, membership_audit
 from fedcrm.ledger import Ledger, LedgerEntry
 from fedcrm.privacy import RunPlan, epsilon, plan_run
+from fedcrm.rundir import RunDir
 from fedcrm.training import DPSettings, TrainOutcome, evaluate_local, train_local
 
 Metrics = dict[str, int | float | list[int]]
@@ -155,6 +157,16 @@ class PartnerNode:
                 "delta": delta, "noise-multiplier": sigma, "sample-rate": out.sample_rate,
                 "max-grad-norm": self.plan.dp_max_grad_norm, "ledger-entries": entry.seq,
                 "ledger-ok": int(status.ok), "ledger-head": status.head_short}
+
+    def audit(self, run: RunDir, seed: int = 0) -> AuditResult:
+        """Membership audit of the run's published model on this partner's own rows."""
+        data = self.data()
+        run_id = run.run_id
+        spent = [e for e in self.counted_entries() if e.run_id == run_id]
+        return membership_audit(
+            run.model(), (data.x_train, data.y_train), (data.x_test, data.y_test), partner=self.cfg.name,
+            run_id=run_id, model_kind=run.plan.model, seed=seed,
+            epsilon=spent[-1].epsilon_after if spent else None, delta=self.policy.delta if spent else None)
 
     def evaluate(self, state: dict[str, torch.Tensor]) -> Metrics:
         data = self.data()

@@ -8,6 +8,9 @@ from pathlib import Path
 from pydantic import BaseModel
 from rich.table import Table
 
+from fedcrm.audit import AuditResult
+from fedcrm.privacy import RunPlan
+
 
 class RoundRow(BaseModel):
     round: int
@@ -57,3 +60,31 @@ def format_row(row: RoundRow, partners: list[str]) -> str:
     eps = "  ".join(f"{n}={_fmt(row.epsilon.get(n), 2)}" for n in partners)
     return (f"round {row.round:>2}  AUC {_fmt(row.auc)}  log-loss {_fmt(row.log_loss)}  "
             f"acc {_fmt(row.accuracy)}  max ε {_fmt(row.max_epsilon, 2)}  |  ε {eps}")
+
+
+def plan_table(plans: list[RunPlan]) -> Table:
+    table = Table(title="fedcrm privacy plan: noise per partner and cumulative ε after each round")
+    for col in ("partner", "rows", "q", "steps/round", "σ", "ε before", "ε per round", "ε after", "run adds",
+                "cap", "remaining", "δ"):
+        table.add_column(col, justify="left" if col in ("partner", "ε per round") else "right")
+    for p in plans:
+        rounds = " ".join(f"{r.epsilon:.2f}" + ("" if r.within_cap else "!") for r in p.projections)
+        table.add_row(p.partner, str(p.rows), f"{p.sample_rate:.4f}", str(p.steps_per_round),
+                      f"{p.noise_multiplier:.3f}", _fmt(p.spent_before, 2), rounds, _fmt(p.epsilon_after, 2),
+                      _fmt(p.epsilon_after - p.spent_before, 2), f"{p.epsilon_cap:g}",
+                      _fmt(max(p.epsilon_cap - p.epsilon_after, 0.0), 2), f"{p.delta:g}")
+    table.caption = f"{plans[0].accountant.upper()} accountant; '!' marks a round past the partner's cap" if plans else ""
+    return table
+
+
+def audit_table(results: list[AuditResult]) -> Table:
+    table = Table(title="fedcrm privacy audit: loss-threshold membership inference on each partner's rows")
+    for col in ("partner", "run", "rows each", "attack AUC", "null AUC 95%", "advantage", "null adv. 95%",
+                "ε", "DP bound on advantage"):
+        table.add_column(col, justify="left" if col == "partner" else "right")
+    for r in results:
+        table.add_row(r.partner, str(r.run_id), str(r.members), _fmt(r.attack.auc),
+                      f"{r.null_auc_band[0]:.3f}–{r.null_auc_band[1]:.3f}", _fmt(r.attack.advantage),
+                      f"≤ {r.null_advantage_band[1]:.3f}", _fmt(r.epsilon, 2),
+                      _fmt(r.advantage_bound) if r.advantage_bound is not None else "none (no DP)")
+    return table
