@@ -70,3 +70,25 @@ def test_a_cap_too_small_stops_the_run_with_the_partners_reason(fresh_demo: Path
     assert "south-broadband" in summary["status"] and "above the cap of 0.05" in summary["status"]
     assert summary["rounds_completed"] == 1 and (run_dir / "model.pt").is_file()
     assert Ledger(PartnerConfig.load(members[2].config).work_dir).entries() == []
+
+
+def test_client_level_dp_is_accounted_by_flowers_accountant(fresh_demo: Path, tmp_path: Path) -> None:
+    """Central DP over partners, on top of each partner's DP-SGD: Flower clips every
+    partner's update, noises the unweighted mean and composes its RDP accountant."""
+    run_dir = tmp_path / "run"
+    simulate(fresh_demo, run_dir, tmp_path / "flower",
+             {"num-server-rounds": 2, "client-dp": True, "client-dp-noise-multiplier": 0.5,
+              "client-dp-clipping-norm": 2.0, "min-partners": 3})
+    client = json.loads((run_dir / "epsilon.json").read_text())["client_level"]
+    assert [c["round"] for c in client] == [1, 2]
+    assert 0 < client[0]["epsilon"] < client[1]["epsilon"]
+    from dp_accounting import GaussianDpEvent, SelfComposedDpEvent
+    from dp_accounting.rdp import RdpAccountant
+
+    # no amplification: each round is a Gaussian mechanism with σ = 0.5, composed twice
+    reference = RdpAccountant().compose(SelfComposedDpEvent(GaussianDpEvent(0.5), 2)).get_epsilon(1e-5)
+    assert client[1]["epsilon"] == pytest.approx(reference, rel=0.01)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["client_level_epsilon"] == client[1]["epsilon"]
+    # record-level DP went on underneath: each partner's ledger was charged as usual
+    assert all(len(s) == 2 for s in eps_series(run_dir).values())

@@ -227,6 +227,12 @@ class TrainPlan(_Strict):
     dp_target_epsilon: float = Field(3.0, gt=0)
     dp_delta: float = Field(1e-5, gt=0, lt=1)
     dp_max_grad_norm: float = Field(1.0, gt=0)
+    # Client-level (central) DP: Flower's server-side fixed-clipping wrapper and its RDP
+    # accountant. Protects whole partners, not customers; see README "Client-level DP".
+    client_dp: bool = False
+    client_dp_noise_multiplier: float = Field(1.0, gt=0)
+    client_dp_clipping_norm: float = Field(1.0, gt=0)
+    client_dp_max_epsilon: float = Field(0.0, ge=0, description="0: no limit")
     federation_config: str = ""
     run_dir: str = ""
 

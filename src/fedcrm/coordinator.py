@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.exception import PrivacyBudgetExhausted
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
 from pydantic import BaseModel, Field
 
 from fedcrm.config import FederationConfig, TrainPlan
@@ -27,6 +28,7 @@ from fedcrm.features import feature_names
 from fedcrm.models import build_model
 
 WEIGHT_KEY = "num-examples"
+UNIT_WEIGHT_KEY = "unit-weight"
 
 
 # ---------------------------------------------------------------- aggregation rules
@@ -89,6 +91,7 @@ class RunRecorder:
         self.dir, self.names, self.plan, self.run_id = run_dir, names, plan, run_id
         self.rounds: dict[int, RoundRecord] = {}
         self.node_names: dict[int, str] = {}  # Flower node id → partner, learnt from its replies
+        self.client_level: list[dict[str, float]] = []  # central DP: ε after each round
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "plan.json").write_text(json.dumps({"run_id": run_id, **plan.model_dump()}, indent=2))
 
@@ -134,7 +137,8 @@ class RunRecorder:
     def flush(self) -> None:
         rounds = [self.rounds[r].model_dump(by_alias=True) for r in sorted(self.rounds)]
         _write_json(self.dir / "metrics.json", {"run_id": self.run_id, "rounds": rounds})
-        _write_json(self.dir / "epsilon.json", {"delta": self.plan.dp_delta, "partners": self.epsilon_by_partner()})
+        _write_json(self.dir / "epsilon.json", {"delta": self.plan.dp_delta, "partners": self.epsilon_by_partner(),
+                                                "client_level": self.client_level})
 
     def finish(self, arrays: ArrayRecord, status: str) -> None:
         torch.save(arrays.to_torch_state_dict(), self.dir / "model.pt")
@@ -145,6 +149,7 @@ class RunRecorder:
             "run_id": self.run_id, "status": status, "rounds_completed": max(self.rounds, default=0),
             "final_global": last.global_metrics,
             "epsilon": {n: v[-1]["epsilon"] for n, v in self.epsilon_by_partner().items()},
+            "client_level_epsilon": self.client_level[-1]["epsilon"] if self.client_level else None,
         })
 
 
@@ -214,22 +219,44 @@ def partner_names(plan: TrainPlan) -> dict[int, str]:
     return FederationConfig.load(plan.federation_config).names() if plan.federation_config else {}
 
 
+def client_level_dp(inner: FedAvg, plan: TrainPlan, num_partners: int) -> DifferentialPrivacyServerSideFixedClipping:
+    """Flower's central DP: clip each partner's update on the server, noise the average,
+    account with Flower's RDP accountant (every partner every round: no amplification)."""
+    from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
+
+    accountant = RdpAccountant(PrivacyConfig(
+        target_delta=plan.dp_delta, population_size=num_partners,
+        neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE, sampling_method=SamplingMethod.NO_AMPLIFICATION,
+        max_epsilon=plan.client_dp_max_epsilon or None))
+    return DifferentialPrivacyServerSideFixedClipping(
+        inner, plan.client_dp_noise_multiplier, plan.client_dp_clipping_norm, num_partners, accountant=accountant)
+
+
 def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path, timeout: float = 3600) -> Path:
     """Round 0 evaluation, then `num_server_rounds` of FedAvg; outputs in `run_dir`."""
-    recorder = RunRecorder(run_dir, partner_names(plan), plan, run_id)
-    inner = FedAvg(
+    names = partner_names(plan)
+    recorder = RunRecorder(run_dir, names, plan, run_id)
+    inner: Strategy = FedAvg(
         fraction_train=1.0, fraction_evaluate=1.0,
         min_train_nodes=plan.min_partners, min_evaluate_nodes=plan.min_partners,
-        min_available_nodes=plan.min_partners, weighted_by_key=WEIGHT_KEY,
+        min_available_nodes=plan.min_partners,
+        # client-level DP bounds each partner's influence, so every partner weighs the same
+        weighted_by_key=UNIT_WEIGHT_KEY if plan.client_dp else WEIGHT_KEY,
         train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=aggregate_evaluate_metrics,
     )
-    strategy = RecordingStrategy(inner, recorder, min_partners=plan.min_partners)
+    central = client_level_dp(inner, plan, len(names)) if plan.client_dp else None
+    strategy = RecordingStrategy(central or inner, recorder, min_partners=plan.min_partners)
     initial = ArrayRecord(build_model(plan.model, len(feature_names()), seed=plan.seed).state_dict())
     latest = {"arrays": initial}
 
     def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         latest["arrays"] = arrays
         recorder.save_checkpoint(server_round, arrays)
+        if central is not None and server_round > 0:
+            spent = central.privacy_spent()
+            recorder.client_level.append({"round": server_round, "epsilon": spent.epsilon, "delta": spent.delta,
+                                          "noise_multiplier": plan.client_dp_noise_multiplier,
+                                          "clipping_norm": plan.client_dp_clipping_norm})
         recorder.flush()
         return None
 
@@ -247,6 +274,9 @@ def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path, time
         # The partners' own caps ended the run: the last aggregated model stands, and the
         # run ends normally with their reasons on record.
         recorder.finish(latest["arrays"], status=f"stopped: {exc}")
+        return run_dir
+    except PrivacyBudgetExhausted as exc:
+        recorder.finish(latest["arrays"], status=f"stopped: client-level budget: {exc}")
         return run_dir
     recorder.finish(result.arrays if len(result.arrays) else initial, status="completed")
     return run_dir

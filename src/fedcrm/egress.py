@@ -25,7 +25,7 @@ TRAIN_METRICS = frozenset({
     "ledger-entries", "ledger-ok", "ledger-head",
 })
 EVAL_METRICS = frozenset({
-    "num-examples", "partner-id", "num-positives", "auc", "log-loss", "accuracy",
+    "num-examples", "unit-weight", "partner-id", "num-positives", "auc", "log-loss", "accuracy",
     "score-hist-pos", "score-hist-neg",
 })
 HIST_KEYS = frozenset({"score-hist-pos", "score-hist-neg"})

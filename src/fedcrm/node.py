@@ -171,7 +171,7 @@ class PartnerNode:
     def evaluate(self, state: dict[str, torch.Tensor]) -> Metrics:
         data = self.data()
         out = evaluate_local(self._model(state), data.x_test, data.y_test)
-        metrics: Metrics = {"num-examples": out.n, "partner-id": self.cfg.partner_id,
+        metrics: Metrics = {"num-examples": out.n, "unit-weight": 1, "partner-id": self.cfg.partner_id,
                             "num-positives": int(np.sum(data.y_test)),
                             "score-hist-pos": out.pos_hist, "score-hist-neg": out.neg_hist}
         metrics.update(out.metrics)
