@@ -136,6 +136,23 @@ def privacy_audit(
     console.print(audit_table(results))
 
 
+report_app = typer.Typer(no_args_is_help=True, help="Reports on finished runs.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("compliance")
+def report_compliance(
+    run_dir: Annotated[Path, typer.Argument(help="the run directory")],
+    federation: FederationOpt = None,
+) -> None:
+    """Per partner: ε this run and in total against its cap, what left its node, audits,
+    ledger integrity. Writes compliance.json and compliance.html into the run directory."""
+    from fedcrm.compliance import write_report
+
+    json_path, html_path = write_report(run_dir, federation)
+    console.print(f"compliance report: {html_path} (data: {json_path})")
+
+
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="folder to write the consortium into")] = Path(".work/demo/consortium"),

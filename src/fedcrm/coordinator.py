@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 from pydantic import BaseModel, Field
 
 from fedcrm.config import FederationConfig, TrainPlan
+from fedcrm.egress import received_inventory
 from fedcrm.errors import ERROR_BUDGET
 from fedcrm.evaluation import auc_from_histograms
 from fedcrm.features import feature_names
@@ -92,6 +93,7 @@ class RunRecorder:
         self.rounds: dict[int, RoundRecord] = {}
         self.node_names: dict[int, str] = {}  # Flower node id → partner, learnt from its replies
         self.client_level: list[dict[str, float]] = []  # central DP: ε after each round
+        self.received: dict[str, dict[str, dict]] = {}  # partner → kind → value-free inventory
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "plan.json").write_text(json.dumps({"run_id": run_id, **plan.model_dump()}, indent=2))
 
@@ -110,6 +112,7 @@ class RunRecorder:
             metrics = msg.content["metrics"]
             scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
             self.node_names[node_id] = self.name(metrics)
+            self.received.setdefault(self.name(metrics), {})[kind] = received_inventory(msg.content)
             part = rec.partners.setdefault(self.name(metrics), PartnerRound())
             setattr(part, kind, scalars)
 
@@ -137,6 +140,7 @@ class RunRecorder:
     def flush(self) -> None:
         rounds = [self.rounds[r].model_dump(by_alias=True) for r in sorted(self.rounds)]
         _write_json(self.dir / "metrics.json", {"run_id": self.run_id, "rounds": rounds})
+        _write_json(self.dir / "received.json", {"run_id": self.run_id, "partners": self.received})
         _write_json(self.dir / "epsilon.json", {"delta": self.plan.dp_delta, "partners": self.epsilon_by_partner(),
                                                 "client_level": self.client_level})
 

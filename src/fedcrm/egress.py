@@ -85,6 +85,19 @@ def _check_metrics(record: MetricRecord, allowed: frozenset[str]) -> dict[str, s
     return kinds
 
 
+def received_inventory(content: RecordDict) -> dict[str, dict[str, object]]:
+    """The coordinator's side of the same inventory: what actually arrived, without values."""
+    out: dict[str, dict[str, object]] = {}
+    for name, record in content.items():
+        if isinstance(record, ArrayRecord):
+            out[name] = {k: f"{a.dtype}{list(a.shape)}" for k, a in record.items()}
+        elif isinstance(record, MetricRecord):
+            out[name] = {k: f"list[{len(v)}]" if isinstance(v, list) else type(v).__name__ for k, v in record.items()}
+        else:
+            out[name] = {"<record>": type(record).__name__}
+    return out
+
+
 def log_egress(path: Path, entry: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
