@@ -6,7 +6,7 @@ overfit non-private model.
 Telco is split into 3 partners by Contract (non-IID). Two real `flwr run` simulations on
 fresh partner work dirs:
 1. `dp`: logistic model, DP-SGD with ε = 1, δ = 1e-5 per partner, 5 rounds;
-2. `overfit`: non-private MLP, Adam, many local epochs per round — built to memorise.
+2. `overfit`: non-private MLP (256 hidden), Adam, 20 local epochs × 10 rounds — built to memorise.
 Each partner then audits the published model on its own rows (members = training rows,
 non-members = held-out rows), several seeds of the balanced member sample.
 """
@@ -33,8 +33,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "privacy_audit.json"
 SEEDS = range(5)
 RUNS = {
     "dp": {"num-server-rounds": 5, "dp-target-epsilon": 1.0, "dp-delta": 1e-5},
-    "overfit": {"num-server-rounds": 5, "dp-enabled": False, "model": "mlp", "optimizer": "adam",
-                "learning-rate": 0.01, "local-epochs": 60, "batch-size": 32},
+    "overfit": {"num-server-rounds": 10, "dp-enabled": False, "model": "mlp", "model-hidden": 256,
+                "optimizer": "adam", "learning-rate": 0.005, "local-epochs": 20, "batch-size": 32},
 }
 
 

@@ -215,6 +215,7 @@ class TrainPlan(_Strict):
 
     task: Literal["churn", "propensity"] = "churn"
     model: Literal["logistic", "mlp"] = "logistic"
+    model_hidden: int = Field(32, ge=2, description="width of the MLP's first hidden layer")
     num_server_rounds: int = Field(5, ge=1)
     local_epochs: int = Field(1, ge=1)
     batch_size: int = Field(64, ge=1)

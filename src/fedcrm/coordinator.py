@@ -146,7 +146,8 @@ class RunRecorder:
 
     def finish(self, arrays: ArrayRecord, status: str) -> None:
         torch.save(arrays.to_torch_state_dict(), self.dir / "model.pt")
-        _write_json(self.dir / "model.json", {"kind": self.plan.model, "features": feature_names(), "task": self.plan.task})
+        _write_json(self.dir / "model.json", {"kind": self.plan.model, "hidden": self.plan.model_hidden,
+                                               "features": feature_names(), "task": self.plan.task})
         self.flush()
         last = self.rounds[max(self.rounds)] if self.rounds else RoundRecord(round=0)
         _write_json(self.dir / "summary.json", {
@@ -250,7 +251,7 @@ def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path, time
     )
     central = client_level_dp(inner, plan, len(names)) if plan.client_dp else None
     strategy = RecordingStrategy(central or inner, recorder, min_partners=plan.min_partners)
-    initial = ArrayRecord(build_model(plan.model, len(feature_names()), seed=plan.seed).state_dict())
+    initial = ArrayRecord(build_model(plan.model, len(feature_names()), seed=plan.seed, hidden=plan.model_hidden).state_dict())
     latest = {"arrays": initial}
 
     def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:

@@ -36,11 +36,11 @@ class MLPModel(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def build_model(kind: ModelKind, n_features: int, seed: int = 0) -> nn.Module:
+def build_model(kind: ModelKind, n_features: int, seed: int = 0, hidden: int = 32) -> nn.Module:
     """Same seed → same initial weights on the server, so round 0 is reproducible."""
     torch.manual_seed(seed)
     if kind == "logistic":
         return LogisticModel(n_features)
     if kind == "mlp":
-        return MLPModel(n_features)
+        return MLPModel(n_features, hidden)
     raise ValueError(f"unknown model {kind!r}; choose 'logistic' or 'mlp'")

@@ -72,7 +72,7 @@ class PartnerNode:
         return _DATA[key]
 
     def _model(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-        model = build_model(self.plan.model, self.data().x_train.shape[1])
+        model = build_model(self.plan.model, self.data().x_train.shape[1], hidden=self.plan.model_hidden)
         model.load_state_dict(state)
         return model
 

@@ -46,6 +46,6 @@ class RunDir:
         meta = self._json("model.json")
         if meta["features"] != feature_names():
             raise ConfigError(f"{self.path}/model.json: the model's feature layout differs from this fedcrm's")
-        model = build_model(meta["kind"], len(meta["features"]))
+        model = build_model(meta["kind"], len(meta["features"]), hidden=int(meta.get("hidden", 32)))
         model.load_state_dict(torch.load(self.path / "model.pt", weights_only=True))
         return model
