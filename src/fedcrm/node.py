@@ -19,7 +19,7 @@ from fedcrm.models import build_model
 from fedcrm.prepare import PreparedData, prepare
 from fedcrm.audit import AuditResult, membership_audit
 from fedcrm.ledger import Ledger, LedgerEntry
-from fedcrm.privacy import RunPlan, epsilon, plan_run
+from fedcrm.privacy import RunPlan, epsilon, plan_run, run_noise
 from fedcrm.rundir import RunDir
 from fedcrm.training import DPSettings, TrainOutcome, evaluate_local, train_local
 
@@ -85,20 +85,21 @@ class PartnerNode:
             entries = [e for e in entries if e.dataset_fingerprint == fingerprint]
         return entries
 
-    def plan_run(self, run_id: int | None = None) -> RunPlan:
-        """What this run costs: σ calibrated against everything spent before it, ε per round.
-
-        Within a run σ is fixed by its first charged round, so a node restarted mid-run
-        keeps training with the noise the run started with."""
+    def _run_inputs(self, run_id: int | None) -> dict:
+        """Prior history and run shape. Within a run σ is fixed by its first charged round,
+        so a node restarted mid-run keeps training with the noise the run started with."""
         entries = self.counted_entries()
         this_run = [e for e in entries if run_id is not None and e.run_id == run_id]
-        prior = [e.history_entry for e in entries if run_id is None or e.run_id != run_id]
-        return plan_run(
-            partner=self.cfg.name, prior=prior, rows=len(self.data().x_train), batch_size=self.plan.batch_size,
-            local_epochs=self.plan.local_epochs, rounds=self.plan.num_server_rounds,
-            target_run_epsilon=self.plan.dp_target_epsilon, delta=self.policy.delta,
-            epsilon_cap=self.policy.epsilon_cap, max_grad_norm=self.plan.dp_max_grad_norm,
-            accountant=self.policy.accountant, sigma=this_run[0].noise_multiplier if this_run else None)
+        return dict(prior=[e.history_entry for e in entries if run_id is None or e.run_id != run_id],
+                    rows=len(self.data().x_train), batch_size=self.plan.batch_size,
+                    local_epochs=self.plan.local_epochs, rounds=self.plan.num_server_rounds,
+                    target_run_epsilon=self.plan.dp_target_epsilon, delta=self.policy.delta,
+                    accountant=self.policy.accountant, sigma=this_run[0].noise_multiplier if this_run else None)
+
+    def plan_run(self, run_id: int | None = None) -> RunPlan:
+        """What this run costs: σ calibrated against everything spent before it, ε per round."""
+        return plan_run(partner=self.cfg.name, epsilon_cap=self.policy.epsilon_cap,
+                        max_grad_norm=self.plan.dp_max_grad_norm, **self._run_inputs(run_id))
 
     def _charge_check(self, entries: list[LedgerEntry], run_id: int, server_round: int,
                       sigma: float, q: float, steps: int) -> tuple[float, float]:
@@ -135,7 +136,7 @@ class PartnerNode:
 
     def _train_private(self, model: torch.nn.Module, data: PreparedData, server_round: int, run_id: int,
                        common: dict) -> tuple[TrainOutcome, Metrics]:
-        run_plan = self.plan_run(run_id)
+        run_plan = run_noise(**self._run_inputs(run_id))
         entries = self.counted_entries()
         sigma, q, steps = run_plan.noise_multiplier, run_plan.sample_rate, run_plan.steps_per_round
         self._charge_check(entries, run_id, server_round, sigma, q, steps)

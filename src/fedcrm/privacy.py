@@ -120,22 +120,41 @@ def round_shape(rows: int, batch_size: int, local_epochs: int) -> tuple[int, flo
     return local_epochs * per_epoch, 1.0 / per_epoch
 
 
-def plan_run(*, partner: str, prior: list[HistoryEntry], rows: int, batch_size: int, local_epochs: int,
-             rounds: int, target_run_epsilon: float, delta: float, epsilon_cap: float,
-             max_grad_norm: float, accountant: AccountantKind = "prv", sigma: float | None = None) -> RunPlan:
-    """Calibrate σ so the run raises the cumulative ε by at most `target_run_epsilon`,
-    then project ε after every round against the partner's cap."""
+class RunNoise(BaseModel):
+    """The mechanism of one run on one partner: what the node needs before a round."""
+
+    sample_rate: float
+    steps_per_round: int
+    spent_before: float
+    noise_multiplier: float
+
+
+def run_noise(*, prior: list[HistoryEntry], rows: int, batch_size: int, local_epochs: int, rounds: int,
+              target_run_epsilon: float, delta: float, accountant: AccountantKind = "prv",
+              sigma: float | None = None) -> RunNoise:
+    """Calibrate σ so the run raises the cumulative ε by at most `target_run_epsilon`."""
     steps, q = round_shape(rows, batch_size, local_epochs)
     prior_t = compact(prior)
     before = epsilon(prior_t, delta, accountant)
     if sigma is None:
         sigma = calibrate_noise(prior_t, q, steps * rounds, before + target_run_epsilon, delta, accountant)
+    return RunNoise(sample_rate=q, steps_per_round=steps, spent_before=before, noise_multiplier=sigma)
+
+
+def plan_run(*, partner: str, prior: list[HistoryEntry], rows: int, batch_size: int, local_epochs: int,
+             rounds: int, target_run_epsilon: float, delta: float, epsilon_cap: float,
+             max_grad_norm: float, accountant: AccountantKind = "prv", sigma: float | None = None) -> RunPlan:
+    """`run_noise`, then ε after every round projected against the partner's cap."""
+    noise = run_noise(prior=prior, rows=rows, batch_size=batch_size, local_epochs=local_epochs, rounds=rounds,
+                      target_run_epsilon=target_run_epsilon, delta=delta, accountant=accountant, sigma=sigma)
+    q, steps, sigma = noise.sample_rate, noise.steps_per_round, noise.noise_multiplier
     projections = []
     for r in range(1, rounds + 1):
-        history = list(prior_t) + [(sigma, q, steps * r)]
+        history = list(compact(prior)) + [(sigma, q, steps * r)]
         e = epsilon(history, delta, accountant)
         projections.append(RoundProjection(round=r, epsilon=e, epsilon_rdp=epsilon(history, delta, "rdp"),
                                            within_cap=e <= epsilon_cap))
     return RunPlan(partner=partner, rows=rows, sample_rate=q, steps_per_round=steps, rounds=rounds, delta=delta,
                    accountant=accountant, max_grad_norm=max_grad_norm, target_run_epsilon=target_run_epsilon,
-                   epsilon_cap=epsilon_cap, spent_before=before, noise_multiplier=sigma, projections=projections)
+                   epsilon_cap=epsilon_cap, spent_before=noise.spent_before, noise_multiplier=sigma,
+                   projections=projections)
