@@ -30,8 +30,8 @@ def egress_guard(msg: Message, context: Context, call_next) -> Message:  # noqa:
     kind = "train" if msg.metadata.message_type == MessageType.TRAIN else "evaluate"
     sent = msg.content.array_records.get("arrays") if kind == "train" else None
     node = _node(context)
-    entry = {"run_id": msg.metadata.run_id, "kind": kind,
-             "server_round": int(msg.content["config"].get("server-round", -1))}
+    job_id, job_round = job_and_round(msg)
+    entry = {"run_id": job_id, "flower_run_id": msg.metadata.run_id, "kind": kind, "server_round": job_round}
     try:
         inventory = check_reply(kind, reply.content, sent)
     except EgressViolation as exc:
@@ -39,6 +39,15 @@ def egress_guard(msg: Message, context: Context, call_next) -> Message:  # noqa:
         return Message(Error(code=ERROR_EGRESS, reason=f"egress refused on node: {exc}"), reply_to=msg)
     log_egress(node.egress_log, {**entry, "sent": inventory})
     return reply
+
+
+def job_and_round(msg: Message) -> tuple[int, int]:
+    """The job and its round this message belongs to. A resumed run is a new Flower run
+    with rounds from 1 again; the coordinator names the original job and the offset so the
+    partner's ledger never charges a round twice."""
+    config = msg.content["config"]
+    job_id = int(config["job-id"]) if "job-id" in config else int(msg.metadata.run_id)
+    return job_id, int(config.get("server-round", 0)) + int(config.get("round-offset", 0))
 
 
 def _refusal(msg: Message, exc: FedcrmError) -> Message:
@@ -51,8 +60,8 @@ def train(msg: Message, context: Context) -> Message:
     try:
         node = _node(context)
         state = msg.content["arrays"].to_torch_state_dict()
-        server_round = int(msg.content["config"]["server-round"])
-        new_state, metrics = node.train(state, server_round, msg.metadata.run_id)
+        job_id, job_round = job_and_round(msg)
+        new_state, metrics = node.train(state, job_round, job_id)
     except FedcrmError as exc:
         return _refusal(msg, exc)
     content = RecordDict({"arrays": ArrayRecord(new_state), "metrics": MetricRecord(metrics)})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.errors import PrivacyBudgetError
@@ -71,9 +72,17 @@ def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: 
 
 
 def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
-    node_for(fresh_demo).train(initial_state(), 1, run_id=5)
+    start = initial_state()
+    sent, metrics = node_for(fresh_demo).train(start, 1, run_id=5)
+    # asked again about the same global model (a resumed round): the same release, no new charge
+    again, metrics_again = node_for(fresh_demo).train(start, 1, run_id=5)
+    assert all(torch.equal(sent[k], again[k]) for k in sent)
+    assert metrics_again["epsilon"] == metrics["epsilon"]
+    assert len(Ledger(node_for(fresh_demo).cfg.work_dir).entries()) == 1
+    # asked about a different model for a charged round: refused
+    other = {k: v + 0.1 for k, v in start.items()}
     with pytest.raises(PrivacyBudgetError, match="already charged"):
-        node_for(fresh_demo).train(initial_state(), 1, run_id=5)
+        node_for(fresh_demo).train(other, 1, run_id=5)
 
 
 def test_the_partner_cap_refuses_the_round_that_would_cross_it(fresh_demo: Path) -> None:

@@ -153,6 +153,205 @@ def report_compliance(
     console.print(f"compliance report: {html_path} (data: {json_path})")
 
 
+federation_app = typer.Typer(no_args_is_help=True, help="Provision a deployed federation: CA, SuperLink certificate, partner keys.")
+app.add_typer(federation_app, name="federation")
+coordinator_app = typer.Typer(no_args_is_help=True, help="The coordinator's SuperLink and its runs (deployment).")
+app.add_typer(coordinator_app, name="coordinator")
+DirOpt = Annotated[Path, typer.Option("--dir", help="the federation directory (from `federation init`)")]
+
+
+@federation_app.command("init")
+def federation_init(
+    dir: DirOpt, name: Annotated[str, typer.Option(help="federation name (also the flwr connection name)")],
+    address: Annotated[str, typer.Option(help="host:port partners dial for the SuperLink")] = "127.0.0.1:9200",
+    host: Annotated[list[str] | None, typer.Option(help="extra name or IP for the certificate (repeat)")] = None,
+    partner: Annotated[list[str] | None, typer.Option(help="a partner to create a key for (repeat)")] = None,
+) -> None:
+    """Create the CA, the SuperLink certificate, a key pair per partner and a README."""
+    from fedcrm.deployment import init_federation
+
+    layout = init_federation(dir, name, address, host or [], partner or [])
+    console.print(f"federation {name}: {layout.root} ({len(layout.config().members)} partners); "
+                  f"which file goes where: {layout.root / 'README.md'}")
+
+
+@federation_app.command("add-partner")
+def federation_add_partner(name: Annotated[str, typer.Argument()], dir: DirOpt,
+                           partner_id: Annotated[int | None, typer.Option()] = None) -> None:
+    """A key pair for one more partner; the others keep theirs."""
+    from fedcrm.deployment import add_partner
+
+    folder = add_partner(dir, name, partner_id)
+    console.print(f"partner {name}: {folder} (register it with `fedcrm coordinator register --dir {dir}`)")
+
+
+@coordinator_app.command("commands")
+def coordinator_commands(dir: DirOpt) -> None:
+    """Print the start commands for the coordinator and for each partner."""
+    import shlex
+
+    from fedcrm.deployment import FederationLayout, superlink_command, supernode_command
+
+    layout = FederationLayout(dir)
+    env = "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1"
+    print(f"# coordinator ({layout.address}); or: fedcrm coordinator start --dir {dir}")
+    print(f"{env} FLWR_HOME={layout.flwr_home} {shlex.join(superlink_command(layout))}")
+    for m in layout.config().members:
+        folder = layout.partner_dir(m.name)
+        cmd = supernode_command(Path(f"/path/to/{m.name}/partner.toml"), layout.address, folder / "ca.crt",
+                                folder / "supernode.key")
+        print(f"\n# partner {m.name}: copy {folder}/ca.crt and supernode.key to its machine; or: fedcrm partner start ...")
+        print(f"{env} FLWR_HOME=/path/to/{m.name}/flwr-home {shlex.join(cmd)}")
+
+
+@coordinator_app.command("start")
+def coordinator_start(dir: DirOpt) -> None:
+    """Start the SuperLink (TLS, node auth, persistent database) in the background and
+    register every partner's key."""
+    from fedcrm.deployment import FederationLayout, SuperLinkProcess, register_partners
+
+    layout = FederationLayout(dir)
+    if layout.pid_file.exists():
+        raise ConfigError(f"{layout.pid_file} exists: the SuperLink may be running (`fedcrm coordinator stop`)")
+    link = SuperLinkProcess(layout).start()
+    console.print(f"SuperLink on {layout.address}, PID {link.process.pid}, log {layout.log_file}")
+    for partner, state in register_partners(layout).items():
+        console.print(f"  {partner}: {state}")
+
+
+@coordinator_app.command("stop")
+def coordinator_stop(dir: DirOpt) -> None:
+    """Stop the SuperLink started by `coordinator start`, by its PID."""
+    from fedcrm.deployment import FederationLayout
+    from fedcrm.launcher import stop_pid
+
+    layout = FederationLayout(dir)
+    if not layout.pid_file.exists():
+        raise ConfigError(f"no {layout.pid_file}: the SuperLink was not started from here")
+    pid = int(layout.pid_file.read_text())
+    running = stop_pid(pid)
+    layout.pid_file.unlink()
+    layout.audit.record("superlink-stopped", pid=pid, was_running=running)
+    console.print(f"SuperLink PID {pid} {'stopped' if running else 'was not running'}")
+
+
+@coordinator_app.command("register")
+def coordinator_register(dir: DirOpt) -> None:
+    """Register every member's public key with the running SuperLink (idempotent)."""
+    from fedcrm.deployment import FederationLayout, register_partners
+
+    for partner, state in register_partners(FederationLayout(dir)).items():
+        console.print(f"{partner}: {state}")
+
+
+@coordinator_app.command("run")
+def coordinator_run(
+    dir: DirOpt, out: Annotated[Path, typer.Option(help="run directory on this machine")],
+    rounds: int = 5, task: str = "churn", model: str = "logistic",
+    epsilon: Annotated[float, typer.Option(help="target ε this run may add per partner")] = 3.0,
+    min_partners: int = 2, round_timeout: float = 600.0, local_epochs: int = 1, batch_size: int = 64,
+    learning_rate: float = 0.5, detach: Annotated[bool, typer.Option(help="submit and return")] = False,
+) -> None:
+    """Launch a run on the deployed federation and watch it round by round."""
+    from fedcrm.deployment import FederationLayout
+    from fedcrm.runs import launch
+
+    layout = FederationLayout(dir)
+    run_id = launch(layout, out, {"num-server-rounds": rounds, "task": task, "model": model,
+                                  "dp-target-epsilon": epsilon, "min-partners": min_partners,
+                                  "round-timeout": round_timeout, "local-epochs": local_epochs,
+                                  "batch-size": batch_size, "learning-rate": learning_rate})
+    console.print(f"run {run_id} submitted; results in {out}")
+    if not detach:
+        _watch(layout, run_id)
+
+
+def _watch(layout: object, run_id: int) -> None:
+    from fedcrm.runs import collect, run_dir_of, watch
+
+    names = list(layout.config().names().values())
+    status = watch(layout, run_id, on_round=lambda row: console.print(format_row(row, names)))
+    out = collect(layout, run_id)
+    summary = out / "summary.json"
+    console.print(f"run {run_id}: {status}; "
+                  f"{json.loads(summary.read_text())['status'] if summary.exists() else 'no summary'}; collected in {out}")
+    if status != "finished:completed":
+        raise typer.Exit(1)
+
+
+@coordinator_app.command("watch")
+def coordinator_watch(run_id: int, dir: DirOpt) -> None:
+    """Follow a run round by round until it ends, then collect it."""
+    from fedcrm.deployment import FederationLayout
+
+    _watch(FederationLayout(dir), run_id)
+
+
+@coordinator_app.command("stop-run")
+def coordinator_stop_run(run_id: int, dir: DirOpt) -> None:
+    """Ask the SuperLink to stop a run (`flwr stop`)."""
+    from fedcrm.deployment import FederationLayout
+    from fedcrm.runs import stop
+
+    console.print(stop(FederationLayout(dir), run_id))
+
+
+@coordinator_app.command("collect")
+def coordinator_collect(run_id: int, dir: DirOpt,
+                        out: Annotated[Path | None, typer.Option(help="default: the run's own directory")] = None) -> None:
+    """Model, metrics, per-partner ε and Flower's logs of a run in one local directory."""
+    from fedcrm.deployment import FederationLayout
+    from fedcrm.runs import collect
+
+    console.print(f"collected in {collect(FederationLayout(dir), run_id, out)}")
+
+
+@coordinator_app.command("resume")
+def coordinator_resume(run_dir: Annotated[Path, typer.Argument(help="the interrupted run's directory")], dir: DirOpt,
+                       detach: bool = False) -> None:
+    """Continue an interrupted run after its last completed round."""
+    from fedcrm.deployment import FederationLayout
+    from fedcrm.runs import resume
+
+    layout = FederationLayout(dir)
+    run_id = resume(layout, run_dir)
+    console.print(f"run {run_id} resumes {run_dir}")
+    if not detach:
+        _watch(layout, run_id)
+
+
+@coordinator_app.command("verify")
+def coordinator_verify(dir: DirOpt) -> None:
+    """Check the audit log's chain and anchor; exit 1 if it does not verify."""
+    from fedcrm.deployment import FederationLayout
+
+    status = FederationLayout(dir).audit.verify()
+    console.print(f"audit log {status.path}: " + (f"OK, {status.entries} entries" if status.ok else f"NOT OK: {status.problem}"))
+    raise typer.Exit(0 if status.ok else 1)
+
+
+@partner_app.command("start")
+def partner_start(
+    config: Annotated[Path, typer.Option(help="the partner config (partner.toml)")],
+    superlink: Annotated[str, typer.Option(help="host:port of the coordinator's SuperLink")],
+    root_cert: Annotated[Path, typer.Option(help="the federation's ca.crt")],
+    key: Annotated[Path, typer.Option(help="this partner's supernode.key")],
+    port: Annotated[int, typer.Option(help="local port of this SuperNode's runtime API")] = 9094,
+) -> None:
+    """Run this partner's SuperNode in the foreground (TLS, its key, its own config)."""
+    import os
+
+    from fedcrm.deployment import supernode_command
+    from fedcrm.launcher import flower_env
+
+    cfg = PartnerConfig.load(config)
+    flwr_home = cfg.work_dir / "flwr-home"
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    cmd = supernode_command(config, superlink, root_cert, key, port)
+    console.print(f"partner {cfg.name}: SuperNode to {superlink} (FLWR_HOME {flwr_home})")
+    os.execve(cmd[0], cmd, flower_env(flwr_home))
+
+
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="folder to write the consortium into")] = Path(".work/demo/consortium"),

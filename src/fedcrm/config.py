@@ -187,7 +187,8 @@ class FederationConfig(_Strict):
     simulated node finds its own partner config (partition i → member i)."""
 
     name: str
-    members: list[FederationMember]
+    superlink: str | None = Field(None, description="host:port partners dial (deployment)")
+    members: list[FederationMember] = Field(default_factory=list)
     source: Path | None = Field(None, exclude=True)
 
     @classmethod
@@ -234,8 +235,11 @@ class TrainPlan(_Strict):
     client_dp_noise_multiplier: float = Field(1.0, gt=0)
     client_dp_clipping_norm: float = Field(1.0, gt=0)
     client_dp_max_epsilon: float = Field(0.0, ge=0, description="0: no limit")
+    round_timeout: float = Field(600.0, gt=0, description="seconds a round waits for replies")
     federation_config: str = ""
     run_dir: str = ""
+    resume_from: str = Field("", description="run directory of an interrupted run to continue")
+    audit_log: str = Field("", description="the coordinator's audit log (deployment)")
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> TrainPlan:

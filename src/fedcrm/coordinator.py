@@ -23,7 +23,8 @@ from pydantic import BaseModel, Field
 
 from fedcrm.config import FederationConfig, TrainPlan
 from fedcrm.egress import received_inventory
-from fedcrm.errors import ERROR_BUDGET
+from fedcrm.auditlog import AuditLog
+from fedcrm.errors import ERROR_BUDGET, ConfigError
 from fedcrm.evaluation import auc_from_histograms
 from fedcrm.features import feature_names
 from fedcrm.models import build_model
@@ -70,6 +71,23 @@ def aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str = WEIG
 
 
 # ---------------------------------------------------------------- run records
+class RunState(BaseModel):
+    """What `resume` needs: the job (the first Flower run id, which keys every partner's
+    ledger entries), the Flower runs that worked on it, and the last completed round."""
+
+    job_id: int
+    flower_runs: list[int]
+    total_rounds: int
+    completed_rounds: int = 0
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunState:
+        path = run_dir / "state.json"
+        if not path.is_file():
+            raise ConfigError(f"{run_dir} has no state.json: not a run directory, or it stopped before round 0")
+        return cls.model_validate_json(path.read_text())
+
+
 class PartnerRound(BaseModel):
     train: dict[str, float] = Field(default_factory=dict)
     evaluate: dict[str, float] = Field(default_factory=dict)
@@ -81,6 +99,7 @@ class RoundRecord(BaseModel):
     train: dict[str, float] = Field(default_factory=dict)
     partners: dict[str, PartnerRound] = Field(default_factory=dict)
     failures: list[dict[str, str | int]] = Field(default_factory=list)
+    absent: list[str] = Field(default_factory=list, description="members that did not train this round")
 
     model_config = {"populate_by_name": True}
 
@@ -88,14 +107,39 @@ class RoundRecord(BaseModel):
 class RunRecorder:
     """Writes the run directory as the run goes, so a watcher sees each round land."""
 
-    def __init__(self, run_dir: Path, names: dict[int, str], plan: TrainPlan, run_id: int) -> None:
-        self.dir, self.names, self.plan, self.run_id = run_dir, names, plan, run_id
+    def __init__(self, run_dir: Path, names: dict[int, str], plan: TrainPlan, run_id: int,
+                 state: RunState | None = None) -> None:
+        """`state` given: continue an interrupted run's records (its job id stays the run id)."""
+        self.dir, self.names, self.plan = run_dir, names, plan
         self.rounds: dict[int, RoundRecord] = {}
         self.node_names: dict[int, str] = {}  # Flower node id → partner, learnt from its replies
         self.client_level: list[dict[str, float]] = []  # central DP: ε after each round
         self.received: dict[str, dict[str, dict]] = {}  # partner → kind → value-free inventory
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "plan.json").write_text(json.dumps({"run_id": run_id, **plan.model_dump()}, indent=2))
+        if state is None:
+            self.state = RunState(job_id=run_id, flower_runs=[run_id], total_rounds=plan.num_server_rounds)
+            (run_dir / "plan.json").write_text(json.dumps({"run_id": run_id, **plan.model_dump()}, indent=2))
+        else:
+            self.state = state.model_copy(update={"flower_runs": [*state.flower_runs, run_id]})
+            self._load_records()
+        self.run_id = self.state.job_id
+
+    def _load_records(self) -> None:
+        for r in json.loads((self.dir / "metrics.json").read_text())["rounds"]:
+            if r["round"] <= self.state.completed_rounds:  # a round cut off mid-way is re-run
+                self.rounds[r["round"]] = RoundRecord.model_validate(r)
+        eps = json.loads((self.dir / "epsilon.json").read_text())
+        self.client_level = [c for c in eps.get("client_level", []) if c["round"] <= self.state.completed_rounds]
+        received = self.dir / "received.json"
+        if received.is_file():
+            self.received = json.loads(received.read_text())["partners"]
+
+    def record_missing(self, server_round: int, kind: str, node_ids: set[int]) -> None:
+        """Partners sent a message that did not answer within the round timeout."""
+        rec = self.rounds.setdefault(server_round, RoundRecord(round=server_round))
+        for node_id in sorted(node_ids):
+            rec.failures.append({"kind": kind, "node_id": node_id, "partner": self.node_names.get(node_id, ""),
+                                 "code": 0, "reason": "no reply within the round timeout"})
 
     def name(self, metrics: MetricRecord | dict) -> str:
         pid = int(metrics.get("partner-id", -1))
@@ -116,6 +160,12 @@ class RunRecorder:
             part = rec.partners.setdefault(self.name(metrics), PartnerRound())
             setattr(part, kind, scalars)
 
+    def mark_absent(self, server_round: int) -> None:
+        """Members that did not train this round — refused, silent, or not connected at all."""
+        rec = self.rounds.setdefault(server_round, RoundRecord(round=server_round))
+        trained = {n for n, p in rec.partners.items() if p.train}
+        rec.absent = sorted(set(self.names.values()) - trained)
+
     def set_aggregate(self, server_round: int, kind: str, metrics: MetricRecord | None) -> None:
         if metrics is None:
             return
@@ -135,7 +185,13 @@ class RunRecorder:
         return out
 
     def save_checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
-        torch.save(arrays.to_torch_state_dict(), self.dir / "checkpoints" / f"round-{server_round:03d}.pt")
+        """The global model after `server_round`, then the state that says it is complete."""
+        torch.save(arrays.to_torch_state_dict(), self.checkpoint_path(server_round))
+        self.state.completed_rounds = server_round
+        _write_json(self.dir / "state.json", self.state.model_dump())
+
+    def checkpoint_path(self, server_round: int) -> Path:
+        return self.dir / "checkpoints" / f"round-{server_round:03d}.pt"
 
     def flush(self) -> None:
         rounds = [self.rounds[r].model_dump(by_alias=True) for r in sorted(self.rounds)]
@@ -151,7 +207,8 @@ class RunRecorder:
         self.flush()
         last = self.rounds[max(self.rounds)] if self.rounds else RoundRecord(round=0)
         _write_json(self.dir / "summary.json", {
-            "run_id": self.run_id, "status": status, "rounds_completed": max(self.rounds, default=0),
+            "run_id": self.run_id, "status": status, "rounds_completed": self.state.completed_rounds,
+            "flower_runs": self.state.flower_runs,
             "final_global": last.global_metrics,
             "epsilon": {n: v[-1]["epsilon"] for n, v in self.epsilon_by_partner().items()},
             "client_level_epsilon": self.client_level[-1]["epsilon"] if self.client_level else None,
@@ -179,44 +236,63 @@ class QuorumLost(RuntimeError):
 
 
 class RecordingStrategy(Strategy):
-    """Delegates to `inner`; records every reply and every aggregate in a `RunRecorder`,
-    and stops the run when fewer than `min_partners` replies come back without error."""
+    """Delegates to `inner`; records every reply, every silence and every aggregate in a
+    `RunRecorder`, and stops the run when fewer than `min_partners` answer without error.
 
-    def __init__(self, inner: Strategy, recorder: RunRecorder, min_partners: int = 1) -> None:
-        self.inner, self.recorder, self.min_partners = inner, recorder, min_partners
+    `offset` maps Flower's round numbers (from 1 in every Flower run) to the job's rounds,
+    so a resumed run records round 3 as round 3."""
 
-    def _check_quorum(self, server_round: int, kind: str, replies: list[Message]) -> None:
+    def __init__(self, inner: Strategy, recorder: RunRecorder, min_partners: int = 1, offset: int = 0) -> None:
+        self.inner, self.recorder, self.min_partners, self.offset = inner, recorder, min_partners, offset
+        self.sent: dict[tuple[int, str], set[int]] = {}
+
+    def _check_quorum(self, server_round: int, kind: str, replies: list[Message], asked: int) -> None:
         ok = sum(not m.has_error() for m in replies)
         if ok < self.min_partners:
             errors = [m.error for m in replies if m.has_error()]
-            reasons = "; ".join(str(e.reason) for e in errors) or "no replies"
-            raise QuorumLost(f"round {server_round} {kind}: {ok} of {len(replies)} partners answered, "
-                             f"{self.min_partners} needed. Failures: {reasons}",
-                             budget=bool(errors) and all(int(e.code) == ERROR_BUDGET for e in errors))
+            silent = asked - len(replies)
+            reasons = "; ".join([str(e.reason) for e in errors] + [f"{silent} gave no reply within the round timeout"] * bool(silent))
+            raise QuorumLost(f"round {server_round} {kind}: {ok} of {asked} partners answered, "
+                             f"{self.min_partners} needed. Failures: {reasons or 'no replies'}",
+                             budget=bool(errors) and not silent and all(int(e.code) == ERROR_BUDGET for e in errors))
+
+    def _sent(self, server_round: int, kind: str, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        self.sent[(server_round, kind)] = {int(m.metadata.dst_node_id) for m in messages}
+        return messages
+
+    def _received(self, server_round: int, kind: str, replies: list[Message]) -> int:
+        """Record replies and silences under the job's round; returns how many were asked."""
+        job_round = server_round + self.offset
+        self.recorder.record(job_round, kind, replies)
+        asked = self.sent.pop((server_round, kind), set())
+        self.recorder.record_missing(job_round, kind, asked - {int(m.metadata.src_node_id) for m in replies})
+        if kind == "train":
+            self.recorder.mark_absent(job_round)
+        self._check_quorum(job_round, kind, replies, max(len(asked), len(replies)))
+        return len(asked)
 
     def summary(self) -> None:
         self.inner.summary()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        return self._sent(server_round, "train", self.inner.configure_train(server_round, arrays, config, grid))
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        self.recorder.record(server_round, "train", replies)
-        self._check_quorum(server_round, "train", replies)
+        self._received(server_round, "train", replies)
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
-        self.recorder.set_aggregate(server_round, "train", metrics)
+        self.recorder.set_aggregate(server_round + self.offset, "train", metrics)
         return arrays, metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+        return self._sent(server_round, "evaluate", self.inner.configure_evaluate(server_round, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
-        self.recorder.record(server_round, "evaluate", replies)
-        self._check_quorum(server_round, "evaluate", replies)
+        self._received(server_round, "evaluate", replies)
         metrics = self.inner.aggregate_evaluate(server_round, replies)
-        self.recorder.set_aggregate(server_round, "evaluate", metrics)
+        self.recorder.set_aggregate(server_round + self.offset, "evaluate", metrics)
         return metrics
 
 
@@ -237,10 +313,29 @@ def client_level_dp(inner: FedAvg, plan: TrainPlan, num_partners: int) -> Differ
         inner, plan.client_dp_noise_multiplier, plan.client_dp_clipping_norm, num_partners, accountant=accountant)
 
 
-def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path, timeout: float = 3600) -> Path:
-    """Round 0 evaluation, then `num_server_rounds` of FedAvg; outputs in `run_dir`."""
+def _audit_round(audit: AuditLog | None, recorder: RunRecorder, job_round: int) -> None:
+    if audit is None:
+        return
+    rec = recorder.rounds.get(job_round)
+    if rec is None:
+        return
+    audit.record("round-completed", actor="serverapp", run_id=recorder.run_id, round=job_round,
+                 participants=sorted(n for n, p in rec.partners.items() if p.train),
+                 failures=[{"partner": f.get("partner", ""), "kind": f["kind"], "reason": f["reason"]} for f in rec.failures],
+                 auc=rec.global_metrics.get("auc"))
+
+
+def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path) -> Path:
+    """Round 0 evaluation, then `num_server_rounds` of FedAvg; outputs in `run_dir`.
+
+    With `plan.resume_from`, continue that run directory after its last completed round:
+    same job id (so partners' ledgers see the same run), rounds numbered on, nothing re-run."""
+    state = RunState.load(Path(plan.resume_from)) if plan.resume_from else None
+    run_dir = Path(plan.resume_from) if state else run_dir
     names = partner_names(plan)
-    recorder = RunRecorder(run_dir, names, plan, run_id)
+    recorder = RunRecorder(run_dir, names, plan, run_id, state=state)
+    audit = AuditLog(Path(plan.audit_log)) if plan.audit_log else None
+    offset = state.completed_rounds if state else 0
     inner: Strategy = FedAvg(
         fraction_train=1.0, fraction_evaluate=1.0,
         min_train_nodes=plan.min_partners, min_evaluate_nodes=plan.min_partners,
@@ -250,38 +345,63 @@ def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path, time
         train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=aggregate_evaluate_metrics,
     )
     central = client_level_dp(inner, plan, len(names)) if plan.client_dp else None
-    strategy = RecordingStrategy(central or inner, recorder, min_partners=plan.min_partners)
-    initial = ArrayRecord(build_model(plan.model, len(feature_names()), seed=plan.seed, hidden=plan.model_hidden).state_dict())
+    strategy = RecordingStrategy(central or inner, recorder, min_partners=plan.min_partners, offset=offset)
+    if state:
+        initial = ArrayRecord(torch.load(recorder.checkpoint_path(offset), weights_only=True))
+    else:
+        initial = ArrayRecord(build_model(plan.model, len(feature_names()), seed=plan.seed,
+                                          hidden=plan.model_hidden).state_dict())
     latest = {"arrays": initial}
+    if audit:
+        audit.record("run-resumed" if state else "run-started", actor="serverapp", run_id=recorder.run_id,
+                     flower_run=run_id, from_round=offset, rounds=plan.num_server_rounds, task=plan.task,
+                     target_epsilon=plan.dp_target_epsilon if plan.dp_enabled else None, run_dir=str(run_dir))
 
     def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        job_round = server_round + offset
+        if state and server_round == 0:
+            return None  # the resumed-from checkpoint is already on disk
         latest["arrays"] = arrays
-        recorder.save_checkpoint(server_round, arrays)
         if central is not None and server_round > 0:
             spent = central.privacy_spent()
-            recorder.client_level.append({"round": server_round, "epsilon": spent.epsilon, "delta": spent.delta,
+            recorder.client_level.append({"round": job_round, "epsilon": spent.epsilon, "delta": spent.delta,
                                           "noise_multiplier": plan.client_dp_noise_multiplier,
                                           "clipping_norm": plan.client_dp_clipping_norm})
         recorder.flush()
+        recorder.save_checkpoint(job_round, arrays)
+        if server_round > 0:
+            _audit_round(audit, recorder, job_round)
         return None
 
+    def finish(arrays: ArrayRecord, status: str) -> None:
+        recorder.finish(arrays, status=status)
+        if audit:
+            audit.record("run-finished", actor="serverapp", run_id=recorder.run_id, flower_run=run_id,
+                         status=status, rounds_completed=recorder.state.completed_rounds)
+
+    # Every train message says which job and which of its rounds it is: the partner's
+    # ledger keys its charges by them, across resumes.
+    train_config = ConfigRecord({"job-id": str(recorder.run_id), "round-offset": offset})
     try:
-        # Round 0: how good is the starting model on every partner's held-out data?
-        replies = grid.send_and_receive(strategy.configure_evaluate(0, initial, ConfigRecord(), grid), timeout=timeout)
-        strategy.aggregate_evaluate(0, replies)
-        result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=plan.num_server_rounds,
-                                timeout=timeout, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
-                                evaluate_fn=checkpoint)
+        if not state:  # Round 0: how good is the starting model on every partner's held-out data?
+            messages = strategy.configure_evaluate(0, initial, ConfigRecord(), grid)
+            strategy.aggregate_evaluate(0, grid.send_and_receive(messages, timeout=plan.round_timeout))
+        remaining = plan.num_server_rounds - offset
+        if remaining > 0:
+            result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=remaining,
+                                    timeout=plan.round_timeout, train_config=train_config,
+                                    evaluate_config=train_config, evaluate_fn=checkpoint)
+            latest["arrays"] = result.arrays if len(result.arrays) else latest["arrays"]
     except QuorumLost as exc:
         if not exc.budget:
-            recorder.finish(latest["arrays"], status=f"failed: {exc}")
+            finish(latest["arrays"], status=f"failed: {exc}")
             raise
         # The partners' own caps ended the run: the last aggregated model stands, and the
         # run ends normally with their reasons on record.
-        recorder.finish(latest["arrays"], status=f"stopped: {exc}")
+        finish(latest["arrays"], status=f"stopped: {exc}")
         return run_dir
     except PrivacyBudgetExhausted as exc:
-        recorder.finish(latest["arrays"], status=f"stopped: client-level budget: {exc}")
+        finish(latest["arrays"], status=f"stopped: client-level budget: {exc}")
         return run_dir
-    recorder.finish(result.arrays if len(result.arrays) else initial, status="completed")
+    finish(latest["arrays"], status="completed")
     return run_dir

@@ -1,4 +1,4 @@
-"""The partner's privacy ledger: an append-only, hash-chained record of every DP release.
+"""Hash-chained append-only logs; the partner's privacy ledger is one of them.
 
 One JSON line per round of DP-SGD on the partner's data, fsync'd before the reply leaves
 the node. Each entry carries the SHA-256 of the previous one, and a small head file
@@ -23,9 +23,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from typing import Generic, TypeVar
+
 from pydantic import BaseModel, ValidationError
 
-from fedcrm.errors import PrivacyBudgetError
+from fedcrm.errors import FedcrmError, PrivacyBudgetError
 
 GENESIS = "0" * 64
 HistoryEntry = tuple[float, float, int]
@@ -35,11 +37,22 @@ class LedgerTampered(PrivacyBudgetError):
     """The ledger does not verify; the node trains nothing until a person resolves it."""
 
 
-class LedgerEntry(BaseModel):
-    """One DP release: the accountant's inputs, what it was for, and ε after it."""
+class ChainedEntry(BaseModel):
+    """What every line of a hash-chained log carries besides its own fields."""
 
     seq: int
     time: str
+    prev_hash: str
+    hash: str = ""
+
+    def body_hash(self) -> str:
+        body = self.model_dump(mode="json", exclude={"hash"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class LedgerEntry(ChainedEntry):
+    """One DP release: the accountant's inputs, what it was for, and ε after it."""
+
     partner: str
     run_id: int
     server_round: int
@@ -53,25 +66,19 @@ class LedgerEntry(BaseModel):
     epsilon_after: float
     epsilon_rdp_after: float
     epsilon_cap: float
-    prev_hash: str
-    hash: str = ""
-
-    def body_hash(self) -> str:
-        body = self.model_dump(mode="json", exclude={"hash"})
-        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @property
     def history_entry(self) -> HistoryEntry:
         return (self.noise_multiplier, self.sample_rate, self.steps)
 
 
-class LedgerHead(BaseModel):
+class ChainHead(BaseModel):
     entries: int
     hash: str
 
 
-class LedgerStatus(BaseModel):
-    """What `verify` found; `ok` False means the node refuses to train."""
+class ChainStatus(BaseModel):
+    """What `verify` found; `ok` False means the log cannot be trusted as it is."""
 
     path: str
     ok: bool
@@ -85,30 +92,38 @@ class LedgerStatus(BaseModel):
         return int(self.head_hash[:13], 16)
 
 
-class Ledger:
-    """`privacy/ledger.jsonl` and its head anchor in the partner's work dir."""
+E = TypeVar("E", bound=ChainedEntry)
 
-    def __init__(self, work_dir: Path) -> None:
-        self.dir = Path(work_dir) / "privacy"
-        self.path = self.dir / "ledger.jsonl"
-        self.head_path = self.dir / "ledger.head.json"
+
+class HashChain(Generic[E]):
+    """An append-only JSON-lines file of `E`, chained by SHA-256, with a head anchor
+    (`<name>.head.json`) beside it."""
+
+    entry_type: type[E]
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.dir = self.path.parent
+        self.head_path = self.path.with_name(self.path.stem + ".head.json")
+
+    def broken(self, problem: str) -> Exception:
+        return FedcrmError(f"{self.path} does not verify: {problem}")
 
     # ------------------------------------------------------------ reading
-    def _read(self) -> tuple[list[LedgerEntry], str]:
+    def _read(self) -> tuple[list[E], str]:
         """Entries up to the first problem, and the problem ('' if none)."""
         if not self.path.exists():
             return [], ""
-        entries: list[LedgerEntry] = []
+        entries: list[E] = []
         prev = GENESIS
-        with self.path.open("rb") as fh:
-            raw = fh.read()
+        raw = self.path.read_bytes()
         if raw and not raw.endswith(b"\n"):
             return entries, "the last line is incomplete (a truncated write or a cut file)"
         for lineno, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
             try:
-                entry = LedgerEntry.model_validate_json(line)
+                entry = self.entry_type.model_validate_json(line)
             except ValidationError as exc:
-                return entries, f"line {lineno} is not a ledger entry ({exc.errors()[0]['msg']})"
+                return entries, f"line {lineno} is not a valid entry ({exc.errors()[0]['msg']})"
             if entry.seq != lineno:
                 return entries, f"line {lineno} has sequence number {entry.seq} (a line was removed or moved)"
             if entry.prev_hash != prev:
@@ -119,75 +134,70 @@ class Ledger:
             prev = entry.hash
         return entries, ""
 
-    def _read_head(self) -> LedgerHead | None:
+    def _read_head(self) -> ChainHead | None:
         if not self.head_path.exists():
             return None
         try:
-            return LedgerHead.model_validate_json(self.head_path.read_text())
+            return ChainHead.model_validate_json(self.head_path.read_text())
         except ValidationError:
-            return LedgerHead(entries=-1, hash="")
+            return ChainHead(entries=-1, hash="")
 
-    def verify(self) -> LedgerStatus:
+    def verify(self) -> ChainStatus:
         entries, problem = self._read()
-        head = self._read_head()
         last = entries[-1].hash if entries else GENESIS
         if not problem:
-            problem = self._check_head(entries, head)
-        return LedgerStatus(path=str(self.path), ok=not problem, entries=len(entries), head_hash=last,
-                            problem=problem)
+            problem = self._check_head(entries, self._read_head())
+        return ChainStatus(path=str(self.path), ok=not problem, entries=len(entries), head_hash=last, problem=problem)
 
-    @staticmethod
-    def _check_head(entries: list[LedgerEntry], head: LedgerHead | None) -> str:
+    def _check_head(self, entries: list[E], head: ChainHead | None) -> str:
+        anchor = self.head_path.name
         if head is None:
-            return "" if not entries else "the head anchor (ledger.head.json) is missing"
+            return "" if not entries else f"the head anchor ({anchor}) is missing"
         if head.entries < 0:
-            return "the head anchor (ledger.head.json) is unreadable"
+            return f"the head anchor ({anchor}) is unreadable"
         if head.entries > len(entries):
-            return (f"the ledger was truncated: the head anchor records {head.entries} entries, "
+            return (f"the log was truncated: the head anchor records {head.entries} entries, "
                     f"the file holds {len(entries)}")
         anchored = entries[head.entries - 1].hash if head.entries else GENESIS
         if anchored != head.hash:
-            return f"entry {head.entries} does not match the head anchor (the ledger was rewritten)"
+            return f"entry {head.entries} does not match the head anchor (the log was rewritten)"
         # More entries than the anchor: a crash between the append and the anchor update.
-        # The extra entries chain correctly and only ever add spend, so they are kept.
+        # The extra entries chain correctly and were written by us, so they are kept.
         return ""
 
-    def entries(self) -> list[LedgerEntry]:
-        """All entries, or `LedgerTampered` with what is wrong and how to resolve it."""
+    def entries(self) -> list[E]:
+        """All entries, or the subclass's error saying what is wrong and what to do."""
         status = self.verify()
         if not status.ok:
-            raise LedgerTampered(
-                f"privacy ledger {self.path} does not verify: {status.problem}. The node refuses to "
-                "train until this is resolved: restore the ledger and ledger.head.json from backup, "
-                "then check with `fedcrm privacy verify`.")
+            raise self.broken(status.problem)
         return self._read()[0]
 
     # ------------------------------------------------------------ writing
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with (self.dir / "ledger.lock").open("w") as lock:
+        with self.path.with_suffix(".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def append(self, **fields: object) -> LedgerEntry:
-        """Chain a new entry to the verified ledger, fsync it, then move the anchor."""
+    def append(self, **fields: object) -> E:
+        """Chain a new entry to the verified log, fsync it, then move the anchor."""
         with self._locked():
             entries = self.entries()
-            entry = LedgerEntry(seq=len(entries) + 1, time=datetime.now(UTC).isoformat(timespec="seconds"),
-                                prev_hash=entries[-1].hash if entries else GENESIS, **fields)
+            entry = self.entry_type(seq=len(entries) + 1, time=datetime.now(UTC).isoformat(timespec="seconds"),
+                                    prev_hash=entries[-1].hash if entries else GENESIS, **fields)
             entry.hash = entry.body_hash()
             with self.path.open("a") as fh:
                 fh.write(entry.model_dump_json() + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            self._write_head(LedgerHead(entries=entry.seq, hash=entry.hash))
+            self._write_head(ChainHead(entries=entry.seq, hash=entry.hash))
             return entry
 
-    def _write_head(self, head: LedgerHead) -> None:
+    def _write_head(self, head: ChainHead) -> None:
         tmp = self.head_path.with_suffix(".tmp")
         with tmp.open("w") as fh:
             fh.write(head.model_dump_json())
@@ -199,3 +209,18 @@ class Ledger:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class Ledger(HashChain[LedgerEntry]):
+    """The partner's privacy ledger: `privacy/ledger.jsonl` in its work dir."""
+
+    entry_type = LedgerEntry
+
+    def __init__(self, work_dir: Path) -> None:
+        super().__init__(Path(work_dir) / "privacy" / "ledger.jsonl")
+
+    def broken(self, problem: str) -> Exception:
+        return LedgerTampered(
+            f"privacy ledger {self.path} does not verify: {problem}. The node refuses to "
+            "train until this is resolved: restore the ledger and ledger.head.json from backup, "
+            "then check with `fedcrm privacy verify`.")

@@ -19,9 +19,10 @@ from fedcrm.models import build_model
 from fedcrm.prepare import PreparedData, prepare
 from fedcrm.audit import AuditResult, membership_audit
 from fedcrm.ledger import Ledger, LedgerEntry
+from fedcrm.replies import ReplyCache
 from fedcrm.privacy import RunPlan, epsilon, plan_run, run_noise
 from fedcrm.rundir import RunDir
-from fedcrm.training import DPSettings, TrainOutcome, evaluate_local, train_local
+from fedcrm.training import DPSettings, evaluate_local, train_local
 
 Metrics = dict[str, int | float | list[int]]
 
@@ -52,6 +53,7 @@ class PartnerNode:
     def __init__(self, cfg: PartnerConfig, plan: TrainPlan) -> None:
         self.cfg, self.plan = cfg, plan
         self.ledger = Ledger(cfg.work_dir)
+        self.replies = ReplyCache(cfg.work_dir / "privacy" / "replies")
 
     @property
     def policy(self) -> PrivacyPolicy:
@@ -119,7 +121,14 @@ class PartnerNode:
         return now, after
 
     def train(self, state: dict[str, torch.Tensor], server_round: int, run_id: int) -> tuple[dict[str, torch.Tensor], Metrics]:
+        """One round of local training on the global `state`; with DP, charged to the ledger
+        under (run_id, server_round) — or, if that round was charged for this very input
+        before (a resumed or retried round), the same release sent again at no cost."""
         data, plan = self.data(), self.plan
+        if plan.dp_enabled:
+            replayed = self._replay(state, server_round, run_id)
+            if replayed is not None:
+                return replayed
         model = self._model(state)
         seed = plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id
         common = dict(epochs=plan.local_epochs, batch_size=plan.batch_size, lr=plan.learning_rate,
@@ -128,36 +137,44 @@ class PartnerNode:
                             "dp-enabled": int(plan.dp_enabled), "unit-weight": 1}
         if not plan.dp_enabled:
             out = train_local(model, data.x_train, data.y_train, dp=None, **common)
-        else:
-            out, dp_metrics = self._train_private(model, data, server_round, run_id, common)
-            metrics.update(dp_metrics)
-        metrics.update({"train-loss": out.mean_loss, "local-steps": out.steps})
-        return out.state_dict, metrics
-
-    def _train_private(self, model: torch.nn.Module, data: PreparedData, server_round: int, run_id: int,
-                       common: dict) -> tuple[TrainOutcome, Metrics]:
+            metrics.update({"train-loss": out.mean_loss, "local-steps": out.steps})
+            return out.state_dict, metrics
         run_plan = run_noise(**self._run_inputs(run_id))
         entries = self.counted_entries()
         sigma, q, steps = run_plan.noise_multiplier, run_plan.sample_rate, run_plan.steps_per_round
         self._charge_check(entries, run_id, server_round, sigma, q, steps)
         history = [e.history_entry for e in entries]
-        dp = DPSettings(sigma, self.plan.dp_max_grad_norm, self.policy.delta, history)
+        dp = DPSettings(sigma, plan.dp_max_grad_norm, self.policy.delta, history)
         out = train_local(model, data.x_train, data.y_train, dp=dp, **common)
-        after_history = history + [(sigma, out.sample_rate, out.steps)]
         delta, kind = self.policy.delta, self.policy.accountant
+        after_history = history + [(sigma, out.sample_rate, out.steps)]
         eps = {k: epsilon(after_history, delta, k) for k in ("prv", "rdp")}
-        entry = self.ledger.append(
+        metrics.update({
+            "epsilon": eps[kind], "epsilon-prv": eps["prv"], "epsilon-rdp": eps["rdp"],
+            "epsilon-run": eps[kind] - run_plan.spent_before, "epsilon-cap": self.policy.epsilon_cap,
+            "epsilon-remaining": max(self.policy.epsilon_cap - eps[kind], 0.0), "delta": delta,
+            "noise-multiplier": sigma, "sample-rate": out.sample_rate, "max-grad-norm": plan.dp_max_grad_norm,
+            "train-loss": out.mean_loss, "local-steps": out.steps})
+        # the release is kept before it is charged, so every charged round can be re-sent
+        self.replies.save(run_id, server_round, state, out.state_dict, metrics)
+        self.ledger.append(
             partner=self.cfg.name, run_id=run_id, server_round=server_round,
             dataset_fingerprint=data.dataset_fingerprint, noise_multiplier=sigma, sample_rate=out.sample_rate,
-            steps=out.steps, delta=delta, max_grad_norm=self.plan.dp_max_grad_norm, accountant=kind,
+            steps=out.steps, delta=delta, max_grad_norm=plan.dp_max_grad_norm, accountant=kind,
             epsilon_after=eps[kind], epsilon_rdp_after=eps["rdp"], epsilon_cap=self.policy.epsilon_cap)
+        return out.state_dict, {**metrics, **self._ledger_metrics()}
+
+    def _replay(self, state: dict[str, torch.Tensor], server_round: int, run_id: int) -> tuple[dict, Metrics] | None:
+        charged = any(e.run_id == run_id and e.server_round == server_round for e in self.counted_entries())
+        cached = self.replies.load(run_id, server_round, state) if charged else None
+        if cached is None:
+            return None  # not charged yet, or charged for another input: `_charge_check` refuses that
+        new_state, metrics = cached
+        return new_state, {**metrics, **self._ledger_metrics()}
+
+    def _ledger_metrics(self) -> Metrics:
         status = self.ledger.verify()
-        return out, {"epsilon": eps[kind], "epsilon-prv": eps["prv"], "epsilon-rdp": eps["rdp"],
-                "epsilon-run": eps[kind] - run_plan.spent_before, "epsilon-cap": self.policy.epsilon_cap,
-                "epsilon-remaining": max(self.policy.epsilon_cap - eps[kind], 0.0),
-                "delta": delta, "noise-multiplier": sigma, "sample-rate": out.sample_rate,
-                "max-grad-norm": self.plan.dp_max_grad_norm, "ledger-entries": entry.seq,
-                "ledger-ok": int(status.ok), "ledger-head": status.head_short}
+        return {"ledger-entries": status.entries, "ledger-ok": int(status.ok), "ledger-head": status.head_short}
 
     def audit(self, run: RunDir, seed: int = 0) -> AuditResult:
         """Membership audit of the run's published model on this partner's own rows."""
