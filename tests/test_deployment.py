@@ -14,52 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from fedcrm.config import FederationConfig, PartnerConfig
+from fedcrm.config import PartnerConfig
 from fedcrm.coordinator import RunState
 from fedcrm.demo_data import generate
-from fedcrm.deployment import (SuperLinkProcess, SuperNodeProcess, add_partner, init_federation,
-                               register_partners, registered_keys)
-from fedcrm.launcher import free_port
+from fedcrm.deployment import SuperLinkProcess, SuperNodeProcess, registered_keys
 from fedcrm.ledger import Ledger
+from fedcrm.loopback import LoopbackFederation
 from fedcrm.pki import create_node_key
 from fedcrm.runs import collect, launch, resume, watch
 
 pytestmark = pytest.mark.flower
 
 
-class Deployment:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.consortium = FederationConfig.load(generate(root / "consortium"))
-        self.partners = {m.name: m.config for m in self.consortium.members}
-        address = f"127.0.0.1:{free_port()}"
-        self.layout = init_federation(root / "federation", "loopback-test", address, [], [])
-        for m in self.consortium.members:
-            add_partner(self.layout.root, m.name, m.partner_id)
-        self.link = SuperLinkProcess(self.layout).start()
-        register_partners(self.layout)
-        self.nodes = {name: self.supernode(name) for name in self.partners}
-
-    def supernode(self, name: str, key: Path | None = None, label: str = "") -> SuperNodeProcess:
-        folder = self.layout.partner_dir(name)
-        work = self.root / "nodes" / (label or name)
-        return SuperNodeProcess(self.partners[name], self.layout.address, folder / "ca.crt",
-                                key or folder / "supernode.key", work / "flwr-home", free_port(),
-                                work / "supernode.log").start()
-
-    def stop(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
-        self.link.stop()
-
-
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    d = Deployment(tmp_path_factory.mktemp("deployment"))
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackFederation]:
+    root = tmp_path_factory.mktemp("deployment")
+    federation = LoopbackFederation(root, generate(root / "consortium"), name="loopback-test")
     try:
-        yield d
+        yield federation.start()
     finally:
-        d.stop()
+        federation.stop()
 
 
 def wait_for(path: Path, timeout: float = 240) -> None:
@@ -76,16 +50,16 @@ def kill(process: SuperNodeProcess | SuperLinkProcess) -> None:
     process.process.wait(timeout=30)
 
 
-def test_provisioning_writes_private_files_and_a_readme(deployment: Deployment) -> None:
+def test_provisioning_writes_private_files_and_a_readme(deployment: LoopbackFederation) -> None:
     layout = deployment.layout
     files = [p for p in layout.root.rglob("*") if p.suffix in (".key", ".crt", ".pub")]
     assert len(files) == 4 + 3 * 3
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in files), [(p, oct(p.stat().st_mode)) for p in files]
     assert "supernode.key" in (layout.root / "README.md").read_text()
-    assert layout.config().names() == {m.partner_id: m.name for m in deployment.consortium.members}
+    assert sorted(layout.config().names().values()) == sorted(deployment.partners)
 
 
-def test_a_two_round_run_over_tls_completes_and_is_collected(deployment: Deployment, tmp_path: Path) -> None:
+def test_a_two_round_run_over_tls_completes_and_is_collected(deployment: LoopbackFederation, tmp_path: Path) -> None:
     layout = deployment.layout
     run_id = launch(layout, tmp_path / "run", {"num-server-rounds": 2, "dp-target-epsilon": 2.0, "min-partners": 3,
                                                 "round-timeout": 120})
@@ -103,7 +77,7 @@ def test_a_two_round_run_over_tls_completes_and_is_collected(deployment: Deploym
                        "run-collected"]
 
 
-def test_an_unregistered_key_is_refused(deployment: Deployment, tmp_path: Path) -> None:
+def test_an_unregistered_key_is_refused(deployment: LoopbackFederation, tmp_path: Path) -> None:
     key, _ = create_node_key(tmp_path / "intruder", "intruder")
     node = deployment.supernode("north-telecom", key=key, label="intruder")
     try:
@@ -114,7 +88,7 @@ def test_an_unregistered_key_is_refused(deployment: Deployment, tmp_path: Path) 
     assert len(registered_keys(deployment.layout.cli())) == 3
 
 
-def test_a_dropped_partner_and_a_killed_superlink(deployment: Deployment, tmp_path: Path) -> None:
+def test_a_dropped_partner_and_a_killed_superlink(deployment: LoopbackFederation, tmp_path: Path) -> None:
     """3 rounds. After round 1, south-broadband's SuperNode is killed: round 2 goes on with the
     other two once the round timeout passes. After round 2, the SuperLink and its ServerApp are
     killed; a new SuperLink on the same database resumes the run for round 3."""

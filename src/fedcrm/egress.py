@@ -22,10 +22,10 @@ TRAIN_METRICS = frozenset({
     "num-examples", "unit-weight", "partner-id", "train-loss", "local-steps", "dp-enabled",
     "epsilon", "epsilon-prv", "epsilon-rdp", "epsilon-run", "epsilon-cap", "epsilon-remaining",
     "delta", "noise-multiplier", "sample-rate", "max-grad-norm",
-    "ledger-entries", "ledger-ok", "ledger-head",
+    "ledger-entries", "ledger-ok", "ledger-head", "train-seconds",
 })
 EVAL_METRICS = frozenset({
-    "num-examples", "unit-weight", "partner-id", "num-positives", "auc", "log-loss", "accuracy",
+    "num-examples", "unit-weight", "partner-id", "num-positives", "auc", "log-loss", "accuracy", "eval-seconds",
     "score-hist-pos", "score-hist-neg",
 })
 HIST_KEYS = frozenset({"score-hist-pos", "score-hist-neg"})

@@ -7,6 +7,7 @@ messages to and from these calls.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,7 @@ class PartnerNode:
         """One round of local training on the global `state`; with DP, charged to the ledger
         under (run_id, server_round) — or, if that round was charged for this very input
         before (a resumed or retried round), the same release sent again at no cost."""
+        started = time.perf_counter()
         data, plan = self.data(), self.plan
         if plan.dp_enabled:
             replayed = self._replay(state, server_round, run_id)
@@ -137,7 +139,8 @@ class PartnerNode:
                             "dp-enabled": int(plan.dp_enabled), "unit-weight": 1}
         if not plan.dp_enabled:
             out = train_local(model, data.x_train, data.y_train, dp=None, **common)
-            metrics.update({"train-loss": out.mean_loss, "local-steps": out.steps})
+            metrics.update({"train-loss": out.mean_loss, "local-steps": out.steps,
+                            "train-seconds": time.perf_counter() - started})
             return out.state_dict, metrics
         run_plan = run_noise(**self._run_inputs(run_id))
         entries = self.counted_entries()
@@ -155,6 +158,7 @@ class PartnerNode:
             "epsilon-remaining": max(self.policy.epsilon_cap - eps[kind], 0.0), "delta": delta,
             "noise-multiplier": sigma, "sample-rate": out.sample_rate, "max-grad-norm": plan.dp_max_grad_norm,
             "train-loss": out.mean_loss, "local-steps": out.steps})
+        metrics["train-seconds"] = time.perf_counter() - started  # data, noise planning, DP-SGD
         # the release is kept before it is charged, so every charged round can be re-sent
         self.replies.save(run_id, server_round, state, out.state_dict, metrics)
         self.ledger.append(
@@ -187,10 +191,12 @@ class PartnerNode:
             epsilon=spent[-1].epsilon_after if spent else None, delta=self.policy.delta if spent else None)
 
     def evaluate(self, state: dict[str, torch.Tensor]) -> Metrics:
+        started = time.perf_counter()
         data = self.data()
         out = evaluate_local(self._model(state), data.x_test, data.y_test)
         metrics: Metrics = {"num-examples": out.n, "unit-weight": 1, "partner-id": self.cfg.partner_id,
                             "num-positives": int(np.sum(data.y_test)),
                             "score-hist-pos": out.pos_hist, "score-hist-neg": out.neg_hist}
         metrics.update(out.metrics)
+        metrics["eval-seconds"] = time.perf_counter() - started
         return metrics
