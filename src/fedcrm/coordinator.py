@@ -25,7 +25,7 @@ from fedcrm.config import FederationConfig, TrainPlan
 from fedcrm.egress import received_inventory
 from fedcrm.auditlog import AuditLog
 from fedcrm.errors import ERROR_BUDGET, ConfigError
-from fedcrm.evaluation import auc_from_histograms
+from fedcrm.evaluation import pooled_from_histograms
 from fedcrm.features import feature_names
 from fedcrm.models import build_model
 
@@ -50,23 +50,29 @@ def aggregate_train_metrics(records: list[RecordDict], weight_key: str = WEIGHT_
     return out
 
 
+EXAMPLE_MEANS = ("log-loss", "brier", "accuracy")  # means over rows: the weighted mean is exact
+PARTNER_METRICS = ("auc", "pr-auc", "lift-top-decile", "capture-top-decile", "ece")
+
+
 def aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY) -> MetricRecord:
-    """Pooled AUC from summed score histograms; example-weighted log-loss and accuracy."""
+    """Pooled ranking and calibration metrics from summed score histograms; example-weighted
+    log-loss, Brier and accuracy; and the example-weighted mean of each partner's own
+    ranking metrics (`mean-partner-…`), which ignores the signal between partners."""
     ms = [next(iter(r.metric_records.values())) for r in records]
     w = [float(m[weight_key]) for m in ms]
-    out = MetricRecord({
-        "log-loss": _weighted([float(m["log-loss"]) for m in ms], w),
-        "accuracy": _weighted([float(m["accuracy"]) for m in ms], w),
-        "num-examples": int(sum(w)), "num-partners": len(ms),
-    })
+    out = MetricRecord({"num-examples": int(sum(w)), "num-partners": len(ms)})
+    for key in EXAMPLE_MEANS:
+        have = [(float(m[key]), wi) for m, wi in zip(ms, w) if key in m]
+        if have:
+            out[key] = _weighted([v for v, _ in have], [wi for _, wi in have])
     pos = np.sum([np.asarray(m["score-hist-pos"]) for m in ms], axis=0)
     neg = np.sum([np.asarray(m["score-hist-neg"]) for m in ms], axis=0)
-    pooled = auc_from_histograms(pos, neg)
-    if pooled is not None:
-        out["auc"] = pooled
-    with_auc = [(float(m["auc"]), wi) for m, wi in zip(ms, w) if "auc" in m]
-    if with_auc:
-        out["mean-partner-auc"] = _weighted([a for a, _ in with_auc], [wi for _, wi in with_auc])
+    for key, value in pooled_from_histograms(pos, neg).items():
+        out[key] = value
+    for key in PARTNER_METRICS:
+        have = [(float(m[key]), wi) for m, wi in zip(ms, w) if key in m]
+        if have:
+            out[f"mean-partner-{key}"] = _weighted([v for v, _ in have], [wi for _, wi in have])
     return out
 
 

@@ -26,6 +26,7 @@ TRAIN_METRICS = frozenset({
 })
 EVAL_METRICS = frozenset({
     "num-examples", "unit-weight", "partner-id", "num-positives", "auc", "log-loss", "accuracy", "eval-seconds",
+    "pr-auc", "brier", "ece", "lift-top-decile", "capture-top-decile",
     "score-hist-pos", "score-hist-neg",
 })
 HIST_KEYS = frozenset({"score-hist-pos", "score-hist-neg"})
