@@ -352,6 +352,26 @@ def partner_start(
     os.execve(cmd[0], cmd, flower_env(flwr_home))
 
 
+@app.command("score")
+def score(
+    model: Annotated[Path, typer.Option(help="the run directory holding the global model")],
+    partner_config: Annotated[Path, typer.Option(help="this partner's config (run on its node)")],
+    out: Annotated[Path | None, typer.Option(help=".parquet or .csv; default work/scores/<task>-run-<id>.parquet")] = None,
+    tiers: Annotated[str, typer.Option(help="churn tiers by 'thresholds' or 'deciles'")] = "thresholds",
+    high: float = 0.5, medium: float = 0.25, high_deciles: int = 1, medium_deciles: int = 3,
+) -> None:
+    """Score this partner's current customers locally: churn-risk tiers or propensity
+    deciles, joined back to its own customer ids (the file stays on the node)."""
+    from fedcrm.rundir import RunDir
+    from fedcrm.scoring import TierRule, score_partner
+
+    rule = TierRule(by=tiers, high=high, medium=medium, high_deciles=high_deciles, medium_deciles=medium_deciles)
+    summary = score_partner(PartnerConfig.load(partner_config), RunDir(model), rule, out)
+    console.print(f"{summary.partner}: {summary.scored} customers scored, {summary.not_scored} not scored "
+                  f"(every row quarantined), {summary.rows_without_id} rows without an id; "
+                  f"{summary.task} {summary.by_tier}; written to {summary.path}")
+
+
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="folder to write the consortium into")] = Path(".work/demo/consortium"),

@@ -1,0 +1,57 @@
+"""Scoring on the partner's node: every current customer once, under its own id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
+from fedcrm.features import feature_names
+from fedcrm.models import build_model
+from fedcrm.rundir import RunDir
+from fedcrm.scoring import TierRule, churn_tiers, deciles, score_partner
+
+
+def a_run_dir(path: Path, task: str, seed: int = 1) -> RunDir:
+    """A published model as a run directory holds it (weights random: scoring is what is tested)."""
+    path.mkdir(parents=True)
+    model = build_model("logistic", len(feature_names()), seed=seed)
+    torch.save(model.state_dict(), path / "model.pt")
+    (path / "model.json").write_text(json.dumps({"kind": "logistic", "hidden": 32, "features": feature_names(), "task": task}))
+    (path / "plan.json").write_text(json.dumps({"run_id": 77, **TrainPlan(task=task).model_dump()}))
+    return RunDir(path)
+
+
+def test_tiers_and_deciles() -> None:
+    s = np.array([0.9, 0.6, 0.3, 0.1])
+    assert churn_tiers(s, TierRule()).tolist() == ["high", "high", "medium", "low"]
+    assert deciles(np.linspace(1, 0, 20)).tolist() == [d for d in range(1, 11) for _ in range(2)]
+    by_decile = churn_tiers(np.linspace(1, 0, 10), TierRule(by="deciles", high_deciles=1, medium_deciles=3))
+    assert by_decile.tolist() == ["high", "medium", "medium"] + ["low"] * 7
+    with pytest.raises(ValueError, match="below the high tier"):
+        TierRule(high=0.2, medium=0.4)
+
+
+@pytest.mark.parametrize("member, task", [(1, "churn"), (2, "propensity")])
+def test_every_customer_once_with_its_own_id(demo_federation: Path, tmp_path: Path, member: int, task: str) -> None:
+    cfg = PartnerConfig.load(FederationConfig.load(demo_federation).members[member].config)
+    summary = score_partner(cfg, a_run_dir(tmp_path / "run", task), TierRule(), tmp_path / "scores.csv")
+    out = pd.read_csv(tmp_path / "scores.csv", dtype={"customer_id": str})
+    raw = pd.read_csv(cfg.customers.path, sep=cfg.customers.delimiter, dtype=str) if cfg.customers.path.suffix == ".csv" \
+        else pd.read_parquet(cfg.customers.path).astype(str)
+    raw_ids = raw[cfg.customers.columns["customer_id"]].dropna().str.strip()
+    assert out["customer_id"].is_unique
+    assert set(out["customer_id"]) == set(raw_ids)  # one row per customer in the export, real ids restored
+    assert summary.customers == len(out) == raw_ids.nunique()
+    scored = out[out["status"] == "scored"]
+    assert scored["score"].between(0, 1).all() and summary.scored == len(scored) > 0.95 * len(out)
+    assert out.loc[out["status"] != "scored", "status"].str.startswith("not scored: ").all()
+    if task == "churn":
+        assert set(scored["churn_risk"]) <= {"high", "medium", "low"}
+    else:
+        assert sorted(scored["propensity_decile"].unique()) == list(range(1, 11))
