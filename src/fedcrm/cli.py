@@ -372,6 +372,17 @@ def score(
                   f"{summary.task} {summary.by_tier}; written to {summary.path}")
 
 
+@report_app.command("run")
+def report_run(
+    run_dir: Annotated[Path, typer.Argument(help="the run directory")],
+    baselines: Annotated[Path | None, typer.Option(help="a baseline table (JSON: title, columns, rows)")] = None,
+) -> None:
+    """One HTML page: AUC and ε by round, ROC, lift, calibration, partner sizes, baselines."""
+    from fedcrm.run_report import write
+
+    console.print(f"run report: {write(run_dir, baselines)}")
+
+
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="folder to write the consortium into")] = Path(".work/demo/consortium"),

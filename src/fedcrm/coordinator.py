@@ -25,7 +25,7 @@ from fedcrm.config import FederationConfig, TrainPlan
 from fedcrm.egress import received_inventory
 from fedcrm.auditlog import AuditLog
 from fedcrm.errors import ERROR_BUDGET, ConfigError
-from fedcrm.evaluation import pooled_from_histograms
+from fedcrm.evaluation import HIST_BINS, pooled_from_histograms
 from fedcrm.features import feature_names
 from fedcrm.models import build_model
 
@@ -121,6 +121,7 @@ class RunRecorder:
         self.node_names: dict[int, str] = {}  # Flower node id → partner, learnt from its replies
         self.client_level: list[dict[str, float]] = []  # central DP: ε after each round
         self.received: dict[str, dict[str, dict]] = {}  # partner → kind → value-free inventory
+        self.histograms: dict[int, dict[str, dict[str, list[int]]]] = {}  # round → partner → held-out score counts
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         if state is None:
             self.state = RunState(job_id=run_id, flower_runs=[run_id], total_rounds=plan.num_server_rounds)
@@ -163,6 +164,9 @@ class RunRecorder:
             scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
             self.node_names[node_id] = self.name(metrics)
             self.received.setdefault(self.name(metrics), {})[kind] = received_inventory(msg.content)
+            if kind == "evaluate" and "score-hist-pos" in metrics:
+                self.histograms.setdefault(server_round, {})[self.name(metrics)] = {
+                    "pos": list(metrics["score-hist-pos"]), "neg": list(metrics["score-hist-neg"])}
             part = rec.partners.setdefault(self.name(metrics), PartnerRound())
             setattr(part, kind, scalars)
 
@@ -203,6 +207,10 @@ class RunRecorder:
         rounds = [self.rounds[r].model_dump(by_alias=True) for r in sorted(self.rounds)]
         _write_json(self.dir / "metrics.json", {"run_id": self.run_id, "rounds": rounds})
         _write_json(self.dir / "received.json", {"run_id": self.run_id, "partners": self.received})
+        if self.histograms:  # aggregate counts per score bin; the run report draws ROC, lift and calibration from them
+            path = self.dir / "histograms.json"
+            kept = {int(k): v for k, v in json.loads(path.read_text())["rounds"].items()} if path.is_file() else {}
+            _write_json(path, {"bins": HIST_BINS, "rounds": {**kept, **self.histograms}})
         _write_json(self.dir / "epsilon.json", {"delta": self.plan.dp_delta, "partners": self.epsilon_by_partner(),
                                                 "client_level": self.client_level})
 

@@ -1,5 +1,6 @@
-"""The compliance report of a real run, opened in headless Chromium (Debian's package):
-its key figures are read back from the rendered DOM and a screenshot is kept."""
+"""The compliance report and the run report of a real run, opened in headless Chromium
+(Debian's package): key figures are read back from the rendered DOM, plots are checked to
+be real pictures, and screenshots are kept as test artifacts."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def reported_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     simulate(fed, run_dir, tmp / "flower", run_config)
     audit = fedcrm("privacy", "audit", str(run_dir), "--federation", str(fed), "--out", str(run_dir / "audits"))
     assert audit.returncode == 0, audit.stdout + audit.stderr
-    report = fedcrm("report", "compliance", str(run_dir))
-    assert report.returncode == 0, report.stdout + report.stderr
+    for kind in ("compliance", "run"):
+        report = fedcrm("report", kind, str(run_dir))
+        assert report.returncode == 0, report.stdout + report.stderr
     return fed, run_dir
 
 
@@ -109,21 +111,25 @@ def test_compliance_json_accounts_for_every_partner(reported_run: tuple[Path, Pa
     assert by_name["north-telecom"]["rounds_participated"] == [1, 2]
 
 
-def test_compliance_html_renders_in_chromium(reported_run: tuple[Path, Path]) -> None:
+def render(html: Path, shot_name: str, height: int) -> str:
+    """Screenshot `html` into the artifacts folder and return its DOM, both from Chromium."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Chromium not installed: `apt-get install chromium` (scripts/test.sh does it when run as root)")
-    _, run_dir = reported_run
-    html = (run_dir / "compliance.html").resolve()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "compliance-report.png"
+    shot = ARTIFACTS / shot_name
     shot.unlink(missing_ok=True)
-    profile = run_dir / "chromium-profile"
-    base = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
-    subprocess.run([*base, "--window-size=1280,1800", f"--screenshot={shot}", html.as_uri()],
+    base = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={html.parent / 'chromium-profile'}"]
+    subprocess.run([*base, f"--window-size=1280,{height}", f"--screenshot={shot}", html.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.is_file() and shot.stat().st_size > 20_000
-    dom = subprocess.run([*base, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
+    return subprocess.run([*base, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120,
+                          check=True).stdout
+
+
+def test_compliance_html_renders_in_chromium(reported_run: tuple[Path, Path]) -> None:
+    _, run_dir = reported_run
+    dom = render((run_dir / "compliance.html").resolve(), "compliance-report.png", 1800)
     cells = Cells()
     cells.feed(dom)
     report = json.loads((run_dir / "compliance.json").read_text())
@@ -138,3 +144,47 @@ def test_compliance_html_renders_in_chromium(reported_run: tuple[Path, Path]) ->
         assert cells.cells[("budget", name, "ledger")] == "verified"
         assert cells.cells[("audit", name, "advantage")] == f"{p['audit']['attack']['advantage']:.3f}"
     assert "south-broadband" in dom.split('id="refusals"')[1]
+
+
+class Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.plots: dict[str, str] = {}
+        self.kpis: dict[str, str] = {}
+        self._kpi: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if tag == "img" and "data-plot" in a:
+            self.plots[a["data-plot"]] = a["src"]
+        if "data-metric" in a:
+            self._kpi = a["data-metric"]
+        elif tag == "b" and self._kpi:
+            self.kpis[self._kpi] = ""
+
+    def handle_data(self, data: str) -> None:
+        if self._kpi in self.kpis and not self.kpis[self._kpi]:
+            self.kpis[self._kpi] = data.strip()
+            self._kpi = None
+
+
+def test_run_report_renders_with_real_plots(reported_run: tuple[Path, Path]) -> None:
+    import base64
+    import io
+
+    import matplotlib.image
+
+    _, run_dir = reported_run
+    dom = render((run_dir / "report.html").resolve(), "run-report.png", 2600)
+    found = Images()
+    found.feed(dom)
+    assert set(found.plots) == {"auc", "epsilon", "roc_lift", "calibration", "partners"}
+    for name, src in found.plots.items():
+        assert src.startswith("data:image/png;base64,"), name
+        pixels = matplotlib.image.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 300, (name, pixels.shape)
+        assert pixels[..., :3].std() > 0.05, f"plot {name} is blank"
+    final = json.loads((run_dir / "summary.json").read_text())["final_global"]
+    for key in ("auc", "pr-auc", "log-loss", "brier", "lift-top-decile", "capture-top-decile", "ece"):
+        assert found.kpis[key] == f"{final[key]:.3f}", key
+    assert 'id="run-status">completed<' in dom.replace(" ", "")
