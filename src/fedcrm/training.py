@@ -29,6 +29,9 @@ class DPSettings:
     max_grad_norm: float
     delta: float
     history: list[HistoryEntry]
+    # how Opacus gets per-sample gradient norms: "hooks" (default), "ew", "functorch", or
+    # "ghost" (ghost clipping: norms without materialising per-sample gradients)
+    grad_sample_mode: str = "hooks"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=dp is None, generator=generator)
     opt = _optimizer(model, optimizer, lr)
+    loss_fn: nn.Module = nn.BCEWithLogitsLoss()
     engine: PrivacyEngine | None = None
     train_model: nn.Module = model
     if dp is not None:
@@ -68,13 +72,16 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
             warnings.simplefilter("ignore")
             engine = PrivacyEngine(accountant="prv")  # ε is computed from the ledger, not here
             engine.accountant.history = list(dp.history)
-            train_model, opt, loader = engine.make_private(
-                module=model, optimizer=opt, data_loader=loader,
+            private = engine.make_private(
+                module=model, optimizer=opt, data_loader=loader, criterion=loss_fn,
                 noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-                poisson_sampling=True, noise_generator=generator,
+                poisson_sampling=True, noise_generator=generator, grad_sample_mode=dp.grad_sample_mode,
             )
+            if dp.grad_sample_mode == "ghost":  # the criterion runs the two backward passes
+                train_model, opt, loss_fn, loader = private
+            else:
+                train_model, opt, loader = private
         logging.getLogger("flwr").setLevel(logging.INFO)  # Opacus calls basicConfig
-    loss_fn = nn.BCEWithLogitsLoss()
     planned = epochs * steps_per_epoch(len(x), batch_size)
     steps, total_loss, seen = 0, 0.0, 0
     train_model.train()
