@@ -11,15 +11,20 @@ from flwr.clientapp import ClientApp
 
 from fedcrm.config import TrainPlan
 from fedcrm.egress import EgressViolation, check_reply, log_egress
+from fedcrm.fedstats import Normalisation
 from fedcrm.errors import ERROR_BUDGET, ERROR_EGRESS, ERROR_FEDCRM, FedcrmError, PrivacyBudgetError
 from fedcrm.node import PartnerNode, resolve_partner_config
 
 app = ClientApp()
 
 
-def _node(context: Context) -> PartnerNode:
+def _node(context: Context, msg: Message | None = None) -> PartnerNode:
     plan = TrainPlan.from_run_config(dict(context.run_config))
-    return PartnerNode(resolve_partner_config(dict(context.node_config), plan), plan)
+    norm = None
+    if msg is not None and "config" in msg.content and "feature-mean" in msg.content["config"]:
+        config = msg.content["config"]  # the federation's statistics, sent with every round
+        norm = Normalisation(mean=list(config["feature-mean"]), std=list(config["feature-std"]))
+    return PartnerNode(resolve_partner_config(dict(context.node_config), plan), plan, norm)
 
 
 def egress_guard(msg: Message, context: Context, call_next) -> Message:  # noqa: ANN001 (Flower's Mod)
@@ -27,7 +32,7 @@ def egress_guard(msg: Message, context: Context, call_next) -> Message:  # noqa:
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    kind = "train" if msg.metadata.message_type == MessageType.TRAIN else "evaluate"
+    kind = {MessageType.TRAIN: "train", MessageType.QUERY: "query"}.get(msg.metadata.message_type, "evaluate")
     sent = msg.content.array_records.get("arrays") if kind == "train" else None
     node = _node(context)
     job_id, job_round = job_and_round(msg)
@@ -58,7 +63,7 @@ def _refusal(msg: Message, exc: FedcrmError) -> Message:
 @app.train(mods=[egress_guard])
 def train(msg: Message, context: Context) -> Message:
     try:
-        node = _node(context)
+        node = _node(context, msg)
         state = msg.content["arrays"].to_torch_state_dict()
         job_id, job_round = job_and_round(msg)
         new_state, metrics = node.train(state, job_round, job_id)
@@ -71,7 +76,20 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate(mods=[egress_guard])
 def evaluate(msg: Message, context: Context) -> Message:
     try:
-        metrics = _node(context).evaluate(msg.content["arrays"].to_torch_state_dict())
+        metrics = _node(context, msg).evaluate(msg.content["arrays"].to_torch_state_dict())
     except FedcrmError as exc:
         return _refusal(msg, exc)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query(mods=[egress_guard])
+def query(msg: Message, context: Context) -> Message:
+    """Column sums for the federation's feature statistics (aggregate only)."""
+    try:
+        job_id, _ = job_and_round(msg)
+        sums, metrics = _node(context).feature_sums(job_id)
+    except FedcrmError as exc:
+        return _refusal(msg, exc)
+    record = MetricRecord({**metrics, "stat-n": sums.n, "stat-sum": sums.sum, "stat-sumsq": sums.sumsq,
+                           "stat-onehot": sums.onehot})
+    return Message(content=RecordDict({"metrics": record}), reply_to=msg)

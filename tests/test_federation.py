@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
@@ -44,12 +45,24 @@ def test_demo_federation_three_partners(fresh_demo: Path, tmp_path: Path) -> Non
         assert epsilon([e.history_entry for e in entries], 1e-5) == pytest.approx(series[-1], rel=1e-9)
         # the node's egress log: arrays and numeric metrics only, one entry per message
         log = [json.loads(line) for line in (cfg.work_dir / "egress.jsonl").read_text().splitlines()]
-        assert {e["kind"] for e in log} == {"train", "evaluate"}
-        assert len(log) == rounds + (rounds + 1)
+        assert {e["kind"] for e in log} == {"query", "train", "evaluate"}
+        assert len(log) == 1 + rounds + (rounds + 1)
         for e in log:
             assert set(e["sent"]) <= {"arrays", "metrics"}
             assert all(k.startswith(("float", "int", "list[")) for k in e["sent"]["metrics"].values())
 
+    # the federation's normalisation is the pooled mean and sd of every partner's training rows
+    from fedcrm.fedstats import VALUE_CLIP, FeatureStats, numeric_count
+    from fedcrm.prepare import prepare
+
+    stats = FeatureStats.model_validate_json((run_dir / "feature_stats.json").read_text())
+    k = numeric_count()
+    pooled = np.clip(np.vstack([prepare(PartnerConfig.load(m.config), "churn").x_train for m in members])[:, :k],
+                     -VALUE_CLIP, VALUE_CLIP).astype(np.float64)
+    assert stats.partners == 3 and stats.rows == len(pooled)
+    assert stats.normalisation.mean == pytest.approx(pooled.mean(axis=0).tolist(), abs=1e-6)
+    assert stats.normalisation.std == pytest.approx(pooled.std(axis=0).tolist(), rel=1e-5)
+    assert json.loads((run_dir / "model.json").read_text())["normalisation"] == stats.normalisation.model_dump()
     for name in ("model.pt", "model.json", "plan.json", "metrics.json"):
         assert (run_dir / name).is_file()
     assert len(list((run_dir / "checkpoints").glob("round-*.pt"))) == rounds + 1
@@ -64,7 +77,7 @@ def test_a_refusing_partner_fails_the_run_with_its_reason(fresh_demo: Path, tmp_
         simulate(fresh_demo, tmp_path / "run", tmp_path / "flower",
                  {"num-server-rounds": 2, "min-partners": 3}, timeout=300)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"].startswith("failed: round 0 evaluate: 2 of 3 partners answered")
+    assert summary["status"].startswith("failed: round 0 query: 2 of 3 partners answered")
     assert "east-mobile" in summary["status"] and "'fee'" in summary["status"]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["rounds"][0]["failures"][0]["code"] == 4100

@@ -236,6 +236,8 @@ class TrainPlan(_Strict):
     client_dp_clipping_norm: float = Field(1.0, gt=0)
     client_dp_max_epsilon: float = Field(0.0, ge=0, description="0: no limit")
     round_timeout: float = Field(600.0, gt=0, description="seconds a round waits for replies")
+    federated_stats: bool = Field(True, description="normalise with statistics over all partners' rows")
+    stats_noise_multiplier: float = Field(0.0, ge=0, description="noise on the partners' sums (0: none); charged to ledgers")
     federation_config: str = ""
     run_dir: str = ""
     resume_from: str = Field("", description="run directory of an interrupted run to continue")

@@ -10,12 +10,13 @@ node is the authority on its own budget.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
@@ -27,6 +28,7 @@ from fedcrm.auditlog import AuditLog
 from fedcrm.errors import ERROR_BUDGET, ConfigError
 from fedcrm.evaluation import HIST_BINS, pooled_from_histograms
 from fedcrm.features import feature_names
+from fedcrm.fedstats import FeatureStats, Normalisation, PartnerSums, combine
 from fedcrm.models import build_model
 
 WEIGHT_KEY = "num-examples"
@@ -95,6 +97,7 @@ class RunState(BaseModel):
 
 
 class PartnerRound(BaseModel):
+    query: dict[str, float] = Field(default_factory=dict)  # round 0: the feature-statistics sums
     train: dict[str, float] = Field(default_factory=dict)
     evaluate: dict[str, float] = Field(default_factory=dict)
 
@@ -122,6 +125,7 @@ class RunRecorder:
         self.client_level: list[dict[str, float]] = []  # central DP: ε after each round
         self.received: dict[str, dict[str, dict]] = {}  # partner → kind → value-free inventory
         self.histograms: dict[int, dict[str, dict[str, list[int]]]] = {}  # round → partner → held-out score counts
+        self.normalisation: Normalisation | None = None  # the federation's, published with the model
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         if state is None:
             self.state = RunState(job_id=run_id, flower_runs=[run_id], total_rounds=plan.num_server_rounds)
@@ -217,7 +221,8 @@ class RunRecorder:
     def finish(self, arrays: ArrayRecord, status: str) -> None:
         torch.save(arrays.to_torch_state_dict(), self.dir / "model.pt")
         _write_json(self.dir / "model.json", {"kind": self.plan.model, "hidden": self.plan.model_hidden,
-                                               "features": feature_names(), "task": self.plan.task})
+                                               "features": feature_names(), "task": self.plan.task,
+                                               "normalisation": self.normalisation.model_dump() if self.normalisation else None})
         self.flush()
         last = self.rounds[max(self.rounds)] if self.rounds else RoundRecord(round=0)
         _write_json(self.dir / "summary.json", {
@@ -270,12 +275,12 @@ class RecordingStrategy(Strategy):
                              f"{self.min_partners} needed. Failures: {reasons or 'no replies'}",
                              budget=bool(errors) and not silent and all(int(e.code) == ERROR_BUDGET for e in errors))
 
-    def _sent(self, server_round: int, kind: str, messages: Iterable[Message]) -> list[Message]:
+    def track_sent(self, server_round: int, kind: str, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)
         self.sent[(server_round, kind)] = {int(m.metadata.dst_node_id) for m in messages}
         return messages
 
-    def _received(self, server_round: int, kind: str, replies: list[Message]) -> int:
+    def track_replies(self, server_round: int, kind: str, replies: list[Message]) -> int:
         """Record replies and silences under the job's round; returns how many were asked."""
         job_round = server_round + self.offset
         self.recorder.record(job_round, kind, replies)
@@ -290,21 +295,21 @@ class RecordingStrategy(Strategy):
         self.inner.summary()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self._sent(server_round, "train", self.inner.configure_train(server_round, arrays, config, grid))
+        return self.track_sent(server_round, "train", self.inner.configure_train(server_round, arrays, config, grid))
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        self._received(server_round, "train", replies)
+        self.track_replies(server_round, "train", replies)
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         self.recorder.set_aggregate(server_round + self.offset, "train", metrics)
         return arrays, metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self._sent(server_round, "evaluate", self.inner.configure_evaluate(server_round, arrays, config, grid))
+        return self.track_sent(server_round, "evaluate", self.inner.configure_evaluate(server_round, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
-        self._received(server_round, "evaluate", replies)
+        self.track_replies(server_round, "evaluate", replies)
         metrics = self.inner.aggregate_evaluate(server_round, replies)
         self.recorder.set_aggregate(server_round + self.offset, "evaluate", metrics)
         return metrics
@@ -337,6 +342,32 @@ def _audit_round(audit: AuditLog | None, recorder: RunRecorder, job_round: int) 
                  participants=sorted(n for n, p in rec.partners.items() if p.train),
                  failures=[{"partner": f.get("partner", ""), "kind": f["kind"], "reason": f["reason"]} for f in rec.failures],
                  auc=rec.global_metrics.get("auc"))
+
+
+def wait_for_nodes(grid: Grid, needed: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = list(grid.get_node_ids())
+        if len(nodes) >= needed or time.monotonic() > deadline:
+            return nodes
+        time.sleep(1.0)
+
+
+def federated_statistics(grid: Grid, strategy: RecordingStrategy, plan: TrainPlan, job_id: int) -> FeatureStats:
+    """Ask every connected partner for its column sums (a Flower query) and combine them."""
+    nodes = wait_for_nodes(grid, plan.min_partners, plan.round_timeout)
+    config = ConfigRecord({"job-id": str(job_id)})
+    messages = strategy.track_sent(0, "query", [
+        Message(RecordDict({"config": config}), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes])
+    replies = list(grid.send_and_receive(messages, timeout=plan.round_timeout))
+    strategy.track_replies(0, "query", replies)
+    sums = []
+    for msg in replies:
+        if not msg.has_error():
+            m = msg.content["metrics"]
+            sums.append(PartnerSums(n=float(m["stat-n"]), sum=list(m["stat-sum"]), sumsq=list(m["stat-sumsq"]),
+                                    onehot=list(m["stat-onehot"])))
+    return combine(sums, noised=plan.stats_noise_multiplier > 0)
 
 
 def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path) -> Path:
@@ -396,9 +427,17 @@ def run_federation(grid: Grid, plan: TrainPlan, run_id: int, run_dir: Path) -> P
     # Every train message says which job and which of its rounds it is: the partner's
     # ledger keys its charges by them, across resumes.
     train_config = ConfigRecord({"job-id": str(recorder.run_id), "round-offset": offset})
+    stats_file = run_dir / "feature_stats.json"
     try:
+        if plan.federated_stats and not state:
+            stats = federated_statistics(grid, strategy, plan, recorder.run_id)
+            stats_file.write_text(stats.model_dump_json(indent=2))
+        if plan.federated_stats:
+            recorder.normalisation = FeatureStats.model_validate_json(stats_file.read_text()).normalisation
+            train_config["feature-mean"] = recorder.normalisation.mean
+            train_config["feature-std"] = recorder.normalisation.std
         if not state:  # Round 0: how good is the starting model on every partner's held-out data?
-            messages = strategy.configure_evaluate(0, initial, ConfigRecord(), grid)
+            messages = strategy.configure_evaluate(0, initial, train_config, grid)
             strategy.aggregate_evaluate(0, grid.send_and_receive(messages, timeout=plan.round_timeout))
         remaining = plan.num_server_rounds - offset
         if remaining > 0:

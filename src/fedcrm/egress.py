@@ -17,6 +17,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
 from fedcrm.evaluation import HIST_BINS
+from fedcrm.features import NUMERIC, feature_names
 
 TRAIN_METRICS = frozenset({
     "num-examples", "unit-weight", "partner-id", "train-loss", "local-steps", "dp-enabled",
@@ -29,7 +30,14 @@ EVAL_METRICS = frozenset({
     "pr-auc", "brier", "ece", "lift-top-decile", "capture-top-decile",
     "score-hist-pos", "score-hist-neg",
 })
-HIST_KEYS = frozenset({"score-hist-pos", "score-hist-neg"})
+QUERY_METRICS = frozenset({
+    "partner-id", "num-examples", "stat-n", "stat-sum", "stat-sumsq", "stat-onehot",
+    "epsilon", "delta", "ledger-entries", "ledger-ok", "ledger-head",
+})
+# the only lists that may leave, with their exact lengths
+LIST_LENGTHS = {"score-hist-pos": HIST_BINS, "score-hist-neg": HIST_BINS,
+                "stat-sum": len(NUMERIC), "stat-sumsq": len(NUMERIC),
+                "stat-onehot": len(feature_names()) - len(NUMERIC)}
 
 
 class EgressViolation(Exception):
@@ -38,7 +46,7 @@ class EgressViolation(Exception):
 
 def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None) -> dict[str, object]:
     """Validate a reply against the allow-list; return its value-free inventory."""
-    allowed_metrics = TRAIN_METRICS if kind == "train" else EVAL_METRICS
+    allowed_metrics = {"train": TRAIN_METRICS, "query": QUERY_METRICS}.get(kind, EVAL_METRICS)
     inventory: dict[str, object] = {}
     for name, record in content.items():
         if isinstance(record, ArrayRecord):
@@ -76,8 +84,9 @@ def _check_metrics(record: MetricRecord, allowed: frozenset[str]) -> dict[str, s
         if key not in allowed:
             raise EgressViolation(f"metric {key!r} is not on the egress allow-list")
         if isinstance(value, list):
-            if key not in HIST_KEYS or len(value) != HIST_BINS:
-                raise EgressViolation(f"metric {key!r}: only {HIST_BINS}-bin score histograms may be lists")
+            if len(value) != LIST_LENGTHS.get(key, -1):
+                raise EgressViolation(f"metric {key!r}: only score histograms ({HIST_BINS} bins) and feature "
+                                      "sums (one per column) may be lists")
             kinds[key] = f"list[{len(value)}]"
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             kinds[key] = type(value).__name__

@@ -19,6 +19,7 @@ from fedcrm.errors import ConfigError, PrivacyBudgetError
 from fedcrm.models import build_model
 from fedcrm.prepare import PreparedData, prepare
 from fedcrm.audit import AuditResult, membership_audit
+from fedcrm.fedstats import Normalisation, PartnerSums, numeric_count, partner_sums, row_bound
 from fedcrm.ledger import Ledger, LedgerEntry
 from fedcrm.replies import ReplyCache
 from fedcrm.privacy import RunPlan, epsilon, plan_run, run_noise
@@ -51,8 +52,9 @@ class BudgetExceeded(PrivacyBudgetError):
 
 
 class PartnerNode:
-    def __init__(self, cfg: PartnerConfig, plan: TrainPlan) -> None:
-        self.cfg, self.plan = cfg, plan
+    def __init__(self, cfg: PartnerConfig, plan: TrainPlan, normalisation: Normalisation | None = None) -> None:
+        """`normalisation`: the federation's feature statistics for this run, if it has them."""
+        self.cfg, self.plan, self.normalisation = cfg, plan, normalisation
         self.ledger = Ledger(cfg.work_dir)
         self.replies = ReplyCache(cfg.work_dir / "privacy" / "replies")
 
@@ -73,6 +75,29 @@ class PartnerNode:
         if key not in _DATA:
             _DATA[key] = prepare(self.cfg, self.plan.task, self.plan.test_fraction)
         return _DATA[key]
+
+    def _x(self, x: np.ndarray) -> np.ndarray:
+        return self.normalisation.apply(x) if self.normalisation is not None else x
+
+    def feature_sums(self, run_id: int) -> tuple[PartnerSums, Metrics]:
+        """Column sums over the training rows for the federation's statistics; noised and
+        charged to the ledger (as round 0 of the run) when the run asks for noise."""
+        data, sigma = self.data(), self.plan.stats_noise_multiplier
+        metrics: Metrics = {"partner-id": self.cfg.partner_id, "num-examples": int(len(data.x_train))}
+        if sigma <= 0:
+            return partner_sums(data.x_train), metrics
+        entries = self.counted_entries()
+        self._charge_check(entries, run_id, 0, sigma, 1.0, 1)
+        sums = partner_sums(data.x_train, sigma)
+        history = [e.history_entry for e in entries] + [(sigma, 1.0, 1)]
+        kind, delta = self.policy.accountant, self.policy.delta
+        eps = {k: epsilon(history, delta, k) for k in ("prv", "rdp")}
+        self.ledger.append(
+            partner=self.cfg.name, run_id=run_id, server_round=0, dataset_fingerprint=data.dataset_fingerprint,
+            noise_multiplier=sigma, sample_rate=1.0, steps=1, delta=delta, max_grad_norm=row_bound(numeric_count()),
+            accountant=kind, epsilon_after=eps[kind], epsilon_rdp_after=eps["rdp"], epsilon_cap=self.policy.epsilon_cap)
+        metrics["num-examples"] = round(sums.n)
+        return sums, {**metrics, "epsilon": eps[kind], "delta": delta, **self._ledger_metrics()}
 
     def _model(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         model = build_model(self.plan.model, self.data().x_train.shape[1], hidden=self.plan.model_hidden)
@@ -138,7 +163,7 @@ class PartnerNode:
         metrics: Metrics = {"num-examples": int(len(data.y_train)), "partner-id": self.cfg.partner_id,
                             "dp-enabled": int(plan.dp_enabled), "unit-weight": 1}
         if not plan.dp_enabled:
-            out = train_local(model, data.x_train, data.y_train, dp=None, **common)
+            out = train_local(model, self._x(data.x_train), data.y_train, dp=None, **common)
             metrics.update({"train-loss": out.mean_loss, "local-steps": out.steps,
                             "train-seconds": time.perf_counter() - started})
             return out.state_dict, metrics
@@ -148,7 +173,7 @@ class PartnerNode:
         self._charge_check(entries, run_id, server_round, sigma, q, steps)
         history = [e.history_entry for e in entries]
         dp = DPSettings(sigma, plan.dp_max_grad_norm, self.policy.delta, history)
-        out = train_local(model, data.x_train, data.y_train, dp=dp, **common)
+        out = train_local(model, self._x(data.x_train), data.y_train, dp=dp, **common)
         delta, kind = self.policy.delta, self.policy.accountant
         after_history = history + [(sigma, out.sample_rate, out.steps)]
         eps = {k: epsilon(after_history, delta, k) for k in ("prv", "rdp")}
@@ -185,15 +210,17 @@ class PartnerNode:
         data = self.data()
         run_id = run.run_id
         spent = [e for e in self.counted_entries() if e.run_id == run_id]
+        norm = run.normalisation()
+        x_in, x_out = (norm.apply(data.x_train), norm.apply(data.x_test)) if norm else (data.x_train, data.x_test)
         return membership_audit(
-            run.model(), (data.x_train, data.y_train), (data.x_test, data.y_test), partner=self.cfg.name,
+            run.model(), (x_in, data.y_train), (x_out, data.y_test), partner=self.cfg.name,
             run_id=run_id, model_kind=run.plan.model, seed=seed,
             epsilon=spent[-1].epsilon_after if spent else None, delta=self.policy.delta if spent else None)
 
     def evaluate(self, state: dict[str, torch.Tensor]) -> Metrics:
         started = time.perf_counter()
         data = self.data()
-        out = evaluate_local(self._model(state), data.x_test, data.y_test)
+        out = evaluate_local(self._model(state), self._x(data.x_test), data.y_test)
         metrics: Metrics = {"num-examples": out.n, "unit-weight": 1, "partner-id": self.cfg.partner_id,
                             "num-positives": int(np.sum(data.y_test)),
                             "score-hist-pos": out.pos_hist, "score-hist-neg": out.neg_hist}

@@ -11,6 +11,7 @@ import torch
 from fedcrm.config import TrainPlan
 from fedcrm.errors import ConfigError
 from fedcrm.features import feature_names
+from fedcrm.fedstats import Normalisation
 from fedcrm.models import build_model
 
 
@@ -40,6 +41,11 @@ class RunDir:
 
     def metrics(self) -> dict[str, Any]:
         return self._json("metrics.json")
+
+    def normalisation(self) -> Normalisation | None:
+        """The federation's feature normalisation the model was trained with, if any."""
+        meta = self._json("model.json")
+        return Normalisation.model_validate(meta["normalisation"]) if meta.get("normalisation") else None
 
     def model(self) -> torch.nn.Module:
         """The published global model, as every partner received it."""

@@ -76,7 +76,8 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     with_activity, _ = add_activity(now, cleaned.clean, plan.task)
     pseudo, lookup = pseudonymise(with_activity, load_secret(cfg.secret_file))
     x = build_matrix(derive_generalised(pseudo, as_of, cfg.generalisation.age_band_years))
-    scores = predict(run.model(), x).astype(np.float64)
+    norm = run.normalisation()
+    scores = predict(run.model(), norm.apply(x) if norm else x).astype(np.float64)
 
     ids = pd.Series(lookup["customer_id"].to_numpy(), index=lookup[PID].to_numpy())
     scored = pd.DataFrame({"customer_id": pseudo[PID].map(ids).astype(str).to_numpy(), "score": scores})

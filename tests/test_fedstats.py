@@ -1,0 +1,38 @@
+"""Federated feature statistics: exact from the partners' sums, noised and charged on request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
+from fedcrm.fedstats import VALUE_CLIP, combine, numeric_count, partner_sums
+from fedcrm.ledger import Ledger
+from fedcrm.node import PartnerNode
+
+
+def test_combined_sums_give_the_pooled_mean_and_sd() -> None:
+    rng = np.random.default_rng(1)
+    parts = [rng.normal(loc=i, scale=1 + i, size=(200 * (i + 1), 31)).astype(np.float32) for i in range(3)]
+    stats = combine([partner_sums(x) for x in parts])
+    pooled = np.clip(np.vstack(parts)[:, :numeric_count()], -VALUE_CLIP, VALUE_CLIP).astype(np.float64)
+    assert stats.rows == 1200 and stats.partners == 3
+    assert stats.normalisation.mean == pytest.approx(pooled.mean(axis=0).tolist(), abs=1e-6)
+    assert stats.normalisation.std == pytest.approx(pooled.std(axis=0).tolist(), rel=1e-5)
+    z = stats.normalisation.apply(np.vstack(parts))[:, :numeric_count()]
+    assert np.allclose(z.mean(axis=0), 0, atol=1e-4) and np.allclose(z.std(axis=0), 1, atol=1e-3)
+
+
+def test_noised_sums_are_charged_to_the_ledger(fresh_demo: Path) -> None:
+    cfg = PartnerConfig.load(FederationConfig.load(fresh_demo).members[0].config)
+    node = PartnerNode(cfg, TrainPlan.from_run_config({"stats-noise-multiplier": 2.0}))
+    exact, _ = PartnerNode(cfg, TrainPlan()).feature_sums(run_id=9)
+    noised, metrics = node.feature_sums(run_id=9)
+    entry = Ledger(cfg.work_dir).entries()[-1]
+    assert (entry.run_id, entry.server_round, entry.sample_rate, entry.steps, entry.noise_multiplier) == (9, 0, 1.0, 1, 2.0)
+    assert metrics["epsilon"] == entry.epsilon_after > 0
+    assert noised.sum != exact.sum and abs(noised.n - exact.n) < 10 * 2.0 * 40  # noise of sd σ·bound on each sum
+    with pytest.raises(Exception, match="already charged"):
+        node.feature_sums(run_id=9)
