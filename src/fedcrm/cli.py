@@ -383,6 +383,31 @@ def report_run(
     console.print(f"run report: {write(run_dir, baselines)}")
 
 
+benchmark_app = typer.Typer(no_args_is_help=True, help="Benchmarks that need the public datasets.")
+app.add_typer(benchmark_app, name="benchmark")
+
+
+@benchmark_app.command("utility")
+def benchmark_utility(
+    data: Annotated[str, typer.Option(help="public dataset (../shared/datasets)")] = "telco",
+    partners: int = 5,
+    split_by: Annotated[list[str] | None, typer.Option(help="iid, label-skew or a column (repeat)")] = None,
+    seeds: Annotated[int, typer.Option(help="number of seeds")] = 3,
+    rounds: int = 10,
+    out: Annotated[Path, typer.Option(help="writes OUT.json and OUT.md")] = Path("benchmarks/results/utility_telco"),
+    work: Annotated[Path, typer.Option(help="scratch folder for partner exports and runs")] = Path(".work/utility"),
+) -> None:
+    """Local-only vs federated (no DP, ε = 1, 3, 8) vs pooled, on the same splits and seeds."""
+    from fedcrm.utility import Settings, run, write
+
+    settings = Settings(data=data, partners=partners, splits=split_by or ["iid", "label-skew"],
+                        seeds=list(range(seeds)), rounds=rounds)
+    report = run(settings, work.resolve(), log=console.print)
+    json_path, md_path = write(report, out)
+    console.print(md_path.read_text())
+    console.print(f"written: {json_path}, {md_path}")
+
+
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="folder to write the consortium into")] = Path(".work/demo/consortium"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fedcrm.demo_data import TELCO_STYLE_VALUES, init_partner_folder, write_federation
@@ -40,13 +41,42 @@ churned = "Churn"
 ''' + TELCO_STYLE_VALUES
 
 
-def split_telco(out: Path, by: str = "Contract", csv: Path = TELCO_CSV) -> Path:
-    """One partner per value of `by` (non-IID); returns the federation config path."""
+def assign_partners(labels: pd.Series, partners: int, how: str, seed: int, alpha: float = 1.0,
+                    min_rows: int = 300) -> np.ndarray:
+    """Partner index per row. 'iid': uniformly at random. 'label-skew': each class spread
+    over the partners by Dirichlet(alpha) shares, so partners differ in label rate (and
+    size); draws leaving a partner under `min_rows` rows are redrawn."""
+    rng = np.random.default_rng(seed)
+    if how == "iid":
+        return rng.integers(0, partners, len(labels))
+    if how != "label-skew":
+        raise ValueError(f"unknown split {how!r}: use iid, label-skew or a column name")
+    for _ in range(200):
+        out = np.empty(len(labels), dtype=np.int64)
+        for value in sorted(labels.unique()):
+            rows = np.flatnonzero((labels == value).to_numpy())
+            rng.shuffle(rows)
+            cuts = (np.cumsum(rng.dirichlet([alpha] * partners))[:-1] * len(rows)).astype(int)
+            for pid, chunk in enumerate(np.split(rows, cuts)):
+                out[chunk] = pid
+        if np.bincount(out, minlength=partners).min() >= min_rows:
+            return out
+    raise ValueError(f"no label-skew split with {partners} partners of at least {min_rows} rows")
+
+
+def split_telco(out: Path, by: str = "Contract", csv: Path = TELCO_CSV, partners: int = 5, seed: int = 0) -> Path:
+    """Partner exports of IBM Telco: one partner per value of column `by` (non-IID), or
+    `partners` partners by 'iid' or 'label-skew'; returns the federation config path."""
     if not csv.is_file():
         raise FileNotFoundError(f"IBM Telco churn file not found at {csv}")
     frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if by in ("iid", "label-skew"):
+        groups = frame.groupby(assign_partners(frame["Churn"], partners, by, seed))
+        parts = [(f"{by}-p{int(i) + 1}", part) for i, part in groups]
+    else:
+        parts = sorted(frame.groupby(by))
     members = []
-    for pid, (value, part) in enumerate(sorted(frame.groupby(by)), start=1):
+    for pid, (value, part) in enumerate(parts, start=1):
         name = "telco-" + "".join(ch if ch.isalnum() else "-" for ch in str(value).lower()).strip("-")
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
