@@ -130,11 +130,13 @@ def summarise(results: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, 
 
 
 def write(report: dict, out: Path) -> tuple[Path, Path]:
-    """`out`.json (every seed) and `out`.md (the table)."""
+    """`out`.json (every seed), `out`.md (the table) and `out`.baselines.json (the table
+    in the shape `fedcrm report run --baselines` reads)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out.with_suffix(".json"), out.with_suffix(".md")
     json_path.write_text(json.dumps(report, indent=2))
     md_path.write_text(markdown(report))
+    out.with_suffix(".baselines.json").write_text(json.dumps(baseline_table(report), indent=2))
     return json_path, md_path
 
 

@@ -1,0 +1,114 @@
+"""Simulation overhead: a federated run in Flower's simulation engine vs the same local SGD
+steps run one after another in a single process.
+
+    .venv/bin/python benchmarks/simulation_overhead.py [--partners 5 100 1000]
+    # writes benchmarks/results/simulation_overhead.json
+
+IBM Telco cut IID into N partners; 3 rounds, 1 local epoch, batch 64, no DP (the overhead
+of the engine, not of Opacus). Partner data is prepared once beforehand (on-disk cache), so
+both sides only train. `federated_seconds` is from submit to the run's end; `after_startup`
+subtracts the time until round 0's evaluation landed. The local side runs every partner's
+rounds × steps with `train_local` in this process. Memory: the peak summed RSS of the
+SuperLink's process tree (ServerApp, Ray and its workers), sampled every 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from fedcrm.config import FederationConfig, PartnerConfig
+from fedcrm.launcher import FLWR_ENV, SimulationLink, default_app_dir
+from fedcrm.models import build_model
+from fedcrm.prepare import prepare
+from fedcrm.public_data import TELCO_CSV, split_telco
+from fedcrm.training import train_local
+
+RESULTS = Path(__file__).resolve().parent / "results" / "simulation_overhead.json"
+ROUNDS = 3
+CONFIG = {"num-server-rounds": ROUNDS, "dp-enabled": False, "local-epochs": 1, "batch-size": 64,
+          "federated-stats": False, "round-timeout": 3600}
+
+
+class PeakRSS(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.5)
+
+
+def measure(n: int, work: Path) -> dict:
+    shutil.rmtree(work, ignore_errors=True)
+    fed = split_telco(work / "consortium", by="iid", partners=n, seed=0)
+    configs = [PartnerConfig.load(m.config) for m in FederationConfig.load(fed).members]
+    t0 = time.monotonic()
+    data = [prepare(c, "churn") for c in configs]
+    prepare_seconds = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    for r in range(ROUNDS):
+        for i, d in enumerate(data):
+            train_local(build_model("logistic", d.x_train.shape[1]), d.x_train, d.y_train, epochs=1, batch_size=64,
+                        lr=0.5, optimizer="sgd", seed=r * 7919 + i, dp=None)
+    local_seconds = time.monotonic() - t0
+
+    run_dir = work / "run"
+    config = {**CONFIG, "federation-config": str(fed.resolve()), "run-dir": str(run_dir.resolve()),
+              "min-partners": n}
+    with SimulationLink(work / "flower") as link:
+        watcher = PeakRSS(link.process.pid)
+        watcher.start()
+        t0 = time.monotonic()
+        run_id = link.submit(default_app_dir(), config, n, num_cpus_per_node=1)
+        while not (run_dir / "checkpoints" / "round-000.pt").exists():
+            time.sleep(0.2)
+        startup = time.monotonic() - t0
+        status = link.cli.wait(run_id, timeout=7200, poll=0.5)
+        federated_seconds = time.monotonic() - t0
+        watcher.stop.set()
+    return {"partners": n, "rows_per_partner": round(sum(len(d.x_train) for d in data) / n, 1), "status": status,
+            "prepare_seconds": round(prepare_seconds, 1), "local_seconds": round(local_seconds, 2),
+            "federated_seconds": round(federated_seconds, 1), "startup_to_round_0_seconds": round(startup, 1),
+            "after_startup_seconds": round(federated_seconds - startup, 1),
+            "ratio_after_startup": round((federated_seconds - startup) / local_seconds, 1),
+            "peak_rss_gb": round(watcher.peak / 2**30, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--partners", type=int, nargs="+", default=[5, 100, 1000])
+    args = parser.parse_args()
+    if not TELCO_CSV.is_file():
+        raise SystemExit(f"IBM Telco not found at {TELCO_CSV}")
+    os.environ.update(FLWR_ENV)
+    out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+           "date": time.strftime("%Y-%m-%d"), "rounds": ROUNDS, "runs": []}
+    root = Path(__file__).resolve().parents[1] / ".work" / "sim-overhead"
+    for n in args.partners:
+        result = measure(n, root / f"n{n}")
+        out["runs"].append(result)
+        print(json.dumps(result), flush=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
