@@ -78,7 +78,9 @@ def measure(n: int, work: Path) -> dict:
         t0 = time.monotonic()
         run_id = link.submit(default_app_dir(), config, n, num_cpus_per_node=1)
         while not (run_dir / "checkpoints" / "round-000.pt").exists():
-            time.sleep(0.2)
+            if link.cli.status(run_id).startswith("finished"):
+                raise SystemExit(f"run with {n} partners ended early: {link.cli.logs(run_id)[-3000:]}")
+            time.sleep(0.5)
         startup = time.monotonic() - t0
         status = link.cli.wait(run_id, timeout=7200, poll=0.5)
         federated_seconds = time.monotonic() - t0
@@ -105,8 +107,8 @@ def main() -> None:
         result = measure(n, root / f"n{n}")
         out["runs"].append(result)
         print(json.dumps(result), flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2))
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(out, indent=2))  # after every size: a long one may be cut short
     print(f"wrote {RESULTS}")
 
 

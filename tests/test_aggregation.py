@@ -50,3 +50,19 @@ def test_train_aggregate_takes_max_epsilon_not_mean() -> None:
             for n, l, e in ((100, 0.5, 1.0), (300, 0.3, 2.5))]
     agg = aggregate_train_metrics(recs)
     assert agg["max-epsilon"] == 2.5 and agg["train-loss"] == pytest.approx(0.35)
+
+
+def test_a_partner_with_one_class_held_out_sends_the_same_keys() -> None:
+    """Flower aggregates only records with identical keys: a small partner whose held-out
+    rows are all non-churners sends NaN ranking metrics, which aggregation leaves out."""
+    rng = np.random.default_rng(2)
+    y_big, p_big = rng.random(500) < 0.3, rng.random(500)
+    y_small, p_small = np.zeros(12, dtype=bool), rng.random(12)
+    records = [_eval_record(y_big, p_big, 1), _eval_record(y_small, p_small, 2)]
+    keys = [set(next(iter(r.metric_records.values())).keys()) for r in records]
+    assert keys[0] == keys[1]
+    assert np.isnan(binary_metrics(y_small, p_small)["auc"])
+    out = aggregate_evaluate_metrics(records)
+    assert out["mean-partner-auc"] == pytest.approx(roc_auc_score(y_big, p_big))  # the defined one only
+    assert np.isfinite(out["auc"]) and out["num-examples"] == 512
+    assert all(np.isnan(v) for v in binary_metrics(np.array([]), np.array([])).values())

@@ -10,6 +10,7 @@ node is the authority on its own budget.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -64,15 +65,15 @@ def aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str = WEIG
     w = [float(m[weight_key]) for m in ms]
     out = MetricRecord({"num-examples": int(sum(w)), "num-partners": len(ms)})
     for key in EXAMPLE_MEANS:
-        have = [(float(m[key]), wi) for m, wi in zip(ms, w) if key in m]
+        have = [(float(m[key]), wi) for m, wi in zip(ms, w) if key in m and math.isfinite(float(m[key]))]
         if have:
             out[key] = _weighted([v for v, _ in have], [wi for _, wi in have])
     pos = np.sum([np.asarray(m["score-hist-pos"]) for m in ms], axis=0)
     neg = np.sum([np.asarray(m["score-hist-neg"]) for m in ms], axis=0)
     for key, value in pooled_from_histograms(pos, neg).items():
         out[key] = value
-    for key in PARTNER_METRICS:
-        have = [(float(m[key]), wi) for m, wi in zip(ms, w) if key in m]
+    for key in PARTNER_METRICS:  # NaN: that partner's held-out rows have one class only
+        have = [(float(m[key]), wi) for m, wi in zip(ms, w) if key in m and math.isfinite(float(m[key]))]
         if have:
             out[f"mean-partner-{key}"] = _weighted([v for v, _ in have], [wi for _, wi in have])
     return out
@@ -165,7 +166,7 @@ class RunRecorder:
                                      "code": int(msg.error.code), "reason": str(msg.error.reason)})
                 continue
             metrics = msg.content["metrics"]
-            scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+            scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list) and math.isfinite(float(v))}
             self.node_names[node_id] = self.name(metrics)
             self.received.setdefault(self.name(metrics), {})[kind] = received_inventory(msg.content)
             if kind == "evaluate" and "score-hist-pos" in metrics:

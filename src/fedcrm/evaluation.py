@@ -16,6 +16,7 @@ from sklearn.metrics import accuracy_score, average_precision_score, brier_score
 HIST_BINS = 200
 TOP_FRACTION = 0.1  # marketing's "top decile"
 ECE_BINS = 10
+RANKING = ("auc", "pr-auc", "lift-top-decile", "capture-top-decile")
 
 
 def top_fraction(y: np.ndarray, p: np.ndarray, fraction: float = TOP_FRACTION) -> tuple[float, float]:
@@ -36,16 +37,21 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BIN
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Log-loss, Brier score, accuracy at 0.5 and calibration error; with both classes
-    present also ROC-AUC, PR-AUC (average precision) and lift / capture at the top decile."""
+    """Log-loss, Brier score, accuracy at 0.5, calibration error, ROC-AUC, PR-AUC (average
+    precision) and lift / capture at the top decile (NaN without both classes)."""
     y = np.asarray(y, dtype=np.int64)
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    if len(y) == 0:
+        return dict.fromkeys(("log-loss", "brier", "accuracy", "ece", *RANKING), float("nan"))
     out = {
         "log-loss": float(log_loss(y, p, labels=[0, 1])),
         "brier": float(brier_score_loss(y, p)),
         "accuracy": float(accuracy_score(y, p >= 0.5)),
         "ece": expected_calibration_error(y, p),
     }
+    # Every partner sends the same keys (Flower refuses to aggregate records that differ);
+    # ranking metrics of a held-out set with one class only are NaN: undefined, not zero.
+    out.update(dict.fromkeys(RANKING, float("nan")))
     if 0 < y.sum() < len(y):
         out["auc"] = float(roc_auc_score(y, p))
         out["pr-auc"] = float(average_precision_score(y, p))

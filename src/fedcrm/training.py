@@ -129,4 +129,4 @@ class EvalOutcome:
 def evaluate_local(model: nn.Module, x: np.ndarray, y: np.ndarray) -> EvalOutcome:
     p = predict(model, x)
     pos, neg = score_histograms(y, p)
-    return EvalOutcome(binary_metrics(y, p) if len(y) else {}, pos, neg, len(y))
+    return EvalOutcome(binary_metrics(y, p), pos, neg, len(y))
