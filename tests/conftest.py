@@ -43,7 +43,6 @@ def copy_partner(src_config: Path, dst: Path) -> Path:
 
 def set_privacy(config: Path, **values: object) -> Path:
     """Rewrite the partner's `[privacy]` table, as the partner would edit its own config."""
-    from fedcrm.demo_data import with_privacy_policy
 
     text = config.read_text()
     if "[privacy]" in text:

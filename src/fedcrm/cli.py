@@ -267,7 +267,7 @@ def coordinator_run(
 
 
 def _watch(layout: object, run_id: int) -> None:
-    from fedcrm.runs import collect, run_dir_of, watch
+    from fedcrm.runs import collect, watch
 
     names = list(layout.config().names().values())
     status = watch(layout, run_id, on_round=lambda row: console.print(format_row(row, names)))

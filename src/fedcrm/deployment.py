@@ -16,17 +16,15 @@ partner config — which names its data, its HMAC key and its ledger, all on its
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 
 from fedcrm.auditlog import AuditLog
 from fedcrm.config import FederationConfig
 from fedcrm.errors import ConfigError, FedcrmError
-from fedcrm.launcher import FlwrCli, executable, flower_env, stop_group, wait_healthy
+from fedcrm.launcher import FlwrCli, executable, flower_env, json_payload, stop_group, wait_healthy
 from fedcrm.pki import create_ca, create_node_key, create_server_cert, san_hosts
 
 README = """# Federation {name}: which file goes where
@@ -187,11 +185,10 @@ class SuperLinkProcess:
 def registered_keys(cli: FlwrCli) -> dict[str, dict[str, Any]]:
     """Node id → Flower's record, from `flwr supernode list --format json`."""
     proc = cli.flwr("supernode", "list", cli.connection, "--format", "json", timeout=60)
-    try:
-        nodes = json.loads(proc.stdout[proc.stdout.index("{"):])["nodes"]
-    except (ValueError, KeyError) as exc:
-        raise FedcrmError(f"flwr supernode list failed: {proc.stdout} {proc.stderr}") from exc
-    return {str(n["node-id"]): n for n in nodes}
+    payload = json_payload(proc.stdout)
+    if "nodes" not in payload:
+        raise FedcrmError(f"flwr supernode list failed: {proc.stdout} {proc.stderr}")
+    return {str(n["node-id"]): n for n in payload["nodes"]}
 
 
 def register_partners(layout: FederationLayout) -> dict[str, str]:

@@ -82,6 +82,17 @@ def _bin_centres(bins: int) -> np.ndarray:
     return (np.arange(bins) + 0.5) / bins
 
 
+def calibration_bins(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, Σ predicted score and positives per equal-width calibration bin, from score
+    histograms (rows of a histogram bin placed at its centre)."""
+    bins = len(pos)
+    centre = _bin_centres(bins)
+    group = np.minimum((centre * ECE_BINS).astype(np.int64), ECE_BINS - 1)
+    return (np.bincount(group, weights=pos + neg, minlength=ECE_BINS),
+            np.bincount(group, weights=(pos + neg) * centre, minlength=ECE_BINS),
+            np.bincount(group, weights=pos, minlength=ECE_BINS))
+
+
 def pooled_from_histograms(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
     """Ranking and calibration metrics of the pooled held-out sets, from summed histograms.
 
@@ -93,12 +104,8 @@ def pooled_from_histograms(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]
     n_pos, n = pos.sum(), pos.sum() + neg.sum()
     if n == 0:
         return out
-    bins = len(pos)
-    centre = _bin_centres(bins)
-    group = np.minimum((centre * ECE_BINS).astype(np.int64), ECE_BINS - 1)
-    gap = np.abs(np.bincount(group, weights=(pos + neg) * centre, minlength=ECE_BINS)
-                 - np.bincount(group, weights=pos, minlength=ECE_BINS))
-    out["ece"] = float(gap.sum() / n)
+    _, predicted, observed = calibration_bins(pos, neg)
+    out["ece"] = float(np.abs(predicted - observed).sum() / n)
     auc = auc_from_histograms(pos, neg)
     if auc is None:
         return out

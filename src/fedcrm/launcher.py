@@ -78,7 +78,7 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     return {**os.environ, **FLWR_ENV, "FLWR_HOME": str(flwr_home), "PATH": path}
 
 
-def _json_payload(text: str) -> dict[str, Any]:
+def json_payload(text: str) -> dict[str, Any]:
     try:
         return json.loads(text[text.index("{"):])
     except ValueError:
@@ -107,7 +107,7 @@ class FlwrCli:
         extra = ["--federation-config", config_args(federation_config)] if federation_config else []
         proc = self.flwr("run", str(app_dir.resolve()), self.connection, "--run-config", config_args(run_config),
                          *extra, "--format", "json")
-        payload = _json_payload(proc.stdout)
+        payload = json_payload(proc.stdout)
         if not payload.get("success") or "run-id" not in payload:
             raise FedcrmError(f"flwr run was refused: {proc.stdout.strip()} {proc.stderr.strip()}"
                               f"\ncommand: flwr run {shlex.quote(str(app_dir))} ...")
@@ -116,7 +116,7 @@ class FlwrCli:
     def status(self, run_id: int) -> str:
         proc = self.flwr("ls", self.connection, "--run-id", str(run_id), "--format", "json", timeout=60)
         try:
-            return str(_json_payload(proc.stdout)["runs"][0]["status"])
+            return str(json_payload(proc.stdout)["runs"][0]["status"])
         except (KeyError, IndexError):
             return f"unknown ({proc.stdout.strip() or proc.stderr.strip()})"
 

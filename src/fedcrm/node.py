@@ -89,15 +89,11 @@ class PartnerNode:
         entries = self.counted_entries()
         self._charge_check(entries, run_id, 0, sigma, 1.0, 1)
         sums = partner_sums(data.x_train, sigma)
-        history = [e.history_entry for e in entries] + [(sigma, 1.0, 1)]
-        kind, delta = self.policy.accountant, self.policy.delta
-        eps = {k: epsilon(history, delta, k) for k in ("prv", "rdp")}
-        self.ledger.append(
-            partner=self.cfg.name, run_id=run_id, server_round=0, dataset_fingerprint=data.dataset_fingerprint,
-            noise_multiplier=sigma, sample_rate=1.0, steps=1, delta=delta, max_grad_norm=row_bound(numeric_count()),
-            accountant=kind, epsilon_after=eps[kind], epsilon_rdp_after=eps["rdp"], epsilon_cap=self.policy.epsilon_cap)
+        eps = self._epsilon_after(entries, sigma, 1.0, 1)
+        self._charge(run_id, 0, sigma, 1.0, 1, row_bound(numeric_count()), eps)
         metrics["num-examples"] = round(sums.n)
-        return sums, {**metrics, "epsilon": eps[kind], "delta": delta, **self._ledger_metrics()}
+        return sums, {**metrics, "epsilon": eps[self.policy.accountant], "delta": self.policy.delta,
+                      **self._ledger_metrics()}
 
     def _model(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         model = build_model(self.plan.model, self.data().x_train.shape[1], hidden=self.plan.model_hidden)
@@ -113,10 +109,10 @@ class PartnerNode:
             entries = [e for e in entries if e.dataset_fingerprint == fingerprint]
         return entries
 
-    def _run_inputs(self, run_id: int | None) -> dict:
+    def _run_inputs(self, run_id: int | None, entries: list[LedgerEntry] | None = None) -> dict:
         """Prior history and run shape. Within a run σ is fixed by its first charged round,
         so a node restarted mid-run keeps training with the noise the run started with."""
-        entries = self.counted_entries()
+        entries = self.counted_entries() if entries is None else entries
         this_run = [e for e in entries if run_id is not None and e.run_id == run_id]
         return dict(prior=[e.history_entry for e in entries if run_id is None or e.run_id != run_id],
                     rows=len(self.data().x_train), batch_size=self.plan.batch_size,
@@ -146,14 +142,30 @@ class PartnerNode:
                 f"remaining budget {max(cap - now, 0):.3f}. The node refuses to train.")
         return now, after
 
+    def _epsilon_after(self, entries: list[LedgerEntry], sigma: float, q: float, steps: int) -> dict[str, float]:
+        """ε (PRV and RDP) over the ledger plus one more release."""
+        history = [e.history_entry for e in entries] + [(sigma, q, steps)]
+        return {k: epsilon(history, self.policy.delta, k) for k in ("prv", "rdp")}
+
+    def _charge(self, run_id: int, server_round: int, sigma: float, q: float, steps: int, max_grad_norm: float,
+                eps: dict[str, float]) -> None:
+        """Append one release, with the ε after it, to the ledger."""
+        kind, delta = self.policy.accountant, self.policy.delta
+        self.ledger.append(
+            partner=self.cfg.name, run_id=run_id, server_round=server_round,
+            dataset_fingerprint=self.data().dataset_fingerprint, noise_multiplier=sigma, sample_rate=q, steps=steps,
+            delta=delta, max_grad_norm=max_grad_norm, accountant=kind, epsilon_after=eps[kind],
+            epsilon_rdp_after=eps["rdp"], epsilon_cap=self.policy.epsilon_cap)
+
     def train(self, state: dict[str, torch.Tensor], server_round: int, run_id: int) -> tuple[dict[str, torch.Tensor], Metrics]:
         """One round of local training on the global `state`; with DP, charged to the ledger
         under (run_id, server_round) — or, if that round was charged for this very input
         before (a resumed or retried round), the same release sent again at no cost."""
         started = time.perf_counter()
         data, plan = self.data(), self.plan
+        entries = self.counted_entries() if plan.dp_enabled else []  # read and verified once per round
         if plan.dp_enabled:
-            replayed = self._replay(state, server_round, run_id)
+            replayed = self._replay(state, server_round, run_id, entries)
             if replayed is not None:
                 return replayed
         model = self._model(state)
@@ -167,16 +179,14 @@ class PartnerNode:
             metrics.update({"train-loss": out.mean_loss, "local-steps": out.steps,
                             "train-seconds": time.perf_counter() - started})
             return out.state_dict, metrics
-        run_plan = run_noise(**self._run_inputs(run_id))
-        entries = self.counted_entries()
+        run_plan = run_noise(**self._run_inputs(run_id, entries))
         sigma, q, steps = run_plan.noise_multiplier, run_plan.sample_rate, run_plan.steps_per_round
         self._charge_check(entries, run_id, server_round, sigma, q, steps)
         history = [e.history_entry for e in entries]
         dp = DPSettings(sigma, plan.dp_max_grad_norm, self.policy.delta, history)
         out = train_local(model, self._x(data.x_train), data.y_train, dp=dp, **common)
         delta, kind = self.policy.delta, self.policy.accountant
-        after_history = history + [(sigma, out.sample_rate, out.steps)]
-        eps = {k: epsilon(after_history, delta, k) for k in ("prv", "rdp")}
+        eps = self._epsilon_after(entries, sigma, out.sample_rate, out.steps)
         metrics.update({
             "epsilon": eps[kind], "epsilon-prv": eps["prv"], "epsilon-rdp": eps["rdp"],
             "epsilon-run": eps[kind] - run_plan.spent_before, "epsilon-cap": self.policy.epsilon_cap,
@@ -186,15 +196,12 @@ class PartnerNode:
         metrics["train-seconds"] = time.perf_counter() - started  # data, noise planning, DP-SGD
         # the release is kept before it is charged, so every charged round can be re-sent
         self.replies.save(run_id, server_round, state, out.state_dict, metrics)
-        self.ledger.append(
-            partner=self.cfg.name, run_id=run_id, server_round=server_round,
-            dataset_fingerprint=data.dataset_fingerprint, noise_multiplier=sigma, sample_rate=out.sample_rate,
-            steps=out.steps, delta=delta, max_grad_norm=plan.dp_max_grad_norm, accountant=kind,
-            epsilon_after=eps[kind], epsilon_rdp_after=eps["rdp"], epsilon_cap=self.policy.epsilon_cap)
+        self._charge(run_id, server_round, sigma, out.sample_rate, out.steps, plan.dp_max_grad_norm, eps)
         return out.state_dict, {**metrics, **self._ledger_metrics()}
 
-    def _replay(self, state: dict[str, torch.Tensor], server_round: int, run_id: int) -> tuple[dict, Metrics] | None:
-        charged = any(e.run_id == run_id and e.server_round == server_round for e in self.counted_entries())
+    def _replay(self, state: dict[str, torch.Tensor], server_round: int, run_id: int,
+                entries: list[LedgerEntry]) -> tuple[dict, Metrics] | None:
+        charged = any(e.run_id == run_id and e.server_round == server_round for e in entries)
         cached = self.replies.load(run_id, server_round, state) if charged else None
         if cached is None:
             return None  # not charged yet, or charged for another input: `_charge_check` refuses that

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
-from fedcrm.evaluation import ECE_BINS, pooled_from_histograms  # noqa: E402
+from fedcrm.evaluation import calibration_bins  # noqa: E402
 from fedcrm.rundir import RunDir  # noqa: E402
 
 
@@ -49,18 +49,21 @@ def gains_points(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def calibration_points(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean predicted score, observed rate and count per decile of score."""
-    bins = len(pos)
-    centre = (np.arange(bins) + 0.5) / bins
-    group = np.minimum((centre * ECE_BINS).astype(int), ECE_BINS - 1)
-    n = np.bincount(group, weights=pos + neg, minlength=ECE_BINS)
-    predicted = np.bincount(group, weights=(pos + neg) * centre, minlength=ECE_BINS)
-    observed = np.bincount(group, weights=pos, minlength=ECE_BINS)
+    n, predicted, observed = calibration_bins(pos, neg)
     keep = n > 0
     return predicted[keep] / n[keep], observed[keep] / n[keep], n[keep]
 
 
+def _by_round(ax: plt.Axes, ylabel: str, title: str) -> str:
+    ax.set(xlabel="round", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(ax.figure)
+
+
 def _plots(rounds: list[dict[str, Any]], eps: dict[str, list[dict[str, float]]],
-           hists: dict[str, dict[str, list[int]]]) -> dict[str, str]:
+           hists: dict[str, dict[str, list[int]]], sizes: dict[str, dict[str, float]]) -> dict[str, str]:
     plots: dict[str, str] = {}
     partners = sorted({n for r in rounds for n in r["partners"]})
 
@@ -72,21 +75,13 @@ def _plots(rounds: list[dict[str, Any]], eps: dict[str, list[dict[str, float]]],
                if name in r["partners"] and "auc" in r["partners"][name].get("evaluate", {})]
         if pts:
             ax.plot(*zip(*pts), "o--", label=name)
-    ax.set(xlabel="round", ylabel="ROC-AUC (held-out)", title="AUC by round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    plots["auc"] = _png(fig)
+    plots["auc"] = _by_round(ax, "ROC-AUC (held-out)", "AUC by round")
 
     if eps:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
         for name, series in sorted(eps.items()):
             ax.plot([e["round"] for e in series], [e["epsilon"] for e in series], "o-", label=name)
-        ax.set(xlabel="round", ylabel="cumulative ε", title="ε by round (each partner's ledger)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        plots["epsilon"] = _png(fig)
+        plots["epsilon"] = _by_round(ax, "cumulative ε", "ε by round (each partner's ledger)")
 
     if hists:
         total_pos = np.sum([np.asarray(h["pos"], float) for h in hists.values()], axis=0)
@@ -121,7 +116,6 @@ def _plots(rounds: list[dict[str, Any]], eps: dict[str, list[dict[str, float]]],
         ax.grid(alpha=0.3)
         plots["calibration"] = _png(fig)
 
-    sizes = _partner_sizes(rounds)
     if sizes:
         fig, (ax_n, ax_rate) = plt.subplots(1, 2, figsize=(10, 3.4))
         names = list(sizes)
@@ -164,13 +158,10 @@ def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
     baseline_file = baselines or run.path / "baselines.json"
     table = json.loads(baseline_file.read_text()) if baseline_file.is_file() else None
     last = next((r for r in reversed(rounds) if r["global"]), {"global": {}})
-    pooled = {}
-    if hists:
-        pooled = pooled_from_histograms(np.sum([h["pos"] for h in hists.values()], axis=0),
-                                        np.sum([h["neg"] for h in hists.values()], axis=0))
+    sizes = _partner_sizes(rounds)
     return {"run_id": run.run_id, "status": summary["status"], "plan": run.plan, "final": last["global"],
-            "pooled": pooled, "rounds": rounds, "epsilon_final": summary.get("epsilon", {}),
-            "sizes": _partner_sizes(rounds), "plots": _plots(rounds, eps, hists), "baselines": table}
+            "rounds": rounds, "epsilon_final": summary.get("epsilon", {}),
+            "sizes": sizes, "plots": _plots(rounds, eps, hists, sizes), "baselines": table}
 
 
 def write(run_dir: Path, baselines: Path | None = None) -> Path:
