@@ -389,22 +389,23 @@ app.add_typer(benchmark_app, name="benchmark")
 
 @benchmark_app.command("utility")
 def benchmark_utility(
-    data: Annotated[str, typer.Option(help="public dataset (../shared/datasets)")] = "telco",
+    data: Annotated[str, typer.Option(help="public dataset (../shared/datasets): telco (churn) or bank (propensity)")] = "telco",
     partners: int = 5,
     split_by: Annotated[list[str] | None, typer.Option(help="iid, label-skew or a column (repeat)")] = None,
     seeds: Annotated[int, typer.Option(help="number of seeds")] = 3,
     rounds: int = 10,
-    out: Annotated[Path, typer.Option(help="writes OUT.json and OUT.md")] = Path("benchmarks/results/utility_telco"),
+    keep_fraction: Annotated[float, typer.Option(help="share of each partner's rows kept (data-scarce regime)")] = 1.0,
+    out: Annotated[Path | None, typer.Option(help="writes OUT.json and OUT.md [default: benchmarks/results/utility_DATA]")] = None,
     work: Annotated[Path, typer.Option(help="scratch folder for partner exports and runs")] = Path(".work/utility"),
 ) -> None:
     """Local-only vs federated (no DP, ε = 1, 3, 8) vs pooled, on the same splits and seeds."""
     from fedcrm.utility import Settings, run, write
 
     settings = Settings(data=data, partners=partners, splits=split_by or ["iid", "label-skew"],
-                        seeds=list(range(seeds)), rounds=rounds)
+                        seeds=list(range(seeds)), rounds=rounds, keep_fraction=keep_fraction)
     report = run(settings, work.resolve(), log=console.print)
-    json_path, md_path = write(report, out)
-    console.print(md_path.read_text())
+    json_path, md_path = write(report, out or Path(f"benchmarks/results/utility_{data}"))
+    console.print(md_path.read_text(), markup=False)
     console.print(f"written: {json_path}, {md_path}")
 
 

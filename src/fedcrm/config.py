@@ -6,9 +6,11 @@ resolve against the config file, so a partner can move the folder as a whole.
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
+from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -145,7 +147,10 @@ class PartnerConfig(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> PartnerConfig:
-        path = Path(path).resolve()
+        return _load_cached(cls, Path(path).resolve())
+
+    @classmethod
+    def _load(cls, path: Path) -> PartnerConfig:
         raw = _read_toml(path)
         try:
             cfg = cls.model_validate(raw)
@@ -193,7 +198,10 @@ class FederationConfig(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> FederationConfig:
-        path = Path(path).resolve()
+        return _load_cached(cls, Path(path).resolve())
+
+    @classmethod
+    def _load(cls, path: Path) -> FederationConfig:
         try:
             cfg = cls.model_validate(_read_toml(path))
         except ValidationError as exc:
@@ -250,6 +258,26 @@ class TrainPlan(_Strict):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(f"run config: {_pretty(exc)}") from None
+
+
+_Loaded = TypeVar("_Loaded", PartnerConfig, FederationConfig)
+
+
+def _load_cached(cls: type[_Loaded], path: Path) -> _Loaded:
+    """A simulated node answers every message in the same long-lived process, and each
+    message names its configs afresh: parsing a 1000-member federation file per message
+    made a round quadratic in partners. Keyed by the file's content, an edited config is
+    read again however quickly it was rewritten."""
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return cls._load(path)  # the loader names the missing file
+    return _parsed(cls, path, digest)
+
+
+@lru_cache(maxsize=256)
+def _parsed(cls: type[_Loaded], path: Path, digest: str) -> _Loaded:  # noqa: ARG001 (cache key)
+    return cls._load(path)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

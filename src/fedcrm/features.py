@@ -47,9 +47,14 @@ NUMERIC: tuple[NumericFeature, ...] = (
     NumericFeature("frequency", center=1.0, scale=1.0, log=True),
     NumericFeature("monetary", center=6.0, scale=2.0, log=True),
     NumericFeature("activity_trend", center=0.0, scale=1.0),
+    # banking (see schema): contact history and market context
+    NumericFeature("previous_contacts", center=0.0, scale=1.0, log=True),
+    NumericFeature("market_rate", center=3.0, scale=2.0),
 )
-BOOLEAN: tuple[str, ...] = ("senior", "has_partner", "has_dependents", "paperless_billing", "tech_support", "online_security")
-CATEGORICAL: tuple[str, ...] = ("contract", "internet_service", "payment_method", "gender")
+BOOLEAN: tuple[str, ...] = ("senior", "has_partner", "has_dependents", "paperless_billing", "tech_support", "online_security",
+                             "credit_default", "housing_loan", "personal_loan")
+CATEGORICAL: tuple[str, ...] = ("contract", "internet_service", "payment_method", "gender",
+                                "occupation", "education", "contact_channel", "last_contact_month", "previous_outcome")
 
 
 def feature_names() -> list[str]:

@@ -29,7 +29,7 @@ from fedcrm.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
 from fedcrm.schema import LABEL_SOURCES
 from fedcrm.standardise import standardise
 
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"  # 3: banking fields in the layout; "unknown" is a missing value
 
 
 class PreparedSummary(BaseModel):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from fedcrm.demo_data import TELCO_STYLE_VALUES, init_partner_folder, write_federation
 
@@ -64,24 +65,114 @@ def assign_partners(labels: pd.Series, partners: int, how: str, seed: int, alpha
     raise ValueError(f"no label-skew split with {partners} partners of at least {min_rows} rows")
 
 
-def split_telco(out: Path, by: str = "Contract", csv: Path = TELCO_CSV, partners: int = 5, seed: int = 0) -> Path:
-    """Partner exports of IBM Telco: one partner per value of column `by` (non-IID), or
-    `partners` partners by 'iid' or 'label-skew'; returns the federation config path."""
-    if not csv.is_file():
-        raise FileNotFoundError(f"IBM Telco churn file not found at {csv}")
-    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+BANK_CSV = SHARED_DATASETS / "bank-marketing" / "bank-additional-full.csv"
+
+# `duration` (the call's length) is only known once the call is over and leaks the label:
+# it is never mapped. The economic indicators other than the 3-month Euribor, `pdays`
+# (carried by previous_outcome) and marital status (a quasi-identifier we do not need) are
+# not mapped either.
+BANK_MAPPING = """
+[customers]
+path = "customers.csv"
+
+[customers.columns]
+customer_id = "client_id"
+age = "age"
+occupation = "job"
+education = "education"
+credit_default = "default"
+housing_loan = "housing"
+personal_loan = "loan"
+contact_channel = "contact"
+last_contact_month = "month"
+interactions = "campaign"
+previous_contacts = "previous"
+previous_outcome = "poutcome"
+market_rate = "euribor3m"
+responded = "y"
+
+[customers.values.occupation]
+"admin." = "employed"
+"blue-collar" = "employed"
+"technician" = "employed"
+"services" = "employed"
+"management" = "employed"
+"housemaid" = "employed"
+"entrepreneur" = "self-employed"
+
+[customers.values.education]
+"basic.4y" = "basic"
+"basic.6y" = "basic"
+"basic.9y" = "basic"
+"illiterate" = "basic"
+"high.school" = "secondary"
+"professional.course" = "secondary"
+"university.degree" = "tertiary"
+
+[customers.values.contact_channel]
+"cellular" = "mobile"
+"telephone" = "landline"
+
+[customers.values.previous_outcome]
+"nonexistent" = "none"
+"""
+
+
+class PublicExport(BaseModel):
+    """One public file and how it becomes partner exports."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    csv: Path
+    delimiter: str
+    label: str  # raw label column, for label-skewed splits
+    task: str
+    mapping: str
+    id_prefix: str = ""  # the file has no customer id: rows get "<prefix><row number>"
+
+
+TELCO = PublicExport(key="telco", csv=TELCO_CSV, delimiter=",", label="Churn", task="churn", mapping=TELCO_MAPPING)
+BANK = PublicExport(key="bank", csv=BANK_CSV, delimiter=";", label="y", task="propensity", mapping=BANK_MAPPING,
+                    id_prefix="BANK-")
+EXPORTS = {e.key: e for e in (TELCO, BANK)}
+
+
+def read_export(export: PublicExport, csv: Path | None = None) -> pd.DataFrame:
+    path = csv or export.csv
+    if not path.is_file():
+        raise FileNotFoundError(f"{export.key} data not found at {path} (expected under ../shared/datasets)")
+    frame = pd.read_csv(path, sep=export.delimiter, dtype=str, keep_default_na=False)
+    if export.id_prefix:  # UCI's contacts carry no id: number them so each stays one customer
+        frame.insert(0, "client_id", [f"{export.id_prefix}{i:06d}" for i in range(len(frame))])
+    return frame
+
+
+def split_public(export: PublicExport, out: Path, by: str, partners: int = 5, seed: int = 0,
+                 csv: Path | None = None, keep: float = 1.0) -> Path:
+    """Partner exports of a public file: one partner per value of column `by` (non-IID), or
+    `partners` partners by 'iid' or 'label-skew'; returns the federation config path.
+    `keep` < 1 keeps that random share of each partner's rows: the data-scarce regime."""
+    frame = read_export(export, csv)
     if by in ("iid", "label-skew"):
-        groups = frame.groupby(assign_partners(frame["Churn"], partners, by, seed))
+        groups = frame.groupby(assign_partners(frame[export.label], partners, by, seed))
         parts = [(f"{by}-p{int(i) + 1}", part) for i, part in groups]
     else:
         parts = sorted(frame.groupby(by))
     members = []
     for pid, (value, part) in enumerate(parts, start=1):
-        name = "telco-" + "".join(ch if ch.isalnum() else "-" for ch in str(value).lower()).strip("-")
+        if keep < 1.0:
+            part = part.sample(frac=keep, random_state=seed * 1000 + pid)
+        name = f"{export.key}-" + "".join(ch if ch.isalnum() else "-" for ch in str(value).lower()).strip("-")
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         part.to_csv(folder / "customers.csv", index=False)
         init_partner_folder(folder, f'name = "{name}"\npartner_id = {pid}\nwork_dir = "work"\n'
-                                    f'secret_file = "secret.key"\nas_of = "2026-01-01"\n{TELCO_MAPPING}')
+                                    f'secret_file = "secret.key"\nas_of = "2026-01-01"\n{export.mapping}')
         members.append((pid, name))
-    return write_federation(out, f"telco-by-{by.lower()}", members)
+    return write_federation(out, f"{export.key}-by-{by.lower()}", members)
+
+
+def split_telco(out: Path, by: str = "Contract", csv: Path = TELCO_CSV, partners: int = 5, seed: int = 0) -> Path:
+    """IBM Telco by `by` (default: one partner per contract type)."""
+    return split_public(TELCO, out, by, partners, seed, csv)

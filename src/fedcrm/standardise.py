@@ -17,7 +17,7 @@ from fedcrm.config import MONEY_FACTORS, _Table
 from fedcrm.ingest import ROW
 from fedcrm.schema import UNKNOWN, FieldKind
 
-MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a"})
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a", "unknown"})
 
 
 @dataclass(frozen=True)

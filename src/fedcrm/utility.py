@@ -21,9 +21,10 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -32,7 +33,7 @@ from fedcrm.fedstats import combine, partner_sums
 from fedcrm.launcher import simulate
 from fedcrm.models import build_model
 from fedcrm.prepare import PreparedData, prepare
-from fedcrm.public_data import split_telco
+from fedcrm.public_data import EXPORTS, split_public
 from fedcrm.training import predict, train_local
 
 EPSILONS = (1.0, 3.0, 8.0)
@@ -40,7 +41,7 @@ VARIANTS = ("local-only", "federated, no DP", *(f"federated, ε={e:g}" for e in 
 
 
 class Settings(BaseModel):
-    data: str = "telco"
+    data: Literal["telco", "bank"] = "telco"
     partners: int = 5
     splits: list[str] = ["iid", "label-skew"]
     seeds: list[int] = [0, 1, 2]
@@ -48,21 +49,24 @@ class Settings(BaseModel):
     local_epochs: int = 1
     batch_size: int = 64
     learning_rate: float = 0.5
+    keep_fraction: float = Field(1.0, gt=0, le=1, description="share of each partner's rows kept (data-scarce runs)")
 
 
 class Score(BaseModel):
     auc: float
-    mean_partner_auc: float | None = None
+    mean_partner_auc: float | None = None  # weighted by held-out rows
+    partner_aucs: dict[str, float] = {}  # each partner's own held-out AUC
 
 
-def _auc_pair(ys: list[np.ndarray], ps: list[np.ndarray]) -> Score:
-    own = [roc_auc_score(y, p) for y, p in zip(ys, ps) if 0 < y.sum() < len(y)]
-    weights = [len(y) for y in ys if 0 < y.sum() < len(y)]
+def _auc_pair(ys: list[np.ndarray], ps: list[np.ndarray], names: list[str]) -> Score:
+    two_class = [i for i, y in enumerate(ys) if 0 < y.sum() < len(y)]
+    own = {names[i]: float(roc_auc_score(ys[i], ps[i])) for i in two_class}
     return Score(auc=float(roc_auc_score(np.concatenate(ys), np.concatenate(ps))),
-                 mean_partner_auc=float(np.average(own, weights=weights)) if own else None)
+                 mean_partner_auc=float(np.average(list(own.values()), weights=[len(ys[i]) for i in two_class]))
+                 if own else None, partner_aucs=own)
 
 
-def local_only(data: list[PreparedData], s: Settings, seed: int) -> Score:
+def local_only(data: list[PreparedData], s: Settings, seed: int, names: list[str]) -> Score:
     ys, ps = [], []
     for i, d in enumerate(data):
         own = combine([partner_sums(d.x_train)]).normalisation  # alone, a partner knows only its own rows
@@ -72,44 +76,48 @@ def local_only(data: list[PreparedData], s: Settings, seed: int) -> Score:
         model.load_state_dict(out.state_dict)
         ys.append(d.y_test)
         ps.append(predict(model, own.apply(d.x_test)))
-    return _auc_pair(ys, ps)
+    return _auc_pair(ys, ps, names)
 
 
-def pooled(data: list[PreparedData]) -> Score:
+def pooled(data: list[PreparedData], names: list[str]) -> Score:
     norm = combine([partner_sums(d.x_train) for d in data]).normalisation
     model = LogisticRegression(max_iter=5000).fit(np.vstack([norm.apply(d.x_train) for d in data]),
                                                   np.concatenate([d.y_train for d in data]))
-    return _auc_pair([d.y_test for d in data], [model.predict_proba(norm.apply(d.x_test))[:, 1] for d in data])
+    return _auc_pair([d.y_test for d in data], [model.predict_proba(norm.apply(d.x_test))[:, 1] for d in data], names)
 
 
-def federated(fed: Path, work: Path, s: Settings, epsilon: float | None, seed: int) -> Score:
+def federated(fed: Path, work: Path, s: Settings, epsilon: float | None, seed: int, task: str) -> Score:
     for m in FederationConfig.load(fed).members:  # fresh ledgers: each variant starts at ε = 0
         shutil.rmtree(PartnerConfig.load(m.config).work_dir / "privacy", ignore_errors=True)
-    config = {"num-server-rounds": s.rounds, "local-epochs": s.local_epochs, "batch-size": s.batch_size,
+    config = {"task": task, "num-server-rounds": s.rounds, "local-epochs": s.local_epochs, "batch-size": s.batch_size,
               "learning-rate": s.learning_rate, "seed": seed, "min-partners": s.partners,
               "dp-enabled": epsilon is not None, "dp-target-epsilon": epsilon or 1.0}
     run_dir = work / f"run-{'nodp' if epsilon is None else epsilon}"
     shutil.rmtree(run_dir, ignore_errors=True)
     simulate(fed, run_dir, work / "flower", config)
     final = json.loads((run_dir / "summary.json").read_text())["final_global"]
-    return Score(auc=final["auc"], mean_partner_auc=final.get("mean-partner-auc"))
+    last = json.loads((run_dir / "metrics.json").read_text())["rounds"][-1]
+    own = {name: p["evaluate"]["auc"] for name, p in last["partners"].items() if "auc" in p.get("evaluate", {})}
+    return Score(auc=final["auc"], mean_partner_auc=final.get("mean-partner-auc"), partner_aucs=own)
 
 
 def run(s: Settings, work: Path, log: Callable[[str], None] = print) -> dict:
-    if s.data != "telco":
-        raise ValueError("only the IBM Telco export is mapped onto the canonical schema so far")
+    export = EXPORTS[s.data]
     results: dict[str, dict[str, list[dict]]] = {}
     for split in s.splits:
         for seed in s.seeds:
             folder = work / f"{split}-seed{seed}"
             shutil.rmtree(folder, ignore_errors=True)
-            fed = split_telco(folder / "consortium", by=split, partners=s.partners, seed=seed)
-            data = [prepare(PartnerConfig.load(m.config), "churn") for m in FederationConfig.load(fed).members]
+            fed = split_public(export, folder / "consortium", by=split, partners=s.partners, seed=seed,
+                               keep=s.keep_fraction)
+            members = FederationConfig.load(fed).members
+            data = [prepare(PartnerConfig.load(m.config), export.task) for m in members]
+            names = [m.name for m in members]
             t0 = time.monotonic()
-            scores = {"local-only": local_only(data, s, seed), "pooled LR (reference)": pooled(data)}
-            scores["federated, no DP"] = federated(fed, folder, s, None, seed)
+            scores = {"local-only": local_only(data, s, seed, names), "pooled LR (reference)": pooled(data, names)}
+            scores["federated, no DP"] = federated(fed, folder, s, None, seed, export.task)
             for eps in EPSILONS:
-                scores[f"federated, ε={eps:g}"] = federated(fed, folder, s, eps, seed)
+                scores[f"federated, ε={eps:g}"] = federated(fed, folder, s, eps, seed, export.task)
             for variant, score in scores.items():
                 results.setdefault(split, {}).setdefault(variant, []).append({"seed": seed, **score.model_dump()})
             log(f"{split} seed {seed} ({time.monotonic() - t0:.0f}s): "
@@ -123,9 +131,23 @@ def _mean_sd(values: list[float]) -> dict[str, float] | None:
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
+def own_gains(rows: list[dict], local: list[dict]) -> dict[str, dict[str, float] | None]:
+    """What a variant buys each partner over training alone, on the partner's own held-out
+    rows: per seed the weighted mean gain and the smallest and largest partner's gain."""
+    mean, low, high = [], [], []
+    for row, alone in zip(rows, local):
+        gains = [row["partner_aucs"][n] - a for n, a in alone["partner_aucs"].items() if n in row["partner_aucs"]]
+        if gains and row["mean_partner_auc"] is not None and alone["mean_partner_auc"] is not None:
+            mean.append(row["mean_partner_auc"] - alone["mean_partner_auc"])
+            low.append(min(gains))
+            high.append(max(gains))
+    return {"mean": _mean_sd(mean), "smallest_partner": _mean_sd(low), "largest_partner": _mean_sd(high)}
+
+
 def summarise(results: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, dict]]:
     return {split: {v: {"auc": _mean_sd([r["auc"] for r in rows]),
-                        "mean_partner_auc": _mean_sd([r["mean_partner_auc"] for r in rows if r["mean_partner_auc"] is not None])}
+                        "mean_partner_auc": _mean_sd([r["mean_partner_auc"] for r in rows if r["mean_partner_auc"] is not None]),
+                        "gain_over_local": own_gains(rows, variants["local-only"]) if v != "local-only" else None}
                     for v, rows in variants.items()} for split, variants in results.items()}
 
 
@@ -142,7 +164,8 @@ def write(report: dict, out: Path) -> tuple[Path, Path]:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
-    lines = [f"Utility on {s['data']}: {s['partners']} partners, {s['rounds']} rounds, seeds {s['seeds']}; "
+    kept = f", {s['keep_fraction']:.0%} of each partner's rows kept" if s.get("keep_fraction", 1.0) < 1 else ""
+    lines = [f"Utility on {s['data']}: {s['partners']} partners{kept}, {s['rounds']} rounds, seeds {s['seeds']}; "
              "AUC over all partners' held-out rows pooled, mean ± sd over seeds (mean of partners' own AUCs in brackets).", ""]
     splits = list(report["summary"])
     lines += ["| variant | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
@@ -153,6 +176,16 @@ def markdown(report: dict) -> str:
             own = row["mean_partner_auc"] if row else None
             cells.append("–" if row is None else f"{row['auc']['mean']:.4f} ± {row['auc']['sd']:.4f}"
                          + (f" ({own['mean']:.3f})" if own else ""))
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += ["", "Gain over local-only on each partner's own held-out AUC, mean over seeds: weighted mean "
+              "[smallest partner gain, largest partner gain].", "",
+              "| variant | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for variant in VARIANTS[1:]:
+        cells = []
+        for split in splits:
+            gain = (report["summary"][split].get(variant) or {}).get("gain_over_local") or {}
+            parts = [gain.get(k) for k in ("mean", "smallest_partner", "largest_partner")]
+            cells.append("–" if None in parts else f"{parts[0]['mean']:+.4f} [{parts[1]['mean']:+.4f}, {parts[2]['mean']:+.4f}]")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
