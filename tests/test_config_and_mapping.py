@@ -88,3 +88,21 @@ def test_example_configs_parse() -> None:
     assert cfg.customers.money_unit == "cents" and cfg.identifier_columns == ["full_name", "phone"]
     fed = FederationConfig.load(root / "federation.example.toml")
     assert fed.names() == {1: "north-telecom", 2: "east-mobile", 3: "south-broadband"}
+
+
+def test_configs_are_parsed_once_and_edits_are_seen(tmp_path: Path) -> None:
+    """Simulated nodes load configs per message, so loads are cached; the cache is keyed by
+    content, so a partner's edit is seen at once, even a same-size rewrite in the same tick."""
+    cfg = write_partner(tmp_path / "p", GOOD_COLUMNS, "id,spend,left\n1,10,yes\n")
+    first = PartnerConfig.load(cfg)
+    assert PartnerConfig.load(str(cfg)) is first  # same file, same content: parsed once
+    for cap in (4.0, 5.0, 4.0):  # same size each time, written back to back
+        text = cfg.read_text()
+        cfg.write_text(text.replace("[customers]", f"[privacy]\nepsilon_cap = {cap}\n[customers]", 1)
+                       if "[privacy]" not in text else
+                       text.replace(text[text.index("epsilon_cap"):text.index("\n", text.index("epsilon_cap"))],
+                                    f"epsilon_cap = {cap}"))
+        assert PartnerConfig.load(cfg).privacy.epsilon_cap == cap
+    cfg.unlink()
+    with pytest.raises(ConfigError, match="config file not found"):
+        PartnerConfig.load(cfg)
