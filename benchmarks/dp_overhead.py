@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/dp_overhead.py         # writes benchmarks/results/dp_overhead.json
 
-`fedcrm.training.train_local` on 40,000 rows × the 31 shared features (the size of UCI
+`fedcrm.training.train_local` on 40,000 rows × the shared features (66 since the banking fields; the size of UCI
 Bank Marketing), batch 256, 2 epochs, one thread per process as on a node sharing 2 cores;
 median of 3 repeats. Plain = the same loop without Opacus; DP = Poisson sampling,
 per-sample clipping and noise, with each `grad_sample_mode`. Goal: DP ≤ 1.5× plain.

@@ -3,7 +3,8 @@ and UCI Bank Marketing (propensity, without `duration`).
 
     .venv/bin/python benchmarks/utility.py telco   # = fedcrm benchmark utility --data telco
     .venv/bin/python benchmarks/utility.py bank    # writes benchmarks/results/utility_bank.{json,md,baselines.json}
-    .venv/bin/python benchmarks/utility.py telco 0.1   # data-scarce: 10 % of each partner's rows (utility_telco_keep10)
+    .venv/bin/python benchmarks/utility.py telco 0.2   # data-scarce: 20 % of each partner's rows (utility_telco_keep20)
+    .venv/bin/python benchmarks/utility.py telco 0.2 --model mlp --learning-rate 0.1   # (utility_telco_keep20_mlp)
 
 5 partners, IID and label-skewed splits (Dirichlet α = 1 over each class), 3 seeds, 10 rounds;
 see `fedcrm.utility` for what each variant is.
@@ -11,8 +12,8 @@ see `fedcrm.utility` for what each variant is.
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 from pathlib import Path
 
 from fedcrm.launcher import FLWR_ENV
@@ -21,10 +22,16 @@ from fedcrm.utility import Settings, markdown, run, write
 RESULTS = Path(__file__).resolve().parent / "results"
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="?", default="telco", choices=["telco", "bank"])
+    parser.add_argument("keep", nargs="?", type=float, default=1.0, help="share of each partner's rows kept")
+    parser.add_argument("--model", default="logistic", choices=["logistic", "mlp"])
+    parser.add_argument("--learning-rate", type=float, default=0.5)
+    args = parser.parse_args()
     os.environ.update(FLWR_ENV)
-    keep = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
-    settings = Settings(data=sys.argv[1] if len(sys.argv) > 1 else "telco", keep_fraction=keep)
-    name = f"utility_{settings.data}" + (f"_keep{round(keep * 100)}" if keep < 1 else "")
+    settings = Settings(data=args.data, keep_fraction=args.keep, model=args.model, learning_rate=args.learning_rate)
+    name = (f"utility_{settings.data}" + (f"_keep{round(args.keep * 100)}" if args.keep < 1 else "")
+            + ("_mlp" if args.model == "mlp" else ""))
     report = run(settings, Path(__file__).resolve().parents[1] / ".work" / name)
     write(report, RESULTS / name)
     print(markdown(report))

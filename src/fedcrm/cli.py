@@ -395,6 +395,8 @@ def benchmark_utility(
     seeds: Annotated[int, typer.Option(help="number of seeds")] = 3,
     rounds: int = 10,
     keep_fraction: Annotated[float, typer.Option(help="share of each partner's rows kept (data-scarce regime)")] = 1.0,
+    model: Annotated[str, typer.Option(help="logistic or mlp (local-only and federated; the reference is pooled LR)")] = "logistic",
+    learning_rate: float = 0.5,
     out: Annotated[Path | None, typer.Option(help="writes OUT.json and OUT.md [default: benchmarks/results/utility_DATA]")] = None,
     work: Annotated[Path, typer.Option(help="scratch folder for partner exports and runs")] = Path(".work/utility"),
 ) -> None:
@@ -402,7 +404,8 @@ def benchmark_utility(
     from fedcrm.utility import Settings, run, write
 
     settings = Settings(data=data, partners=partners, splits=split_by or ["iid", "label-skew"],
-                        seeds=list(range(seeds)), rounds=rounds, keep_fraction=keep_fraction)
+                        seeds=list(range(seeds)), rounds=rounds, keep_fraction=keep_fraction,
+                        model=model, learning_rate=learning_rate)
     report = run(settings, work.resolve(), log=console.print)
     json_path, md_path = write(report, out or Path(f"benchmarks/results/utility_{data}"))
     console.print(md_path.read_text(), markup=False)

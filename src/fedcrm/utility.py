@@ -49,6 +49,7 @@ class Settings(BaseModel):
     local_epochs: int = 1
     batch_size: int = 64
     learning_rate: float = 0.5
+    model: Literal["logistic", "mlp"] = "logistic"  # for local-only and federated; the reference stays pooled LR
     keep_fraction: float = Field(1.0, gt=0, le=1, description="share of each partner's rows kept (data-scarce runs)")
 
 
@@ -70,7 +71,7 @@ def local_only(data: list[PreparedData], s: Settings, seed: int, names: list[str
     ys, ps = [], []
     for i, d in enumerate(data):
         own = combine([partner_sums(d.x_train)]).normalisation  # alone, a partner knows only its own rows
-        model = build_model("logistic", d.x_train.shape[1], seed=seed)
+        model = build_model(s.model, d.x_train.shape[1], seed=seed)
         out = train_local(model, own.apply(d.x_train), d.y_train, epochs=s.rounds * s.local_epochs,
                           batch_size=s.batch_size, lr=s.learning_rate, optimizer="sgd", seed=seed * 31 + i, dp=None)
         model.load_state_dict(out.state_dict)
@@ -89,7 +90,7 @@ def pooled(data: list[PreparedData], names: list[str]) -> Score:
 def federated(fed: Path, work: Path, s: Settings, epsilon: float | None, seed: int, task: str) -> Score:
     for m in FederationConfig.load(fed).members:  # fresh ledgers: each variant starts at ε = 0
         shutil.rmtree(PartnerConfig.load(m.config).work_dir / "privacy", ignore_errors=True)
-    config = {"task": task, "num-server-rounds": s.rounds, "local-epochs": s.local_epochs, "batch-size": s.batch_size,
+    config = {"task": task, "model": s.model, "num-server-rounds": s.rounds, "local-epochs": s.local_epochs, "batch-size": s.batch_size,
               "learning-rate": s.learning_rate, "seed": seed, "min-partners": s.partners,
               "dp-enabled": epsilon is not None, "dp-target-epsilon": epsilon or 1.0}
     run_dir = work / f"run-{'nodp' if epsilon is None else epsilon}"
@@ -165,7 +166,8 @@ def write(report: dict, out: Path) -> tuple[Path, Path]:
 def markdown(report: dict) -> str:
     s = report["settings"]
     kept = f", {s['keep_fraction']:.0%} of each partner's rows kept" if s.get("keep_fraction", 1.0) < 1 else ""
-    lines = [f"Utility on {s['data']}: {s['partners']} partners{kept}, {s['rounds']} rounds, seeds {s['seeds']}; "
+    model = f", {s['model']} model (learning rate {s['learning_rate']:g})" if s.get("model", "logistic") != "logistic" else ""
+    lines = [f"Utility on {s['data']}: {s['partners']} partners{kept}{model}, {s['rounds']} rounds, seeds {s['seeds']}; "
              "AUC over all partners' held-out rows pooled, mean ± sd over seeds (mean of partners' own AUCs in brackets).", ""]
     splits = list(report["summary"])
     lines += ["| variant | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
