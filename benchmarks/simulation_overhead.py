@@ -2,7 +2,8 @@
 steps run one after another in a single process.
 
     .venv/bin/python benchmarks/simulation_overhead.py [--partners 5 100 1000]
-    # writes benchmarks/results/simulation_overhead.json
+    .venv/bin/python benchmarks/simulation_overhead.py --partners 5 --rows-per-partner 8000 --local-epochs 5
+    # writes benchmarks/results/simulation_overhead.json (one entry per partners × epochs × rows)
 
 IBM Telco cut IID into N partners (for 1,000 partners, copies of Telco with new ids, about
 60 rows each); 3 rounds, 1 local epoch, batch 64, no DP (the overhead
@@ -70,9 +71,9 @@ def telco_at_least(rows: int, work: Path) -> Path:
     return path
 
 
-def measure(n: int, work: Path) -> dict:
+def measure(n: int, work: Path, local_epochs: int = 1, min_rows: int = 60) -> dict:
     shutil.rmtree(work, ignore_errors=True)
-    csv = telco_at_least(60 * n, work)
+    csv = telco_at_least(min_rows * n, work)
     fed = split_telco(work / "consortium", by="iid", partners=n, seed=0, csv=csv)
     configs = [PartnerConfig.load(m.config) for m in FederationConfig.load(fed).members]
     t0 = time.monotonic()
@@ -82,13 +83,13 @@ def measure(n: int, work: Path) -> dict:
     t0 = time.monotonic()
     for r in range(ROUNDS):
         for i, d in enumerate(data):
-            train_local(build_model("logistic", d.x_train.shape[1]), d.x_train, d.y_train, epochs=1, batch_size=64,
+            train_local(build_model("logistic", d.x_train.shape[1]), d.x_train, d.y_train, epochs=local_epochs, batch_size=64,
                         lr=0.5, optimizer="sgd", seed=r * 7919 + i, dp=None)
     local_seconds = time.monotonic() - t0
 
     run_dir = work / "run"
     config = {**CONFIG, "federation-config": str(fed.resolve()), "run-dir": str(run_dir.resolve()),
-              "min-partners": n}
+              "min-partners": n, "local-epochs": local_epochs}
     with SimulationLink(work / "flower") as link:
         watcher = PeakRSS(link.process.pid)
         watcher.start()
@@ -102,7 +103,7 @@ def measure(n: int, work: Path) -> dict:
         status = link.cli.wait(run_id, timeout=7200, poll=0.5)
         federated_seconds = time.monotonic() - t0
         watcher.stop.set()
-    return {"partners": n, "dataset": csv.name, "rows_per_partner": round(sum(len(d.x_train) for d in data) / n, 1), "status": status,
+    return {"partners": n, "local_epochs": local_epochs, "min_rows": min_rows, "dataset": csv.name, "rows_per_partner": round(sum(len(d.x_train) for d in data) / n, 1), "status": status,
             "prepare_seconds": round(prepare_seconds, 1), "local_seconds": round(local_seconds, 2),
             "federated_seconds": round(federated_seconds, 1), "startup_to_round_0_seconds": round(startup, 1),
             "after_startup_seconds": round(federated_seconds - startup, 1),
@@ -113,17 +114,25 @@ def measure(n: int, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--partners", type=int, nargs="+", default=[5, 100, 1000])
+    parser.add_argument("--local-epochs", type=int, default=1, help="more local work per round")
+    parser.add_argument("--rows-per-partner", type=int, default=60,
+                        help="at least this many rows per partner (Telco copied with new ids when needed)")
     args = parser.parse_args()
     if not TELCO_CSV.is_file():
         raise SystemExit(f"IBM Telco not found at {TELCO_CSV}")
     os.environ.update(FLWR_ENV)
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
            "date": time.strftime("%Y-%m-%d"), "rounds": ROUNDS, "runs": []}
-    if RESULTS.is_file():  # keep the sizes measured earlier, replace the ones measured now
-        out["runs"] = [r for r in json.loads(RESULTS.read_text())["runs"] if r["partners"] not in args.partners]
+    def key(r: dict) -> tuple[int, int, int]:
+        return r["partners"], r.get("local_epochs", 1), r.get("min_rows", 60)
+
+    now = {(n, args.local_epochs, args.rows_per_partner) for n in args.partners}
+    if RESULTS.is_file():  # keep the settings measured earlier, replace the ones measured now
+        out["runs"] = [r for r in json.loads(RESULTS.read_text())["runs"] if key(r) not in now]
     root = Path(__file__).resolve().parents[1] / ".work" / "sim-overhead"
     for n in args.partners:
-        result = measure(n, root / f"n{n}")
+        result = measure(n, root / f"n{n}-e{args.local_epochs}-r{args.rows_per_partner}", args.local_epochs,
+                         args.rows_per_partner)
         out["runs"].append(result)
         print(json.dumps(result), flush=True)
         RESULTS.parent.mkdir(exist_ok=True)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
+from fedcrm.features import feature_names
 from fedcrm.fedstats import VALUE_CLIP, combine, numeric_count, partner_sums
 from fedcrm.ledger import Ledger
 from fedcrm.node import PartnerNode
@@ -15,7 +16,7 @@ from fedcrm.node import PartnerNode
 
 def test_combined_sums_give_the_pooled_mean_and_sd() -> None:
     rng = np.random.default_rng(1)
-    parts = [rng.normal(loc=i, scale=1 + i, size=(200 * (i + 1), 31)).astype(np.float32) for i in range(3)]
+    parts = [rng.normal(loc=i, scale=1 + i, size=(200 * (i + 1), len(feature_names()))).astype(np.float32) for i in range(3)]
     stats = combine([partner_sums(x) for x in parts])
     pooled = np.clip(np.vstack(parts)[:, :numeric_count()], -VALUE_CLIP, VALUE_CLIP).astype(np.float64)
     assert stats.rows == 1200 and stats.partners == 3
