@@ -84,7 +84,7 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     if plan.task == "churn":
         scored["churn_risk"] = churn_tiers(scores, rule)
     else:
-        scored["propensity_decile"] = deciles(scores)
+        scored["propensity_decile"] = pd.array(deciles(scores), dtype="Int64")  # stays 1..10 beside unscored rows
     scored["status"] = "scored"
 
     # customers none of whose rows survived cleaning: listed, with the first reason
