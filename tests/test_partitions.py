@@ -11,7 +11,7 @@ import pytest
 from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.features import feature_names
 from fedcrm.prepare import prepare
-from fedcrm.public_data import BANK, BANK_CSV, BANK_MAPPING, assign_partners, split_public
+from fedcrm.public_data import BANK, BANK_CSV, BANK_MAPPING, TELCO, TELCO_CSV, assign_partners, split_public
 
 
 def test_iid_and_label_skew_partitions() -> None:
@@ -60,3 +60,17 @@ def test_bank_marketing_maps_onto_the_schema(tmp_path: Path) -> None:
         assign_partners(pd.read_csv(BANK_CSV, sep=";", usecols=["y"])["y"], 3, "label-skew", seed=4)))
     rates = [prepare(PartnerConfig.load(m.config), "propensity").summary.label_rate_train for m in members]
     assert max(rates) - min(rates) > 0.05  # label skew survives the subsample
+
+
+def test_seeded_keys_repeat_the_held_out_split(tmp_path: Path) -> None:
+    """Benchmarks re-run to the same figures: keys derived from the seed give the same
+    held-out split by keyed pseudonym; a partner's own key is random every time."""
+    if not TELCO_CSV.is_file():
+        pytest.skip(f"IBM Telco file not found at {TELCO_CSV} (../shared/datasets/telco-churn)")
+
+    def held_out(folder: str, seeded: bool) -> np.ndarray:
+        fed = split_public(TELCO, tmp_path / folder, by="iid", partners=2, seed=3, keep=0.2, seeded_keys=seeded)
+        return prepare(PartnerConfig.load(FederationConfig.load(fed).members[0].config), "churn").x_test
+
+    assert np.array_equal(held_out("a", True), held_out("b", True))
+    assert not np.array_equal(held_out("c", False), held_out("d", False))

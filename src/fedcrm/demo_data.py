@@ -333,11 +333,11 @@ def with_privacy_policy(partner_toml: str, epsilon_cap: float, delta: float = 1e
     return f"{head}\n{block}[{rest}" if sep else f"{partner_toml}\n{block}"
 
 
-def init_partner_folder(folder: Path, partner_toml: str) -> Path:
+def init_partner_folder(folder: Path, partner_toml: str, key_hex: str | None = None) -> Path:
     """Write a partner's config next to its data and give it a key (kept if present)."""
     (folder / "partner.toml").write_text(partner_toml)
     if not (folder / "secret.key").exists():
-        create_secret(folder / "secret.key")
+        create_secret(folder / "secret.key", key_hex=key_hex)
     return folder / "partner.toml"
 
 

@@ -23,8 +23,10 @@ PID = "pid"
 KEY_BYTES = 32
 
 
-def create_secret(path: Path, *, overwrite: bool = False) -> Path:
-    """Write a fresh random HMAC key readable by the owner only."""
+def create_secret(path: Path, *, overwrite: bool = False, key_hex: str | None = None) -> Path:
+    """Write a fresh random HMAC key readable by the owner only. `key_hex` is for public
+    benchmark data only, where a key derived from the seed makes the held-out split (by
+    keyed pseudonym) the same on every run; a real partner's key is always random."""
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
@@ -32,7 +34,7 @@ def create_secret(path: Path, *, overwrite: bool = False) -> Path:
     except FileExistsError:
         raise ConfigError(f"secret {path} exists already; refusing to replace a partner's key") from None
     with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(KEY_BYTES) + "\n")
+        fh.write((key_hex or secrets.token_hex(KEY_BYTES)) + "\n")
     os.chmod(path, 0o600)
     return path
 

@@ -7,6 +7,7 @@ canonical schema, and its own HMAC key — the same shape a real partner node ha
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -149,10 +150,12 @@ def read_export(export: PublicExport, csv: Path | None = None) -> pd.DataFrame:
 
 
 def split_public(export: PublicExport, out: Path, by: str, partners: int = 5, seed: int = 0,
-                 csv: Path | None = None, keep: float = 1.0) -> Path:
+                 csv: Path | None = None, keep: float = 1.0, seeded_keys: bool = False) -> Path:
     """Partner exports of a public file: one partner per value of column `by` (non-IID), or
     `partners` partners by 'iid' or 'label-skew'; returns the federation config path.
-    `keep` < 1 keeps that random share of each partner's rows: the data-scarce regime."""
+    `keep` < 1 keeps that random share of each partner's rows: the data-scarce regime.
+    `seeded_keys`: HMAC keys derived from the split and seed, so the held-out split (by
+    keyed pseudonym) repeats run after run — for benchmarks on public data only."""
     frame = read_export(export, csv)
     if by in ("iid", "label-skew"):
         groups = frame.groupby(assign_partners(frame[export.label], partners, by, seed))
@@ -167,8 +170,10 @@ def split_public(export: PublicExport, out: Path, by: str, partners: int = 5, se
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         part.to_csv(folder / "customers.csv", index=False)
+        key = hashlib.sha256(f"fedcrm-public:{export.key}:{by}:{keep}:{seed}:{pid}".encode()).hexdigest()
         init_partner_folder(folder, f'name = "{name}"\npartner_id = {pid}\nwork_dir = "work"\n'
-                                    f'secret_file = "secret.key"\nas_of = "2026-01-01"\n{export.mapping}')
+                                    f'secret_file = "secret.key"\nas_of = "2026-01-01"\n{export.mapping}',
+                            key_hex=key if seeded_keys else None)
         members.append((pid, name))
     return write_federation(out, f"{export.key}-by-{by.lower()}", members)
 

@@ -1,6 +1,7 @@
 """What the federation buys, against honest baselines, on the same splits and seeds.
 
-For each split and seed, on one set of partner exports:
+For each split and seed, on one set of partner exports (HMAC keys derived from the seed, so
+the held-out split by keyed pseudonym, and every figure, repeats on a re-run):
 - local-only: every partner trains the same model alone (same optimiser, as many epochs as
   the federation runs rounds) on its own rows, normalised with its own statistics, and is
   scored on its own held-out rows;
@@ -110,7 +111,7 @@ def run(s: Settings, work: Path, log: Callable[[str], None] = print) -> dict:
             folder = work / f"{split}-seed{seed}"
             shutil.rmtree(folder, ignore_errors=True)
             fed = split_public(export, folder / "consortium", by=split, partners=s.partners, seed=seed,
-                               keep=s.keep_fraction)
+                               keep=s.keep_fraction, seeded_keys=True)
             members = FederationConfig.load(fed).members
             data = [prepare(PartnerConfig.load(m.config), export.task) for m in members]
             names = [m.name for m in members]
