@@ -100,22 +100,31 @@ def derive_generalised(frame: pd.DataFrame, as_of: date, age_band_years: int = 1
 
 
 def build_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """Feature matrix (float32) in the fixed layout of `feature_names()`."""
+    """Feature matrix (float32) in the fixed layout of `feature_names()`.
+
+    Filled column by column into one float32 array: at a million customers a stack of
+    float64 columns cast afterwards costs three times the memory and a second pass."""
     n = len(frame)
-    cols: list[np.ndarray] = []
+    width = len(NUMERIC) + len(BOOLEAN) + sum(len(BY_NAME[c].vocabulary) + 1 for c in CATEGORICAL)
+    matrix = np.zeros((n, width), dtype=np.float32)  # a field the partner lacks stays 0
+    j = 0
     for feat in NUMERIC:
-        cols.append(feat.transform(frame[feat.name]) if feat.name in frame.columns else np.zeros(n))
+        if feat.name in frame.columns:
+            matrix[:, j] = feat.transform(frame[feat.name])
+        j += 1
     for name in BOOLEAN:
-        cols.append(frame[name].astype("float64").fillna(0).to_numpy() if name in frame.columns else np.zeros(n))
+        if name in frame.columns:
+            matrix[:, j] = frame[name].astype("float64").fillna(0).to_numpy()
+        j += 1
     for cat in CATEGORICAL:
         levels = [*BY_NAME[cat].vocabulary, UNKNOWN]
         if cat in frame.columns:  # integer codes, then one-hot: no string comparisons per level
             codes = pd.Categorical(frame[cat], categories=levels).codes
             codes = np.where(codes < 0, len(levels) - 1, codes)
+            matrix[np.arange(n), j + codes] = 1.0
         else:
-            codes = np.full(n, len(levels) - 1)
-        cols.extend((codes == i).astype("float64") for i in range(len(levels)))
-    matrix = np.column_stack(cols).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
+            matrix[:, j + len(levels) - 1] = 1.0  # 'unknown'
+        j += len(levels)
     if not np.isfinite(matrix).all():
         raise AssertionError("non-finite feature value after cleaning")
     return matrix
