@@ -397,7 +397,7 @@ def benchmark_utility(
     keep_fraction: Annotated[float, typer.Option(help="share of each partner's rows kept (data-scarce regime)")] = 1.0,
     model: Annotated[str, typer.Option(help="logistic or mlp (local-only and federated; the reference is pooled LR)")] = "logistic",
     learning_rate: float = 0.5,
-    out: Annotated[Path | None, typer.Option(help="writes OUT.json and OUT.md [default: benchmarks/results/utility_DATA]")] = None,
+    out: Annotated[Path | None, typer.Option(help="writes OUT.json and OUT.md [default: benchmarks/results/utility_DATA[_keepN][_mlp][_rN]]")] = None,
     work: Annotated[Path, typer.Option(help="scratch folder for partner exports and runs")] = Path(".work/utility"),
 ) -> None:
     """Local-only vs federated (no DP, ε = 1, 3, 8) vs pooled, on the same splits and seeds."""
@@ -407,7 +407,7 @@ def benchmark_utility(
                         seeds=list(range(seeds)), rounds=rounds, keep_fraction=keep_fraction,
                         model=model, learning_rate=learning_rate)
     report = run(settings, work.resolve(), log=console.print)
-    json_path, md_path = write(report, out or Path(f"benchmarks/results/utility_{data}"))
+    json_path, md_path = write(report, out or Path("benchmarks/results") / settings.name)
     console.print(md_path.read_text(), markup=False)
     console.print(f"written: {json_path}, {md_path}")
 

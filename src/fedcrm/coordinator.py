@@ -53,6 +53,12 @@ def aggregate_train_metrics(records: list[RecordDict], weight_key: str = WEIGHT_
     return out
 
 
+def _finite_mean(ms: list[MetricRecord], w: list[float], key: str) -> float | None:
+    """Weighted mean of `key` over the partners that sent a finite value (NaN: undefined there)."""
+    have = [(float(m[key]), wi) for m, wi in zip(ms, w) if key in m and math.isfinite(float(m[key]))]
+    return _weighted([v for v, _ in have], [wi for _, wi in have]) if have else None
+
+
 EXAMPLE_MEANS = ("log-loss", "brier", "accuracy")  # means over rows: the weighted mean is exact
 PARTNER_METRICS = ("auc", "pr-auc", "lift-top-decile", "capture-top-decile", "ece")
 
@@ -65,17 +71,15 @@ def aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str = WEIG
     w = [float(m[weight_key]) for m in ms]
     out = MetricRecord({"num-examples": int(sum(w)), "num-partners": len(ms)})
     for key in EXAMPLE_MEANS:
-        have = [(float(m[key]), wi) for m, wi in zip(ms, w) if key in m and math.isfinite(float(m[key]))]
-        if have:
-            out[key] = _weighted([v for v, _ in have], [wi for _, wi in have])
+        if (mean := _finite_mean(ms, w, key)) is not None:
+            out[key] = mean
     pos = np.sum([np.asarray(m["score-hist-pos"]) for m in ms], axis=0)
     neg = np.sum([np.asarray(m["score-hist-neg"]) for m in ms], axis=0)
     for key, value in pooled_from_histograms(pos, neg).items():
         out[key] = value
     for key in PARTNER_METRICS:  # NaN: that partner's held-out rows have one class only
-        have = [(float(m[key]), wi) for m, wi in zip(ms, w) if key in m and math.isfinite(float(m[key]))]
-        if have:
-            out[f"mean-partner-{key}"] = _weighted([v for v, _ in have], [wi for _, wi in have])
+        if (mean := _finite_mean(ms, w, key)) is not None:
+            out[f"mean-partner-{key}"] = mean
     return out
 
 

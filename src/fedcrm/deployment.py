@@ -20,7 +20,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-
 from fedcrm.auditlog import AuditLog
 from fedcrm.config import FederationConfig
 from fedcrm.errors import ConfigError, FedcrmError

@@ -105,8 +105,7 @@ def build_matrix(frame: pd.DataFrame) -> np.ndarray:
     Filled column by column into one float32 array: at a million customers a stack of
     float64 columns cast afterwards costs three times the memory and a second pass."""
     n = len(frame)
-    width = len(NUMERIC) + len(BOOLEAN) + sum(len(BY_NAME[c].vocabulary) + 1 for c in CATEGORICAL)
-    matrix = np.zeros((n, width), dtype=np.float32)  # a field the partner lacks stays 0
+    matrix = np.zeros((n, len(feature_names())), dtype=np.float32)  # a field the partner lacks stays 0
     j = 0
     for feat in NUMERIC:
         if feat.name in frame.columns:

@@ -35,6 +35,7 @@ from fedcrm.launcher import simulate
 from fedcrm.models import build_model
 from fedcrm.prepare import PreparedData, prepare
 from fedcrm.public_data import EXPORTS, split_public
+from fedcrm.rundir import RunDir
 from fedcrm.training import predict, train_local
 
 EPSILONS = (1.0, 3.0, 8.0)
@@ -52,6 +53,13 @@ class Settings(BaseModel):
     learning_rate: float = 0.5
     model: Literal["logistic", "mlp"] = "logistic"  # for local-only and federated; the reference stays pooled LR
     keep_fraction: float = Field(1.0, gt=0, le=1, description="share of each partner's rows kept (data-scarce runs)")
+
+    @property
+    def name(self) -> str:
+        """Results file stem: `utility_<data>`, plus what differs from the default run, so a
+        data-scarce, MLP or longer run never overwrites the default table."""
+        return (f"utility_{self.data}" + (f"_keep{round(self.keep_fraction * 100)}" if self.keep_fraction < 1 else "")
+                + ("_mlp" if self.model != "logistic" else "") + (f"_r{self.rounds}" if self.rounds != 10 else ""))
 
 
 class Score(BaseModel):
@@ -97,8 +105,8 @@ def federated(fed: Path, work: Path, s: Settings, epsilon: float | None, seed: i
     run_dir = work / f"run-{'nodp' if epsilon is None else epsilon}"
     shutil.rmtree(run_dir, ignore_errors=True)
     simulate(fed, run_dir, work / "flower", config)
-    final = json.loads((run_dir / "summary.json").read_text())["final_global"]
-    last = json.loads((run_dir / "metrics.json").read_text())["rounds"][-1]
+    run = RunDir(run_dir)
+    final, last = run.summary()["final_global"], run.metrics()["rounds"][-1]
     own = {name: p["evaluate"]["auc"] for name, p in last["partners"].items() if "auc" in p.get("evaluate", {})}
     return Score(auc=final["auc"], mean_partner_auc=final.get("mean-partner-auc"), partner_aucs=own)
 
