@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedcrm.demo_data import generate
-from fedcrm.launcher import FLWR_ENV, simulate
-from fedcrm.reporting import read_rounds
+from fedcrm.sandbox.demo_data import generate
+from fedcrm.ops.launcher import FLWR_ENV, simulate
+from fedcrm.reports.tables import read_rounds
 
 RESULTS = Path(__file__).resolve().parent / "results" / "client_level_dp.json"
 BASE = {"num-server-rounds": 5, "dp-target-epsilon": 3.0, "min-partners": 3}

@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedcrm.demo_data import generate
-from fedcrm.launcher import FLWR_ENV
-from fedcrm.loopback import LoopbackFederation
-from fedcrm.runs import launch, watch
+from fedcrm.sandbox.demo_data import generate
+from fedcrm.ops.launcher import FLWR_ENV
+from fedcrm.sandbox.loopback import LoopbackFederation
+from fedcrm.ops.runs import launch, watch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "deployment_latency.json"
 ROUNDS = 3

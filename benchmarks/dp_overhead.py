@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedcrm.features import feature_names
-from fedcrm.models import build_model
-from fedcrm.training import DPSettings, train_local
+from fedcrm.data.features import feature_names
+from fedcrm.ml.models import build_model
+from fedcrm.ml.training import DPSettings, train_local
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dp_overhead.json"
 ROWS, BATCH, EPOCHS, REPEATS = 40_000, 256, 2, 3

@@ -23,11 +23,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.demo_data import generate
-from fedcrm.launcher import FLWR_ENV, simulate
-from fedcrm.prepare import prepare
-from fedcrm.public_data import TELCO_CSV, split_telco
-from fedcrm.reporting import read_rounds
+from fedcrm.sandbox.demo_data import generate
+from fedcrm.ops.launcher import FLWR_ENV, simulate
+from fedcrm.data.prepare import prepare
+from fedcrm.sandbox.public_data import TELCO_CSV, split_telco
+from fedcrm.reports.tables import read_rounds
 
 RESULTS = Path(__file__).resolve().parent / "results" / "federated_runs.json"
 

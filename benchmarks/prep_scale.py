@@ -153,7 +153,7 @@ def generate(folder: Path, n_customers: int, n_lines: int, seed: int = SEED) -> 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from fedcrm.pseudonymise import create_secret
+    from fedcrm.data.pseudonymise import create_secret
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -237,7 +237,7 @@ def stage_generate(folder: Path, args: argparse.Namespace) -> dict:
 
 def stage_check(folder: Path, args: argparse.Namespace) -> dict:
     from fedcrm.config import PartnerConfig
-    from fedcrm.quality import check_partner
+    from fedcrm.data.quality import check_partner
 
     cfg = PartnerConfig.load(folder / "partner.toml")
     report, secs = timed(check_partner, cfg, "churn")
@@ -253,7 +253,7 @@ def stage_check(folder: Path, args: argparse.Namespace) -> dict:
 
 def stage_prepare(folder: Path, args: argparse.Namespace) -> dict:
     from fedcrm.config import PartnerConfig
-    from fedcrm.prepare import prepare
+    from fedcrm.data.prepare import prepare
 
     cfg = PartnerConfig.load(folder / "partner.toml")
     data, secs = timed(prepare, cfg, "churn", use_cache=False)
@@ -282,8 +282,8 @@ def _read_table_detail(mapping, total: float) -> dict:
 
 def _standardise_detail(raw, mapping) -> dict:
     """standardise() one mapped field at a time (same code, one-column mapping)."""
-    from fedcrm.ingest import ROW
-    from fedcrm.standardise import standardise
+    from fedcrm.data.ingest import ROW
+    from fedcrm.data.standardise import standardise
 
     out = {}
     for name in mapping.columns:
@@ -295,7 +295,7 @@ def _standardise_detail(raw, mapping) -> dict:
 
 def _cleaner_detail(frame, unreadable, cleaner, total: float) -> dict:
     """The Cleaner's rules in its order, on the same input; the rest is its bookkeeping/report."""
-    from fedcrm.clean import abnormal_values, duplicates_by_id, fill_missing, missing_key_fields
+    from fedcrm.data.clean import abnormal_values, duplicates_by_id, fill_missing, missing_key_fields
 
     out = {}
     current = frame
@@ -316,16 +316,16 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
     import numpy as np
     import pandas as pd
 
-    from fedcrm.activity import activity_features, marketing_tags, purchases
-    from fedcrm.clean import Cleaner
+    from fedcrm.data.activity import activity_features, marketing_tags, purchases
+    from fedcrm.data.clean import Cleaner
     from fedcrm.config import PartnerConfig
-    from fedcrm.features import build_matrix, derive_generalised
-    from fedcrm.ingest import apply_mapping, read_table
-    from fedcrm.prepare import (_save, _write_local_outputs, as_of_date, dataset_fingerprint, label_field,
+    from fedcrm.data.features import build_matrix, derive_generalised
+    from fedcrm.data.ingest import apply_mapping, read_table
+    from fedcrm.data.prepare import (_save, _write_local_outputs, as_of_date, dataset_fingerprint, label_field,
                                 test_mask, write_tags)
-    from fedcrm.pseudonymise import PID, load_secret, pseudonymise
-    from fedcrm.schema import LABEL_SOURCES, TX_BY_NAME
-    from fedcrm.standardise import standardise
+    from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise
+    from fedcrm.data.schema import LABEL_SOURCES, TX_BY_NAME
+    from fedcrm.data.standardise import standardise
 
     cfg = PartnerConfig.load(folder / "partner.toml")
     cfg = cfg.model_copy(update={"work_dir": cfg.work_dir.parent / "work_breakdown"})
@@ -399,7 +399,7 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
     step("write quarantine + pseudonym lookup (parquet)", _write_local_outputs, cfg, raw, cleaned.quarantine, lookup)
 
     def save() -> None:
-        from fedcrm.prepare import PreparedData, PreparedSummary
+        from fedcrm.data.prepare import PreparedData, PreparedSummary
 
         summary = PreparedSummary(partner=cfg.name, task=task, dataset_fingerprint=fingerprint,
                                   as_of=as_of.isoformat(), n_train=int((~test).sum()), n_test=int(test.sum()),

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.launcher import FLWR_ENV, simulate
-from fedcrm.node import PartnerNode
-from fedcrm.public_data import TELCO_CSV, split_telco
-from fedcrm.reporting import read_rounds
+from fedcrm.ops.launcher import FLWR_ENV, simulate
+from fedcrm.node.partner import PartnerNode
+from fedcrm.sandbox.public_data import TELCO_CSV, split_telco
+from fedcrm.reports.tables import read_rounds
 from fedcrm.rundir import RunDir
 
 RESULTS = Path(__file__).resolve().parent / "results" / "privacy_audit.json"

@@ -29,11 +29,11 @@ import pandas as pd
 import psutil
 
 from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.launcher import FLWR_ENV, SimulationLink, default_app_dir
-from fedcrm.models import build_model
-from fedcrm.prepare import prepare
-from fedcrm.public_data import TELCO_CSV, split_telco
-from fedcrm.training import train_local
+from fedcrm.ops.launcher import FLWR_ENV, SimulationLink, default_app_dir
+from fedcrm.ml.models import build_model
+from fedcrm.data.prepare import prepare
+from fedcrm.sandbox.public_data import TELCO_CSV, split_telco
+from fedcrm.ml.training import train_local
 
 RESULTS = Path(__file__).resolve().parent / "results" / "simulation_overhead.json"
 ROUNDS = 3

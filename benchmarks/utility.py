@@ -7,7 +7,7 @@ and UCI Bank Marketing (propensity, without `duration`).
     .venv/bin/python benchmarks/utility.py telco 0.2 --model mlp --learning-rate 0.1   # (utility_telco_keep20_mlp)
 
 5 partners, IID and label-skewed splits (Dirichlet α = 1 over each class), 3 seeds, 10 rounds;
-see `fedcrm.utility` for what each variant is.
+see `fedcrm.sandbox.utility` for what each variant is.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import argparse
 import os
 from pathlib import Path
 
-from fedcrm.launcher import FLWR_ENV
-from fedcrm.utility import Settings, markdown, run, write
+from fedcrm.ops.launcher import FLWR_ENV
+from fedcrm.sandbox.utility import Settings, markdown, run, write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

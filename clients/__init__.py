@@ -1,1 +1,1 @@
-"""Flower ClientApp for partner nodes: a thin adapter over `fedcrm.node`."""
+"""Flower ClientApp for partner nodes: a thin adapter over `fedcrm.node.partner`."""

@@ -1,6 +1,6 @@
 """The partner's ClientApp: messages in, `PartnerNode` calls, checked messages out.
 
-Every reply passes the node's egress guard (`fedcrm.egress`), attached per function as
+Every reply passes the node's egress guard (`fedcrm.node.egress`), attached per function as
 Flower requires, so only model arrays and allow-listed numeric metrics ever leave.
 """
 
@@ -10,10 +10,10 @@ from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRe
 from flwr.clientapp import ClientApp
 
 from fedcrm.config import TrainPlan
-from fedcrm.egress import EgressViolation, check_reply, log_egress
-from fedcrm.fedstats import Normalisation
+from fedcrm.node.egress import EgressViolation, check_reply, log_egress
+from fedcrm.ml.fedstats import Normalisation
 from fedcrm.errors import ERROR_BUDGET, ERROR_EGRESS, ERROR_FEDCRM, FedcrmError, PrivacyBudgetError
-from fedcrm.node import PartnerNode, resolve_partner_config
+from fedcrm.node.partner import PartnerNode, resolve_partner_config
 
 app = ClientApp()
 

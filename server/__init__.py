@@ -1,1 +1,1 @@
-"""Flower ServerApp for the coordinator: a thin adapter over `fedcrm.coordinator`."""
+"""Flower ServerApp for the coordinator: a thin adapter over `fedcrm.coordinator.loop`."""

@@ -1,4 +1,4 @@
-"""The coordinator's ServerApp: reads the run config, hands the grid to `fedcrm.coordinator`."""
+"""The coordinator's ServerApp: reads the run config, hands the grid to `fedcrm.coordinator.loop`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedcrm.config import TrainPlan
-from fedcrm.coordinator import run_federation
+from fedcrm.coordinator.loop import run_federation
 
 app = ServerApp()
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fedcrm.demo_data import generate
-from fedcrm.launcher import FLWR_ENV
-from fedcrm.public_data import TELCO_CSV, split_telco
+from fedcrm.sandbox.demo_data import generate
+from fedcrm.ops.launcher import FLWR_ENV
+from fedcrm.sandbox.public_data import TELCO_CSV, split_telco
 
 os.environ.update(FLWR_ENV)
 

@@ -7,8 +7,8 @@ import pytest
 from flwr.app import MetricRecord, RecordDict
 from sklearn.metrics import roc_auc_score
 
-from fedcrm.coordinator import aggregate_evaluate_metrics, aggregate_train_metrics
-from fedcrm.evaluation import auc_from_histograms, binary_metrics, score_histograms
+from fedcrm.coordinator.loop import aggregate_evaluate_metrics, aggregate_train_metrics
+from fedcrm.ml.evaluation import auc_from_histograms, binary_metrics, score_histograms
 
 
 def test_histogram_auc_matches_exact_auc() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fedcrm.audit import advantage_bound, membership_audit
+from fedcrm.privacy.membership import advantage_bound, membership_audit
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.features import feature_names
-from fedcrm.models import build_model
-from fedcrm.node import PartnerNode
+from fedcrm.data.features import feature_names
+from fedcrm.ml.models import build_model
+from fedcrm.node.partner import PartnerNode
 
 
 def test_advantage_bound() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from fedcrm.config import PartnerConfig
 from fedcrm.errors import DataError
-from fedcrm.quality import check_partner
+from fedcrm.data.quality import check_partner
 from tests.test_config_and_mapping import write_partner
 
 COLUMNS = ('customer_id = "id"\nfull_name = "name"\nsignup_date = "since"\n'
@@ -77,7 +77,7 @@ def test_malformed_csv_names_file_and_row(tmp_path: Path, body: str, line: int |
 
 def test_missing_and_unreadable_dates_still_prepare(tmp_path: Path) -> None:
     """A gap in a non-key date must not reach the feature matrix as NaN."""
-    from fedcrm.prepare import prepare
+    from fedcrm.data.prepare import prepare
 
     body = "1,A,,10,1,yes\n2,B,someday,10,1,no\n3,C,2024-01-31,12,1,no\n4,D,2023-05-01,9,0,yes\n"
     cfg = PartnerConfig.load(write_partner(tmp_path, COLUMNS, HEADER + body, extra=EXTRA))

@@ -11,9 +11,9 @@ import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.errors import ERROR_BUDGET
-from fedcrm.launcher import simulate
-from fedcrm.ledger import Ledger
-from fedcrm.node import PartnerNode
+from fedcrm.ops.launcher import simulate
+from fedcrm.privacy.ledger import Ledger
+from fedcrm.node.partner import PartnerNode
 from tests.conftest import set_privacy
 
 pytestmark = pytest.mark.flower

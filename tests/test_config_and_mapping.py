@@ -8,7 +8,7 @@ import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.errors import ConfigError, DataError, MappingError
-from fedcrm.prepare import prepare
+from fedcrm.data.prepare import prepare
 
 
 def write_partner(folder: Path, columns: str, csv_text: str, extra: str = "", delimiter: str = ",") -> Path:

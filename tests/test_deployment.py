@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from fedcrm.config import PartnerConfig
-from fedcrm.coordinator import RunState
-from fedcrm.demo_data import generate
-from fedcrm.deployment import SuperLinkProcess, SuperNodeProcess, registered_keys
-from fedcrm.ledger import Ledger
-from fedcrm.loopback import LoopbackFederation
-from fedcrm.pki import create_node_key
-from fedcrm.runs import collect, launch, resume, watch
+from fedcrm.coordinator.loop import RunState
+from fedcrm.sandbox.demo_data import generate
+from fedcrm.ops.deployment import SuperLinkProcess, SuperNodeProcess, registered_keys
+from fedcrm.privacy.ledger import Ledger
+from fedcrm.sandbox.loopback import LoopbackFederation
+from fedcrm.ops.pki import create_node_key
+from fedcrm.ops.runs import collect, launch, resume, watch
 
 pytestmark = pytest.mark.flower
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.launcher import RunFailed, simulate
-from fedcrm.ledger import Ledger
-from fedcrm.privacy import epsilon
-from fedcrm.reporting import read_rounds
+from fedcrm.ops.launcher import RunFailed, simulate
+from fedcrm.privacy.ledger import Ledger
+from fedcrm.privacy.accounting import epsilon
+from fedcrm.reports.tables import read_rounds
 
 pytestmark = pytest.mark.flower
 
@@ -52,8 +52,8 @@ def test_demo_federation_three_partners(fresh_demo: Path, tmp_path: Path) -> Non
             assert all(k.startswith(("float", "int", "list[")) for k in e["sent"]["metrics"].values())
 
     # the federation's normalisation is the pooled mean and sd of every partner's training rows
-    from fedcrm.fedstats import VALUE_CLIP, FeatureStats, numeric_count
-    from fedcrm.prepare import prepare
+    from fedcrm.ml.fedstats import VALUE_CLIP, FeatureStats, numeric_count
+    from fedcrm.data.prepare import prepare
 
     stats = FeatureStats.model_validate_json((run_dir / "feature_stats.json").read_text())
     k = numeric_count()

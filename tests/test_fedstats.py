@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.features import feature_names
-from fedcrm.fedstats import VALUE_CLIP, combine, numeric_count, partner_sums
-from fedcrm.ledger import Ledger
-from fedcrm.node import PartnerNode
+from fedcrm.data.features import feature_names
+from fedcrm.ml.fedstats import VALUE_CLIP, combine, numeric_count, partner_sums
+from fedcrm.privacy.ledger import Ledger
+from fedcrm.node.partner import PartnerNode
 
 
 def test_combined_sums_give_the_pooled_mean_and_sd() -> None:

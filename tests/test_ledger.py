@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.features import feature_names
-from fedcrm.ledger import Ledger, LedgerTampered
-from fedcrm.models import build_model
-from fedcrm.node import PartnerNode
-from fedcrm.privacy import epsilon
+from fedcrm.data.features import feature_names
+from fedcrm.privacy.ledger import Ledger, LedgerTampered
+from fedcrm.ml.models import build_model
+from fedcrm.node.partner import PartnerNode
+from fedcrm.privacy.accounting import epsilon
 
 
 def release(ledger: Ledger, run_id: int, server_round: int, sigma: float = 1.1) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedcrm.evaluation import (binary_metrics, expected_calibration_error, pooled_from_histograms, score_histograms,
+from fedcrm.ml.evaluation import (binary_metrics, expected_calibration_error, pooled_from_histograms, score_histograms,
                                top_fraction)
 
 # ten customers, scores in distinct tenths (one per calibration bin), three churners

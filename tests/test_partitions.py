@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.features import feature_names
-from fedcrm.prepare import prepare
-from fedcrm.public_data import BANK, BANK_CSV, BANK_MAPPING, TELCO, TELCO_CSV, assign_partners, split_public
+from fedcrm.data.features import feature_names
+from fedcrm.data.prepare import prepare
+from fedcrm.sandbox.public_data import BANK, BANK_CSV, BANK_MAPPING, TELCO, TELCO_CSV, assign_partners, split_public
 
 
 def test_iid_and_label_skew_partitions() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedcrm.anonymity import k_anonymity
+from fedcrm.data.anonymity import k_anonymity
 from fedcrm.config import FederationConfig
 from tests.test_config_and_mapping import write_partner
 
@@ -62,7 +62,7 @@ def test_k_anonymity_is_the_smallest_group() -> None:
 
 def test_coarser_generalisation_raises_k(fresh_demo: Path) -> None:
     from fedcrm.config import PartnerConfig
-    from fedcrm.quality import check_partner
+    from fedcrm.data.quality import check_partner
 
     path = FederationConfig.load(fresh_demo).members[2].config
     fine = check_partner(PartnerConfig.load(path)).k_anonymity

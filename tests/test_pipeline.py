@@ -11,9 +11,9 @@ import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.errors import ConfigError
-from fedcrm.features import feature_names
-from fedcrm.prepare import prepare
-from fedcrm.pseudonymise import create_secret, load_secret, pseudonyms
+from fedcrm.data.features import feature_names
+from fedcrm.data.prepare import prepare
+from fedcrm.data.pseudonymise import create_secret, load_secret, pseudonyms
 from tests.test_config_and_mapping import write_partner
 
 

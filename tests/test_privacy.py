@@ -10,11 +10,11 @@ import torch
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.errors import PrivacyBudgetError
-from fedcrm.features import feature_names
-from fedcrm.ledger import Ledger
-from fedcrm.models import build_model
-from fedcrm.node import BudgetExceeded, PartnerNode
-from fedcrm.privacy import calibrate_noise, epsilon
+from fedcrm.data.features import feature_names
+from fedcrm.privacy.ledger import Ledger
+from fedcrm.ml.models import build_model
+from fedcrm.node.partner import BudgetExceeded, PartnerNode
+from fedcrm.privacy.accounting import calibrate_noise, epsilon
 from tests.conftest import set_privacy
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.launcher import simulate
-from fedcrm.ledger import Ledger
-from fedcrm.node import PartnerNode
+from fedcrm.ops.launcher import simulate
+from fedcrm.privacy.ledger import Ledger
+from fedcrm.node.partner import PartnerNode
 from tests.conftest import set_privacy
 
 pytestmark = pytest.mark.flower
@@ -33,7 +33,7 @@ def fedcrm(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def reported_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two rounds on the demo; south-broadband's cap admits one round; then audit and report."""
-    from fedcrm.demo_data import generate
+    from fedcrm.sandbox.demo_data import generate
 
     tmp = tmp_path_factory.mktemp("compliance")
     fed = generate(tmp / "consortium")

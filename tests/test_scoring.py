@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.features import feature_names
-from fedcrm.models import build_model
+from fedcrm.data.features import feature_names
+from fedcrm.ml.models import build_model
 from fedcrm.rundir import RunDir
-from fedcrm.scoring import TierRule, churn_tiers, deciles, score_partner
+from fedcrm.node.scoring import TierRule, churn_tiers, deciles, score_partner
 
 
 def a_run_dir(path: Path, task: str, seed: int = 1) -> RunDir:

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcrm.activity import (ActivityConfig, activity_features, churn_labels, marketing_tags, propensity_labels,
+from fedcrm.data.activity import (ActivityConfig, activity_features, churn_labels, marketing_tags, propensity_labels,
                              purchases)
 from fedcrm.config import CleaningRules, PartnerConfig, TransactionMapping
-from fedcrm.prepare import load_events, prepare
-from fedcrm.public_data import SHARED_DATASETS
+from fedcrm.data.prepare import load_events, prepare
+from fedcrm.sandbox.public_data import SHARED_DATASETS
 
 RETAIL = SHARED_DATASETS / "online-retail" / "online_retail.csv.gz"
 
@@ -27,7 +27,7 @@ def tx_frame(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
 def shop_partner(folder: Path, body: str) -> Path:
     """A partner "shop" in `folder`: its key, and a config whose customers are
     customers.csv; `body` adds the column mapping and any further sections."""
-    from fedcrm.pseudonymise import create_secret
+    from fedcrm.data.pseudonymise import create_secret
 
     create_secret(folder / "secret.key")
     path = folder / "partner.toml"
@@ -146,7 +146,7 @@ horizon_days = 60
     data = prepare(cfg, "churn", test_fraction=0.25)
     y = np.concatenate([data.y_train, data.y_test])
     assert abs(y.mean() - 1 / 3) < 0.02  # derived from purchases: the third that stopped
-    from fedcrm.features import feature_names
+    from fedcrm.data.features import feature_names
 
     col = feature_names().index("frequency")
     assert data.x_train[:, col].std() > 0  # RFM features present, not the neutral 0
@@ -190,7 +190,7 @@ channel = "via"
 cutoff = "2026-06-30"
 ''')
     cfg = PartnerConfig.load(tmp_path / "partner.toml")
-    from fedcrm.quality import check_partner
+    from fedcrm.data.quality import check_partner
 
     report = check_partner(cfg)
     assert report.interactions.rows_in == 7 and report.interactions.quarantined_by_reason == {

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fedcrm.public_data import BANK_CSV
-from fedcrm.utility import VARIANTS, markdown, own_gains, summarise
+from fedcrm.sandbox.public_data import BANK_CSV
+from fedcrm.sandbox.utility import VARIANTS, markdown, own_gains, summarise
 
 
 def _row(seed: int, aucs: dict[str, float]) -> dict:

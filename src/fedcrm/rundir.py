@@ -10,9 +10,9 @@ import torch
 
 from fedcrm.config import TrainPlan
 from fedcrm.errors import ConfigError
-from fedcrm.features import feature_names
-from fedcrm.fedstats import Normalisation
-from fedcrm.models import build_model
+from fedcrm.data.features import feature_names
+from fedcrm.ml.fedstats import Normalisation
+from fedcrm.ml.models import build_model
 
 
 class RunDir:

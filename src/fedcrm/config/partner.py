@@ -1,0 +1,178 @@
+"""A partner's config: its exports and how they map onto the canonical fields, its cleaning
+and generalisation rules, and its own privacy policy.
+
+Partner configs live on the partner's node and name only its own files; relative paths
+resolve against the config file, so a partner can move the folder as a whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from fedcrm.config.loading import Strict, load_cached, pretty, read_toml
+from fedcrm.data.activity import ActivityConfig
+from fedcrm.data.schema import BY_NAME, DIRECT_IDENTIFIERS, IX_BY_NAME, TX_BY_NAME, CanonicalField, FieldKind
+from fedcrm.errors import ConfigError
+
+MoneyUnit = Literal["units", "cents", "thousands", "wan"]
+MONEY_FACTORS: dict[str, float] = {"units": 1.0, "cents": 0.01, "thousands": 1000.0, "wan": 10000.0}
+
+
+class TableSpec(Strict):
+    """How one raw export maps onto canonical fields (of the schema `SCHEMA`)."""
+
+    SCHEMA: ClassVar[dict[str, CanonicalField]] = BY_NAME
+
+    path: Path
+    format: Literal["csv", "parquet", "auto"] = "auto"
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    columns: dict[str, str] = Field(
+        description="canonical field -> raw column name in this file"
+    )
+    date_formats: list[str] = Field(default_factory=lambda: ["%Y-%m-%d"])
+    money_unit: MoneyUnit = "units"
+    true_values: list[str] = Field(default_factory=lambda: ["yes", "y", "true", "1", "t"])
+    false_values: list[str] = Field(default_factory=lambda: ["no", "n", "false", "0", "f"])
+    values: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="canonical category field -> {raw spelling: canonical spelling}",
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(columns) - set(cls.SCHEMA))
+        if unknown:
+            raise ValueError(f"unknown canonical field(s) {unknown}; known: {sorted(cls.SCHEMA)}")
+        missing = [f.name for f in cls.SCHEMA.values() if f.key and f.name not in columns]
+        if missing:
+            raise ValueError(f"the mapping must name the raw column for key field(s) {missing}")
+        return columns
+
+    @model_validator(mode="after")
+    def _values_for_categories(self) -> TableSpec:
+        for name in self.values:
+            if name not in self.SCHEMA or self.SCHEMA[name].kind is not FieldKind.CATEGORY:
+                raise ValueError(f"'values.{name}': only category fields take a value map")
+        return self
+
+    @property
+    def file_format(self) -> str:
+        if self.format != "auto":
+            return self.format
+        return "parquet" if self.path.suffix.lower() in {".parquet", ".pq"} else "csv"
+
+
+class TableMapping(TableSpec):
+    """The customers export."""
+
+
+class TransactionMapping(TableSpec):
+    """The purchases export: one row per order line."""
+
+    SCHEMA: ClassVar[dict[str, CanonicalField]] = TX_BY_NAME
+
+
+class InteractionMapping(TableSpec):
+    """The interactions export: one row per call, ticket, visit or campaign contact."""
+
+    SCHEMA: ClassVar[dict[str, CanonicalField]] = IX_BY_NAME
+
+
+class CleaningRules(Strict):
+    """Per-partner knobs of the cleaning rules."""
+
+    dedupe_by: Literal["customer_id", "phone", "email", "national_id"] = Field(
+        "customer_id", description="the unique id duplicates are found by (as mapped)")
+    outlier_spend_multiple: float = Field(20.0, gt=1.0, description="spend above this × median is abnormal")
+    max_age: float = 110.0
+    min_age: float = 16.0
+    defaults: dict[str, float | str | bool] = Field(
+        default_factory=dict, description="value for a missing non-key field (else 'unknown' / median)"
+    )
+
+
+class Generalisation(Strict):
+    """How coarse quasi-identifiers become before they may reach a model or a report."""
+
+    age_band_years: int = Field(10, ge=1)
+    postcode_prefix: int = Field(3, ge=0, description="characters of the postcode kept")
+    date_granularity: Literal["month", "quarter", "year"] = "month"
+    k_threshold: int = Field(5, ge=2, description="k-anonymity target reported by `partner check`")
+
+
+class PrivacyPolicy(Strict):
+    """The partner's own privacy rules, read only from its node: the coordinator's run
+    config has no key that can change them."""
+
+    epsilon_cap: float = Field(10.0, gt=0, description="total ε this partner will ever spend on its data")
+    delta: float = Field(1e-5, gt=0, lt=1, description="δ at which every ε of this partner is stated")
+    accountant: Literal["prv", "rdp"] = Field("prv", description="the accountant the cap is enforced with")
+    compose_over: Literal["partner", "dataset"] = Field(
+        "partner", description="'partner': every release in the ledger counts (the same customers appear "
+        "in every export); 'dataset': only releases on the same dataset fingerprint")
+
+
+class PartnerConfig(Strict):
+    """Everything one partner node needs to prepare its own data."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    partner_id: int = Field(ge=0, description="consortium member number; the only identity sent upstream")
+    work_dir: Path
+    secret_file: Path
+    as_of: str | None = Field(None, description="ISO date the export was taken; default: today")
+    customers: TableMapping
+    transactions: TransactionMapping | None = None
+    interactions: InteractionMapping | None = None
+    activity: ActivityConfig = Field(default_factory=ActivityConfig)
+    cleaning: CleaningRules = Field(default_factory=CleaningRules)
+    generalisation: Generalisation = Field(default_factory=Generalisation)
+    privacy: PrivacyPolicy = Field(default_factory=PrivacyPolicy)
+    source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _dedupe_field_is_mapped(self) -> PartnerConfig:
+        if self.cleaning.dedupe_by not in self.customers.columns:
+            raise ValueError(f"cleaning.dedupe_by = {self.cleaning.dedupe_by!r} but the customers mapping has no such column")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> PartnerConfig:
+        return load_cached(cls, Path(path).resolve())
+
+    @classmethod
+    def _load(cls, path: Path) -> PartnerConfig:
+        raw = read_toml(path)
+        try:
+            cfg = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"partner config {path}: {pretty(exc)}") from None
+        return cfg._resolved(path)
+
+    def _resolved(self, path: Path) -> PartnerConfig:
+        base = path.parent
+
+        def resolve(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        customers = self.customers.model_copy(update={"path": resolve(self.customers.path)})
+        tx, ix = self.transactions, self.interactions
+        return self.model_copy(update={
+            "work_dir": resolve(self.work_dir),
+            "secret_file": resolve(self.secret_file),
+            "customers": customers,
+            "transactions": tx.model_copy(update={"path": resolve(tx.path)}) if tx else None,
+            "interactions": ix.model_copy(update={"path": resolve(ix.path)}) if ix else None,
+            "source": path,
+        })
+
+    @property
+    def identifier_columns(self) -> list[str]:
+        """Canonical direct identifiers this partner's export carries (dropped at pseudonymisation)."""
+        return [f for f in DIRECT_IDENTIFIERS if f in self.customers.columns]
+
+

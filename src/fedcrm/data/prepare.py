@@ -1,0 +1,253 @@
+"""The partner-side pipeline, end to end: raw export → training tensors, cached on the node.
+
+load → map → standardise → clean → pseudonymise → generalise → features + labels → split.
+Everything written here stays in the partner's work dir: the quarantine (with raw values,
+so the partner can fix them), the pseudonym lookup, and the prepared arrays that later
+rounds and runs reuse instead of redoing the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from fedcrm.data.activity import (activity_features, churn_labels, interaction_counts, marketing_tags, propensity_labels,
+                             purchases)
+from fedcrm.data.clean import REASON, Cleaned, Cleaner, CleaningReport
+from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
+from fedcrm.errors import MappingError
+from fedcrm.data.features import build_matrix, derive_generalised, feature_names
+from fedcrm.data.ingest import ROW, apply_mapping, file_fingerprint, read_table
+from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
+from fedcrm.data.schema import LABEL_SOURCES
+from fedcrm.data.standardise import standardise
+
+PIPELINE_VERSION = "3"  # 3: banking fields in the layout; "unknown" is a missing value
+
+
+class PreparedSummary(BaseModel):
+    """What a partner (and only it) sees about its prepared data."""
+
+    partner: str
+    task: str
+    dataset_fingerprint: str
+    as_of: str
+    n_train: int
+    n_test: int
+    label_rate_train: float
+    n_features: int
+    cleaning: CleaningReport
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    summary: PreparedSummary
+
+    @property
+    def dataset_fingerprint(self) -> str:
+        return self.summary.dataset_fingerprint
+
+
+def as_of_date(cfg: PartnerConfig) -> date:
+    return date.fromisoformat(cfg.as_of) if cfg.as_of else date.today()
+
+
+def label_field(cfg: PartnerConfig, task: str) -> str:
+    """The canonical label column: mapped explicitly, or derived from purchases."""
+    name = LABEL_SOURCES[task]
+    if name in cfg.customers.columns:
+        return name
+    if cfg.transactions is not None and (task == "churn" or cfg.activity.target_category):
+        return name
+    need = "" if task == "churn" else " (or a purchases export with activity.target_category)"
+    raise MappingError(cfg.name, cfg.customers.path, name,
+                       f"task {task!r} needs a label source: map canonical {name!r} to a raw column{need}")
+
+
+def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Join interaction counts and RFM/trend features (and, unless a label column is
+    mapped, the derived label) from the event exports; returns the customers and, when
+    there are purchases, their marketing tags."""
+    if cfg.transactions is None and cfg.interactions is None:
+        return customers, None
+    as_of = as_of_date(cfg)
+    cutoff = cfg.activity.cutoff_for(as_of)
+    ids = pd.Index(customers["customer_id"].astype(str))
+    out = customers.copy()
+    ix_counts = None
+    if cfg.interactions is not None:
+        raw_ix, ix = load_events(cfg.interactions, cfg.name, cfg.cleaning, as_of)
+        write_quarantine(cfg, "interactions", raw_ix, ix.quarantine)
+        ix_counts = interaction_counts(ix.clean, cutoff, cfg.activity)
+        if "interactions" not in cfg.customers.columns:
+            out["interactions"] = ix_counts["interactions"].reindex(ids, fill_value=0).to_numpy()
+    if cfg.transactions is None:
+        return out, None
+    raw_tx, tx = load_events(cfg.transactions, cfg.name, cfg.cleaning, as_of)
+    write_quarantine(cfg, "transactions", raw_tx, tx.quarantine)
+    del raw_tx
+    bought = purchases(tx.clean)  # lines → purchases once, for features and the label
+    feats = activity_features(bought, cutoff, cfg.activity)
+    joined = feats.reindex(ids)
+    joined["recency_days"] = joined["recency_days"].fillna(cfg.activity.window_days)
+    joined = joined.fillna(0.0)
+    for col in ("recency_days", "frequency", "monetary", "activity_trend"):
+        out[col] = joined[col].to_numpy()
+    label = LABEL_SOURCES[task]
+    if label not in cfg.customers.columns:
+        if task == "churn":
+            derived = churn_labels(bought, ids, cutoff, cfg.activity.horizon_days)
+        else:
+            tx_clean = tx.clean.assign(customer_id=tx.clean["customer_id"].astype(str))
+            derived = propensity_labels(tx_clean, ids, cutoff, cfg.activity.horizon_days, cfg.activity.target_category or "")
+        out[label] = derived.to_numpy().astype("float64")
+    recent, previous = (ix_counts["ix_recent"], ix_counts["ix_previous"]) if ix_counts is not None else (None, None)
+    return out, marketing_tags(feats, cfg.activity, recent, previous)
+
+
+def test_mask(pids: pd.Series, fraction: float) -> np.ndarray:
+    """Hold-out by pseudonym: stable across runs, independent of file order."""
+    prefix = "".join(pids.str.slice(0, 8).tolist())  # 32 bits of each pseudonym, parsed at once
+    bucket = np.frombuffer(bytes.fromhex(prefix), dtype=">u4").astype(np.float64) / float(16**8)
+    return bucket < fraction
+
+
+def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint: str, key: bytes) -> str:
+    parts = {
+        "v": PIPELINE_VERSION,
+        "data": fingerprint,
+        "mapping": cfg.customers.model_dump(mode="json"),
+        "cleaning": cfg.cleaning.model_dump(mode="json"),
+        "transactions": cfg.transactions.model_dump(mode="json") if cfg.transactions else None,
+        "interactions": cfg.interactions.model_dump(mode="json") if cfg.interactions else None,
+        "activity": cfg.activity.model_dump(mode="json"),
+        "generalisation": cfg.generalisation.model_dump(mode="json"),
+        "as_of": as_of_date(cfg).isoformat(),
+        "task": task,
+        "test_fraction": test_fraction,
+        "key": hashlib.sha256(key).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def load_and_clean(cfg: PartnerConfig, key_fields: list[str]) -> tuple[pd.DataFrame, Cleaned]:
+    """Read, map, standardise and clean the customers export; returns the mapped raw text too."""
+    raw = apply_mapping(read_table(cfg.customers), cfg.customers, cfg.name)
+    typed = standardise(raw, cfg.customers)
+    return raw, Cleaner(cfg.cleaning, as_of_date(cfg), key_fields=key_fields)(typed.frame, typed.unreadable)
+
+
+def load_events(mapping: TransactionMapping | InteractionMapping, partner: str, rules: CleaningRules,
+                as_of: date) -> tuple[pd.DataFrame, Cleaned]:
+    """A purchases or interactions export, cleaned: missing id/date → to be supplemented;
+    negative quantities (returns, cancellations), future dates, extreme amounts → abnormal.
+    Many rows per customer, so no deduplication by id."""
+    raw = apply_mapping(read_table(mapping), mapping, partner)
+    typed = standardise(raw, mapping)
+    keys = [f.name for f in mapping.SCHEMA.values() if f.key]
+    cleaner = Cleaner(rules, as_of, key_fields=keys, schema=mapping.SCHEMA, dedupe=False)
+    return raw, cleaner(typed.frame, typed.unreadable)
+
+
+def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache: bool = True) -> PreparedData:
+    """Run (or reuse) the whole pipeline for one partner and task."""
+    key = load_secret(cfg.secret_file)
+    target = label_field(cfg, task)
+    fingerprint = dataset_fingerprint(cfg)
+    cache_dir = cfg.work_dir / "prepared" / _cache_key(cfg, task, test_fraction, fingerprint, key)
+    if use_cache and (cache_dir / "summary.json").is_file():
+        return _load(cache_dir)
+
+    as_of = as_of_date(cfg)
+    raw, cleaned = load_and_clean(cfg, key_fields=["customer_id", target])
+    with_activity, tags = add_activity(cfg, cleaned.clean, task)
+    pseudo, lookup = pseudonymise(with_activity, key)
+    if tags is not None:
+        write_tags(cfg, tags, key, lookup)
+    general = derive_generalised(pseudo, as_of, cfg.generalisation.age_band_years)
+    x = build_matrix(general)
+    y = general[target].to_numpy(dtype=np.float32)
+    test = test_mask(general[PID], test_fraction)
+
+    summary = PreparedSummary(
+        partner=cfg.name, task=task, dataset_fingerprint=fingerprint, as_of=as_of.isoformat(),
+        n_train=int((~test).sum()), n_test=int(test.sum()),
+        label_rate_train=float(y[~test].mean()) if (~test).any() else 0.0,
+        n_features=x.shape[1], cleaning=cleaned.report,
+    )
+    data = PreparedData(x[~test], y[~test], x[test], y[test], summary)
+    _write_local_outputs(cfg, raw, cleaned.quarantine, lookup)
+    _save(cache_dir, data)
+    return data
+
+
+def dataset_fingerprint(cfg: PartnerConfig) -> str:
+    """sha256 over every raw file the node trains on: the privacy account's dataset."""
+    parts = [file_fingerprint(cfg.customers.path)]
+    for events in (cfg.transactions, cfg.interactions):
+        if events is not None:
+            parts.append(file_fingerprint(events.path))
+    return parts[0] if len(parts) == 1 else hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.DataFrame | None = None) -> Path:
+    """Marketing tags keyed by pseudonym: the file marketing may take off the node.
+
+    Pseudonyms already computed for the customers table are reused from `lookup`; only
+    buyers missing from it (e.g. quarantined customers) are hashed here."""
+    out = tags.reset_index(names="customer_id")
+    out["customer_id"] = out["customer_id"].astype(str)
+    known = pd.Series(lookup[PID].to_numpy(), index=lookup["customer_id"].to_numpy()) if lookup is not None else pd.Series(dtype=object)
+    pid = out["customer_id"].map(known[~known.index.duplicated()]).astype(object)  # same id, same pseudonym
+    todo = pid.isna()
+    if todo.any():
+        pid[todo] = pseudonyms(out.loc[todo, "customer_id"], key)
+    out.insert(0, PID, pid.astype(object))
+    path = cfg.work_dir / "tags.parquet"
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    out.drop(columns=["customer_id"]).to_parquet(path, index=False)
+    return path
+
+
+def write_quarantine(cfg: PartnerConfig, table: str, raw: pd.DataFrame, quarantine: pd.DataFrame) -> Path:
+    """Quarantined rows with their reason and raw values, for the partner to fix; stays on the node."""
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    rows = raw.iloc[quarantine[ROW].to_numpy() - 1]  # ROW is the 1-based position in the file
+    rows = rows.drop(columns=[ROW]).astype("string").reset_index(drop=True)
+    out = pd.concat([quarantine[[ROW, REASON]].reset_index(drop=True), rows], axis=1)
+    path = cfg.work_dir / ("quarantine.parquet" if table == "customers" else f"quarantine_{table}.parquet")
+    out.to_parquet(path, index=False)
+    return path
+
+
+def _write_local_outputs(cfg: PartnerConfig, raw: pd.DataFrame, quarantine: pd.DataFrame, lookup: pd.DataFrame) -> None:
+    """Quarantine (raw values + reason) and pseudonym lookup: for the partner's eyes only."""
+    write_quarantine(cfg, "customers", raw, quarantine)
+    lookup.to_parquet(cfg.work_dir / "pseudonym_lookup.parquet", index=False)
+
+
+def _save(cache_dir: Path, data: PreparedData) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(cache_dir / "arrays.npz", x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    tmp = cache_dir / "summary.json.tmp"
+    tmp.write_text(data.summary.model_dump_json(indent=2))
+    tmp.replace(cache_dir / "summary.json")  # written last: its presence marks a complete cache
+
+
+def _load(cache_dir: Path) -> PreparedData:
+    arrays = np.load(cache_dir / "arrays.npz")
+    summary = PreparedSummary.model_validate_json((cache_dir / "summary.json").read_text())
+    if summary.n_features != len(feature_names()):
+        raise AssertionError(f"stale cache {cache_dir}: feature layout changed")
+    return PreparedData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], summary)

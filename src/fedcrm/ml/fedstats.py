@@ -1,0 +1,94 @@
+"""Federated feature statistics: normalisation from every partner's data, aggregate only.
+
+Before round 0 the coordinator asks each partner for column sums over its training rows —
+a count, Σx and Σx² per numeric feature and a count per one-hot column (the federation's
+category vocabulary, as frequencies). Only these sums leave a node. The coordinator
+combines them into a mean and standard deviation per numeric feature, which every partner
+then applies in training, evaluation and scoring: the whole federation standardises the
+same way, instead of each partner on its own or on fixed reference values.
+
+Optionally the sums are noised on the node (Gaussian mechanism, each row's contribution
+clipped to L2 norm `clip`); that release is charged to the partner's ledger like any
+DP-SGD step — one step of noise multiplier σ with sampling rate 1 — and counts against its
+cap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from fedcrm.data.features import NUMERIC, feature_names
+
+VALUE_CLIP = 5.0  # features are built clipped to ±5 reference scales; the bound is part of the mechanism
+
+
+def numeric_count() -> int:
+    return len(NUMERIC)
+
+
+class PartnerSums(BaseModel):
+    """What one partner sends: sums over its training rows (noised if asked)."""
+
+    n: float
+    sum: list[float]
+    sumsq: list[float]
+    onehot: list[float]
+
+
+def row_bound(k: int) -> float:
+    """L2 norm of one row's contribution vector [x, x², 1, one-hot]: x clipped to ±VALUE_CLIP,
+    at most one 1 per categorical block; we use the loose bound with all one-hot ones."""
+    return float(np.sqrt(k * VALUE_CLIP**2 + k * VALUE_CLIP**4 + 1 + (len(feature_names()) - k)))
+
+
+def partner_sums(x: np.ndarray, noise_multiplier: float = 0.0, rng: np.random.Generator | None = None) -> PartnerSums:
+    k = numeric_count()
+    num = np.clip(x[:, :k].astype(np.float64), -VALUE_CLIP, VALUE_CLIP)
+    rest = x[:, k:].astype(np.float64)
+    n, s, sq, oh = float(len(x)), num.sum(axis=0), (num**2).sum(axis=0), rest.sum(axis=0)
+    if noise_multiplier > 0:
+        rng = rng or np.random.default_rng()
+        std = noise_multiplier * row_bound(k)
+        n += rng.normal(0, std)
+        s, sq, oh = s + rng.normal(0, std, s.shape), sq + rng.normal(0, std, sq.shape), oh + rng.normal(0, std, oh.shape)
+    return PartnerSums(n=n, sum=s.tolist(), sumsq=sq.tolist(), onehot=oh.tolist())
+
+
+class Normalisation(BaseModel):
+    """Mean and standard deviation of the numeric columns: what travels with the model."""
+
+    mean: list[float]
+    std: list[float]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        k = len(self.mean)
+        out = x.astype(np.float32, copy=True)
+        out[:, :k] = (np.clip(out[:, :k], -VALUE_CLIP, VALUE_CLIP) - np.asarray(self.mean, np.float32)) \
+            / np.asarray(self.std, np.float32)
+        return out
+
+
+class FeatureStats(BaseModel):
+    """The federation's statistics: the normalisation plus how often each binary and
+    category column is set across all partners' training rows."""
+
+    names: list[str]
+    normalisation: Normalisation
+    rows: float
+    category_counts: dict[str, float]
+    partners: int
+    noised: bool
+
+
+def combine(sums: list[PartnerSums], noised: bool = False) -> FeatureStats:
+    k = numeric_count()
+    n = max(sum(s.n for s in sums), 1.0)
+    mean = np.sum([s.sum for s in sums], axis=0) / n
+    var = np.sum([s.sumsq for s in sums], axis=0) / n - mean**2
+    std = np.sqrt(np.clip(var, 1e-4, None))  # a constant (or noise-swamped) column is left unscaled-ish
+    names = feature_names()
+    onehot = np.sum([s.onehot for s in sums], axis=0)
+    return FeatureStats(names=names[:k], normalisation=Normalisation(mean=mean.tolist(), std=std.tolist()), rows=n,
+                        category_counts={name: float(c) for name, c in zip(names[k:], onehot)},
+                        partners=len(sums), noised=noised)

@@ -1,0 +1,112 @@
+"""Scoring a partner's current customers with the global model, on the partner's node.
+
+Every customer in today's export is scored — labelled or not; the label is the future — with
+features taken at the export date (training used the cutoff before the label horizon).
+Scores are joined back to the partner's own customer ids through its local pseudonym
+lookup, so the output carries real ids and never leaves the node. A customer whose every
+row was quarantined is listed as not scored, with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field, model_validator
+
+from fedcrm.data.clean import REASON
+from fedcrm.config import PartnerConfig
+from fedcrm.errors import ConfigError
+from fedcrm.data.features import build_matrix, derive_generalised
+from fedcrm.data.ingest import ROW
+from fedcrm.data.prepare import add_activity, as_of_date, load_and_clean
+from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise
+from fedcrm.rundir import RunDir
+from fedcrm.ml.training import predict
+
+
+class TierRule(BaseModel):
+    """Churn-risk tiers: by score thresholds, or by deciles (decile 1 = highest scores)."""
+
+    by: Literal["thresholds", "deciles"] = "thresholds"
+    high: float = Field(0.5, gt=0, lt=1, description="score at or above: high risk")
+    medium: float = Field(0.25, gt=0, lt=1, description="score at or above: medium risk")
+    high_deciles: int = Field(1, ge=1, le=10, description="deciles 1..n: high risk")
+    medium_deciles: int = Field(3, ge=1, le=10, description="deciles up to n: medium risk")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TierRule:
+        if self.medium > self.high or self.medium_deciles < self.high_deciles:
+            raise ValueError("the medium tier must sit below the high tier")
+        return self
+
+
+class ScoreSummary(BaseModel):
+    partner: str
+    task: str
+    run_id: int
+    customers: int
+    scored: int
+    not_scored: int
+    rows_without_id: int
+    by_tier: dict[str, int]
+    path: str
+
+
+def deciles(scores: np.ndarray) -> np.ndarray:
+    """1 for the top 10 % of scores … 10 for the bottom 10 % (ties broken by order)."""
+    rank = pd.Series(-scores).rank(method="first").to_numpy()
+    return np.minimum((np.ceil(rank / len(scores) * 10)).astype(int), 10)
+
+
+def churn_tiers(scores: np.ndarray, rule: TierRule) -> np.ndarray:
+    if rule.by == "deciles":
+        d = deciles(scores)
+        return np.where(d <= rule.high_deciles, "high", np.where(d <= rule.medium_deciles, "medium", "low"))
+    return np.where(scores >= rule.high, "high", np.where(scores >= rule.medium, "medium", "low"))
+
+
+def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | None = None) -> ScoreSummary:
+    plan = run.plan
+    as_of = as_of_date(cfg)
+    now = cfg.model_copy(update={"activity": cfg.activity.model_copy(update={"cutoff": as_of})})
+    raw, cleaned = load_and_clean(now, key_fields=["customer_id"])  # no label needed to be scored
+    with_activity, _ = add_activity(now, cleaned.clean, plan.task)
+    pseudo, lookup = pseudonymise(with_activity, load_secret(cfg.secret_file))
+    x = build_matrix(derive_generalised(pseudo, as_of, cfg.generalisation.age_band_years))
+    norm = run.normalisation()
+    scores = predict(run.model(), norm.apply(x) if norm else x).astype(np.float64)
+
+    ids = pd.Series(lookup["customer_id"].to_numpy(), index=lookup[PID].to_numpy())
+    scored = pd.DataFrame({"customer_id": pseudo[PID].map(ids).astype(str).to_numpy(), "score": scores})
+    if plan.task == "churn":
+        scored["churn_risk"] = churn_tiers(scores, rule)
+    else:
+        scored["propensity_decile"] = pd.array(deciles(scores), dtype="Int64")  # stays 1..10 beside unscored rows
+    scored["status"] = "scored"
+
+    # customers none of whose rows survived cleaning: listed, with the first reason
+    raw_ids = raw["customer_id"].astype("string").str.strip()
+    has_id = raw_ids.notna() & (raw_ids != "")
+    q = cleaned.quarantine.assign(customer_id=raw_ids.iloc[cleaned.quarantine[ROW].to_numpy() - 1].to_numpy())
+    q = q[q["customer_id"].notna() & (q["customer_id"] != "") & ~q["customer_id"].isin(set(scored["customer_id"]))]
+    missing = q.drop_duplicates("customer_id")[["customer_id", REASON]]
+    unscored = pd.DataFrame({"customer_id": missing["customer_id"].astype(str).to_numpy(), "score": np.nan,
+                             "status": ("not scored: " + missing[REASON].astype(str)).to_numpy()})
+    table = pd.concat([scored, unscored], ignore_index=True)
+
+    path = out or cfg.work_dir / "scores" / f"{plan.task}-run-{run.run_id}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        table.to_csv(path, index=False)
+    elif path.suffix == ".parquet":
+        table.to_parquet(path, index=False)
+    else:
+        raise ConfigError(f"{path}: write scores to a .parquet or .csv file")
+    tier_col = "churn_risk" if plan.task == "churn" else "propensity_decile"
+    return ScoreSummary(
+        partner=cfg.name, task=plan.task, run_id=run.run_id, customers=len(table), scored=len(scored),
+        not_scored=len(unscored), rows_without_id=int((~has_id).sum()),
+        by_tier={str(k): int(v) for k, v in scored[tier_col].value_counts().sort_index().items()}, path=str(path))

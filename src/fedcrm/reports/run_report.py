@@ -1,0 +1,173 @@
+"""The run report: one HTML page with the plots a coordinator and marketing read.
+
+Everything is drawn from the run directory — per-round metrics, ε, and the summed score
+histograms of the held-out sets (aggregate counts, no rows) — so the report exists without
+any partner data. ROC, lift (cumulative gains) and calibration come from the histograms of
+the last evaluated round; with 200 bins they are exact to 1/200 in score.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+
+from fedcrm.ml.evaluation import calibration_bins  # noqa: E402
+from fedcrm.rundir import RunDir  # noqa: E402
+
+
+def _png(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def roc_points(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every bin edge, from the top score down."""
+    tpr = np.concatenate([[0.0], np.cumsum(pos[::-1]) / pos.sum()])
+    fpr = np.concatenate([[0.0], np.cumsum(neg[::-1]) / neg.sum()])
+    return fpr, tpr
+
+
+def gains_points(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Share of customers contacted (top scores first) vs share of positives reached."""
+    rows = pos[::-1] + neg[::-1]
+    return (np.concatenate([[0.0], np.cumsum(rows) / rows.sum()]),
+            np.concatenate([[0.0], np.cumsum(pos[::-1]) / pos.sum()]))
+
+
+def calibration_points(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean predicted score, observed rate and count per decile of score."""
+    n, predicted, observed = calibration_bins(pos, neg)
+    keep = n > 0
+    return predicted[keep] / n[keep], observed[keep] / n[keep], n[keep]
+
+
+def _by_round(ax: plt.Axes, ylabel: str, title: str) -> str:
+    ax.set(xlabel="round", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(ax.figure)
+
+
+def _plots(rounds: list[dict[str, Any]], eps: dict[str, list[dict[str, float]]],
+           hists: dict[str, dict[str, list[int]]], sizes: dict[str, dict[str, float]]) -> dict[str, str]:
+    plots: dict[str, str] = {}
+    partners = sorted({n for r in rounds for n in r["partners"]})
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    xs = [r["round"] for r in rounds if "auc" in r["global"]]
+    ax.plot(xs, [r["global"]["auc"] for r in rounds if "auc" in r["global"]], "o-", lw=2.5, color="black", label="global (pooled)")
+    for name in partners:
+        pts = [(r["round"], r["partners"][name]["evaluate"]["auc"]) for r in rounds
+               if name in r["partners"] and "auc" in r["partners"][name].get("evaluate", {})]
+        if pts:
+            ax.plot(*zip(*pts), "o--", label=name)
+    plots["auc"] = _by_round(ax, "ROC-AUC (held-out)", "AUC by round")
+
+    if eps:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for name, series in sorted(eps.items()):
+            ax.plot([e["round"] for e in series], [e["epsilon"] for e in series], "o-", label=name)
+        plots["epsilon"] = _by_round(ax, "cumulative ε", "ε by round (each partner's ledger)")
+
+    if hists:
+        total_pos = np.sum([np.asarray(h["pos"], float) for h in hists.values()], axis=0)
+        total_neg = np.sum([np.asarray(h["neg"], float) for h in hists.values()], axis=0)
+        curves = {"global": (total_pos, total_neg)} | {n: (np.asarray(h["pos"], float), np.asarray(h["neg"], float))
+                                                     for n, h in sorted(hists.items())}
+        fig, (ax_roc, ax_gain) = plt.subplots(1, 2, figsize=(10, 4))
+        for name, (pos, neg) in curves.items():
+            style = dict(lw=2.5, color="black") if name == "global" else dict(lw=1.2, ls="--")
+            if pos.sum() and neg.sum():
+                ax_roc.plot(*roc_points(pos, neg), label=name, **style)
+            if pos.sum():
+                ax_gain.plot(*gains_points(pos, neg), label=name, **style)
+        ax_roc.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        ax_gain.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        ax_gain.axvline(0.1, color="grey", ls=":", lw=0.8)
+        ax_roc.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC (held-out, last round)")
+        ax_gain.set(xlabel="share of customers contacted, top scores first", ylabel="share of positives reached",
+                    title="Cumulative gains (lift)")
+        for ax in (ax_roc, ax_gain):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        plots["roc_lift"] = _png(fig)
+
+        fig, ax = plt.subplots(figsize=(5, 4))
+        predicted, observed, n = calibration_points(total_pos, total_neg)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        ax.scatter(predicted, observed, s=20 + 200 * n / n.max(), color="tab:blue")
+        ax.plot(predicted, observed, color="tab:blue")
+        ax.set(xlabel="mean predicted score", ylabel="observed rate", title="Calibration (pooled, by score decile)",
+               xlim=(0, 1), ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        plots["calibration"] = _png(fig)
+
+    if sizes:
+        fig, (ax_n, ax_rate) = plt.subplots(1, 2, figsize=(10, 3.4))
+        names = list(sizes)
+        ax_n.bar(names, [sizes[n]["train"] for n in names], label="train")
+        ax_n.bar(names, [sizes[n]["test"] for n in names], bottom=[sizes[n]["train"] for n in names], label="held-out")
+        ax_n.set(title="Customers per partner", ylabel="rows")
+        ax_n.legend(fontsize=8)
+        ax_rate.bar(names, [sizes[n]["label_rate"] for n in names], color="tab:orange")
+        ax_rate.set(title="Label rate (held-out)", ylabel="share of positives", ylim=(0, 1))
+        for ax in (ax_n, ax_rate):
+            ax.tick_params(axis="x", labelrotation=15)
+        plots["partners"] = _png(fig)
+    return plots
+
+
+def _partner_sizes(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    sizes: dict[str, dict[str, float]] = {}
+    for r in rounds:
+        for name, part in r["partners"].items():
+            s = sizes.setdefault(name, {"train": 0, "test": 0, "label_rate": 0.0})
+            if part.get("train", {}).get("num-examples"):
+                s["train"] = part["train"]["num-examples"]
+            ev = part.get("evaluate", {})
+            if ev.get("num-examples"):
+                s["test"] = ev["num-examples"]
+                s["label_rate"] = ev.get("num-positives", 0) / ev["num-examples"]
+    return sizes
+
+
+def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
+    run = RunDir(run_dir)
+    metrics, summary = run.metrics(), run.summary()
+    rounds = metrics["rounds"]
+    eps = json.loads((run.path / "epsilon.json").read_text())["partners"] if (run.path / "epsilon.json").is_file() else {}
+    hist_file = run.path / "histograms.json"
+    hists: dict[str, dict[str, list[int]]] = {}
+    if hist_file.is_file():
+        by_round = json.loads(hist_file.read_text())["rounds"]
+        hists = by_round[max(by_round, key=int)] if by_round else {}
+    baseline_file = baselines or run.path / "baselines.json"
+    table = json.loads(baseline_file.read_text()) if baseline_file.is_file() else None
+    last = next((r for r in reversed(rounds) if r["global"]), {"global": {}})
+    sizes = _partner_sizes(rounds)
+    return {"run_id": run.run_id, "status": summary["status"], "plan": run.plan, "final": last["global"],
+            "rounds": rounds, "epsilon_final": summary.get("epsilon", {}),
+            "sizes": sizes, "plots": _plots(rounds, eps, hists, sizes), "baselines": table}
+
+
+def write(run_dir: Path, baselines: Path | None = None) -> Path:
+    env = Environment(loader=PackageLoader("fedcrm.reports", "templates"), autoescape=select_autoescape(["html"]))
+    env.filters["num"] = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
+    page = env.get_template("run_report.html").render(**build(run_dir, baselines))
+    path = Path(run_dir) / "report.html"
+    path.write_text(page)
+    return path

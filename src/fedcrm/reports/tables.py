@@ -1,0 +1,90 @@
+"""Turn a run directory into what people read: the per-round table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+from rich.table import Table
+
+from fedcrm.privacy.membership import AuditResult
+from fedcrm.privacy.accounting import RunPlan
+
+
+class RoundRow(BaseModel):
+    round: int
+    auc: float | None
+    log_loss: float | None
+    accuracy: float | None
+    epsilon: dict[str, float]
+
+    @property
+    def max_epsilon(self) -> float | None:
+        return max(self.epsilon.values()) if self.epsilon else None
+
+
+def read_rounds(run_dir: Path) -> list[RoundRow]:
+    """Rounds whose federated evaluation has landed in metrics.json (empty if none yet)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for r in json.loads(path.read_text())["rounds"]:
+        g = r.get("global", {})
+        if "auc" not in g and "log-loss" not in g:
+            continue
+        eps = {n: p["train"]["epsilon"] for n, p in r["partners"].items() if "epsilon" in p.get("train", {})}
+        rows.append(RoundRow(round=r["round"], auc=g.get("auc"), log_loss=g.get("log-loss"),
+                             accuracy=g.get("accuracy"), epsilon=eps))
+    return rows
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def round_table(rows: list[RoundRow], partners: list[str]) -> Table:
+    table = Table(title="fedcrm: per-round global metrics and cumulative ε per partner")
+    for col in ("round", "global AUC", "log-loss", "accuracy", "max ε"):
+        table.add_column(col, justify="right")
+    for name in partners:
+        table.add_column(f"ε {name}", justify="right")
+    for row in rows:
+        table.add_row(str(row.round), _fmt(row.auc), _fmt(row.log_loss), _fmt(row.accuracy),
+                      _fmt(row.max_epsilon, 2), *[_fmt(row.epsilon.get(n), 2) for n in partners])
+    return table
+
+
+def format_row(row: RoundRow, partners: list[str]) -> str:
+    eps = "  ".join(f"{n}={_fmt(row.epsilon.get(n), 2)}" for n in partners)
+    return (f"round {row.round:>2}  AUC {_fmt(row.auc)}  log-loss {_fmt(row.log_loss)}  "
+            f"acc {_fmt(row.accuracy)}  max ε {_fmt(row.max_epsilon, 2)}  |  ε {eps}")
+
+
+def plan_table(plans: list[RunPlan]) -> Table:
+    table = Table(title="fedcrm privacy plan: noise per partner and cumulative ε after each round")
+    for col in ("partner", "rows", "q", "steps/round", "σ", "ε before", "ε per round", "ε after", "run adds",
+                "cap", "remaining", "δ"):
+        table.add_column(col, justify="left" if col in ("partner", "ε per round") else "right")
+    for p in plans:
+        rounds = " ".join(f"{r.epsilon:.2f}" + ("" if r.within_cap else "!") for r in p.projections)
+        table.add_row(p.partner, str(p.rows), f"{p.sample_rate:.4f}", str(p.steps_per_round),
+                      f"{p.noise_multiplier:.3f}", _fmt(p.spent_before, 2), rounds, _fmt(p.epsilon_after, 2),
+                      _fmt(p.epsilon_after - p.spent_before, 2), f"{p.epsilon_cap:g}",
+                      _fmt(max(p.epsilon_cap - p.epsilon_after, 0.0), 2), f"{p.delta:g}")
+    table.caption = f"{plans[0].accountant.upper()} accountant; '!' marks a round past the partner's cap" if plans else ""
+    return table
+
+
+def audit_table(results: list[AuditResult]) -> Table:
+    table = Table(title="fedcrm privacy audit: loss-threshold membership inference on each partner's rows")
+    for col in ("partner", "run", "rows each", "attack AUC", "null AUC 95%", "advantage", "null adv. 95%",
+                "ε", "DP bound on advantage"):
+        table.add_column(col, justify="left" if col == "partner" else "right")
+    for r in results:
+        table.add_row(r.partner, str(r.run_id), str(r.members), _fmt(r.attack.auc),
+                      f"{r.null_auc_band[0]:.3f}–{r.null_auc_band[1]:.3f}", _fmt(r.attack.advantage),
+                      f"≤ {r.null_advantage_band[1]:.3f}", _fmt(r.epsilon, 2),
+                      _fmt(r.advantage_bound) if r.advantage_bound is not None else "none (no DP)")
+    return table
