@@ -28,8 +28,9 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.ops.launcher import FLWR_ENV, SimulationLink, default_app_dir
+from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
+from fedcrm.ops.app import default_app_dir
+from fedcrm.ops.launcher import FLWR_ENV, SimulationLink
 from fedcrm.ml.models import build_model
 from fedcrm.data.prepare import prepare
 from fedcrm.sandbox.public_data import TELCO_CSV, split_telco
@@ -88,8 +89,9 @@ def measure(n: int, work: Path, local_epochs: int = 1, min_rows: int = 60) -> di
     local_seconds = time.monotonic() - t0
 
     run_dir = work / "run"
-    config = {**CONFIG, "federation-config": str(fed.resolve()), "run-dir": str(run_dir.resolve()),
-              "min-partners": n, "local-epochs": local_epochs}
+    plan = TrainPlan.from_run_config({**CONFIG, "federation-config": str(fed.resolve()), "run-dir": str(run_dir.resolve()),
+                                      "min-partners": n, "local-epochs": local_epochs})
+    config = plan.to_run_config(exclude_unset=True)
     with SimulationLink(work / "flower") as link:
         watcher = PeakRSS(link.process.pid)
         watcher.start()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import MetricRecord, RecordDict
+from flwr.app import RecordDict
 from sklearn.metrics import roc_auc_score
 
-from fedcrm.coordinator.loop import aggregate_evaluate_metrics, aggregate_train_metrics
+from fedcrm.coordinator.aggregation import aggregate_evaluate_metrics, aggregate_train_metrics
 from fedcrm.ml.evaluation import auc_from_histograms, binary_metrics, score_histograms
+from fedcrm.protocol import EvaluateReply, TrainReply
 
 
 def test_histogram_auc_matches_exact_auc() -> None:
@@ -28,8 +29,9 @@ def test_hand_computed_auc_with_ties() -> None:
 
 def _eval_record(y: np.ndarray, p: np.ndarray, pid: int) -> RecordDict:
     pos, neg = score_histograms(y, p)
-    m = {"num-examples": len(y), "partner-id": pid, "score-hist-pos": pos, "score-hist-neg": neg, **binary_metrics(y, p)}
-    return RecordDict({"metrics": MetricRecord(m)})
+    reply = EvaluateReply(num_examples=len(y), partner_id=pid, num_positives=int(np.sum(y)), score_hist_pos=pos,
+                          score_hist_neg=neg, eval_seconds=0.0, **binary_metrics(y, p).model_dump())
+    return RecordDict({"metrics": reply.record()})
 
 
 def test_pooled_auc_sees_signal_between_partners() -> None:
@@ -46,8 +48,9 @@ def test_pooled_auc_sees_signal_between_partners() -> None:
 
 
 def test_train_aggregate_takes_max_epsilon_not_mean() -> None:
-    recs = [RecordDict({"metrics": MetricRecord({"num-examples": n, "train-loss": l, "epsilon": e})})
-            for n, l, e in ((100, 0.5, 1.0), (300, 0.3, 2.5))]
+    recs = [RecordDict({"metrics": TrainReply(num_examples=n, train_loss=l, epsilon=e, partner_id=i, dp_enabled=1,
+                                              local_steps=1, train_seconds=0.0).record()})
+            for i, (n, l, e) in enumerate(((100, 0.5, 1.0), (300, 0.3, 2.5)))]
     agg = aggregate_train_metrics(recs)
     assert agg["max-epsilon"] == 2.5 and agg["train-loss"] == pytest.approx(0.35)
 
@@ -61,8 +64,8 @@ def test_a_partner_with_one_class_held_out_sends_the_same_keys() -> None:
     records = [_eval_record(y_big, p_big, 1), _eval_record(y_small, p_small, 2)]
     keys = [set(next(iter(r.metric_records.values())).keys()) for r in records]
     assert keys[0] == keys[1]
-    assert np.isnan(binary_metrics(y_small, p_small)["auc"])
+    assert np.isnan(binary_metrics(y_small, p_small).auc)
     out = aggregate_evaluate_metrics(records)
     assert out["mean-partner-auc"] == pytest.approx(roc_auc_score(y_big, p_big))  # the defined one only
     assert np.isfinite(out["auc"]) and out["num-examples"] == 512
-    assert all(np.isnan(v) for v in binary_metrics(np.array([]), np.array([])).values())
+    assert all(np.isnan(v) for v in binary_metrics(np.array([]), np.array([])).model_dump().values())

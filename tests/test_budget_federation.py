@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.errors import ERROR_BUDGET
+from fedcrm.protocol import ERROR_BUDGET
 from fedcrm.ops.launcher import simulate
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.node.partner import PartnerNode

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from fedcrm.config import PartnerConfig
-from fedcrm.coordinator.loop import RunState
 from fedcrm.sandbox.demo_data import generate
 from fedcrm.ops.deployment import SuperLinkProcess, SuperNodeProcess, registered_keys
 from fedcrm.privacy.ledger import Ledger
+from fedcrm.rundir import RunDir
 from fedcrm.sandbox.loopback import LoopbackFederation
 from fedcrm.ops.pki import create_node_key
 from fedcrm.ops.runs import collect, launch, resume, watch
@@ -99,7 +99,7 @@ def test_a_dropped_partner_and_a_killed_superlink(deployment: LoopbackFederation
     kill(deployment.nodes["south-broadband"])
     wait_for(run_dir / "checkpoints" / "round-002.pt")
     kill(deployment.link)
-    assert RunState.load(run_dir).completed_rounds == 2
+    assert RunDir(run_dir).state().completed_rounds == 2
 
     deployment.link = SuperLinkProcess(layout).start()  # same database, certificates and keys
     resumed = resume(layout, run_dir)
@@ -107,7 +107,7 @@ def test_a_dropped_partner_and_a_killed_superlink(deployment: LoopbackFederation
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds_completed"] == 3
-    assert summary["flower_runs"] == [run_id, resumed]
+    assert summary["flower_runs"] == [str(run_id), str(resumed)]  # 64-bit ids as text
     rounds = {r["round"]: r for r in json.loads((run_dir / "metrics.json").read_text())["rounds"]}
     assert sorted(rounds) == [0, 1, 2, 3]
     assert set(rounds[1]["partners"]) == set(deployment.partners)
@@ -116,7 +116,7 @@ def test_a_dropped_partner_and_a_killed_superlink(deployment: LoopbackFederation
     assert any(f["partner"] == "south-broadband" and f["code"] == 0 for f in rounds[2]["failures"]), rounds[2]["failures"]
     # ledgers: one charge per round the partner trained, under the job's id, none twice
     for name, config in deployment.partners.items():
-        charged = [e.server_round for e in Ledger(PartnerConfig.load(config).work_dir).entries() if e.run_id == run_id]
+        charged = [e.server_round for e in Ledger(PartnerConfig.load(config).work_dir).entries() if e.run_id == str(run_id)]
         assert charged == ([1] if name == "south-broadband" else [1, 2, 3]), (name, charged)
     actions = [e.action for e in layout.audit.entries() if e.run_id == str(run_id)]
     assert "run-resumed" in actions and actions[-1] == "run-finished"

@@ -10,12 +10,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, M
 from flwr.common.serde import recorddict_to_proto
 from flwr.supercore.task_identity import TaskIdentity
 
-from clients.client_app import ERROR_EGRESS, app as client_app
+from clients.client_app import app as client_app
 from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.node.egress import EgressViolation, check_reply
 from fedcrm.ml.evaluation import HIST_BINS
 from fedcrm.data.features import feature_names
 from fedcrm.ml.models import build_model
+from fedcrm.protocol import ERROR_EGRESS
 
 RUN_CONFIG = {"task": "churn", "model": "logistic", "num-server-rounds": 2, "dp-target-epsilon": 3.0}
 

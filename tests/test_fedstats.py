@@ -29,11 +29,11 @@ def test_combined_sums_give_the_pooled_mean_and_sd() -> None:
 def test_noised_sums_are_charged_to_the_ledger(fresh_demo: Path) -> None:
     cfg = PartnerConfig.load(FederationConfig.load(fresh_demo).members[0].config)
     node = PartnerNode(cfg, TrainPlan.from_run_config({"stats-noise-multiplier": 2.0}))
-    exact, _ = PartnerNode(cfg, TrainPlan()).feature_sums(run_id=9)
-    noised, metrics = node.feature_sums(run_id=9)
+    exact = PartnerNode(cfg, TrainPlan()).feature_sums(run_id=9)
+    noised = node.feature_sums(run_id=9)
     entry = Ledger(cfg.work_dir).entries()[-1]
-    assert (entry.run_id, entry.server_round, entry.sample_rate, entry.steps, entry.noise_multiplier) == (9, 0, 1.0, 1, 2.0)
-    assert metrics["epsilon"] == entry.epsilon_after > 0
-    assert noised.sum != exact.sum and abs(noised.n - exact.n) < 10 * 2.0 * 40  # noise of sd σ·bound on each sum
+    assert (entry.run_id, entry.server_round, entry.sample_rate, entry.steps, entry.noise_multiplier) == ("9", 0, 1.0, 1, 2.0)
+    assert noised.epsilon == entry.epsilon_after > 0
+    assert noised.stat_sum != exact.stat_sum and abs(noised.stat_n - exact.stat_n) < 10 * 2.0 * 40  # noise of sd σ·bound on each sum
     with pytest.raises(Exception, match="already charged"):
         node.feature_sums(run_id=9)

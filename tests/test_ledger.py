@@ -119,3 +119,24 @@ def test_ledger_epsilon_matches_google_dp_accounting(fresh_demo: Path) -> None:
     assert ours_prv == pytest.approx(epsilon([e.history_entry for e in entries], delta, "prv"), rel=1e-9)
     assert ours_prv == pytest.approx(pld, rel=0.01)
     assert ours_rdp == pytest.approx(rdp, rel=0.01)
+
+
+def test_a_line_written_with_an_integer_run_id_still_verifies(tmp_path: Path) -> None:
+    """Before run ids were text, the ledger wrote them as JSON integers: such a line verifies
+    against what was written, reads as text, and the chain goes on from it."""
+    import hashlib
+
+    ledger = Ledger(tmp_path)
+    release(ledger, 7, 1)
+    entry = json.loads(ledger.path.read_text())
+    entry["run_id"] = 7
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    entry["hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    ledger.path.write_text(json.dumps(entry) + "\n")
+    ledger.head_path.write_text(json.dumps({"entries": 1, "hash": entry["hash"]}))
+    assert ledger.verify().ok and ledger.entries()[0].run_id == "7"
+    release(ledger, 7, 2)
+    assert ledger.verify().ok and [e.server_round for e in ledger.entries() if e.run_id == "7"] == [1, 2]
+    entry["run_id"] = 8  # an edit of the old line is still an edit
+    ledger.path.write_text(json.dumps(entry) + "\n" + ledger.path.read_text().split("\n", 1)[1])
+    assert not ledger.verify().ok

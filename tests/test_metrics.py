@@ -17,21 +17,21 @@ P = np.array([0.95, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, 0.15, 0.05])
 def test_hand_computed_metrics() -> None:
     m = binary_metrics(Y, P)
     # ROC-AUC: 21 churner/non-churner pairs; 0.95 outranks 7, 0.75 outranks 6, 0.05 outranks 0
-    assert m["auc"] == pytest.approx(13 / 21)
+    assert m.auc == pytest.approx(13 / 21)
     # average precision: precision 1/1, 2/3 and 3/10 at the three churners' ranks
-    assert m["pr-auc"] == pytest.approx((1 + 2 / 3 + 3 / 10) / 3)
+    assert m.pr_auc == pytest.approx((1 + 2 / 3 + 3 / 10) / 3)
     # Brier: mean squared distance of score to label
-    assert m["brier"] == pytest.approx((0.05**2 + 0.85**2 + 0.25**2 + 0.65**2 + 0.55**2 + 0.45**2 + 0.35**2
+    assert m.brier == pytest.approx((0.05**2 + 0.85**2 + 0.25**2 + 0.65**2 + 0.55**2 + 0.45**2 + 0.35**2
                                         + 0.25**2 + 0.15**2 + 0.95**2) / 10)
     # log-loss: −mean log-probability of the true label
-    assert m["log-loss"] == pytest.approx(-np.mean(np.log(np.where(Y == 1, P, 1 - P))))
+    assert m.log_loss == pytest.approx(-np.mean(np.log(np.where(Y == 1, P, 1 - P))))
     # accuracy at 0.5: wrong are the non-churners at 0.85, 0.65, 0.55 and the churner at 0.05
-    assert m["accuracy"] == pytest.approx(6 / 10)
+    assert m.accuracy == pytest.approx(6 / 10)
     # top decile = 1 row (0.95, a churner): captures 1 of 3 churners; its rate 1.0 vs 0.3 overall
-    assert m["capture-top-decile"] == pytest.approx(1 / 3)
-    assert m["lift-top-decile"] == pytest.approx(1 / 0.3)
+    assert m.capture_top_decile == pytest.approx(1 / 3)
+    assert m.lift_top_decile == pytest.approx(1 / 0.3)
     # ECE: one row per bin, so the mean |score − label|
-    assert m["ece"] == pytest.approx(np.mean(np.abs(P - Y)))
+    assert m.ece == pytest.approx(np.mean(np.abs(P - Y)))
 
 
 def test_lift_and_capture_take_ceil_of_the_fraction() -> None:
@@ -52,14 +52,14 @@ def test_pooled_metrics_from_histograms_match_the_exact_ones() -> None:
     y = rng.random(20_000) < 0.25
     p = 1 / (1 + np.exp(-(rng.normal(size=y.size) + 1.5 * y - 1)))
     exact, pooled = binary_metrics(y, p), pooled_from_histograms(*score_histograms(y, p))
-    for key, tol in (("auc", 2e-3), ("pr-auc", 3e-3), ("lift-top-decile", 0.02), ("capture-top-decile", 5e-3),
+    for key, tol in (("auc", 2e-3), ("pr_auc", 3e-3), ("lift_top_decile", 0.02), ("capture_top_decile", 5e-3),
                      ("ece", 3e-3)):
-        assert pooled[key] == pytest.approx(exact[key], abs=tol), key
+        assert pooled[key] == pytest.approx(getattr(exact, key), abs=tol), key
 
 
 def test_pooled_lift_takes_a_bin_pro_rata_at_the_cut() -> None:
     # 10 rows; top bin holds 2 rows (1 positive): the top decile (1 row) takes half of it
     pos, neg = [1, 0, 1], [6, 1, 1]
     pooled = pooled_from_histograms(pos, neg)
-    assert pooled["capture-top-decile"] == pytest.approx(0.5 / 2)
-    assert pooled["lift-top-decile"] == pytest.approx((0.5 / 1) / (2 / 10))
+    assert pooled["capture_top_decile"] == pytest.approx(0.5 / 2)
+    assert pooled["lift_top_decile"] == pytest.approx((0.5 / 1) / (2 / 10))

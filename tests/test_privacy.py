@@ -13,7 +13,8 @@ from fedcrm.errors import PrivacyBudgetError
 from fedcrm.data.features import feature_names
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.ml.models import build_model
-from fedcrm.node.partner import BudgetExceeded, PartnerNode
+from fedcrm.node.partner import PartnerNode
+from fedcrm.privacy.account import BudgetExceeded
 from fedcrm.privacy.accounting import calibrate_noise, epsilon
 from tests.conftest import set_privacy
 
@@ -46,15 +47,15 @@ def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: 
     state, eps = initial_state(), []
     for rnd in (1, 2):
         state, metrics = node_for(fresh_demo).train(state, rnd, run_id=11)
-        eps.append(metrics["epsilon"])
+        eps.append(metrics.epsilon)
     # a new PartnerNode object reads the ledger from disk, as a restarted SuperNode would
     node = node_for(fresh_demo)
     state, metrics = node.train(state, 3, run_id=11)
-    eps.append(metrics["epsilon"])
+    eps.append(metrics.epsilon)
     assert eps[0] < eps[1] < eps[2] <= 2.0 + 1e-6
     # the plan made before the run is what the run spent, round by round
     assert [p.epsilon for p in planned.projections] == pytest.approx(eps, rel=1e-9)
-    assert metrics["epsilon-run"] == pytest.approx(eps[-1]) and metrics["epsilon-remaining"] == pytest.approx(10.0 - eps[-1])
+    assert metrics.epsilon_run == pytest.approx(eps[-1]) and metrics.epsilon_remaining == pytest.approx(10.0 - eps[-1])
     entries = Ledger(node.cfg.work_dir).entries()
     assert sum(e.steps for e in entries) == 3 * planned.steps_per_round
     assert epsilon([e.history_entry for e in entries], 1e-5, "prv") == pytest.approx(eps[-1], rel=1e-9)
@@ -64,11 +65,11 @@ def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: 
     assert second.spent_before == pytest.approx(eps[-1])
     _, m1 = node_for(fresh_demo).train(state, 1, run_id=12)
     _, m2 = node_for(fresh_demo).train(state, 2, run_id=12)
-    assert eps[-1] < m1["epsilon"] < m2["epsilon"]
-    assert m2["epsilon-run"] == pytest.approx(m2["epsilon"] - eps[-1])
+    assert eps[-1] < m1.epsilon < m2.epsilon
+    assert m2.epsilon_run == pytest.approx(m2.epsilon - eps[-1])
     assert [(e.run_id, e.server_round) for e in Ledger(node.cfg.work_dir).entries()] == [
-        (11, 1), (11, 2), (11, 3), (12, 1), (12, 2)]
-    assert m2["ledger-entries"] == 5 and m2["ledger-ok"] == 1
+        ("11", 1), ("11", 2), ("11", 3), ("12", 1), ("12", 2)]
+    assert m2.ledger_entries == 5 and m2.ledger_ok == 1
 
 
 def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
@@ -77,7 +78,7 @@ def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
     # asked again about the same global model (a resumed round): the same release, no new charge
     again, metrics_again = node_for(fresh_demo).train(start, 1, run_id=5)
     assert all(torch.equal(sent[k], again[k]) for k in sent)
-    assert metrics_again["epsilon"] == metrics["epsilon"]
+    assert metrics_again.epsilon == metrics.epsilon
     assert len(Ledger(node_for(fresh_demo).cfg.work_dir).entries()) == 1
     # asked about a different model for a charged round: refused
     other = {k: v + 0.1 for k, v in start.items()}
@@ -94,7 +95,7 @@ def test_the_partner_cap_refuses_the_round_that_would_cross_it(fresh_demo: Path)
     state = initial_state()
     for rnd in range(1, plan.first_refused_round):
         state, metrics = node.train(state, rnd, run_id=1)
-        assert metrics["epsilon"] <= 1.0
+        assert metrics.epsilon <= 1.0
     with pytest.raises(BudgetExceeded, match=r"above the cap of 1 this partner set; remaining budget 0\.\d+"):
         node.train(state, plan.first_refused_round, run_id=1)
     # nothing was charged for the refused round
@@ -104,7 +105,7 @@ def test_the_partner_cap_refuses_the_round_that_would_cross_it(fresh_demo: Path)
 def test_the_partners_delta_wins_over_the_run_config(fresh_demo: Path) -> None:
     set_privacy(FederationConfig.load(fresh_demo).members[0].config, epsilon_cap=10.0, delta=1e-7)
     _, metrics = node_for(fresh_demo, **{"dp-delta": 1e-3}).train(initial_state(), 1, run_id=2)
-    assert metrics["delta"] == 1e-7
+    assert metrics.delta == 1e-7
     assert Ledger(node_for(fresh_demo).cfg.work_dir).entries()[0].delta == 1e-7
 
 
@@ -112,7 +113,43 @@ def test_propensity_task_trains_and_evaluates(fresh_demo: Path) -> None:
     node = node_for(fresh_demo, 1, task="propensity", model="mlp")
     state = build_model("mlp", len(feature_names())).state_dict()
     new_state, train_metrics = node.train(state, 1, run_id=3)
-    assert train_metrics["epsilon"] > 0 and train_metrics["num-examples"] > 1000
+    assert train_metrics.epsilon > 0 and train_metrics.num_examples > 1000
     metrics = node.evaluate(new_state)
-    assert 0.0 <= metrics["auc"] <= 1.0 and metrics["num-positives"] > 0
-    assert sum(metrics["score-hist-pos"]) + sum(metrics["score-hist-neg"]) == metrics["num-examples"]
+    assert 0.0 <= metrics.auc <= 1.0 and metrics.num_positives > 0
+    assert sum(metrics.score_hist_pos) + sum(metrics.score_hist_neg) == metrics.num_examples
+
+
+def test_two_charges_at_once_cannot_both_pass_the_cap(fresh_demo: Path) -> None:
+    """The cap is checked and the release recorded under one lock: of two releases that
+    each fit the cap alone but not together, started at the same moment on two accounts
+    over the same ledger, exactly one is charged."""
+    import threading
+    import time
+
+    from fedcrm.privacy.account import PrivacyAccount, Release
+    from fedcrm.privacy.ledger import Ledger as LedgerFile
+
+    cfg = node_for(fresh_demo).cfg
+    one = Release(run_id="1", server_round=1, noise_multiplier=1.0, sample_rate=0.05, steps=40, max_grad_norm=1.0)
+    probe = PrivacyAccount(LedgerFile(cfg.work_dir), cfg.privacy, cfg.name, "f")
+    cost_one, cost_two = (probe.epsilon([one.history_entry] * n) for n in (1, 2))
+    policy = cfg.privacy.model_copy(update={"epsilon_cap": (cost_one + cost_two) / 2})
+    assert cost_one < policy.epsilon_cap < cost_two
+    outcomes: list[str] = []
+
+    def charge(run_id: str) -> None:
+        account = PrivacyAccount(LedgerFile(cfg.work_dir), policy, cfg.name, "f")
+        try:
+            with account.charge(one.model_copy(update={"run_id": run_id})):
+                time.sleep(0.5)  # the release being computed: the other charge must wait
+            outcomes.append("charged")
+        except BudgetExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=charge, args=(r,)) for r in ("1", "2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["charged", "refused"]
+    assert len(Ledger(cfg.work_dir).entries()) == 1

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.data.features import feature_names
 from fedcrm.ml.models import build_model
-from fedcrm.rundir import RunDir
+from fedcrm.rundir import ModelMeta, RunDir, RunSummary
 from fedcrm.node.scoring import TierRule, churn_tiers, deciles, score_partner
 
 
 def a_run_dir(path: Path, task: str, seed: int = 1) -> RunDir:
     """A published model as a run directory holds it (weights random: scoring is what is tested)."""
-    path.mkdir(parents=True)
+    run = RunDir.create(path, 77, TrainPlan(task=task))
     model = build_model("logistic", len(feature_names()), seed=seed)
-    torch.save(model.state_dict(), path / "model.pt")
-    (path / "model.json").write_text(json.dumps({"kind": "logistic", "hidden": 32, "features": feature_names(), "task": task}))
-    (path / "plan.json").write_text(json.dumps({"run_id": 77, **TrainPlan(task=task).model_dump()}))
-    return RunDir(path)
+    run.publish(model.state_dict(), ModelMeta(kind="logistic", features=feature_names(), task=task),
+                RunSummary(run_id=77, status="completed", rounds_completed=0, flower_runs=[77], final_global={}, epsilon={}))
+    return run
 
 
 def test_tiers_and_deciles() -> None:

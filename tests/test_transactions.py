@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcrm.data.activity import (ActivityConfig, activity_features, churn_labels, marketing_tags, propensity_labels,
+from fedcrm.config.activity import ActivityConfig
+from fedcrm.data.activity import (activity_features, churn_labels, marketing_tags, propensity_labels,
                              purchases)
 from fedcrm.config import CleaningRules, PartnerConfig, TransactionMapping
 from fedcrm.data.prepare import load_events, prepare

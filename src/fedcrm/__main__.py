@@ -1,5 +1,5 @@
 """`python -m fedcrm` is the `fedcrm` command."""
 
-from fedcrm.cli.app import main
+from fedcrm.cli.main import main
 
 main()

@@ -37,8 +37,3 @@ class DataError(FedcrmError):
 class PrivacyBudgetError(FedcrmError):
     """Training would exceed, or the history cannot prove, the partner's privacy budget."""
 
-
-# Codes a node puts on the error replies it sends the coordinator.
-ERROR_FEDCRM = 4100  # the partner's pipeline or config refused the request
-ERROR_EGRESS = 4101  # the reply would have carried more than arrays and metrics
-ERROR_BUDGET = 4102  # the partner's privacy rules refused: cap reached, ledger does not verify, ...

@@ -1,57 +1,285 @@
-"""Reading a finished run directory: the plan, the published model, the records."""
+"""The run directory: every file a run leaves, its name, its schema, one writer, one reader.
+
+    plan.json            the run id and its TrainPlan
+    state.json           what `resume` needs: job id, Flower runs, last completed round
+    metrics.json         per round: global and per-partner metrics, failures, absent members
+    epsilon.json         each partner's cumulative ε after every round (and client-level ε)
+    received.json        every record received from each partner: names, types, shapes, no values
+    histograms.json      held-out score counts per bin, per partner and round
+    feature_stats.json   the federation's feature statistics (before round 0)
+    model.pt, model.json the published global model and its layout
+    checkpoints/round-NNN.pt
+    summary.json         status, rounds completed, final global metrics, final ε
+    audits/, baselines.json, compliance.*, report.html: added by later commands
+
+The coordinator writes through `RunDir` while the run goes (each file replaced atomically,
+so a watcher never reads half a file); reports, scoring, audits and the CLI read through
+it. Run ids are written as strings (see `fedcrm.protocol.RunId`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from fedcrm.config import TrainPlan
 from fedcrm.errors import ConfigError
-from fedcrm.data.features import feature_names
-from fedcrm.ml.fedstats import Normalisation
-from fedcrm.ml.models import build_model
+from fedcrm.ml.fedstats import FeatureStats, Normalisation
+from fedcrm.protocol import EvaluateAggregate, RunId, TrainReply
+
+if TYPE_CHECKING:
+    import torch
+
+PLAN, STATE, METRICS, EPSILON, RECEIVED = "plan.json", "state.json", "metrics.json", "epsilon.json", "received.json"
+HISTOGRAMS, FEATURE_STATS, SUMMARY = "histograms.json", "feature_stats.json", "summary.json"
+MODEL_META, MODEL_WEIGHTS, CHECKPOINTS, AUDITS, BASELINES = "model.json", "model.pt", "checkpoints", "audits", "baselines.json"
+
+
+class PlanFile(BaseModel):
+    run_id: RunId
+    plan: TrainPlan
+
+
+class RunState(BaseModel):
+    """What `resume` needs: the job (the first Flower run id, which keys every partner's
+    ledger entries), the Flower runs that worked on it, and the last completed round."""
+
+    job_id: RunId
+    flower_runs: list[RunId]
+    total_rounds: int
+    completed_rounds: int = 0
+
+
+class Failure(BaseModel):
+    kind: str
+    node_id: int
+    partner: str = ""
+    code: int
+    reason: str
+
+
+class PartnerRound(BaseModel):
+    """One partner's scalar metrics in one round, keyed as on the wire."""
+
+    query: dict[str, float] = Field(default_factory=dict)  # round 0: the feature-statistics sums
+    train: dict[str, float] = Field(default_factory=dict)
+    evaluate: dict[str, float] = Field(default_factory=dict)
+
+    def trained(self) -> TrainReply | None:
+        return TrainReply.from_dict(self.train) if self.train else None
+
+
+class RoundRecord(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    round: int
+    global_metrics: dict[str, float] = Field(default_factory=dict, alias="global")
+    train: dict[str, float] = Field(default_factory=dict)
+    partners: dict[str, PartnerRound] = Field(default_factory=dict)
+    failures: list[Failure] = Field(default_factory=list)
+    absent: list[str] = Field(default_factory=list, description="members that did not train this round")
+
+    def evaluated(self) -> EvaluateAggregate | None:
+        """The round's federated evaluation, once it has landed."""
+        return EvaluateAggregate.from_dict(self.global_metrics) if self.global_metrics else None
+
+    def epsilon(self) -> dict[str, float]:
+        """Each partner's cumulative ε after this round, as its node stated it."""
+        return {name: p.train[TrainReply.key("epsilon")] for name, p in self.partners.items()
+                if TrainReply.key("epsilon") in p.train}
+
+
+class MetricsFile(BaseModel):
+    run_id: RunId
+    rounds: list[RoundRecord]
+
+
+class EpsilonPoint(BaseModel):
+    round: int
+    epsilon: float
+
+
+class ClientLevelPoint(EpsilonPoint):
+    delta: float
+    noise_multiplier: float
+    clipping_norm: float
+
+
+class EpsilonFile(BaseModel):
+    delta: float
+    partners: dict[str, list[EpsilonPoint]] = Field(default_factory=dict)
+    client_level: list[ClientLevelPoint] = Field(default_factory=list)
+
+
+Inventory = dict[str, dict[str, str]]  # record name → key → type and shape
+
+
+class ReceivedFile(BaseModel):
+    run_id: RunId
+    partners: dict[str, dict[str, Inventory]] = Field(default_factory=dict, description="partner → message kind → inventory")
+
+
+class ScoreHistogram(BaseModel):
+    pos: list[int]
+    neg: list[int]
+
+
+class HistogramsFile(BaseModel):
+    bins: int
+    rounds: dict[int, dict[str, ScoreHistogram]] = Field(default_factory=dict)
+
+
+class ModelMeta(BaseModel):
+    kind: str
+    hidden: int = 32
+    features: list[str]
+    task: str
+    normalisation: Normalisation | None = None
+
+
+class RunSummary(BaseModel):
+    run_id: RunId
+    status: str
+    rounds_completed: int
+    flower_runs: list[RunId]
+    final_global: dict[str, float]
+    epsilon: dict[str, float]
+    client_level_epsilon: float | None = None
 
 
 class RunDir:
+    """One run's directory. `RunDir(path)` opens an existing run; `RunDir.create` starts one."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        if not (self.path / "plan.json").is_file():
-            raise ConfigError(f"{self.path} is not a fedcrm run directory (no plan.json)")
+        if not (self.path / PLAN).is_file():
+            raise ConfigError(f"{self.path} is not a fedcrm run directory (no {PLAN})")
 
-    def _json(self, name: str) -> Any:
+    @classmethod
+    def create(cls, path: Path, run_id: int | str, plan: TrainPlan) -> RunDir:
+        (Path(path) / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        _write(Path(path) / PLAN, PlanFile(run_id=run_id, plan=plan))
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir | None:
+        """The run in `path`, or None while it has not started writing."""
+        return cls(path) if (Path(path) / PLAN).is_file() else None
+
+    # ------------------------------------------------------------ reading
+    def _read(self, name: str, model: type[BaseModel]) -> Any:
         file = self.path / name
         if not file.is_file():
             raise ConfigError(f"run directory {self.path} has no {name} (did the run finish?)")
-        return json.loads(file.read_text())
+        return model.model_validate_json(file.read_text())
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
 
     @property
-    def run_id(self) -> int:
-        return int(self._json("plan.json")["run_id"])
+    def run_id(self) -> str:
+        return self._read(PLAN, PlanFile).run_id
 
     @property
     def plan(self) -> TrainPlan:
-        data = {k: v for k, v in self._json("plan.json").items() if k != "run_id"}
-        return TrainPlan.model_validate(data)
+        return self._read(PLAN, PlanFile).plan
 
-    def summary(self) -> dict[str, Any]:
-        return self._json("summary.json")
+    def state(self) -> RunState:
+        if not self.has(STATE):
+            raise ConfigError(f"{self.path} has no {STATE}: the run stopped before round 0")
+        return self._read(STATE, RunState)
 
-    def metrics(self) -> dict[str, Any]:
-        return self._json("metrics.json")
+    def metrics(self) -> MetricsFile:
+        return self._read(METRICS, MetricsFile)
+
+    def rounds(self) -> list[RoundRecord]:
+        """The rounds recorded so far (none before the first lands)."""
+        return self.metrics().rounds if self.has(METRICS) else []
+
+    def epsilon(self) -> EpsilonFile | None:
+        return self._read(EPSILON, EpsilonFile) if self.has(EPSILON) else None
+
+    def received(self) -> ReceivedFile | None:
+        return self._read(RECEIVED, ReceivedFile) if self.has(RECEIVED) else None
+
+    def histograms(self) -> HistogramsFile | None:
+        return self._read(HISTOGRAMS, HistogramsFile) if self.has(HISTOGRAMS) else None
+
+    def feature_stats(self) -> FeatureStats:
+        return self._read(FEATURE_STATS, FeatureStats)
+
+    def summary(self) -> RunSummary:
+        return self._read(SUMMARY, RunSummary)
+
+    def model_meta(self) -> ModelMeta:
+        return self._read(MODEL_META, ModelMeta)
 
     def normalisation(self) -> Normalisation | None:
         """The federation's feature normalisation the model was trained with, if any."""
-        meta = self._json("model.json")
-        return Normalisation.model_validate(meta["normalisation"]) if meta.get("normalisation") else None
+        return self.model_meta().normalisation
 
     def model(self) -> torch.nn.Module:
         """The published global model, as every partner received it."""
-        meta = self._json("model.json")
-        if meta["features"] != feature_names():
-            raise ConfigError(f"{self.path}/model.json: the model's feature layout differs from this fedcrm's")
-        model = build_model(meta["kind"], len(meta["features"]), hidden=int(meta.get("hidden", 32)))
-        model.load_state_dict(torch.load(self.path / "model.pt", weights_only=True))
+        import torch
+
+        from fedcrm.data.features import feature_names
+        from fedcrm.ml.models import build_model
+
+        meta = self.model_meta()
+        if meta.features != feature_names():
+            raise ConfigError(f"{self.path}/{MODEL_META}: the model's feature layout differs from this fedcrm's")
+        model = build_model(meta.kind, len(meta.features), hidden=meta.hidden)
+        model.load_state_dict(torch.load(self.path / MODEL_WEIGHTS, weights_only=True))
         return model
+
+    def checkpoint(self, server_round: int) -> dict[str, torch.Tensor]:
+        import torch
+
+        return torch.load(self.checkpoint_path(server_round), weights_only=True)
+
+    def checkpoint_path(self, server_round: int) -> Path:
+        return self.path / CHECKPOINTS / f"round-{server_round:03d}.pt"
+
+    def baselines(self, override: Path | None = None) -> dict[str, Any] | None:
+        """A baseline table (title, columns, rows) shown beside the run, if there is one."""
+        file = override or self.path / BASELINES
+        return json.loads(file.read_text()) if file.is_file() else None
+
+    # ------------------------------------------------------------ writing (the coordinator's)
+    def write_state(self, state: RunState) -> None:
+        _write(self.path / STATE, state)
+
+    def write_records(self, metrics: MetricsFile, received: ReceivedFile, epsilon: EpsilonFile,
+                      histograms: dict[int, dict[str, ScoreHistogram]], bins: int) -> None:
+        """The per-round records; histograms of earlier Flower runs of the job are kept."""
+        _write(self.path / METRICS, metrics)
+        _write(self.path / RECEIVED, received)
+        if histograms:
+            kept = self.histograms()
+            _write(self.path / HISTOGRAMS, HistogramsFile(bins=bins, rounds={**(kept.rounds if kept else {}), **histograms}))
+        _write(self.path / EPSILON, epsilon)
+
+    def write_feature_stats(self, stats: FeatureStats) -> None:
+        _write(self.path / FEATURE_STATS, stats)
+
+    def save_checkpoint(self, server_round: int, state: dict[str, torch.Tensor]) -> None:
+        import torch
+
+        torch.save(state, self.checkpoint_path(server_round))
+
+    def publish(self, state: dict[str, torch.Tensor], meta: ModelMeta, summary: RunSummary) -> None:
+        """The final model, its layout and the run's summary."""
+        import torch
+
+        torch.save(state, self.path / MODEL_WEIGHTS)
+        _write(self.path / MODEL_META, meta)
+        _write(self.path / SUMMARY, summary)
+
+
+def _write(path: Path, data: BaseModel) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(data.model_dump_json(indent=2, by_alias=True))
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""The `fedcrm` command line: one module per sub-app, the root in `fedcrm.cli.main`."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from fedcrm.privacy.ledger import ChainedEntry, HashChain
+from fedcrm.privacy.chain import ChainedEntry, HashChain
 
 
 class AuditEntry(ChainedEntry):

@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from fedcrm.protocol import HeldOutMetrics
+
 HIST_BINS = 200
 TOP_FRACTION = 0.1  # marketing's "top decile"
 ECE_BINS = 10
-RANKING = ("auc", "pr-auc", "lift-top-decile", "capture-top-decile")
 
 
 def top_fraction(y: np.ndarray, p: np.ndarray, fraction: float = TOP_FRACTION) -> tuple[float, float]:
@@ -36,26 +37,20 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BIN
     return float(gap.sum() / len(y))
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> HeldOutMetrics:
     """Log-loss, Brier score, accuracy at 0.5, calibration error, ROC-AUC, PR-AUC (average
     precision) and lift / capture at the top decile (NaN without both classes)."""
     y = np.asarray(y, dtype=np.int64)
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     if len(y) == 0:
-        return dict.fromkeys(("log-loss", "brier", "accuracy", "ece", *RANKING), float("nan"))
-    out = {
-        "log-loss": float(log_loss(y, p, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, p)),
-        "accuracy": float(accuracy_score(y, p >= 0.5)),
-        "ece": expected_calibration_error(y, p),
-    }
-    # Every partner sends the same keys (Flower refuses to aggregate records that differ);
-    # ranking metrics of a held-out set with one class only are NaN: undefined, not zero.
-    out.update(dict.fromkeys(RANKING, float("nan")))
+        return HeldOutMetrics()
+    out = HeldOutMetrics(log_loss=float(log_loss(y, p, labels=[0, 1])), brier=float(brier_score_loss(y, p)),
+                         accuracy=float(accuracy_score(y, p >= 0.5)), ece=expected_calibration_error(y, p))
+    # ranking metrics of a held-out set with one class only stay NaN: undefined, not zero
     if 0 < y.sum() < len(y):
-        out["auc"] = float(roc_auc_score(y, p))
-        out["pr-auc"] = float(average_precision_score(y, p))
-        out["lift-top-decile"], out["capture-top-decile"] = top_fraction(y, p)
+        lift, capture = top_fraction(y, p)
+        out = out.model_copy(update=dict(auc=float(roc_auc_score(y, p)), pr_auc=float(average_precision_score(y, p)),
+                                         lift_top_decile=lift, capture_top_decile=capture))
     return out
 
 
@@ -94,7 +89,7 @@ def calibration_bins(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def pooled_from_histograms(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
-    """Ranking and calibration metrics of the pooled held-out sets, from summed histograms.
+    """`HeldOutMetrics` fields (those defined) of the pooled held-out sets: ranking and calibration metrics of the pooled held-out sets, from summed histograms.
 
     Within a bin scores are unknown, so rows of one bin are treated as tied (AUC, PR-AUC),
     taken pro rata at the top-decile cut (lift, capture) and placed at the bin centre (ECE):
@@ -115,11 +110,11 @@ def pooled_from_histograms(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]
     tp, rows = np.cumsum(dp), np.cumsum(dn)
     nonempty = dn > 0
     precision = np.divide(tp, rows, out=np.zeros_like(tp), where=rows > 0)
-    out["pr-auc"] = float(np.sum((dp / n_pos * precision)[nonempty]))
+    out["pr_auc"] = float(np.sum((dp / n_pos * precision)[nonempty]))
     n_top = np.ceil(TOP_FRACTION * n)
     before = np.concatenate([[0.0], rows[:-1]])
     take = np.clip(n_top - before, 0, dn)  # rows of each bin inside the top decile
     top_pos = float(np.sum(np.divide(dp * take, dn, out=np.zeros_like(dp), where=dn > 0)))
-    out["capture-top-decile"] = top_pos / n_pos
-    out["lift-top-decile"] = (top_pos / n_top) / (n_pos / n)
+    out["capture_top_decile"] = top_pos / n_pos
+    out["lift_top_decile"] = (top_pos / n_top) / (n_pos / n)
     return out

@@ -9,7 +9,6 @@ history before the first step, so the ε it reports afterwards covers every step
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -20,7 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedcrm.ml.evaluation import binary_metrics, score_histograms
-from fedcrm.privacy.accounting import HistoryEntry
+from fedcrm.privacy.accounting import HistoryEntry, round_shape
+from fedcrm.protocol import HeldOutMetrics
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,6 @@ class TrainOutcome:
     steps: int
     sample_rate: float
     history: list[HistoryEntry]  # Opacus' accountant history after this round (DP only)
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return max(1, math.ceil(n / batch_size))
 
 
 def _optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
@@ -82,7 +78,7 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
             else:
                 train_model, opt, loader = private
         logging.getLogger("flwr").setLevel(logging.INFO)  # Opacus calls basicConfig
-    planned = epochs * steps_per_epoch(len(x), batch_size)
+    planned, sample_rate = round_shape(len(x), batch_size, epochs)  # as the ledger will record them
     steps, total_loss, seen = 0, 0.0, 0
     train_model.train()
     while steps < planned:
@@ -102,7 +98,6 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
                 break
     base = train_model._module if hasattr(train_model, "_module") else train_model
     state = {k: v.detach().clone() for k, v in base.state_dict().items()}
-    sample_rate = 1.0 / steps_per_epoch(len(x), batch_size)
     if engine is None:
         return TrainOutcome(state, total_loss / max(seen, 1), steps, sample_rate, [])
     history = [tuple(h) for h in engine.accountant.history]
@@ -120,7 +115,7 @@ def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EvalOutcome:
-    metrics: dict[str, float]
+    metrics: HeldOutMetrics
     pos_hist: list[int]
     neg_hist: list[int]
     n: int

@@ -1,11 +1,12 @@
 """What may leave a partner node, checked on the node before every reply.
 
 The policy is an allow-list, not a deny-list: a train reply carries exactly the arrays it
-received (same names, shapes, float dtype) and numeric metrics with known keys; an
-evaluate reply carries numeric metrics only. Anything else — a string, a config record,
-an extra array, a metric key nobody declared — is refused on the node, so a bug upstream
-cannot turn into a leak. Each reply's inventory (keys, shapes, types; never values) is
-appended to the node's egress log for compliance.
+received (same names, shapes, float dtype) and numeric metrics with the keys its protocol
+record declares (`fedcrm.protocol`); an evaluate or query reply carries numeric metrics
+only. Anything else (a string, a config record, an extra array, a metric key nobody
+declared, a list of the wrong length) is refused on the node, so a bug upstream cannot
+turn into a leak. Each reply's inventory (keys, shapes, types; never values) is appended
+to the node's egress log for compliance.
 """
 
 from __future__ import annotations
@@ -14,30 +15,18 @@ import json
 import time
 from pathlib import Path
 
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
 
-from fedcrm.ml.evaluation import HIST_BINS
 from fedcrm.data.features import NUMERIC, feature_names
+from fedcrm.ml.evaluation import HIST_BINS
+from fedcrm.node.runtime import node_for_context
+from fedcrm.protocol import ARRAYS, ERROR_EGRESS, METRICS, RoundConfig, allowed_metrics, list_keys
 
-TRAIN_METRICS = frozenset({
-    "num-examples", "unit-weight", "partner-id", "train-loss", "local-steps", "dp-enabled",
-    "epsilon", "epsilon-prv", "epsilon-rdp", "epsilon-run", "epsilon-cap", "epsilon-remaining",
-    "delta", "noise-multiplier", "sample-rate", "max-grad-norm",
-    "ledger-entries", "ledger-ok", "ledger-head", "train-seconds",
-})
-EVAL_METRICS = frozenset({
-    "num-examples", "unit-weight", "partner-id", "num-positives", "auc", "log-loss", "accuracy", "eval-seconds",
-    "pr-auc", "brier", "ece", "lift-top-decile", "capture-top-decile",
-    "score-hist-pos", "score-hist-neg",
-})
-QUERY_METRICS = frozenset({
-    "partner-id", "num-examples", "stat-n", "stat-sum", "stat-sumsq", "stat-onehot",
-    "epsilon", "delta", "ledger-entries", "ledger-ok", "ledger-head",
-})
-# the only lists that may leave, with their exact lengths
-LIST_LENGTHS = {"score-hist-pos": HIST_BINS, "score-hist-neg": HIST_BINS,
-                "stat-sum": len(NUMERIC), "stat-sumsq": len(NUMERIC),
-                "stat-onehot": len(feature_names()) - len(NUMERIC)}
+# the exact length of every list a reply may carry, by protocol field
+LIST_LENGTHS = {"score_hist_pos": HIST_BINS, "score_hist_neg": HIST_BINS, "stat_sum": len(NUMERIC),
+                "stat_sumsq": len(NUMERIC), "stat_onehot": len(feature_names()) - len(NUMERIC)}
+KINDS = {MessageType.TRAIN: "train", MessageType.EVALUATE: "evaluate", MessageType.QUERY: "query"}
 
 
 class EgressViolation(Exception):
@@ -46,22 +35,21 @@ class EgressViolation(Exception):
 
 def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None) -> dict[str, object]:
     """Validate a reply against the allow-list; return its value-free inventory."""
-    allowed_metrics = {"train": TRAIN_METRICS, "query": QUERY_METRICS}.get(kind, EVAL_METRICS)
     inventory: dict[str, object] = {}
     for name, record in content.items():
         if isinstance(record, ArrayRecord):
-            if kind != "train" or name != "arrays":
+            if kind != "train" or name != ARRAYS:
                 raise EgressViolation(f"{kind} reply may not carry array record {name!r}")
             inventory[name] = _check_arrays(record, sent)
         elif isinstance(record, MetricRecord):
-            if name != "metrics":
+            if name != METRICS:
                 raise EgressViolation(f"unexpected metric record {name!r}")
-            inventory[name] = _check_metrics(record, allowed_metrics)
+            inventory[name] = _check_metrics(record, kind)
         else:
             raise EgressViolation(f"{kind} reply may not carry {type(record).__name__} {name!r}")
-    if "metrics" not in inventory:
+    if METRICS not in inventory:
         raise EgressViolation(f"{kind} reply without metrics")
-    if kind == "train" and "arrays" not in inventory:
+    if kind == "train" and ARRAYS not in inventory:
         raise EgressViolation("train reply without model arrays")
     return inventory
 
@@ -78,13 +66,14 @@ def _check_arrays(record: ArrayRecord, sent: ArrayRecord | None) -> dict[str, li
     return shapes
 
 
-def _check_metrics(record: MetricRecord, allowed: frozenset[str]) -> dict[str, str]:
+def _check_metrics(record: MetricRecord, kind: str) -> dict[str, str]:
+    allowed, lists = allowed_metrics(kind), list_keys(kind)
     kinds: dict[str, str] = {}
     for key, value in record.items():
         if key not in allowed:
             raise EgressViolation(f"metric {key!r} is not on the egress allow-list")
         if isinstance(value, list):
-            if len(value) != LIST_LENGTHS.get(key, -1):
+            if key not in lists or len(value) != LIST_LENGTHS[lists[key]]:
                 raise EgressViolation(f"metric {key!r}: only score histograms ({HIST_BINS} bins) and feature "
                                       "sums (one per column) may be lists")
             kinds[key] = f"list[{len(value)}]"
@@ -95,20 +84,28 @@ def _check_metrics(record: MetricRecord, allowed: frozenset[str]) -> dict[str, s
     return kinds
 
 
-def received_inventory(content: RecordDict) -> dict[str, dict[str, object]]:
-    """The coordinator's side of the same inventory: what actually arrived, without values."""
-    out: dict[str, dict[str, object]] = {}
-    for name, record in content.items():
-        if isinstance(record, ArrayRecord):
-            out[name] = {k: f"{a.dtype}{list(a.shape)}" for k, a in record.items()}
-        elif isinstance(record, MetricRecord):
-            out[name] = {k: f"list[{len(v)}]" if isinstance(v, list) else type(v).__name__ for k, v in record.items()}
-        else:
-            out[name] = {"<record>": type(record).__name__}
-    return out
-
-
 def log_egress(path: Path, entry: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fh.write(json.dumps({"time": time.time(), **entry}, sort_keys=True) + "\n")
+
+
+def egress_guard(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Flower mod: refuse any reply that carries more than the model and aggregate metrics."""
+    reply = call_next(msg, context)
+    return reply if reply.has_error() else checked_reply(msg, reply, node_for_context(context).egress_log)
+
+
+def checked_reply(msg: Message, reply: Message, log: Path) -> Message:
+    """`reply` to `msg` if it passes the allow-list, else an error reply; logged either way."""
+    kind = KINDS.get(msg.metadata.message_type, "evaluate")
+    sent = msg.content.array_records.get(ARRAYS) if kind == "train" else None
+    job_id, job_round = RoundConfig.of(msg.content).job_round(msg.metadata.run_id)
+    entry = {"run_id": job_id, "flower_run_id": str(msg.metadata.run_id), "kind": kind, "server_round": job_round}
+    try:
+        inventory = check_reply(kind, reply.content, sent)
+    except EgressViolation as exc:
+        log_egress(log, {**entry, "refused": str(exc)})
+        return Message(Error(code=ERROR_EGRESS, reason=f"egress refused on node: {exc}"), reply_to=msg)
+    log_egress(log, {**entry, "sent": inventory})
+    return reply

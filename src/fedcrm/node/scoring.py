@@ -25,6 +25,7 @@ from fedcrm.data.prepare import add_activity, as_of_date, load_and_clean
 from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise
 from fedcrm.rundir import RunDir
 from fedcrm.ml.training import predict
+from fedcrm.protocol import RunId
 
 
 class TierRule(BaseModel):
@@ -46,7 +47,7 @@ class TierRule(BaseModel):
 class ScoreSummary(BaseModel):
     partner: str
     task: str
-    run_id: int
+    run_id: RunId
     customers: int
     scored: int
     not_scored: int

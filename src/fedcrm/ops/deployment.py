@@ -24,6 +24,7 @@ from fedcrm.coordinator.auditlog import AuditLog
 from fedcrm.config import FederationConfig
 from fedcrm.errors import ConfigError, FedcrmError
 from fedcrm.ops.launcher import FlwrCli, executable, flower_env, json_payload, stop_group, wait_healthy
+from fedcrm.protocol import NodeConfig
 from fedcrm.ops.pki import create_ca, create_node_key, create_server_cert, san_hosts
 
 README = """# Federation {name}: which file goes where
@@ -140,7 +141,7 @@ def superlink_command(layout: FederationLayout) -> list[str]:
 def supernode_command(partner_config: Path, superlink: str, ca_cert: Path, key: Path, port: int = 9094) -> list[str]:
     return [executable("flower-supernode"), "--superlink", superlink, "--root-certificates", str(ca_cert),
             "--auth-supernode-private-key", str(key), "--isolation", "subprocess", "--port", str(port),
-            "--node-config", f'partner-config="{Path(partner_config).resolve()}"']
+            "--node-config", NodeConfig(partner_config=str(Path(partner_config).resolve())).flag()]
 
 
 # ---------------------------------------------------------------- processes

@@ -26,6 +26,7 @@ import httpx
 from pydantic import BaseModel
 
 from fedcrm.errors import FedcrmError
+from fedcrm.ops.app import default_app_dir
 
 FLWR_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -247,16 +248,6 @@ class SimulationLink:
                                                      "client-resources-num-cpus": num_cpus_per_node})
 
 
-def default_app_dir() -> Path:
-    """The project folder holding the Flower app (pyproject.toml with [tool.flwr.app])."""
-    root = Path(__file__).resolve().parents[3]
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file() and "[tool.flwr.app]" in pyproject.read_text():
-        return root
-    raise FedcrmError("cannot find the fedcrm Flower app next to the package; pass --app DIR "
-                      "(the folder with pyproject.toml, clients/ and server/)")
-
-
 class SimulationResult(BaseModel):
     run_id: int
     status: str
@@ -268,14 +259,17 @@ def simulate(federation_config: Path, run_dir: Path, work_dir: Path, run_config:
              app_dir: Path | None = None, num_cpus_per_node: int = 1, timeout: float = 1800,
              on_poll: Callable[[str], None] | None = None) -> SimulationResult:
     """One simulated federated run (Ray), a partition per federation member; raises
-    `RunFailed` unless Flower reports it finished:completed."""
-    from fedcrm.config import FederationConfig  # local: keeps the launcher importable alone
+    `RunFailed` unless Flower reports it finished:completed. `run_config` is Flower's run
+    config (dash keys), checked against `TrainPlan` before any SuperLink starts."""
+    from fedcrm.config import FederationConfig, TrainPlan  # local: keeps the launcher importable alone
 
     members = FederationConfig.load(federation_config).members
-    config = {**run_config, "federation-config": str(federation_config.resolve()), "run-dir": str(run_dir.resolve())}
+    plan = TrainPlan.from_run_config(run_config).model_copy(
+        update={"federation_config": str(federation_config.resolve()), "run_dir": str(run_dir.resolve())})
     started = time.monotonic()
     with SimulationLink(work_dir) as link:
-        run_id = link.submit(app_dir or default_app_dir(), config, len(members), num_cpus_per_node)
+        run_id = link.submit(app_dir or default_app_dir(), plan.to_run_config(exclude_unset=True), len(members),
+                             num_cpus_per_node)
         status = link.cli.wait(run_id, timeout=timeout, on_poll=on_poll)
         if status != "finished:completed":
             raise RunFailed(f"run {run_id} ended {status}; last log lines:\n{link.cli.logs(run_id)[-4000:]}")

@@ -12,44 +12,42 @@ from pathlib import Path
 from typing import Any
 
 from fedcrm.config import TrainPlan
-from fedcrm.coordinator.loop import RunState
 from fedcrm.ops.deployment import FederationLayout
 from fedcrm.errors import ConfigError
-from fedcrm.ops.launcher import TERMINAL, RunFailed, default_app_dir
+from fedcrm.ops.app import default_app_dir
+from fedcrm.ops.launcher import TERMINAL, RunFailed
 from fedcrm.reports.tables import RoundRow, read_rounds
 from fedcrm.rundir import RunDir
 
 LAUNCH_ACTIONS = ("run-launched", "run-resume-launched")
 
 
-def _run_config(plan: TrainPlan) -> dict[str, Any]:
-    return {k.replace("_", "-"): v for k, v in plan.model_dump().items()}
+def _deployed(plan: TrainPlan, layout: FederationLayout, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """The run config of a deployed run: the plan, plus where this coordinator keeps things."""
+    return plan.model_copy(update={"federation_config": str(layout.manifest), "run_dir": str(run_dir),
+                                   "audit_log": str(layout.audit.path),
+                                   "resume_from": str(run_dir) if resume else ""}).to_run_config()
 
 
 def launch(layout: FederationLayout, out: Path, overrides: dict[str, Any], app_dir: Path | None = None) -> int:
     """Submit a run to the federation's SuperLink; results go to `out` on this machine."""
     out = out.resolve()
-    if (out / "plan.json").exists():
+    if RunDir.open(out) is not None:
         raise ConfigError(f"{out} already holds a run; choose a new directory (or `resume` it)")
-    config = {**overrides, "federation-config": str(layout.manifest), "run-dir": str(out),
-              "audit-log": str(layout.audit.path)}
-    TrainPlan.from_run_config(config)  # refuse a bad config here, not in the ServerApp
-    run_id = layout.cli().submit(app_dir or default_app_dir(), config)
+    plan = TrainPlan.from_run_config(overrides)  # refuse a bad config here, not in the ServerApp
+    run_id = layout.cli().submit(app_dir or default_app_dir(), _deployed(plan, layout, out))
     layout.audit.record("run-launched", run_id=run_id, run_dir=str(out), config=overrides)
     return run_id
 
 
 def resume(layout: FederationLayout, run_dir: Path, app_dir: Path | None = None) -> int:
     """A new Flower run that continues `run_dir` after its last completed round."""
-    run_dir = run_dir.resolve()
-    state = RunState.load(run_dir)
+    run = RunDir(run_dir.resolve())
+    state = run.state()
     if state.completed_rounds >= state.total_rounds:
-        raise ConfigError(f"{run_dir}: all {state.total_rounds} rounds are complete; nothing to resume")
-    plan = RunDir(run_dir).plan
-    config = {**_run_config(plan), "resume-from": str(run_dir), "run-dir": str(run_dir),
-              "audit-log": str(layout.audit.path), "federation-config": str(layout.manifest)}
-    run_id = layout.cli().submit(app_dir or default_app_dir(), config)
-    layout.audit.record("run-resume-launched", run_id=run_id, job_id=state.job_id, run_dir=str(run_dir),
+        raise ConfigError(f"{run.path}: all {state.total_rounds} rounds are complete; nothing to resume")
+    run_id = layout.cli().submit(app_dir or default_app_dir(), _deployed(run.plan, layout, run.path, resume=True))
+    layout.audit.record("run-resume-launched", run_id=run_id, job_id=state.job_id, run_dir=str(run.path),
                         from_round=state.completed_rounds)
     return run_id
 
@@ -96,6 +94,6 @@ def collect(layout: FederationLayout, run_id: int, out: Path | None = None) -> P
     status = cli.status(run_id)
     (out / "logs").mkdir(exist_ok=True)
     (out / "logs" / f"flower-run-{run_id}.log").write_text(cli.logs(run_id))
-    (out / "logs" / f"flower-run-{run_id}.status.json").write_text(json.dumps({"run_id": run_id, "status": status}))
+    (out / "logs" / f"flower-run-{run_id}.status.json").write_text(json.dumps({"run_id": str(run_id), "status": status}))
     layout.audit.record("run-collected", run_id=run_id, out=str(out), status=status)
     return out

@@ -19,6 +19,7 @@ import math
 import numpy as np
 import torch
 from pydantic import BaseModel
+from fedcrm.protocol import RunId
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
@@ -30,7 +31,7 @@ class AttackScores(BaseModel):
 
 class AuditResult(BaseModel):
     partner: str
-    run_id: int
+    run_id: RunId
     model: str
     members: int
     non_members: int
@@ -66,7 +67,7 @@ def attack_scores(is_member: np.ndarray, score: np.ndarray) -> AttackScores:
 
 
 def membership_audit(model: nn.Module, members: tuple[np.ndarray, np.ndarray], non_members: tuple[np.ndarray, np.ndarray],
-                     *, partner: str, run_id: int, model_kind: str, epsilon: float | None, delta: float | None,
+                     *, partner: str, run_id: str, model_kind: str, epsilon: float | None, delta: float | None,
                      seed: int = 0, null_draws: int = 200) -> AuditResult:
     """Balanced loss-threshold attack: as many members as non-members, drawn with `seed`."""
     rng = np.random.default_rng(seed)

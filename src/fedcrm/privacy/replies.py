@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-Metrics = dict[str, int | float | list[int]]
+Metrics = dict[str, object]  # a reply record's dict (`fedcrm.protocol.TrainReply.to_dict`)
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
@@ -30,10 +30,10 @@ class ReplyCache:
     def __init__(self, folder: Path) -> None:
         self.dir = folder
 
-    def path(self, run_id: int, server_round: int) -> Path:
+    def path(self, run_id: str, server_round: int) -> Path:
         return self.dir / f"run-{run_id}-round-{server_round:04d}.pt"
 
-    def save(self, run_id: int, server_round: int, received: dict[str, torch.Tensor],
+    def save(self, run_id: str, server_round: int, received: dict[str, torch.Tensor],
              sent: dict[str, torch.Tensor], metrics: Metrics) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.path(run_id, server_round)
@@ -45,7 +45,7 @@ class ReplyCache:
         tmp.replace(path)
         return path
 
-    def load(self, run_id: int, server_round: int, received: dict[str, torch.Tensor]) -> tuple[dict, Metrics] | None:
+    def load(self, run_id: str, server_round: int, received: dict[str, torch.Tensor]) -> tuple[dict, Metrics] | None:
         path = self.path(run_id, server_round)
         if not path.is_file():
             return None

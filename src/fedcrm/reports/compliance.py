@@ -11,7 +11,6 @@ matched to what the node reported. Membership audits (`fedcrm privacy audit`) pl
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from pydantic import BaseModel, Field
 
 from fedcrm.privacy.membership import AuditResult
 from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.errors import ERROR_BUDGET
 from fedcrm.privacy.ledger import Ledger
-from fedcrm.rundir import RunDir
+from fedcrm.protocol import ERROR_BUDGET, RunId
+from fedcrm.rundir import AUDITS, RoundRecord, RunDir
 
 
 class LedgerCheck(BaseModel):
@@ -76,7 +75,7 @@ class PartnerCompliance(BaseModel):
 
 
 class ComplianceReport(BaseModel):
-    run_id: int
+    run_id: RunId
     status: str
     generated_at: str
     task: str
@@ -115,7 +114,7 @@ def _partner_configs(run: RunDir, federation: Path | None) -> dict[str, PartnerC
     return out
 
 
-def _verify_locally(check: LedgerCheck, cfg: PartnerConfig, run_id: int) -> None:
+def _verify_locally(check: LedgerCheck, cfg: PartnerConfig, run_id: str) -> None:
     ledger = Ledger(cfg.work_dir)
     status = ledger.verify()
     check.verified_here, check.ok, check.problem, check.entries = True, status.ok, status.problem, status.entries
@@ -125,37 +124,41 @@ def _verify_locally(check: LedgerCheck, cfg: PartnerConfig, run_id: int) -> None
         check.head_matches = check.reported_head is None or any(e.hash[:13] == check.reported_head for e in entries)
 
 
+def _partner_rounds(report: dict[str, PartnerCompliance], rounds: list[RoundRecord], dp_enabled: bool) -> None:
+    """What each partner's node stated round by round: its rounds, steps, ε, ledger head."""
+    def partner(name: str) -> PartnerCompliance:
+        return report.setdefault(name, PartnerCompliance(partner=name, dp_enabled=dp_enabled))
+
+    for rnd in rounds:
+        for name, part in rnd.partners.items():
+            train = part.trained()
+            if train is None:
+                continue
+            p = partner(name)
+            p.rounds_participated.append(rnd.round)
+            p.steps += train.local_steps
+            if train.epsilon is not None:
+                p.epsilon_cumulative, p.epsilon_run, p.epsilon_rdp = train.epsilon, train.epsilon_run, train.epsilon_rdp
+                p.epsilon_cap, p.epsilon_remaining, p.delta = train.epsilon_cap, train.epsilon_remaining, train.delta
+                p.noise_multiplier, p.max_grad_norm = train.noise_multiplier, train.max_grad_norm
+                p.sample_rate = train.sample_rate
+                p.ledger.reported_ok = bool(train.ledger_ok or 0)
+                p.ledger.reported_entries = train.ledger_entries or 0
+                p.ledger.reported_head = f"{train.ledger_head:013x}" if train.ledger_head is not None else None
+        for f in rnd.failures:
+            partner(f.partner or f"node {f.node_id}").refusals.append(
+                Refusal(round=rnd.round, kind=f.kind, code=f.code, reason=f.reason))
+
+
 def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceReport:
     run = RunDir(run_dir)
-    plan, summary, metrics = run.plan, run.summary(), run.metrics()
-    names = list(FederationConfig.load(plan.federation_config).names().values()) if plan.federation_config and Path(plan.federation_config).is_file() else []
-    partners: dict[str, PartnerCompliance] = {
-        n: PartnerCompliance(partner=n, dp_enabled=plan.dp_enabled) for n in names}
-    for rnd in metrics["rounds"]:
-        for name, part in rnd["partners"].items():
-            p = partners.setdefault(name, PartnerCompliance(partner=name, dp_enabled=plan.dp_enabled))
-            train = part.get("train") or {}
-            if not train:
-                continue
-            p.rounds_participated.append(rnd["round"])
-            p.steps += int(train.get("local-steps", 0))
-            if "epsilon" in train:
-                p.epsilon_cumulative, p.epsilon_run = train["epsilon"], train.get("epsilon-run")
-                p.epsilon_rdp, p.epsilon_cap = train.get("epsilon-rdp"), train.get("epsilon-cap")
-                p.epsilon_remaining, p.delta = train.get("epsilon-remaining"), train.get("delta")
-                p.noise_multiplier, p.max_grad_norm = train.get("noise-multiplier"), train.get("max-grad-norm")
-                p.sample_rate = train.get("sample-rate")
-                p.ledger.reported_ok = bool(train.get("ledger-ok", 0))
-                p.ledger.reported_entries = int(train.get("ledger-entries", 0))
-                p.ledger.reported_head = f"{int(train['ledger-head']):013x}" if "ledger-head" in train else None
-        for f in rnd["failures"]:
-            name = f.get("partner") or f"node {f['node_id']}"
-            p = partners.setdefault(name, PartnerCompliance(partner=name, dp_enabled=plan.dp_enabled))
-            p.refusals.append(Refusal(round=rnd["round"], kind=f["kind"], code=f["code"], reason=f["reason"]))
-
-    received_file = run.path / "received.json"
-    received = json.loads(received_file.read_text())["partners"] if received_file.is_file() else {}
-    for name, kinds in received.items():
+    plan, summary = run.plan, run.summary()
+    fed_file = Path(plan.federation_config) if plan.federation_config else None
+    names = list(FederationConfig.load(fed_file).names().values()) if fed_file and fed_file.is_file() else []
+    partners = {n: PartnerCompliance(partner=n, dp_enabled=plan.dp_enabled) for n in names}
+    _partner_rounds(partners, run.rounds(), plan.dp_enabled)
+    received = run.received()
+    for name, kinds in (received.partners if received else {}).items():
         p = partners.setdefault(name, PartnerCompliance(partner=name, dp_enabled=plan.dp_enabled))
         for kind, records in kinds.items():
             for record, fields in records.items():
@@ -165,7 +168,7 @@ def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceRep
     for name, p in partners.items():
         if name in configs:
             _verify_locally(p.ledger, configs[name], run.run_id)
-    audit_dir = run.path / "audits"
+    audit_dir = run.path / AUDITS
     for file in sorted(audit_dir.glob("*.json")) if audit_dir.is_dir() else []:
         result = AuditResult.model_validate_json(file.read_text())
         if result.run_id == run.run_id and result.partner in partners:
@@ -173,14 +176,15 @@ def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceRep
 
     client = None
     if plan.client_dp:
-        eps = json.loads((run.path / "epsilon.json").read_text()).get("client_level", [])
+        eps = run.epsilon()
+        points = eps.client_level if eps else []
         client = {"noise_multiplier": plan.client_dp_noise_multiplier, "clipping_norm": plan.client_dp_clipping_norm,
-                  "delta": plan.dp_delta, "epsilon": eps[-1]["epsilon"] if eps else None, "rounds": len(eps)}
+                  "delta": plan.dp_delta, "epsilon": points[-1].epsilon if points else None, "rounds": len(points)}
     return ComplianceReport(
-        run_id=run.run_id, status=summary["status"], generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        run_id=run.run_id, status=summary.status, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         task=plan.task, model=plan.model, rounds_planned=plan.num_server_rounds,
-        rounds_completed=summary["rounds_completed"], record_level_dp=plan.dp_enabled,
-        target_run_epsilon=plan.dp_target_epsilon, client_level=client, final_global=summary.get("final_global", {}),
+        rounds_completed=summary.rounds_completed, record_level_dp=plan.dp_enabled,
+        target_run_epsilon=plan.dp_target_epsilon, client_level=client, final_global=summary.final_global,
         partners=list(partners.values()), notes=NOTES)
 
 

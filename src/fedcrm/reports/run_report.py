@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from fedcrm.ml.evaluation import calibration_bins  # noqa: E402
-from fedcrm.rundir import RunDir  # noqa: E402
+from fedcrm.protocol import EvaluateAggregate, EvaluateReply  # noqa: E402
+from fedcrm.rundir import EpsilonPoint, RoundRecord, RunDir, ScoreHistogram  # noqa: E402
+
+AUC, EXAMPLES, POSITIVES = (EvaluateReply.key(f) for f in ("auc", "num_examples", "num_positives"))
 
 
 def _png(fig: plt.Figure) -> str:
@@ -62,31 +64,38 @@ def _by_round(ax: plt.Axes, ylabel: str, title: str) -> str:
     return _png(ax.figure)
 
 
-def _plots(rounds: list[dict[str, Any]], eps: dict[str, list[dict[str, float]]],
-           hists: dict[str, dict[str, list[int]]], sizes: dict[str, dict[str, float]]) -> dict[str, str]:
+def _own_auc(rounds: list[RoundRecord]) -> dict[str, dict[int, float]]:
+    """Each partner's AUC on its own held-out rows, by round."""
+    out: dict[str, dict[int, float]] = {}
+    for r in rounds:
+        for name, part in r.partners.items():
+            if AUC in part.evaluate:
+                out.setdefault(name, {})[r.round] = part.evaluate[AUC]
+    return out
+
+
+def _plots(rounds: list[RoundRecord], eps: dict[str, list[EpsilonPoint]],
+           hists: dict[str, ScoreHistogram], sizes: dict[str, dict[str, float]]) -> dict[str, str]:
     plots: dict[str, str] = {}
-    partners = sorted({n for r in rounds for n in r["partners"]})
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    xs = [r["round"] for r in rounds if "auc" in r["global"]]
-    ax.plot(xs, [r["global"]["auc"] for r in rounds if "auc" in r["global"]], "o-", lw=2.5, color="black", label="global (pooled)")
-    for name in partners:
-        pts = [(r["round"], r["partners"][name]["evaluate"]["auc"]) for r in rounds
-               if name in r["partners"] and "auc" in r["partners"][name].get("evaluate", {})]
-        if pts:
-            ax.plot(*zip(*pts), "o--", label=name)
+    pooled = [(r.round, g.auc) for r in rounds if (g := r.evaluated()) is not None and g.auc is not None]
+    if pooled:
+        ax.plot(*zip(*pooled), "o-", lw=2.5, color="black", label="global (pooled)")
+    for name, by_round in sorted(_own_auc(rounds).items()):
+        ax.plot(list(by_round), list(by_round.values()), "o--", label=name)
     plots["auc"] = _by_round(ax, "ROC-AUC (held-out)", "AUC by round")
 
     if eps:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
         for name, series in sorted(eps.items()):
-            ax.plot([e["round"] for e in series], [e["epsilon"] for e in series], "o-", label=name)
+            ax.plot([e.round for e in series], [e.epsilon for e in series], "o-", label=name)
         plots["epsilon"] = _by_round(ax, "cumulative ε", "ε by round (each partner's ledger)")
 
     if hists:
-        total_pos = np.sum([np.asarray(h["pos"], float) for h in hists.values()], axis=0)
-        total_neg = np.sum([np.asarray(h["neg"], float) for h in hists.values()], axis=0)
-        curves = {"global": (total_pos, total_neg)} | {n: (np.asarray(h["pos"], float), np.asarray(h["neg"], float))
+        total_pos = np.sum([np.asarray(h.pos, float) for h in hists.values()], axis=0)
+        total_neg = np.sum([np.asarray(h.neg, float) for h in hists.values()], axis=0)
+        curves = {"global": (total_pos, total_neg)} | {n: (np.asarray(h.pos, float), np.asarray(h.neg, float))
                                                      for n, h in sorted(hists.items())}
         fig, (ax_roc, ax_gain) = plt.subplots(1, 2, figsize=(10, 4))
         for name, (pos, neg) in curves.items():
@@ -131,37 +140,35 @@ def _plots(rounds: list[dict[str, Any]], eps: dict[str, list[dict[str, float]]],
     return plots
 
 
-def _partner_sizes(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def _partner_sizes(rounds: list[RoundRecord]) -> dict[str, dict[str, float]]:
     sizes: dict[str, dict[str, float]] = {}
     for r in rounds:
-        for name, part in r["partners"].items():
+        for name, part in r.partners.items():
             s = sizes.setdefault(name, {"train": 0, "test": 0, "label_rate": 0.0})
-            if part.get("train", {}).get("num-examples"):
-                s["train"] = part["train"]["num-examples"]
-            ev = part.get("evaluate", {})
-            if ev.get("num-examples"):
-                s["test"] = ev["num-examples"]
-                s["label_rate"] = ev.get("num-positives", 0) / ev["num-examples"]
+            if part.train.get(EXAMPLES):
+                s["train"] = part.train[EXAMPLES]
+            if part.evaluate.get(EXAMPLES):
+                s["test"] = part.evaluate[EXAMPLES]
+                s["label_rate"] = part.evaluate.get(POSITIVES, 0) / part.evaluate[EXAMPLES]
     return sizes
+
+
+KPIS = (("auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("log_loss", "log loss"), ("brier", "Brier"),
+        ("lift_top_decile", "lift, top 10 %"), ("capture_top_decile", "capture, top 10 %"), ("ece", "calibration error"))
 
 
 def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
     run = RunDir(run_dir)
-    metrics, summary = run.metrics(), run.summary()
-    rounds = metrics["rounds"]
-    eps = json.loads((run.path / "epsilon.json").read_text())["partners"] if (run.path / "epsilon.json").is_file() else {}
-    hist_file = run.path / "histograms.json"
-    hists: dict[str, dict[str, list[int]]] = {}
-    if hist_file.is_file():
-        by_round = json.loads(hist_file.read_text())["rounds"]
-        hists = by_round[max(by_round, key=int)] if by_round else {}
-    baseline_file = baselines or run.path / "baselines.json"
-    table = json.loads(baseline_file.read_text()) if baseline_file.is_file() else None
-    last = next((r for r in reversed(rounds) if r["global"]), {"global": {}})
+    rounds, summary = run.rounds(), run.summary()
+    eps, hist_file = run.epsilon(), run.histograms()
+    hists = hist_file.rounds[max(hist_file.rounds)] if hist_file and hist_file.rounds else {}
+    final = next((g for r in reversed(rounds) if (g := r.evaluated()) is not None), None)
     sizes = _partner_sizes(rounds)
-    return {"run_id": run.run_id, "status": summary["status"], "plan": run.plan, "final": last["global"],
-            "rounds": rounds, "epsilon_final": summary.get("epsilon", {}),
-            "sizes": sizes, "plots": _plots(rounds, eps, hists, sizes), "baselines": table}
+    own = {name: by_round[max(by_round)] for name, by_round in _own_auc(rounds).items()}
+    kpis = [(EvaluateAggregate.key(f), label, getattr(final, f) if final else None) for f, label in KPIS]
+    return {"run_id": run.run_id, "status": summary.status, "plan": run.plan, "kpis": kpis, "own_auc": own,
+            "epsilon_final": summary.epsilon, "sizes": sizes,
+            "plots": _plots(rounds, eps.partners if eps else {}, hists, sizes), "baselines": run.baselines(baselines)}
 
 
 def write(run_dir: Path, baselines: Path | None = None) -> Path:

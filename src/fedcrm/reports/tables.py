@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from rich.table import Table
 
-from fedcrm.privacy.membership import AuditResult
-from fedcrm.privacy.accounting import RunPlan
+from fedcrm.rundir import RunDir
+
+if TYPE_CHECKING:  # the CLI prints rounds without loading torch or Opacus
+    from fedcrm.privacy.accounting import RunPlan
+    from fedcrm.privacy.membership import AuditResult
 
 
 class RoundRow(BaseModel):
@@ -25,18 +28,14 @@ class RoundRow(BaseModel):
 
 
 def read_rounds(run_dir: Path) -> list[RoundRow]:
-    """Rounds whose federated evaluation has landed in metrics.json (empty if none yet)."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return []
+    """Rounds whose federated evaluation has landed in the run directory (none yet: empty)."""
+    run = RunDir.open(run_dir)
     rows = []
-    for r in json.loads(path.read_text())["rounds"]:
-        g = r.get("global", {})
-        if "auc" not in g and "log-loss" not in g:
+    for r in run.rounds() if run else []:
+        g = r.evaluated()
+        if g is None or (g.auc is None and g.log_loss is None):
             continue
-        eps = {n: p["train"]["epsilon"] for n, p in r["partners"].items() if "epsilon" in p.get("train", {})}
-        rows.append(RoundRow(round=r["round"], auc=g.get("auc"), log_loss=g.get("log-loss"),
-                             accuracy=g.get("accuracy"), epsilon=eps))
+        rows.append(RoundRow(round=r.round, auc=g.auc, log_loss=g.log_loss, accuracy=g.accuracy, epsilon=r.epsilon()))
     return rows
 
 
@@ -46,7 +45,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def round_table(rows: list[RoundRow], partners: list[str]) -> Table:
     table = Table(title="fedcrm: per-round global metrics and cumulative ε per partner")
-    for col in ("round", "global AUC", "log-loss", "accuracy", "max ε"):
+    for col in ("round", "global AUC", "log loss", "accuracy", "max ε"):
         table.add_column(col, justify="right")
     for name in partners:
         table.add_column(f"ε {name}", justify="right")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from fedcrm.sandbox.demo_data import TELCO_STYLE_VALUES, init_partner_folder, write_federation
+from fedcrm.sandbox.consortium import TELCO_STYLE_VALUES, init_partner_folder, write_federation
 
 SHARED_DATASETS = Path(__file__).resolve().parents[4] / "shared" / "datasets"
 TELCO_CSV = SHARED_DATASETS / "telco-churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"

@@ -29,12 +29,13 @@ from pydantic import BaseModel, Field
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from fedcrm.config import FederationConfig, PartnerConfig
+from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.ml.fedstats import combine, partner_sums
 from fedcrm.ops.launcher import simulate
 from fedcrm.ml.models import build_model
 from fedcrm.data.prepare import PreparedData, prepare
 from fedcrm.sandbox.public_data import EXPORTS, split_public
+from fedcrm.protocol import EvaluateReply
 from fedcrm.rundir import RunDir
 from fedcrm.ml.training import predict, train_local
 
@@ -99,16 +100,16 @@ def pooled(data: list[PreparedData], names: list[str]) -> Score:
 def federated(fed: Path, work: Path, s: Settings, epsilon: float | None, seed: int, task: str) -> Score:
     for m in FederationConfig.load(fed).members:  # fresh ledgers: each variant starts at ε = 0
         shutil.rmtree(PartnerConfig.load(m.config).work_dir / "privacy", ignore_errors=True)
-    config = {"task": task, "model": s.model, "num-server-rounds": s.rounds, "local-epochs": s.local_epochs, "batch-size": s.batch_size,
-              "learning-rate": s.learning_rate, "seed": seed, "min-partners": s.partners,
-              "dp-enabled": epsilon is not None, "dp-target-epsilon": epsilon or 1.0}
+    plan = TrainPlan(task=task, model=s.model, num_server_rounds=s.rounds, local_epochs=s.local_epochs,
+                     batch_size=s.batch_size, learning_rate=s.learning_rate, seed=seed, min_partners=s.partners,
+                     dp_enabled=epsilon is not None, dp_target_epsilon=epsilon or 1.0)
     run_dir = work / f"run-{'nodp' if epsilon is None else epsilon}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    simulate(fed, run_dir, work / "flower", config)
+    simulate(fed, run_dir, work / "flower", plan.to_run_config())
     run = RunDir(run_dir)
-    final, last = run.summary()["final_global"], run.metrics()["rounds"][-1]
-    own = {name: p["evaluate"]["auc"] for name, p in last["partners"].items() if "auc" in p.get("evaluate", {})}
-    return Score(auc=final["auc"], mean_partner_auc=final.get("mean-partner-auc"), partner_aucs=own)
+    final, last = run.rounds()[-1].evaluated(), run.rounds()[-1]
+    own = {name: auc for name, p in last.partners.items() if (auc := p.evaluate.get(EvaluateReply.key("auc"))) is not None}
+    return Score(auc=final.auc, mean_partner_auc=final.mean_partner_auc, partner_aucs=own)
 
 
 def run(s: Settings, work: Path, log: Callable[[str], None] = print) -> dict:

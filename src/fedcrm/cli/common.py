@@ -1,0 +1,132 @@
+"""What the command modules share: the console, the Typer app factory, option types, the
+run options derived from `TrainPlan`, and printing a run's rounds as they land.
+
+Only light imports here: `fedcrm --help` must not pull in torch, Opacus or the reports.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, get_args
+
+import typer
+from click.core import ParameterSource
+from pydantic import ValidationError
+from rich.console import Console
+
+from fedcrm.config.plan import TrainPlan
+
+if TYPE_CHECKING:
+    from fedcrm.ops.deployment import FederationLayout
+
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+def typer_app(help: str | None, **kwargs: Any) -> typer.Typer:
+    """Every fedcrm app: help on no arguments, no completion install, and tracebacks
+    without local variables (they would print keys and customer rows)."""
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+                       **kwargs)
+
+
+PartnerConfigOpt = Annotated[Path, typer.Option(help="the partner config (partner.toml)")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="one partner's config (run on its node)")]
+FederationOpt = Annotated[Path | None, typer.Option(help="every member with a partner config (simulation)")]
+DirOpt = Annotated[Path, typer.Option("--dir", help="the federation directory (from `federation init`)")]
+
+
+# ------------------------------------------------------------ options that set TrainPlan fields
+# A run option's default and help come from TrainPlan; only the options a user typed are
+# passed on (the rest are TrainPlan's defaults anyway, also in the generated Flower app).
+
+PLAN_PARAMS = {  # CLI parameter -> TrainPlan field
+    "rounds": "num_server_rounds", "epsilon": "dp_target_epsilon", "delta": "dp_delta", "dp": "dp_enabled",
+    "max_grad_norm": "dp_max_grad_norm", "task": "task", "model": "model", "local_epochs": "local_epochs",
+    "batch_size": "batch_size", "learning_rate": "learning_rate", "min_partners": "min_partners",
+    "round_timeout": "round_timeout",
+}
+
+
+def choices(field: str) -> type[StrEnum]:
+    """A TrainPlan Literal field as an Enum, so that Typer checks and lists the choices."""
+    values = get_args(TrainPlan.model_fields[field].annotation)
+    return StrEnum(field.title().replace("_", ""), {v: v for v in values})
+
+
+Task = choices("task")
+Model = choices("model")
+_CHOICES = {"task": Task, "model": Model}
+
+
+def plan_option(param: str) -> Any:
+    """`typer.Option` for a TrainPlan field: its default and description, typed choices."""
+    field = PLAN_PARAMS[param]
+    info = TrainPlan.model_fields[field]
+    flag = "--" + param.replace("_", "-")
+    decls = [f"{flag}/--no-{flag[2:]}"] if info.annotation is bool else [flag]
+    default = _CHOICES[field](info.default) if field in _CHOICES else info.default
+    return typer.Option(default, *decls, help=info.description)
+
+
+def plan_from(ctx: typer.Context) -> TrainPlan:
+    """The TrainPlan of this command's run options, with only the ones the user gave set;
+    a value TrainPlan refuses is a usage error (exit 2) naming the option."""
+    given = {name: value for name, value in ctx.params.items()
+             if name in PLAN_PARAMS and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)}
+    try:
+        return TrainPlan(**{PLAN_PARAMS[k]: v.value if isinstance(v, Enum) else v for k, v in given.items()})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]).replace("-", "_") if error["loc"] else ""
+        param = next((p for p in ctx.command.params if PLAN_PARAMS.get(p.name or "") == field), None)
+        raise typer.BadParameter(f"{error['input']!r}: {error['msg']}", ctx=ctx, param=param) from None
+
+
+# ------------------------------------------------------------ rounds as they land
+
+
+def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str, Any], cpus: int) -> None:
+    """A simulated run, its rounds printed as they land; exit 1 unless it completed."""
+    from fedcrm.config import FederationConfig
+    from fedcrm.ops.launcher import simulate
+    from fedcrm.reports.tables import format_row, read_rounds, round_table
+    from fedcrm.rundir import RunDir
+
+    names = [m.name for m in FederationConfig.load(federation).members]
+    shown: set[int] = set()
+    t0 = time.monotonic()
+
+    def progress(status: str) -> None:  # noqa: ARG001 (the launcher's on_poll hook)
+        for row in read_rounds(out):
+            if row.round not in shown:
+                shown.add(row.round)
+                console.print(f"[{time.monotonic() - t0:5.1f}s] {format_row(row, names)}")
+
+    console.print(f"federated run: {len(names)} partners ({', '.join(names)}), results in {out}")
+    result = simulate(federation, out, work, run_config, num_cpus_per_node=cpus, on_poll=progress)
+    progress(result.status)
+    console.print(round_table(read_rounds(out), names))
+    status = RunDir(out).summary().status
+    console.print(f"run {result.run_id}: {status} in {result.seconds:.1f}s; "
+                  f"model, metrics.json, epsilon.json and checkpoints in {out}")
+    if status != "completed":  # the partners' caps stopped it; their reasons are in summary.json
+        raise typer.Exit(1)
+
+
+def watch_deployed(layout: FederationLayout, run_id: int) -> None:
+    """A deployed run round by round until it ends, then collected; exit 1 unless it completed."""
+    from fedcrm.ops.runs import collect, watch
+    from fedcrm.reports.tables import format_row
+    from fedcrm.rundir import SUMMARY, RunDir
+
+    names = list(layout.config().names().values())
+    status = watch(layout, run_id, on_round=lambda row: console.print(format_row(row, names)))
+    out = collect(layout, run_id)
+    run = RunDir.open(out)
+    ended = run.summary().status if run is not None and run.has(SUMMARY) else "no summary"
+    console.print(f"run {run_id}: {status}; {ended}; collected in {out}")
+    if status != "finished:completed":
+        raise typer.Exit(1)

@@ -1,0 +1,145 @@
+"""`fedcrm coordinator`: the coordinator's SuperLink and its runs (deployment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedcrm.cli.common import DirOpt, Model, Task, console, plan_from, plan_option, typer_app, watch_deployed
+from fedcrm.errors import ConfigError
+
+app = typer_app("The coordinator's SuperLink and its runs (deployment).")
+DetachOpt = Annotated[bool, typer.Option(help="submit and return")]
+
+
+@app.command("commands")
+def coordinator_commands(dir: DirOpt) -> None:
+    """Print the start commands for the coordinator and for each partner."""
+    import shlex
+
+    from fedcrm.ops.deployment import FederationLayout, superlink_command, supernode_command
+
+    layout = FederationLayout(dir)
+    env = "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1"
+    print(f"# coordinator ({layout.address}); or: fedcrm coordinator start --dir {dir}")
+    print(f"{env} FLWR_HOME={layout.flwr_home} {shlex.join(superlink_command(layout))}")
+    for m in layout.config().members:
+        folder = layout.partner_dir(m.name)
+        cmd = supernode_command(Path(f"/path/to/{m.name}/partner.toml"), layout.address, folder / "ca.crt",
+                                folder / "supernode.key")
+        print(f"\n# partner {m.name}: copy {folder}/ca.crt and supernode.key to its machine; or: fedcrm partner start ...")
+        print(f"{env} FLWR_HOME=/path/to/{m.name}/flwr-home {shlex.join(cmd)}")
+
+
+@app.command("start")
+def coordinator_start(dir: DirOpt) -> None:
+    """Start the SuperLink (TLS, node auth, persistent database) in the background and
+    register every partner's key."""
+    from fedcrm.ops.deployment import FederationLayout, SuperLinkProcess, register_partners
+
+    layout = FederationLayout(dir)
+    if layout.pid_file.exists():
+        raise ConfigError(f"{layout.pid_file} exists: the SuperLink may be running (`fedcrm coordinator stop`)")
+    link = SuperLinkProcess(layout).start()
+    console.print(f"SuperLink on {layout.address}, PID {link.process.pid}, log {layout.log_file}")
+    for partner, state in register_partners(layout).items():
+        console.print(f"  {partner}: {state}")
+
+
+@app.command("stop")
+def coordinator_stop(dir: DirOpt) -> None:
+    """Stop the SuperLink started by `coordinator start`, by its PID."""
+    from fedcrm.ops.deployment import FederationLayout
+    from fedcrm.ops.launcher import stop_pid
+
+    layout = FederationLayout(dir)
+    if not layout.pid_file.exists():
+        raise ConfigError(f"no {layout.pid_file}: the SuperLink was not started from here")
+    pid = int(layout.pid_file.read_text())
+    running = stop_pid(pid)
+    layout.pid_file.unlink()
+    layout.audit.record("superlink-stopped", pid=pid, was_running=running)
+    console.print(f"SuperLink PID {pid} {'stopped' if running else 'was not running'}")
+
+
+@app.command("register")
+def coordinator_register(dir: DirOpt) -> None:
+    """Register every member's public key with the running SuperLink (idempotent)."""
+    from fedcrm.ops.deployment import FederationLayout, register_partners
+
+    for partner, state in register_partners(FederationLayout(dir)).items():
+        console.print(f"{partner}: {state}")
+
+
+@app.command("run")
+def coordinator_run(
+    ctx: typer.Context, dir: DirOpt, out: Annotated[Path, typer.Option(help="run directory on this machine")],
+    rounds: int = plan_option("rounds"), task: Task = plan_option("task"), model: Model = plan_option("model"),
+    epsilon: float = plan_option("epsilon"), min_partners: int = plan_option("min_partners"),
+    round_timeout: float = plan_option("round_timeout"), local_epochs: int = plan_option("local_epochs"),
+    batch_size: int = plan_option("batch_size"), learning_rate: float = plan_option("learning_rate"),
+    detach: DetachOpt = False,
+) -> None:
+    """Launch a run on the deployed federation and watch it round by round."""
+    from fedcrm.ops.deployment import FederationLayout
+    from fedcrm.ops.runs import launch
+
+    plan = plan_from(ctx)  # before anything is submitted
+    layout = FederationLayout(dir)
+    run_id = launch(layout, out, plan.to_run_config(exclude_unset=True))
+    console.print(f"run {run_id} submitted; results in {out}")
+    if not detach:
+        watch_deployed(layout, run_id)
+
+
+@app.command("watch")
+def coordinator_watch(run_id: int, dir: DirOpt) -> None:
+    """Follow a run round by round until it ends, then collect it."""
+    from fedcrm.ops.deployment import FederationLayout
+
+    watch_deployed(FederationLayout(dir), run_id)
+
+
+@app.command("stop-run")
+def coordinator_stop_run(run_id: int, dir: DirOpt) -> None:
+    """Ask the SuperLink to stop a run (`flwr stop`)."""
+    from fedcrm.ops.deployment import FederationLayout
+    from fedcrm.ops.runs import stop
+
+    console.print(stop(FederationLayout(dir), run_id))
+
+
+@app.command("collect")
+def coordinator_collect(run_id: int, dir: DirOpt,
+                        out: Annotated[Path | None, typer.Option(help="default: the run's own directory")] = None) -> None:
+    """Model, metrics, per-partner ε and Flower's logs of a run in one local directory."""
+    from fedcrm.ops.deployment import FederationLayout
+    from fedcrm.ops.runs import collect
+
+    console.print(f"collected in {collect(FederationLayout(dir), run_id, out)}")
+
+
+@app.command("resume")
+def coordinator_resume(run_dir: Annotated[Path, typer.Argument(help="the interrupted run's directory")], dir: DirOpt,
+                       detach: DetachOpt = False) -> None:
+    """Continue an interrupted run after its last completed round."""
+    from fedcrm.ops.deployment import FederationLayout
+    from fedcrm.ops.runs import resume
+
+    layout = FederationLayout(dir)
+    run_id = resume(layout, run_dir)
+    console.print(f"run {run_id} resumes {run_dir}")
+    if not detach:
+        watch_deployed(layout, run_id)
+
+
+@app.command("verify")
+def coordinator_verify(dir: DirOpt) -> None:
+    """Check the audit log's chain and anchor; exit 1 if it does not verify."""
+    from fedcrm.ops.deployment import FederationLayout
+
+    status = FederationLayout(dir).audit.verify()
+    console.print(f"audit log {status.path}: " + (f"OK, {status.entries} entries" if status.ok else f"NOT OK: {status.problem}"))
+    raise typer.Exit(0 if status.ok else 1)

@@ -1,0 +1,65 @@
+"""`fedcrm partner`: commands a partner runs on its own node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedcrm.cli.common import PartnerConfigOpt, Task, console, typer_app
+
+app = typer_app("Partner-side commands (run on the partner's node).")
+
+
+@app.command("init")
+def partner_init(config: PartnerConfigOpt) -> None:
+    """Create the partner's HMAC key (0600) and work dir named in its config."""
+    from fedcrm.config import PartnerConfig
+    from fedcrm.data.pseudonymise import create_secret
+
+    cfg = PartnerConfig.load(config)
+    create_secret(cfg.secret_file)
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"partner {cfg.name}: key written to {cfg.secret_file} (mode 0600, keep it on this node); "
+                  f"work dir {cfg.work_dir}")
+
+
+@app.command("check")
+def partner_check(
+    config: PartnerConfigOpt,
+    task: Annotated[Task | None, typer.Option(help="also require the label source of this task")] = None,
+    k_threshold: Annotated[int | None, typer.Option(help="k target (default: the config's generalisation.k_threshold)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
+) -> None:
+    """Validate the partner's export against its mapping and print a data-quality report."""
+    from fedcrm.config import PartnerConfig
+    from fedcrm.data.quality import check_partner, render
+
+    report = check_partner(PartnerConfig.load(config), task.value if task else None, k_threshold)
+    console.print(render(report))
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
+
+
+@app.command("start")
+def partner_start(
+    config: PartnerConfigOpt,
+    superlink: Annotated[str, typer.Option(help="host:port of the coordinator's SuperLink")],
+    root_cert: Annotated[Path, typer.Option(help="the federation's ca.crt")],
+    key: Annotated[Path, typer.Option(help="this partner's supernode.key")],
+    port: Annotated[int, typer.Option(help="local port of this SuperNode's runtime API")] = 9094,
+) -> None:
+    """Run this partner's SuperNode in the foreground (TLS, its key, its own config)."""
+    import os
+
+    from fedcrm.config import PartnerConfig
+    from fedcrm.ops.deployment import supernode_command
+    from fedcrm.ops.launcher import flower_env
+
+    cfg = PartnerConfig.load(config)
+    flwr_home = cfg.work_dir / "flwr-home"
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    cmd = supernode_command(config, superlink, root_cert, key, port)
+    console.print(f"partner {cfg.name}: SuperNode to {superlink} (FLWR_HOME {flwr_home})")
+    os.execve(cmd[0], cmd, flower_env(flwr_home))

@@ -1,0 +1,56 @@
+"""How the coordinator combines the partners' replies into one round's figures.
+
+ε is never averaged: the train aggregate carries the largest ε any partner stated. The
+federation's AUC is not a mean of partners' AUCs (in a non-IID consortium much of the
+signal lies between partners): it is computed from the summed score histograms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from flwr.app import MetricRecord, RecordDict
+
+from fedcrm.ml.evaluation import pooled_from_histograms
+from fedcrm.protocol import METRICS, EvaluateAggregate, EvaluateReply, TrainAggregate, TrainReply, wire_key
+
+WEIGHT_KEY = wire_key("num_examples")  # FedAvg weighs updates by example count...
+UNIT_WEIGHT_KEY = wire_key("unit_weight")  # ...or, under client-level DP, every partner alike
+
+
+def _weighted(values: list[float], weights: list[float]) -> float:
+    return float(np.average(values, weights=weights)) if sum(weights) > 0 else float("nan")
+
+
+def _weights(records: list[RecordDict], weight_key: str) -> list[float]:
+    return [float(r[METRICS][weight_key]) for r in records]
+
+
+def aggregate_train_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY) -> MetricRecord:
+    """Weighted mean loss; ε is the *maximum* over partners (budgets never average)."""
+    replies = [TrainReply.from_dict(r[METRICS]) for r in records]
+    w = _weights(records, weight_key)
+    eps = [r.epsilon for r in replies if r.epsilon is not None]
+    return TrainAggregate(train_loss=_weighted([r.train_loss for r in replies], w), num_partners=len(replies),
+                          num_examples=int(sum(w)), max_epsilon=max(eps) if eps else None).record()
+
+
+def _finite_mean(replies: list[EvaluateReply], w: list[float], field: str) -> float | None:
+    """Weighted mean of `field` over the partners whose value is finite (NaN: undefined there)."""
+    have = [(getattr(r, field), wi) for r, wi in zip(replies, w) if math.isfinite(getattr(r, field))]
+    return _weighted([v for v, _ in have], [wi for _, wi in have]) if have else None
+
+
+def aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY) -> MetricRecord:
+    """Pooled ranking and calibration metrics from summed score histograms; example-weighted
+    log-loss, Brier and accuracy; and the example-weighted mean of each partner's own
+    ranking metrics, which ignores the signal between partners."""
+    replies = [EvaluateReply.from_dict(r[METRICS]) for r in records]
+    w = _weights(records, weight_key)
+    values: dict[str, float | None] = {f: _finite_mean(replies, w, f) for f in EvaluateAggregate.EXAMPLE_MEANS}
+    pos = np.sum([np.asarray(r.score_hist_pos) for r in replies], axis=0)
+    neg = np.sum([np.asarray(r.score_hist_neg) for r in replies], axis=0)
+    values.update(pooled_from_histograms(pos, neg))
+    values.update({f"mean_partner_{f}": _finite_mean(replies, w, f) for f in EvaluateAggregate.PARTNER_MEANS})
+    return EvaluateAggregate(num_examples=int(sum(w)), num_partners=len(replies), **values).record()

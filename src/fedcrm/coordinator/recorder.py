@@ -1,0 +1,151 @@
+"""The coordinator's record of a run, written into the run directory as the run goes.
+
+Every reply, every silence and every aggregate lands in a `RoundRecord`, so a watcher sees
+each round as it completes. The server never computes anyone's ε: each partner's node is
+the authority on its own budget, and the record keeps what the node stated.
+"""
+
+from __future__ import annotations
+
+import math
+
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+from fedcrm.config import TrainPlan
+from fedcrm.data.features import feature_names
+from fedcrm.ml.evaluation import HIST_BINS
+from fedcrm.ml.fedstats import Normalisation
+from fedcrm.protocol import METRICS, EvaluateReply, TrainReply
+from fedcrm.rundir import (ClientLevelPoint, EpsilonFile, EpsilonPoint, Failure, Inventory, MetricsFile, ModelMeta,
+                           PartnerRound, ReceivedFile, RoundRecord, RunDir, RunState, RunSummary, ScoreHistogram)
+
+PARTNER_ID = TrainReply.key("partner_id")
+
+
+def received_inventory(content: RecordDict) -> Inventory:
+    """What actually arrived from a partner, without values: the coordinator's side of the
+    inventory each node keeps in its egress log."""
+    out: Inventory = {}
+    for name, record in content.items():
+        if isinstance(record, ArrayRecord):
+            out[name] = {k: f"{a.dtype}{list(a.shape)}" for k, a in record.items()}
+        elif isinstance(record, MetricRecord):
+            out[name] = {k: f"list[{len(v)}]" if isinstance(v, list) else type(v).__name__ for k, v in record.items()}
+        else:
+            out[name] = {"<record>": type(record).__name__}
+    return out
+
+
+class RunRecorder:
+    """Writes the run directory as the run goes."""
+
+    def __init__(self, run: RunDir, names: dict[int, str], plan: TrainPlan, state: RunState) -> None:
+        """`state` of a resumed run: its records so far are read back, later rounds re-run."""
+        self.run, self.names, self.plan, self.state = run, names, plan, state
+        self.rounds: dict[int, RoundRecord] = {}
+        self.node_names: dict[int, str] = {}  # Flower node id → partner, learnt from its replies
+        self.client_level: list[ClientLevelPoint] = []  # central DP: ε after each round
+        self.received: dict[str, dict[str, Inventory]] = {}  # partner → kind → value-free inventory
+        self.histograms: dict[int, dict[str, ScoreHistogram]] = {}  # round → partner → held-out score counts
+        self.normalisation: Normalisation | None = None  # the federation's, published with the model
+        if state.completed_rounds:
+            self._load_records()
+
+    @classmethod
+    def start(cls, run: RunDir, names: dict[int, str], plan: TrainPlan, flower_run: int | str) -> RunRecorder:
+        return cls(run, names, plan, RunState(job_id=flower_run, flower_runs=[flower_run],
+                                              total_rounds=plan.num_server_rounds))
+
+    @classmethod
+    def resume(cls, run: RunDir, names: dict[int, str], plan: TrainPlan, flower_run: int | str) -> RunRecorder:
+        state = run.state()
+        return cls(run, names, plan, state.model_copy(update={"flower_runs": [*state.flower_runs, str(flower_run)]}))
+
+    @property
+    def run_id(self) -> str:
+        return self.state.job_id
+
+    def _load_records(self) -> None:
+        done = self.state.completed_rounds
+        self.rounds = {r.round: r for r in self.run.rounds() if r.round <= done}  # a round cut off mid-way is re-run
+        eps = self.run.epsilon()
+        self.client_level = [c for c in eps.client_level if c.round <= done] if eps else []
+        received = self.run.received()
+        self.received = received.partners if received else {}
+
+    def _round(self, server_round: int) -> RoundRecord:
+        return self.rounds.setdefault(server_round, RoundRecord(round=server_round))
+
+    def name(self, metrics: MetricRecord) -> str:
+        pid = int(metrics.get(PARTNER_ID, -1))
+        return self.names.get(pid, f"partner-{pid}")
+
+    def record_missing(self, server_round: int, kind: str, node_ids: set[int]) -> None:
+        """Partners sent a message that did not answer within the round timeout."""
+        for node_id in sorted(node_ids):
+            self._round(server_round).failures.append(Failure(
+                kind=kind, node_id=node_id, partner=self.node_names.get(node_id, ""), code=0,
+                reason="no reply within the round timeout"))
+
+    def record(self, server_round: int, kind: str, replies: list[Message]) -> None:
+        rec = self._round(server_round)
+        for msg in replies:
+            node_id = int(msg.metadata.src_node_id)
+            if msg.has_error():
+                rec.failures.append(Failure(kind=kind, node_id=node_id, partner=self.node_names.get(node_id, ""),
+                                            code=int(msg.error.code), reason=str(msg.error.reason)))
+                continue
+            metrics = msg.content[METRICS]
+            name = self.node_names[node_id] = self.name(metrics)
+            self.received.setdefault(name, {})[kind] = received_inventory(msg.content)
+            if kind == "evaluate":
+                reply = EvaluateReply.from_dict(metrics)
+                self.histograms.setdefault(server_round, {})[name] = ScoreHistogram(
+                    pos=reply.score_hist_pos, neg=reply.score_hist_neg)
+            scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list) and math.isfinite(float(v))}
+            setattr(rec.partners.setdefault(name, PartnerRound()), kind, scalars)
+
+    def mark_absent(self, server_round: int) -> None:
+        """Members that did not train this round: refused, silent, or not connected at all."""
+        rec = self._round(server_round)
+        rec.absent = sorted(set(self.names.values()) - {n for n, p in rec.partners.items() if p.train})
+
+    def set_aggregate(self, server_round: int, kind: str, metrics: MetricRecord | None) -> None:
+        if metrics is None:
+            return
+        values = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+        if kind == "train":
+            self._round(server_round).train = values
+        else:
+            self._round(server_round).global_metrics = values
+
+    def epsilon_by_partner(self) -> dict[str, list[EpsilonPoint]]:
+        out: dict[str, list[EpsilonPoint]] = {}
+        for r in sorted(self.rounds):
+            for name, eps in self.rounds[r].epsilon().items():
+                out.setdefault(name, []).append(EpsilonPoint(round=r, epsilon=eps))
+        return out
+
+    def save_checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The global model after `server_round`, then the state that says it is complete."""
+        self.run.save_checkpoint(server_round, arrays.to_torch_state_dict())
+        self.state.completed_rounds = server_round
+        self.run.write_state(self.state)
+
+    def flush(self) -> None:
+        self.run.write_records(
+            MetricsFile(run_id=self.run_id, rounds=[self.rounds[r] for r in sorted(self.rounds)]),
+            ReceivedFile(run_id=self.run_id, partners=self.received),
+            EpsilonFile(delta=self.plan.dp_delta, partners=self.epsilon_by_partner(), client_level=self.client_level),
+            self.histograms, HIST_BINS)
+
+    def finish(self, arrays: ArrayRecord, status: str) -> None:
+        self.flush()
+        last = self.rounds[max(self.rounds)] if self.rounds else RoundRecord(round=0)
+        meta = ModelMeta(kind=self.plan.model, hidden=self.plan.model_hidden, features=feature_names(),
+                         task=self.plan.task, normalisation=self.normalisation)
+        self.run.publish(arrays.to_torch_state_dict(), meta, RunSummary(
+            run_id=self.run_id, status=status, rounds_completed=self.state.completed_rounds,
+            flower_runs=self.state.flower_runs, final_global=last.global_metrics,
+            epsilon={n: v[-1].epsilon for n, v in self.epsilon_by_partner().items()},
+            client_level_epsilon=self.client_level[-1].epsilon if self.client_level else None))

@@ -1,0 +1,145 @@
+"""A partner's privacy account: its ledger read under its own policy, and every charge.
+
+The node asks the account three things: how much noise a run needs (planned against
+everything spent before it), whether a release may happen (not charged before, within the
+partner's cap), and to record it. `charge` does the last two under the ledger's lock with
+the release in between, so the cap checked is the cap that holds when the entry is
+written, whoever else writes to the same ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel
+
+from fedcrm.config import PrivacyPolicy
+from fedcrm.errors import PrivacyBudgetError
+from fedcrm.privacy.accounting import HistoryEntry, RunNoise, RunPlan, epsilon, plan_run, run_noise
+from fedcrm.privacy.ledger import Ledger, LedgerEntry
+from fedcrm.protocol import LedgerHead
+
+
+class BudgetExceeded(PrivacyBudgetError):
+    """The next release would take the partner past the ε cap it set for itself."""
+
+
+class RunShape(BaseModel):
+    """What a run asks of one partner, as far as privacy is concerned."""
+
+    rows: int
+    batch_size: int
+    local_epochs: int
+    rounds: int
+    target_run_epsilon: float
+    max_grad_norm: float
+
+
+class Release(BaseModel):
+    """One application of a Gaussian mechanism to the partner's data."""
+
+    run_id: str
+    server_round: int
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+
+    @property
+    def history_entry(self) -> HistoryEntry:
+        return (self.noise_multiplier, self.sample_rate, self.steps)
+
+
+class Charge(BaseModel):
+    """A release being charged: the history before it, ε before it (by the partner's
+    accountant) and ε after it by PRV and by RDP."""
+
+    history: list[HistoryEntry]
+    before: float
+    after_prv: float
+    after_rdp: float
+    accountant: str
+
+    @property
+    def after(self) -> float:
+        return self.after_prv if self.accountant == "prv" else self.after_rdp
+
+
+class PrivacyAccount:
+    def __init__(self, ledger: Ledger, policy: PrivacyPolicy, partner: str, dataset_fingerprint: str) -> None:
+        """`dataset_fingerprint`: the export the releases are computed on; with the policy's
+        `compose_over = "dataset"` only releases on the same export compose."""
+        self.ledger, self.policy, self.partner, self.fingerprint = ledger, policy, partner, dataset_fingerprint
+
+    # ------------------------------------------------------------ reading
+    def _counted(self, entries: list[LedgerEntry]) -> list[LedgerEntry]:
+        if self.policy.compose_over == "dataset":
+            return [e for e in entries if e.dataset_fingerprint == self.fingerprint]
+        return entries
+
+    def entries(self) -> list[LedgerEntry]:
+        """The verified entries that compose into this partner's ε (raises if tampered)."""
+        return self._counted(self.ledger.entries())
+
+    def charged(self, run_id: str, server_round: int, entries: list[LedgerEntry] | None = None) -> bool:
+        entries = self.entries() if entries is None else entries
+        return any(e.run_id == run_id and e.server_round == server_round for e in entries)
+
+    def epsilon(self, history: list[HistoryEntry], kind: str | None = None) -> float:
+        return epsilon(history, self.policy.delta, kind or self.policy.accountant)
+
+    def head(self) -> LedgerHead:
+        """The ledger as this node verifies it, for the coordinator's records."""
+        status = self.ledger.verify()
+        return LedgerHead(ledger_entries=status.entries, ledger_ok=int(status.ok), ledger_head=status.head_short)
+
+    # ------------------------------------------------------------ planning
+    def _run_inputs(self, run_id: str | None, shape: RunShape) -> dict:
+        """Prior history and run shape. Within a run σ is fixed by its first charged round,
+        so a node restarted mid-run keeps training with the noise the run started with."""
+        entries = self.entries()
+        this_run = [e for e in entries if e.run_id == run_id]
+        return dict(prior=[e.history_entry for e in entries if e.run_id != run_id], rows=shape.rows,
+                    batch_size=shape.batch_size, local_epochs=shape.local_epochs, rounds=shape.rounds,
+                    target_run_epsilon=shape.target_run_epsilon, delta=self.policy.delta,
+                    accountant=self.policy.accountant, sigma=this_run[0].noise_multiplier if this_run else None)
+
+    def noise(self, run_id: str, shape: RunShape) -> RunNoise:
+        """The mechanism of this run: what the node needs before a round."""
+        return run_noise(**self._run_inputs(run_id, shape))
+
+    def plan(self, shape: RunShape, run_id: str | None = None) -> RunPlan:
+        """What a run costs: σ calibrated against everything spent before it, ε per round."""
+        return plan_run(partner=self.partner, epsilon_cap=self.policy.epsilon_cap, max_grad_norm=shape.max_grad_norm,
+                        **self._run_inputs(run_id, shape))
+
+    # ------------------------------------------------------------ charging
+    @contextmanager
+    def charge(self, release: Release) -> Iterator[Charge]:
+        """Check the release, let the caller compute it, then record it: all under the
+        ledger's lock. Refuses a round charged before and one that would pass the cap; if
+        the block raises, nothing is recorded."""
+        with self.ledger.exclusive() as all_entries:
+            entries = self._counted(all_entries)
+            if self.charged(release.run_id, release.server_round, entries):
+                raise PrivacyBudgetError(f"partner {self.partner}: run {release.run_id} round {release.server_round} "
+                                         "was already charged; refusing to release it twice")
+            history = [e.history_entry for e in entries]
+            cost = Charge(history=history, before=self.epsilon(history), accountant=self.policy.accountant,
+                          after_prv=self.epsilon([*history, release.history_entry], "prv"),
+                          after_rdp=self.epsilon([*history, release.history_entry], "rdp"))
+            cap, delta, kind = self.policy.epsilon_cap, self.policy.delta, self.policy.accountant
+            if cost.after > cap:
+                raise BudgetExceeded(
+                    f"partner {self.partner}: round {release.server_round} of run {release.run_id} would raise ε "
+                    f"from {cost.before:.3f} to {cost.after:.3f} (δ={delta:g}, {kind.upper()}), above the cap of "
+                    f"{cap:g} this partner set; remaining budget {max(cap - cost.before, 0):.3f}. "
+                    "The node refuses the release.")
+            yield cost
+            self.ledger.append(
+                partner=self.partner, run_id=release.run_id, server_round=release.server_round,
+                dataset_fingerprint=self.fingerprint, noise_multiplier=release.noise_multiplier,
+                sample_rate=release.sample_rate, steps=release.steps, delta=delta,
+                max_grad_norm=release.max_grad_norm, accountant=kind, epsilon_after=cost.after,
+                epsilon_rdp_after=cost.after_rdp, epsilon_cap=cap)

@@ -1,0 +1,240 @@
+"""The wire protocol between the coordinator and the partner nodes, in one place.
+
+Every message of a run is a Flower `RecordDict`. The coordinator sends a `config` record
+(`RoundConfig`) and, for train and evaluate, the global model as the `arrays` record. A
+node answers with a `metrics` record (`TrainReply`, `EvaluateReply` or `QueryReply`) and,
+for train only, the new weights as `arrays`. Each record is a pydantic model here whose
+field names, spelt with dashes, are the keys on the wire: no other module spells a key.
+
+The same models are the node's egress allow-list (`allowed_metrics`): a reply may carry
+exactly the keys its model declares, numeric values only, lists only where the model has a
+list. Error replies carry one of the `ERROR_*` codes below and a reason.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+if TYPE_CHECKING:  # Flower is imported where records are built: the CLI reads keys without it
+    from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+# Record names inside a message's RecordDict.
+ARRAYS = "arrays"
+METRICS = "metrics"
+CONFIG = "config"
+
+# Codes a node puts on the error replies it sends the coordinator.
+ERROR_FEDCRM = 4100  # the partner's pipeline or config refused the request
+ERROR_EGRESS = 4101  # the reply would have carried more than arrays and metrics
+ERROR_BUDGET = 4102  # the partner's privacy rules refused: cap reached, ledger does not verify, ...
+
+
+# A job's id: Flower's run id (an unsigned 64-bit integer) written as text everywhere,
+# since JSON readers that use doubles (jq among them) corrupt integers above 2^53.
+RunId = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)]
+
+
+def wire_key(field: str) -> str:
+    """The one spelling rule: Python's `epsilon_cap` is `epsilon-cap` on the wire, in node
+    configs and in run configs (`fedcrm.config.TrainPlan`)."""
+    return field.replace("_", "-")
+
+
+class WireModel(BaseModel):
+    """A record whose field names, with dashes, are its keys on the wire."""
+
+    model_config = ConfigDict(alias_generator=wire_key, populate_by_name=True, extra="forbid")
+
+    @classmethod
+    def keys(cls) -> frozenset[str]:
+        return frozenset(f.alias or n for n, f in cls.model_fields.items())
+
+    @classmethod
+    def key(cls, field: str) -> str:
+        """The wire key of one field (raises for a field the model does not have)."""
+        return cls.model_fields[field].alias or field
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+    @classmethod
+    def from_dict(cls, values: Any) -> Self:
+        return cls.model_validate(dict(values))
+
+    def record(self) -> MetricRecord:
+        """Numeric metrics only: the whole model as one Flower `MetricRecord`."""
+        from flwr.app import MetricRecord
+
+        return MetricRecord(self.to_dict())
+
+
+class _Reply(WireModel):
+    list_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+# ---------------------------------------------------------------- coordinator → node
+class RoundConfig(WireModel):
+    """The `config` record of every message. `server_round` is set by Flower's strategy;
+    the rest by the coordinator. A resumed run is a new Flower run whose rounds start at 1
+    again: `job_id` names the original run and `round_offset` its completed rounds, so a
+    partner's ledger keys every charge by the job's own round and never charges one twice."""
+
+    model_config = ConfigDict(extra="ignore")  # Flower may add keys of its own
+
+    job_id: RunId | None = None
+    server_round: int = 0
+    round_offset: int = 0
+    feature_mean: list[float] | None = Field(None, description="the federation's normalisation, sent every round")
+    feature_std: list[float] | None = None
+
+    def record(self) -> ConfigRecord:
+        from flwr.app import ConfigRecord
+
+        return ConfigRecord(self.to_dict())
+
+    @classmethod
+    def of(cls, content: RecordDict) -> RoundConfig:
+        return cls.from_dict(content[CONFIG]) if CONFIG in content else cls()
+
+    def job_round(self, flower_run_id: int) -> tuple[str, int]:
+        """The job this message belongs to and its round in that job."""
+        return (self.job_id or str(flower_run_id)), self.server_round + self.round_offset
+
+
+class NodeConfig(WireModel):
+    """What a SuperNode's `--node-config` (deployment) or the simulation engine tells the node."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    partner_config: str | None = None  # deployment: the partner config on this machine
+    partition_id: int | None = None  # simulation: member i of the federation config
+
+    def flag(self) -> str:
+        """The SuperNode `--node-config` value naming the partner config."""
+        return f'{self.key("partner_config")}="{self.partner_config}"'
+
+
+# ---------------------------------------------------------------- node → coordinator
+class LedgerHead(_Reply):
+    """The node's ledger as it verified it: entry count, intact or not, head hash prefix."""
+
+    ledger_entries: int | None = None
+    ledger_ok: int | None = None
+    ledger_head: int | None = Field(None, description="first 13 hex digits of the head hash, as an int")
+
+
+class TrainReply(LedgerHead):
+    partner_id: int
+    num_examples: int
+    unit_weight: int = 1
+    dp_enabled: int
+    train_loss: float
+    local_steps: int
+    train_seconds: float
+    epsilon: float | None = Field(None, description="cumulative ε by the partner's own accountant")
+    epsilon_prv: float | None = None
+    epsilon_rdp: float | None = None
+    epsilon_run: float | None = Field(None, description="the rise of cumulative ε over this run")
+    epsilon_cap: float | None = None
+    epsilon_remaining: float | None = None
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+    max_grad_norm: float | None = None
+
+
+class HeldOutMetrics(WireModel):
+    """A model's quality on held-out rows; NaN where a metric is undefined (one class only).
+    Every partner sends every key: Flower refuses to aggregate records whose keys differ."""
+
+    log_loss: float = math.nan
+    brier: float = math.nan
+    accuracy: float = math.nan
+    ece: float = math.nan
+    auc: float = math.nan
+    pr_auc: float = math.nan
+    lift_top_decile: float = math.nan
+    capture_top_decile: float = math.nan
+
+    RANKING: ClassVar[tuple[str, ...]] = ("auc", "pr_auc", "lift_top_decile", "capture_top_decile")
+    EXAMPLE_MEANS: ClassVar[tuple[str, ...]] = ("log_loss", "brier", "accuracy")  # exact as weighted means
+
+
+class EvaluateReply(HeldOutMetrics, _Reply):
+    list_fields: ClassVar[frozenset[str]] = frozenset({"score_hist_pos", "score_hist_neg"})
+
+    partner_id: int
+    num_examples: int
+    unit_weight: int = 1
+    num_positives: int
+    score_hist_pos: list[int] = Field(description="held-out positives per score bin")
+    score_hist_neg: list[int]
+    eval_seconds: float
+
+
+class QueryReply(LedgerHead):
+    """Column sums over the training rows, for the federation's feature statistics."""
+
+    list_fields: ClassVar[frozenset[str]] = frozenset({"stat_sum", "stat_sumsq", "stat_onehot"})
+
+    partner_id: int
+    num_examples: int
+    stat_n: float
+    stat_sum: list[float]
+    stat_sumsq: list[float]
+    stat_onehot: list[float]
+    epsilon: float | None = None
+    delta: float | None = None
+
+
+REPLIES: dict[str, type[_Reply]] = {"train": TrainReply, "evaluate": EvaluateReply, "query": QueryReply}
+
+
+def allowed_metrics(kind: str) -> frozenset[str]:
+    """The egress allow-list of a reply kind: exactly the keys its model declares."""
+    return REPLIES[kind].keys()
+
+
+def list_keys(kind: str) -> dict[str, str]:
+    """Wire key → field name of the metrics that may be lists in a reply of `kind`."""
+    model = REPLIES[kind]
+    return {model.key(f): f for f in model.list_fields}
+
+
+# ---------------------------------------------------------------- the coordinator's aggregates
+class TrainAggregate(WireModel):
+    """Over the partners that trained a round: example-weighted loss, and the *largest* ε
+    (budgets never average)."""
+
+    train_loss: float
+    num_partners: int
+    num_examples: int
+    max_epsilon: float | None = None
+
+
+class EvaluateAggregate(HeldOutMetrics):
+    """Pooled ranking and calibration metrics from the summed score histograms,
+    example-weighted log-loss, Brier and accuracy, and the example-weighted mean of each
+    partner's own ranking metrics (`mean_partner_*`), which ignores the signal between
+    partners. Metrics that are undefined over the pool are left out (None)."""
+
+    num_examples: int
+    num_partners: int
+    log_loss: float | None = None
+    brier: float | None = None
+    accuracy: float | None = None
+    ece: float | None = None
+    auc: float | None = None
+    pr_auc: float | None = None
+    lift_top_decile: float | None = None
+    capture_top_decile: float | None = None
+    mean_partner_auc: float | None = None
+    mean_partner_pr_auc: float | None = None
+    mean_partner_lift_top_decile: float | None = None
+    mean_partner_capture_top_decile: float | None = None
+    mean_partner_ece: float | None = None
+
+    PARTNER_MEANS: ClassVar[tuple[str, ...]] = ("auc", "pr_auc", "lift_top_decile", "capture_top_decile", "ece")
