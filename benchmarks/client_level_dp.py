@@ -20,6 +20,7 @@ from pathlib import Path
 from fedcrm.sandbox.demo_data import generate
 from fedcrm.ops.launcher import FLWR_ENV, simulate
 from fedcrm.reports.tables import read_rounds
+from fedcrm.rundir import RunDir
 
 RESULTS = Path(__file__).resolve().parent / "results" / "client_level_dp.json"
 BASE = {"num-server-rounds": 5, "dp-target-epsilon": 3.0, "min-partners": 3}
@@ -39,12 +40,12 @@ def main() -> None:
             work = Path(tmp) / name.replace(" ", "-")
             fed = generate(work / "consortium")
             result = simulate(fed, work / "run", work / "flower", {**BASE, **extra})
-            eps = json.loads((result.run_dir / "epsilon.json").read_text())
+            eps = RunDir(result.run_dir).epsilon()
             out["runs"][name] = {
                 "config": {**BASE, **extra},
                 "auc_by_round": [round(r.auc, 4) for r in read_rounds(result.run_dir)],
-                "record_level_epsilon_final": {k: round(v[-1]["epsilon"], 3) for k, v in eps["partners"].items()},
-                "client_level_epsilon_by_round": [round(c["epsilon"], 3) for c in eps["client_level"]],
+                "record_level_epsilon_final": {k: round(v[-1].epsilon, 3) for k, v in eps.partners.items()},
+                "client_level_epsilon_by_round": [round(c.epsilon, 3) for c in eps.client_level],
             }
             print(name, out["runs"][name], flush=True)
     RESULTS.parent.mkdir(exist_ok=True)

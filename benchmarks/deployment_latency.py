@@ -26,6 +26,10 @@ from fedcrm.sandbox.demo_data import generate
 from fedcrm.ops.launcher import FLWR_ENV
 from fedcrm.sandbox.loopback import LoopbackFederation
 from fedcrm.ops.runs import launch, watch
+from fedcrm.protocol import EvaluateReply
+from fedcrm.rundir import RunDir
+
+EVAL_SECONDS = EvaluateReply.key("eval_seconds")
 
 RESULTS = Path(__file__).resolve().parent / "results" / "deployment_latency.json"
 ROUNDS = 3
@@ -73,11 +77,11 @@ def main() -> None:
             stamps = [(run_dir / "checkpoints" / f"round-{r:03d}.pt").stat().st_mtime for r in range(ROUNDS + 1)]
             out["submit_to_round_0_seconds"] = round(stamps[0] - submitted, 1)  # ServerApp start + one evaluate
             out["round_seconds"] = [round(b - a, 1) for a, b in zip(stamps, stamps[1:])]
-            rounds = json.loads((run_dir / "metrics.json").read_text())["rounds"]
-            out["partner_train_seconds_max"] = [round(max(p["train"]["train-seconds"] for p in r["partners"].values()), 2)
-                                                for r in rounds if r["round"] > 0]
-            out["partner_eval_seconds_max"] = [round(max(p["evaluate"]["eval-seconds"] for p in r["partners"].values()), 2)
-                                               for r in rounds if r["round"] > 0]
+            rounds = [r for r in RunDir(run_dir).rounds() if r.round > 0]
+            out["partner_train_seconds_max"] = [round(max(p.trained().train_seconds for p in r.partners.values()), 2)
+                                                for r in rounds]
+            out["partner_eval_seconds_max"] = [round(max(p.evaluate[EVAL_SECONDS] for p in r.partners.values()), 2)
+                                               for r in rounds]
         finally:
             federation.stop()
     out["clientapp_import_seconds"] = round(clientapp_import_seconds(), 2)
