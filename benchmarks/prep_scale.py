@@ -324,7 +324,7 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
     from fedcrm.data.prepare import (_save, _write_local_outputs, as_of_date, dataset_fingerprint, label_field,
                                 test_mask, write_tags)
     from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise
-    from fedcrm.data.schema import LABEL_SOURCES, TX_BY_NAME
+    from fedcrm.config.schema import LABEL_SOURCES, TX_BY_NAME
     from fedcrm.data.standardise import standardise
 
     cfg = PartnerConfig.load(folder / "partner.toml")

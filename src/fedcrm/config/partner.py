@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fedcrm.config.loading import Strict, load_cached, pretty, read_toml
 from fedcrm.config.activity import ActivityConfig
-from fedcrm.data.schema import BY_NAME, DIRECT_IDENTIFIERS, IX_BY_NAME, TX_BY_NAME, CanonicalField, FieldKind
+from fedcrm.config.schema import BY_NAME, DIRECT_IDENTIFIERS, IX_BY_NAME, TX_BY_NAME, CanonicalField, FieldKind
 from fedcrm.errors import ConfigError
 
 MoneyUnit = Literal["units", "cents", "thousands", "wan"]

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from fedcrm.config import CleaningRules
 from fedcrm.data.ingest import ROW
-from fedcrm.data.schema import BY_NAME, UNKNOWN, CanonicalField, FieldKind
+from fedcrm.config.schema import BY_NAME, UNKNOWN, CanonicalField, FieldKind
 
 REASON = "reason"
 

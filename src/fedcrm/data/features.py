@@ -19,7 +19,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from fedcrm.data.schema import BY_NAME, UNKNOWN, Grade
+from fedcrm.config.schema import BY_NAME, UNKNOWN, Grade
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from fedcrm.errors import MappingError
 from fedcrm.data.features import build_matrix, derive_generalised, feature_names
 from fedcrm.data.ingest import ROW, apply_mapping, file_fingerprint, read_table
 from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
-from fedcrm.data.schema import LABEL_SOURCES
+from fedcrm.config.schema import LABEL_SOURCES
 from fedcrm.data.standardise import standardise
 
 PIPELINE_VERSION = "3"  # 3: banking fields in the layout; "unknown" is a missing value

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedcrm.errors import ConfigError
-from fedcrm.data.schema import DIRECT_IDENTIFIERS
+from fedcrm.config.schema import DIRECT_IDENTIFIERS
 
 PID = "pid"
 KEY_BYTES = 32

@@ -15,7 +15,7 @@ import pandas as pd
 
 from fedcrm.config import MONEY_FACTORS, TableSpec
 from fedcrm.data.ingest import ROW
-from fedcrm.data.schema import UNKNOWN, FieldKind
+from fedcrm.config.schema import UNKNOWN, FieldKind
 
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a", "unknown"})
 

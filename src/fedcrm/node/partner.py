@@ -103,7 +103,8 @@ class PartnerNode:
         before (a resumed or retried round), the same release sent again at no cost."""
         started, run_id = time.perf_counter(), str(run_id)
         data, plan = self.data(), self.plan
-        if plan.dp_enabled and self.account.charged(run_id, server_round):
+        entries = self.account.entries() if plan.dp_enabled else []  # read and verified once before the lock
+        if plan.dp_enabled and self.account.charged(run_id, server_round, entries):
             kept = self.replies.load(run_id, server_round, state)
             if kept is not None:  # otherwise `charge` below refuses the round
                 new_state, metrics = kept
@@ -116,7 +117,7 @@ class PartnerNode:
             out = train_local(model, x, data.y_train, dp=None, **common)
             return out.state_dict, TrainReply(**base, train_loss=out.mean_loss, local_steps=out.steps,
                                               train_seconds=time.perf_counter() - started)
-        noise = self.account.noise(run_id, self.shape())
+        noise = self.account.noise(run_id, self.shape(), entries)
         release = Release(run_id=run_id, server_round=server_round, noise_multiplier=noise.noise_multiplier,
                           sample_rate=noise.sample_rate, steps=noise.steps_per_round, max_grad_norm=plan.dp_max_grad_norm)
         with self.account.charge(release) as cost:

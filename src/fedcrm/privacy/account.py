@@ -95,24 +95,24 @@ class PrivacyAccount:
         return LedgerHead(ledger_entries=status.entries, ledger_ok=int(status.ok), ledger_head=status.head_short)
 
     # ------------------------------------------------------------ planning
-    def _run_inputs(self, run_id: str | None, shape: RunShape) -> dict:
+    def _run_inputs(self, run_id: str | None, shape: RunShape, entries: list[LedgerEntry] | None) -> dict:
         """Prior history and run shape. Within a run σ is fixed by its first charged round,
         so a node restarted mid-run keeps training with the noise the run started with."""
-        entries = self.entries()
+        entries = self.entries() if entries is None else entries
         this_run = [e for e in entries if e.run_id == run_id]
         return dict(prior=[e.history_entry for e in entries if e.run_id != run_id], rows=shape.rows,
                     batch_size=shape.batch_size, local_epochs=shape.local_epochs, rounds=shape.rounds,
                     target_run_epsilon=shape.target_run_epsilon, delta=self.policy.delta,
                     accountant=self.policy.accountant, sigma=this_run[0].noise_multiplier if this_run else None)
 
-    def noise(self, run_id: str, shape: RunShape) -> RunNoise:
+    def noise(self, run_id: str, shape: RunShape, entries: list[LedgerEntry] | None = None) -> RunNoise:
         """The mechanism of this run: what the node needs before a round."""
-        return run_noise(**self._run_inputs(run_id, shape))
+        return run_noise(**self._run_inputs(run_id, shape, entries))
 
     def plan(self, shape: RunShape, run_id: str | None = None) -> RunPlan:
         """What a run costs: σ calibrated against everything spent before it, ε per round."""
         return plan_run(partner=self.partner, epsilon_cap=self.policy.epsilon_cap, max_grad_norm=shape.max_grad_norm,
-                        **self._run_inputs(run_id, shape))
+                        **self._run_inputs(run_id, shape, None))
 
     # ------------------------------------------------------------ charging
     @contextmanager

@@ -79,6 +79,7 @@ class HashChain(Generic[E]):
         self.dir = self.path.parent
         self.head_path = self.path.with_name(self.path.stem + ".head.json")
         self._holder: int | None = None  # the thread inside `exclusive`, if any
+        self._held_entries: list[E] = []
 
     def broken(self, problem: str) -> Exception:
         return FedcrmError(f"{self.path} does not verify: {problem}")
@@ -155,16 +156,17 @@ class HashChain(Generic[E]):
         process or thread) until the block ends. `append` inside the block keeps the lock,
         so a check made on these entries still holds when the entry is written."""
         if self._holder == threading.get_ident():
-            yield self.entries()
+            yield self._held_entries  # nobody else can have written since the lock was taken
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         with self.path.with_suffix(".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # per open file: other threads and processes wait
+            self._held_entries = self.entries()
             self._holder = threading.get_ident()
             try:
-                yield self.entries()
+                yield self._held_entries
             finally:
-                self._holder = None
+                self._holder, self._held_entries = None, []
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def append(self, **fields: object) -> E:
@@ -178,6 +180,7 @@ class HashChain(Generic[E]):
                 fh.flush()
                 os.fsync(fh.fileno())
             self._write_head(ChainHead(entries=entry.seq, hash=entry.hash))
+            entries.append(entry)  # the held view stays the log as it now is
             return entry
 
     def _write_head(self, head: ChainHead) -> None:
