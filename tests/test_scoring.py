@@ -12,7 +12,8 @@ from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.data.features import feature_names
 from fedcrm.ml.models import build_model
 from fedcrm.rundir import ModelMeta, RunDir, RunSummary
-from fedcrm.node.scoring import TierRule, churn_tiers, deciles, score_partner
+from fedcrm.config.tiers import TierRule
+from fedcrm.node.scoring import churn_tiers, deciles, score_partner
 
 
 def a_run_dir(path: Path, task: str, seed: int = 1) -> RunDir:

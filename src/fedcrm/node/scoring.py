@@ -10,14 +10,14 @@ row was quarantined is listed as not scored, with the reason.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel
 
 from fedcrm.data.clean import REASON
 from fedcrm.config import PartnerConfig
+from fedcrm.config.tiers import TierRule
 from fedcrm.errors import ConfigError
 from fedcrm.data.features import build_matrix, derive_generalised
 from fedcrm.data.ingest import ROW
@@ -26,22 +26,6 @@ from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise
 from fedcrm.rundir import RunDir
 from fedcrm.ml.training import predict
 from fedcrm.protocol import RunId
-
-
-class TierRule(BaseModel):
-    """Churn-risk tiers: by score thresholds, or by deciles (decile 1 = highest scores)."""
-
-    by: Literal["thresholds", "deciles"] = "thresholds"
-    high: float = Field(0.5, gt=0, lt=1, description="score at or above: high risk")
-    medium: float = Field(0.25, gt=0, lt=1, description="score at or above: medium risk")
-    high_deciles: int = Field(1, ge=1, le=10, description="deciles 1..n: high risk")
-    medium_deciles: int = Field(3, ge=1, le=10, description="deciles up to n: medium risk")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> TierRule:
-        if self.medium > self.high or self.medium_deciles < self.high_deciles:
-            raise ValueError("the medium tier must sit below the high tier")
-        return self
 
 
 class ScoreSummary(BaseModel):
