@@ -1,6 +1,7 @@
 """DP-SGD time vs plain SGD time for the models we ship, per Opacus grad-sample mode.
 
     .venv/bin/python benchmarks/dp_overhead.py         # writes benchmarks/results/dp_overhead.json
+    .venv/bin/python benchmarks/dp_overhead.py --noise-source   # cost of OS-entropy noise (issue 12), printed
 
 `fedcrm.training.train_local` on 40,000 rows × the shared features (66 since the banking fields; the size of UCI
 Bank Marketing), batch 256, 2 epochs, one thread per process as on a node sharing 2 cores;
@@ -47,7 +48,37 @@ def seconds(kind: str, x: np.ndarray, y: np.ndarray, mode: str | None) -> float:
     return statistics.median(times)
 
 
+def noise_source(repeats: int = 7) -> None:
+    """DP training with the generator reseeded from os.urandom before every step (the node's
+    noise source) vs the same generator never reseeded (the cost of the old seeded stream),
+    interleaved in one process; median of `repeats`."""
+    import sys
+
+    import fedcrm.ml.training as training
+    torch.set_num_threads(1)
+    x, y = data()
+    fresh = training.reseed_from_os
+    for kind in ("logistic", "mlp"):
+        times: dict[str, list[float]] = {"seeded": [], "os-entropy": []}
+        for r in range(repeats):
+            for name in times:
+                training.reseed_from_os = fresh if name == "os-entropy" else (lambda g: g)
+                model = build_model(kind, x.shape[1], seed=r)
+                t0 = time.perf_counter()
+                train_local(model, x, y, epochs=EPOCHS, batch_size=BATCH, lr=0.1, optimizer="sgd", seed=r,
+                            dp=DPSettings(1.0, 1.0, 1e-5, []))
+                times[name].append(time.perf_counter() - t0)
+        training.reseed_from_os = fresh
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(kind, {k: round(v, 3) for k, v in med.items()}, f"ratio {med['os-entropy'] / med['seeded']:.3f}",
+              file=sys.stdout, flush=True)
+
+
 def main() -> None:
+    import sys
+    if "--noise-source" in sys.argv:
+        noise_source()
+        return
     torch.set_num_threads(1)
     x, y = data()
     out: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

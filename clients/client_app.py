@@ -9,11 +9,11 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedcrm.errors import FedcrmError, PrivacyBudgetError
+from fedcrm.errors import FedcrmError, PolicyRefusal, PrivacyBudgetError
 from fedcrm.ml.fedstats import Normalisation
 from fedcrm.node.egress import egress_guard
 from fedcrm.node.runtime import node_for_context
-from fedcrm.protocol import ARRAYS, ERROR_BUDGET, ERROR_FEDCRM, METRICS, RoundConfig
+from fedcrm.protocol import ARRAYS, ERROR_BUDGET, ERROR_FEDCRM, ERROR_POLICY, METRICS, RoundConfig
 
 app = ClientApp()
 
@@ -26,7 +26,8 @@ def _normalisation(config: RoundConfig) -> Normalisation | None:
 
 
 def _refusal(msg: Message, exc: FedcrmError) -> Message:
-    code = ERROR_BUDGET if isinstance(exc, PrivacyBudgetError) else ERROR_FEDCRM
+    code = (ERROR_POLICY if isinstance(exc, PolicyRefusal) else
+            ERROR_BUDGET if isinstance(exc, PrivacyBudgetError) else ERROR_FEDCRM)
     return Message(Error(code=code, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
 

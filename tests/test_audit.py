@@ -22,6 +22,8 @@ def test_advantage_bound() -> None:
 
 def test_the_attack_catches_a_memorising_model_and_not_a_private_one(demo_federation: Path) -> None:
     cfg = PartnerConfig.load(FederationConfig.load(demo_federation).members[0].config)
+    # a deliberately non-private model: only a partner whose policy allows runs without DP trains one
+    cfg = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={"dp_required": False})})
     overfit = TrainPlan.from_run_config({"dp-enabled": False, "model": "mlp", "model-hidden": 256, "optimizer": "adam",
                                          "learning-rate": 0.005, "local-epochs": 60, "batch-size": 32})
     node = PartnerNode(cfg, overfit)

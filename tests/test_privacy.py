@@ -118,38 +118,3 @@ def test_propensity_task_trains_and_evaluates(fresh_demo: Path) -> None:
     assert 0.0 <= metrics.auc <= 1.0 and metrics.num_positives > 0
     assert sum(metrics.score_hist_pos) + sum(metrics.score_hist_neg) == metrics.num_examples
 
-
-def test_two_charges_at_once_cannot_both_pass_the_cap(fresh_demo: Path) -> None:
-    """The cap is checked and the release recorded under one lock: of two releases that
-    each fit the cap alone but not together, started at the same moment on two accounts
-    over the same ledger, exactly one is charged."""
-    import threading
-    import time
-
-    from fedcrm.privacy.account import PrivacyAccount, Release
-    from fedcrm.privacy.ledger import Ledger as LedgerFile
-
-    cfg = node_for(fresh_demo).cfg
-    one = Release(run_id="1", server_round=1, noise_multiplier=1.0, sample_rate=0.05, steps=40, max_grad_norm=1.0)
-    probe = PrivacyAccount(LedgerFile(cfg.work_dir), cfg.privacy, cfg.name, "f")
-    cost_one, cost_two = (probe.epsilon([one.history_entry] * n) for n in (1, 2))
-    policy = cfg.privacy.model_copy(update={"epsilon_cap": (cost_one + cost_two) / 2})
-    assert cost_one < policy.epsilon_cap < cost_two
-    outcomes: list[str] = []
-
-    def charge(run_id: str) -> None:
-        account = PrivacyAccount(LedgerFile(cfg.work_dir), policy, cfg.name, "f")
-        try:
-            with account.charge(one.model_copy(update={"run_id": run_id})):
-                time.sleep(0.5)  # the release being computed: the other charge must wait
-            outcomes.append("charged")
-        except BudgetExceeded:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=charge, args=(r,)) for r in ("1", "2")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["charged", "refused"]
-    assert len(Ledger(cfg.work_dir).entries()) == 1

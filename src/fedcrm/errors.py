@@ -37,3 +37,13 @@ class DataError(FedcrmError):
 class PrivacyBudgetError(FedcrmError):
     """Training would exceed, or the history cannot prove, the partner's privacy budget."""
 
+
+
+class PolicyRefusal(FedcrmError):
+    """The run asks for something the partner's privacy policy does not allow (DP off, more
+    ε or rounds than one run may take, a release kind the partner does not make, a hold-out
+    too small to evaluate on); nothing was computed or released for it."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        self.kind, self.reason = kind, reason
+        super().__init__(f"{kind} refused by the partner's privacy policy: {reason}")

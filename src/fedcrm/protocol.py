@@ -30,6 +30,7 @@ CONFIG = "config"
 ERROR_FEDCRM = 4100  # the partner's pipeline or config refused the request
 ERROR_EGRESS = 4101  # the reply would have carried more than arrays and metrics
 ERROR_BUDGET = 4102  # the partner's privacy rules refused: cap reached, ledger does not verify, ...
+ERROR_POLICY = 4103  # the run config is outside the partner's privacy policy: DP off, ε or rounds above its limits, ...
 
 
 # A job's id: Flower's run id (an unsigned 64-bit integer) written as text everywhere,

@@ -18,9 +18,11 @@ def partner_init(config: PartnerConfigOpt) -> None:
     from fedcrm.config import PartnerConfig
     from fedcrm.data.pseudonymise import create_secret
 
+    from fedcrm.privatefiles import private_dir
+
     cfg = PartnerConfig.load(config)
     create_secret(cfg.secret_file)
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cfg.work_dir)  # raw values, linkage and the ledger live here: owner only
     console.print(f"partner {cfg.name}: key written to {cfg.secret_file} (mode 0600, keep it on this node); "
                   f"work dir {cfg.work_dir}")
 
@@ -58,8 +60,9 @@ def partner_start(
     from fedcrm.ops.launcher import flower_env
 
     cfg = PartnerConfig.load(config)
-    flwr_home = cfg.work_dir / "flwr-home"
-    flwr_home.mkdir(parents=True, exist_ok=True)
+    from fedcrm.privatefiles import private_dir
+
+    flwr_home = private_dir(cfg.work_dir / "flwr-home")
     cmd = supernode_command(config, superlink, root_cert, key, port)
     console.print(f"partner {cfg.name}: SuperNode to {superlink} (FLWR_HOME {flwr_home})")
     os.execve(cmd[0], cmd, flower_env(flwr_home))

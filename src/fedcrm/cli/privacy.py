@@ -79,6 +79,7 @@ def privacy_audit(
 ) -> None:
     """Membership-inference audit of a run's global model on each partner's own rows."""
     from fedcrm.node.partner import PartnerNode
+    from fedcrm.privatefiles import private_dir, private_write_text
     from fedcrm.reports.tables import audit_table
     from fedcrm.rundir import RunDir
 
@@ -87,7 +88,7 @@ def privacy_audit(
     for cfg in _partners(config, federation):
         result = PartnerNode(cfg, run.plan).audit(run, seed=seed)
         folder = out or cfg.work_dir / "audits"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{cfg.name}-run-{run.run_id}.json").write_text(result.model_dump_json(indent=2))
+        private_dir(folder, tighten=out is None)  # the node's audits folder is 0700; an --out folder keeps its mode
+        private_write_text(folder / f"{cfg.name}-run-{run.run_id}.json", result.model_dump_json(indent=2))
         results.append(result)
     console.print(audit_table(results))

@@ -18,6 +18,8 @@ from fedcrm.config.schema import BY_NAME, DIRECT_IDENTIFIERS, IX_BY_NAME, TX_BY_
 from fedcrm.errors import ConfigError
 
 MoneyUnit = Literal["units", "cents", "thousands", "wan"]
+ReleaseKind = Literal["train", "evaluate", "statistics"]
+RELEASE_KINDS: tuple[ReleaseKind, ...] = ("train", "evaluate", "statistics")
 MONEY_FACTORS: dict[str, float] = {"units": 1.0, "cents": 0.01, "thousands": 1000.0, "wan": 10000.0}
 
 
@@ -115,6 +117,28 @@ class PrivacyPolicy(Strict):
     compose_over: Literal["partner", "dataset"] = Field(
         "partner", description="'partner': every release in the ledger counts (the same customers appear "
         "in every export); 'dataset': only releases on the same dataset fingerprint")
+    dp_required: bool = Field(
+        True, description="refuse every run whose config turns DP-SGD off (dp-enabled = false); set false only "
+        "for data the partner may release without differential privacy")
+    max_run_epsilon: float | None = Field(
+        None, gt=0, description="largest ε one run may add to this partner's ledger (the run's dp-target-epsilon); "
+        "a run asking more, or a run without DP, is refused; unset: only epsilon_cap limits a run")
+    max_rounds: int | None = Field(
+        None, ge=1, description="most federated rounds one run (job) may train on this partner's data; unset: no limit")
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of the partner's customers held out for evaluation; the run config's "
+        "test-fraction is ignored")
+    min_holdout_rows: int = Field(
+        50, ge=1, description="evaluation is refused when the hold-out has fewer rows: metrics and score histograms "
+        "of a handful of customers give away their labels and scores")
+    releases: list[ReleaseKind] = Field(
+        default_factory=lambda: list(RELEASE_KINDS), description="what this node may release: 'train' (model "
+        "updates), 'evaluate' (hold-out metrics), 'statistics' (column sums for the federation's normalisation)")
+
+    @field_validator("releases")
+    @classmethod
+    def _no_repeats(cls, releases: list[ReleaseKind]) -> list[ReleaseKind]:
+        return sorted(set(releases), key=RELEASE_KINDS.index)
 
 
 class PartnerConfig(Strict):

@@ -11,11 +11,28 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedcrm.config.loading import Strict, pretty
 from fedcrm.errors import ConfigError
 from fedcrm.protocol import wire_key
+
+# Bounds on everything a (possibly malicious) coordinator can ask of a node. Each is far
+# beyond what the demo, tests and benchmarks use, and each keeps one node's memory and time
+# bounded: the run config must never be able to knock a node over (issue 12).
+# Least and most noise any Gaussian mechanism may use (DP-SGD, noised statistics, client
+# DP): below σ ≈ 0.3 one full-batch release costs ε ≈ 19 at δ = 1e-5 (no meaningful
+# guarantee), and Opacus' PRV grid grows like 1/σ² (σ = 1e-4 asked for 265 GiB). The node's
+# accountant (`fedcrm.privacy.accounting`) uses the same floor when it calibrates.
+NOISE_MIN = 0.3
+NOISE_MAX = 1e4
+# ε a run may target: past ~50 no (ε, δ) statement means anything, and a looser target only
+# pins σ at NOISE_MIN. Rounds: the node projects ε for every round when it plans a run.
+EPSILON_MAX = 50.0
+# Per-example gradients under DP hold batch × parameters floats; an MLP has about
+# hidden × (hidden/2 + n_features) weights. 1e8 floats ≈ 400 MB for the largest batch.
+PER_SAMPLE_FLOATS_MAX = 100_000_000
+_FEATURES_APPROX = 100  # the feature vector has ~66 columns; config does not import data/
 
 
 class TrainPlan(Strict):
@@ -25,32 +42,48 @@ class TrainPlan(Strict):
 
     task: Literal["churn", "propensity"] = Field("churn", description="what the model predicts")
     model: Literal["logistic", "mlp"] = Field("logistic", description="logistic regression or a small MLP")
-    model_hidden: int = Field(32, ge=2, description="width of the MLP's first hidden layer")
-    num_server_rounds: int = Field(5, ge=1, description="federated rounds")
-    local_epochs: int = Field(1, ge=1, description="passes over its own rows per round on every partner")
-    batch_size: int = Field(64, ge=1, description="rows per local step (expected size under DP's Poisson sampling)")
-    learning_rate: float = Field(0.5, gt=0, description="step size of the local optimiser")
+    model_hidden: int = Field(32, ge=2, le=1024, description="width of the MLP's first hidden layer")
+    num_server_rounds: int = Field(5, ge=1, le=200, description="federated rounds")
+    local_epochs: int = Field(1, ge=1, le=100, description="passes over its own rows per round on every partner")
+    batch_size: int = Field(64, ge=8, le=4096, description="rows per local step (expected size under DP's Poisson sampling)")
+    learning_rate: float = Field(0.5, gt=0, le=100, description="step size of the local optimiser")
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="the local optimiser")
     seed: int = Field(42, description="seed of the initial model and of the partners' local training")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of every partner's rows held out for evaluation")
-    min_partners: int = Field(2, ge=1, description="partners every round needs")
+    min_partners: int = Field(2, ge=1, le=10_000, description="partners every round needs")
     dp_enabled: bool = Field(True, description="DP-SGD on every partner")
-    dp_target_epsilon: float = Field(3.0, gt=0, description="target ε this run may add per partner")
-    dp_delta: float = Field(1e-5, gt=0, lt=1, description="δ of every partner's (ε, δ) guarantee")
-    dp_max_grad_norm: float = Field(1.0, gt=0, description="DP-SGD's per-example gradient clipping norm")
+    dp_target_epsilon: float = Field(3.0, ge=0.01, le=EPSILON_MAX, description="target ε this run may add per partner")
+    dp_delta: float = Field(1e-5, ge=1e-12, lt=1, description="δ of every partner's (ε, δ) guarantee")
+    dp_max_grad_norm: float = Field(1.0, gt=0, le=1e6, description="DP-SGD's per-example gradient clipping norm")
     # Client-level (central) DP: Flower's server-side fixed-clipping wrapper and its RDP
     # accountant. Protects whole partners, not customers; see README "Client-level DP".
     client_dp: bool = Field(False, description="client-level DP on the coordinator (protects whole partners)")
-    client_dp_noise_multiplier: float = Field(1.0, gt=0)
-    client_dp_clipping_norm: float = Field(1.0, gt=0)
-    client_dp_max_epsilon: float = Field(0.0, ge=0, description="0: no limit")
-    round_timeout: float = Field(600.0, gt=0, description="seconds a round waits for replies")
+    client_dp_noise_multiplier: float = Field(1.0, ge=NOISE_MIN, le=NOISE_MAX)
+    client_dp_clipping_norm: float = Field(1.0, gt=0, le=1e6)
+    client_dp_max_epsilon: float = Field(0.0, ge=0, le=1000, description="0: no limit")
+    round_timeout: float = Field(600.0, ge=1, le=86_400, description="seconds a round waits for replies")
     federated_stats: bool = Field(True, description="normalise with statistics over all partners' rows")
-    stats_noise_multiplier: float = Field(0.0, ge=0, description="noise on the partners' sums (0: none); charged to ledgers")
+    stats_noise_multiplier: float = Field(0.0, ge=0, le=NOISE_MAX, description="noise on the partners' sums (0: none); charged to ledgers")
     federation_config: str = Field("", description="the federation config, as the nodes see its path")
     run_dir: str = Field("", description="where the coordinator writes the run")
     resume_from: str = Field("", description="run directory of an interrupted run to continue")
     audit_log: str = Field("", description="the coordinator's audit log (deployment)")
+
+    @field_validator("stats_noise_multiplier")
+    @classmethod
+    def _stats_noise(cls, value: float) -> float:
+        if 0 < value < NOISE_MIN:
+            raise ValueError(f"must be 0 (no noise) or at least {NOISE_MIN:g}")
+        return value
+
+    @model_validator(mode="after")
+    def _bounded_per_sample_gradients(self) -> TrainPlan:
+        if self.model == "mlp" and self.dp_enabled:
+            floats = self.batch_size * self.model_hidden * (self.model_hidden // 2 + _FEATURES_APPROX)
+            if floats > PER_SAMPLE_FLOATS_MAX:
+                raise ValueError(f"batch-size × model-hidden needs ~{floats:.2g} per-example gradient floats under "
+                                 f"DP (limit {PER_SAMPLE_FLOATS_MAX:.2g}); use a smaller batch or model")
+        return self
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> TrainPlan:

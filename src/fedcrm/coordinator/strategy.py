@@ -15,7 +15,10 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 
 from fedcrm.config import TrainPlan
 from fedcrm.coordinator.recorder import RunRecorder
-from fedcrm.protocol import ERROR_BUDGET
+from fedcrm.protocol import ERROR_BUDGET, ERROR_POLICY
+
+
+PARTNER_RULES = (ERROR_BUDGET, ERROR_POLICY)  # refusals by a partner's own rules: a run ends, it does not fail
 
 
 class QuorumLost(RuntimeError):
@@ -50,7 +53,7 @@ class RecordingStrategy(Strategy):
             reasons = "; ".join([str(e.reason) for e in errors] + [f"{silent} gave no reply within the round timeout"] * bool(silent))
             raise QuorumLost(f"round {server_round} {kind}: {ok} of {asked} partners answered, "
                              f"{self.min_partners} needed. Failures: {reasons or 'no replies'}",
-                             budget=bool(errors) and not silent and all(int(e.code) == ERROR_BUDGET for e in errors))
+                             budget=bool(errors) and not silent and all(int(e.code) in PARTNER_RULES for e in errors))
 
     def track_sent(self, server_round: int, kind: str, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)

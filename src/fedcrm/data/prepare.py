@@ -28,6 +28,7 @@ from fedcrm.data.ingest import ROW, apply_mapping, file_fingerprint, read_table
 from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
 from fedcrm.config.schema import LABEL_SOURCES
 from fedcrm.data.standardise import standardise
+from fedcrm.privatefiles import private_dir, private_open, private_write_text
 
 PIPELINE_VERSION = "3"  # 3: banking fields in the layout; "unknown" is a missing value
 
@@ -215,33 +216,40 @@ def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.Da
         pid[todo] = pseudonyms(out.loc[todo, "customer_id"], key)
     out.insert(0, PID, pid.astype(object))
     path = cfg.work_dir / "tags.parquet"
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
-    out.drop(columns=["customer_id"]).to_parquet(path, index=False)
+    _write_parquet(cfg, path, out.drop(columns=["customer_id"]))
     return path
 
 
 def write_quarantine(cfg: PartnerConfig, table: str, raw: pd.DataFrame, quarantine: pd.DataFrame) -> Path:
     """Quarantined rows with their reason and raw values, for the partner to fix; stays on the node."""
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
     rows = raw.iloc[quarantine[ROW].to_numpy() - 1]  # ROW is the 1-based position in the file
     rows = rows.drop(columns=[ROW]).astype("string").reset_index(drop=True)
     out = pd.concat([quarantine[[ROW, REASON]].reset_index(drop=True), rows], axis=1)
     path = cfg.work_dir / ("quarantine.parquet" if table == "customers" else f"quarantine_{table}.parquet")
-    out.to_parquet(path, index=False)
+    _write_parquet(cfg, path, out)
     return path
+
+
+def _write_parquet(cfg: PartnerConfig, path: Path, frame: pd.DataFrame) -> None:
+    """Raw values or linkage: 0600 in the node's 0700 work dir, from creation."""
+    private_dir(cfg.work_dir)
+    with private_open(path, "wb") as fh:
+        frame.to_parquet(fh, index=False)
 
 
 def _write_local_outputs(cfg: PartnerConfig, raw: pd.DataFrame, quarantine: pd.DataFrame, lookup: pd.DataFrame) -> None:
     """Quarantine (raw values + reason) and pseudonym lookup: for the partner's eyes only."""
     write_quarantine(cfg, "customers", raw, quarantine)
-    lookup.to_parquet(cfg.work_dir / "pseudonym_lookup.parquet", index=False)
+    _write_parquet(cfg, cfg.work_dir / "pseudonym_lookup.parquet", lookup)
 
 
 def _save(cache_dir: Path, data: PreparedData) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(cache_dir / "arrays.npz", x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    private_dir(cache_dir.parent)  # work/prepared: every partner's cached features
+    private_dir(cache_dir)
+    with private_open(cache_dir / "arrays.npz", "wb") as fh:
+        np.savez(fh, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
     tmp = cache_dir / "summary.json.tmp"
-    tmp.write_text(data.summary.model_dump_json(indent=2))
+    private_write_text(tmp, data.summary.model_dump_json(indent=2))
     tmp.replace(cache_dir / "summary.json")  # written last: its presence marks a complete cache
 
 

@@ -10,10 +10,13 @@ same way, instead of each partner on its own or on fixed reference values.
 Optionally the sums are noised on the node (Gaussian mechanism, each row's contribution
 clipped to L2 norm `clip`); that release is charged to the partner's ledger like any
 DP-SGD step — one step of noise multiplier σ with sampling rate 1 — and counts against its
-cap.
+cap. The noise comes from the OS's CSPRNG (`os.urandom`, Box–Muller), never from a seed
+the coordinator could know: there is no generator argument to pass one in (issue 12).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from pydantic import BaseModel
@@ -42,16 +45,25 @@ def row_bound(k: int) -> float:
     return float(np.sqrt(k * VALUE_CLIP**2 + k * VALUE_CLIP**4 + 1 + (len(feature_names()) - k)))
 
 
-def partner_sums(x: np.ndarray, noise_multiplier: float = 0.0, rng: np.random.Generator | None = None) -> PartnerSums:
+def os_normal(std: float, shape: tuple[int, ...] = ()) -> np.ndarray:
+    """Gaussian draws from `os.urandom` (53-bit uniforms, Box–Muller): a CSPRNG, at the cost
+    of a syscall — fine for the few hundred values of one statistics release. (numpy's
+    `default_rng()` would also seed itself with 128 bits of OS entropy, but is PCG64.)"""
+    n = int(np.prod(shape, dtype=np.int64))
+    words = np.frombuffer(os.urandom(16 * n), dtype=np.uint64).reshape(2, n) if n else np.zeros((2, 0), np.uint64)
+    u1, u2 = ((words >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53  # in (0, 1]
+    return (std * np.sqrt(-2.0 * np.log(u1)) * np.cos(2 * np.pi * u2)).reshape(shape)
+
+
+def partner_sums(x: np.ndarray, noise_multiplier: float = 0.0) -> PartnerSums:
     k = numeric_count()
     num = np.clip(x[:, :k].astype(np.float64), -VALUE_CLIP, VALUE_CLIP)
     rest = x[:, k:].astype(np.float64)
     n, s, sq, oh = float(len(x)), num.sum(axis=0), (num**2).sum(axis=0), rest.sum(axis=0)
     if noise_multiplier > 0:
-        rng = rng or np.random.default_rng()
         std = noise_multiplier * row_bound(k)
-        n += rng.normal(0, std)
-        s, sq, oh = s + rng.normal(0, std, s.shape), sq + rng.normal(0, std, sq.shape), oh + rng.normal(0, std, oh.shape)
+        n += float(os_normal(std))
+        s, sq, oh = s + os_normal(std, s.shape), sq + os_normal(std, sq.shape), oh + os_normal(std, oh.shape)
     return PartnerSums(n=n, sum=s.tolist(), sumsq=sq.tolist(), onehot=oh.tolist())
 
 

@@ -4,11 +4,20 @@ With DP, Opacus owns the wrapping of model, optimiser and data loader (Poisson s
 per-sample clipping, Gaussian noise). The accountant is given the partner's whole past
 history before the first step, so the ε it reports afterwards covers every step ever taken
 — the trap of rebuilding a fresh PrivacyEngine each round is avoided by construction.
+
+DP noise and Poisson sampling draw from OS entropy, never from the run's seed: the seed is
+the coordinator's, and a coordinator that can replay the noise can subtract it (issue 12,
+attack 1). One `torch.Generator` serves Opacus' sampler and noise; it is seeded from
+`os.urandom` when training starts and reseeded from it before every step, so no state
+outlives one step's draws. It is a Mersenne Twister, not a CSPRNG (Opacus' `secure_mode`
+needs torchcsprng, which has no build here); see README, "Privacy". The seed still steers
+non-DP shuffling.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -49,14 +58,22 @@ def _optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=lr)
 
 
+def reseed_from_os(generator: torch.Generator) -> torch.Generator:
+    """Seed `generator` with 64 fresh bits from the OS: nothing the coordinator knows
+    (run seed, round, partner id, model, data shape) determines what it draws next."""
+    return generator.manual_seed(int.from_bytes(os.urandom(8), "little"))
+
+
 def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
                 lr: float, optimizer: str, seed: int, dp: DPSettings | None) -> TrainOutcome:
-    """Run `epochs` × ceil(n / batch) optimiser steps; DP-SGD when `dp` is given."""
+    """Run `epochs` × ceil(n / batch) optimiser steps; DP-SGD when `dp` is given. `seed`
+    steers non-DP shuffling only: DP noise and sampling come from OS entropy."""
     if len(x) == 0:
         raise ValueError("no training rows after cleaning")
+    planned, sample_rate = round_shape(len(x), batch_size, epochs)  # as the ledger will record them; refuses huge rounds
     torch.manual_seed(seed)
     dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed) if dp is None else reseed_from_os(torch.Generator())
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=dp is None, generator=generator)
     opt = _optimizer(model, optimizer, lr)
     loss_fn: nn.Module = nn.BCEWithLogitsLoss()
@@ -78,7 +95,6 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
             else:
                 train_model, opt, loader = private
         logging.getLogger("flwr").setLevel(logging.INFO)  # Opacus calls basicConfig
-    planned, sample_rate = round_shape(len(x), batch_size, epochs)  # as the ledger will record them
     steps, total_loss, seen = 0, 0.0, 0
     train_model.train()
     while steps < planned:
@@ -92,6 +108,8 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
                 total_loss += float(loss.detach()) * len(xb)
                 seen += len(xb)
             loss.backward()
+            if engine is not None:  # this step's noise, and the next batch's sampling, from fresh OS bits
+                reseed_from_os(generator)
             opt.step()
             steps += 1
             if steps >= planned:

@@ -7,20 +7,31 @@ only. Anything else (a string, a config record, an extra array, a metric key nob
 declared, a list of the wrong length) is refused on the node, so a bug upstream cannot
 turn into a leak. Each reply's inventory (keys, shapes, types; never values) is appended
 to the node's egress log for compliance.
+
+Error replies pass the guard too: only their code and a redacted reason leave
+(`fedcrm.node.redact`: no absolute paths, no file contents, bounded length), and an
+exception the ClientApp did not turn into an error reply becomes one here instead of
+reaching Flower with its full text. The full text goes to the node's error log
+(`work/node-errors.jsonl`, 0600), never off the node.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+import traceback
 from pathlib import Path
 
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.constant import ErrorCode
 
 from fedcrm.data.features import NUMERIC, feature_names
 from fedcrm.ml.evaluation import HIST_BINS
+from fedcrm.node.redact import redact_reason
 from fedcrm.node.runtime import node_for_context
+from fedcrm.privatefiles import private_append_line, private_dir
 from fedcrm.protocol import ARRAYS, ERROR_EGRESS, METRICS, RoundConfig, allowed_metrics, list_keys
 
 # the exact length of every list a reply may carry, by protocol field
@@ -84,16 +95,62 @@ def _check_metrics(record: MetricRecord, kind: str) -> dict[str, str]:
     return kinds
 
 
+ERROR_LOG = "node-errors.jsonl"  # in the partner's work dir, beside the egress log
+_log = logging.getLogger(__name__)
+
+
 def log_egress(path: Path, entry: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fh.write(json.dumps({"time": time.time(), **entry}, sort_keys=True) + "\n")
+    """Append one JSON line to a node log (0600 in the 0700 work dir)."""
+    private_dir(path.parent)
+    private_append_line(path, json.dumps({"time": time.time(), **entry}, sort_keys=True))
 
 
 def egress_guard(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Flower mod: refuse any reply that carries more than the model and aggregate metrics."""
-    reply = call_next(msg, context)
-    return reply if reply.has_error() else checked_reply(msg, reply, node_for_context(context).egress_log)
+    """Flower mod: refuse any reply that carries more than the model and aggregate metrics,
+    and let an error leave only as its code and a redacted reason."""
+    try:
+        reply = call_next(msg, context)
+    except Exception as exc:  # noqa: BLE001 - Flower would send str(exc) unredacted
+        detail = "".join(traceback.format_exception(exc)).rstrip()
+        error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(exc).__name__}: {exc}")
+        return redacted_error(msg, error, context, detail)
+    if reply.has_error():
+        return redacted_error(msg, reply.error, context)
+    return checked_reply(msg, reply, node_for_context(context).egress_log)
+
+
+def _node_paths(context: Context) -> tuple[Path | None, list[Path]]:
+    """The node's work dir and the paths its reasons must not name (best effort: the
+    error may be that the node cannot be built at all)."""
+    try:
+        cfg = node_for_context(context).cfg
+    except Exception:  # noqa: BLE001 - e.g. the partner config itself is missing
+        return None, [Path(str(v)) for v in context.node_config.values() if isinstance(v, str) and "/" in v]
+    tables = [t.path for t in (cfg.customers, cfg.transactions, cfg.interactions) if t is not None]
+    return cfg.work_dir, [*tables, cfg.secret_file, cfg.work_dir, *{t.parent for t in tables}]
+
+
+def redacted_error(msg: Message, error: Error, context: Context, detail: str | None = None) -> Message:
+    """The error reply that may leave the node: same code, redacted reason. The full text
+    (and a traceback, if any) goes to the node's error log."""
+    work_dir, paths = _node_paths(context)
+    reason = redact_reason(error.reason or "", paths)
+    entry: dict[str, object] = {"kind": KINDS.get(msg.metadata.message_type, msg.metadata.message_type),
+                                "flower_run_id": str(msg.metadata.run_id), "code": error.code,
+                                "reason": error.reason, "sent_reason": reason}
+    try:
+        entry["run_id"], entry["server_round"] = RoundConfig.of(msg.content).job_round(msg.metadata.run_id)
+    except Exception:  # noqa: BLE001 - a malformed message is itself a reason to refuse
+        pass
+    if detail:
+        entry["traceback"] = detail
+    try:
+        if work_dir is None:
+            raise OSError("no work dir")
+        log_egress(work_dir / ERROR_LOG, entry)
+    except Exception:  # noqa: BLE001 - the reply must still go out; the operator's log gets it
+        _log.error("fedcrm node error (not sent): %s", json.dumps(entry, default=str))
+    return Message(Error(code=error.code, reason=reason), reply_to=msg)
 
 
 def checked_reply(msg: Message, reply: Message, log: Path) -> Message:

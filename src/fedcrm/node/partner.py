@@ -20,6 +20,8 @@ from fedcrm.data.prepare import PreparedData, prepare
 from fedcrm.ml.fedstats import Normalisation, numeric_count, partner_sums, row_bound
 from fedcrm.ml.models import build_model
 from fedcrm.ml.training import DPSettings, evaluate_local, train_local
+from fedcrm.errors import DataError, PolicyRefusal
+from fedcrm.node.policy import check, check_holdout, log_refusal
 from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
 from fedcrm.privacy.accounting import RunPlan
 from fedcrm.privacy.ledger import Ledger
@@ -32,9 +34,11 @@ State = dict[str, torch.Tensor]
 
 
 class PartnerNode:
-    def __init__(self, cfg: PartnerConfig, plan: TrainPlan) -> None:
-        """One per partner and run: the ClientApp keeps it for every message of the run."""
+    def __init__(self, cfg: PartnerConfig, plan: TrainPlan, run_id: str | int | None = None) -> None:
+        """One per partner and run: the ClientApp keeps it for every message of the run.
+        `run_id` (Flower's) only names the run in the node's refusal log."""
         self.cfg, self.plan = cfg, plan
+        self.run_id = None if run_id is None else str(run_id)
         self.ledger = Ledger(cfg.work_dir)
         self.replies = ReplyCache(cfg.work_dir / "privacy" / "replies")
         self._data: tuple[tuple[object, ...], PreparedData] | None = None
@@ -49,12 +53,28 @@ class PartnerNode:
 
     def data(self) -> PreparedData:
         """Prepared once per node; the on-disk cache serves later processes and runs. A
-        re-exported file is prepared (and accounted) anew."""
+        re-exported file is prepared (and accounted) anew. The hold-out is the partner's
+        (`holdout_fraction` of its policy): the run config's `test-fraction` is ignored."""
         files = [t.path for t in (self.cfg.customers, self.cfg.transactions, self.cfg.interactions) if t]
+        for f in files:
+            if not f.is_file():
+                raise DataError(f, f"partner {self.cfg.name!r}: the export named in its config does not exist")
         stamps = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         if self._data is None or self._data[0] != stamps:
-            self._data = stamps, prepare(self.cfg, self.plan.task, self.plan.test_fraction)
+            self._data = stamps, prepare(self.cfg, self.plan.task, self.policy.holdout_fraction)
         return self._data[1]
+
+    def _admit(self, kind: str, run_id: str | int | None = None, server_round: int | None = None) -> None:
+        """Refuse, and log the refusal, if the run is outside the partner's privacy policy.
+        Called first thing by every release, so a refused run prepares, trains and charges nothing."""
+        try:
+            check(self.plan, self.policy, kind, server_round)  # type: ignore[arg-type]
+        except PolicyRefusal as refusal:
+            self._refused(refusal, run_id)
+            raise
+
+    def _refused(self, refusal: PolicyRefusal, run_id: str | int | None) -> None:
+        log_refusal(self.cfg.work_dir, self.run_id if run_id is None else str(run_id), refusal)
 
     @cached_property
     def account(self) -> PrivacyAccount:
@@ -83,6 +103,7 @@ class PartnerNode:
     def feature_sums(self, run_id: str | int) -> QueryReply:
         """Column sums over the training rows for the federation's statistics; noised and
         charged to the ledger (as round 0 of the run) when the run asks for noise."""
+        self._admit("statistics", run_id)
         data, sigma = self.data(), self.plan.stats_noise_multiplier
         if sigma <= 0:
             sums = partner_sums(data.x_train)
@@ -102,6 +123,7 @@ class PartnerNode:
         under (run_id, server_round), or, if that round was charged for this very input
         before (a resumed or retried round), the same release sent again at no cost."""
         started, run_id = time.perf_counter(), str(run_id)
+        self._admit("train", run_id, server_round)
         data, plan = self.data(), self.plan
         entries = self.account.entries() if plan.dp_enabled else []  # read and verified once before the lock
         if plan.dp_enabled and self.account.charged(run_id, server_round, entries):
@@ -134,9 +156,18 @@ class PartnerNode:
             self.replies.save(run_id, server_round, state, out.state_dict, reply.to_dict())
         return out.state_dict, reply.model_copy(update=self.account.head().model_dump())
 
-    def evaluate(self, state: State, normalisation: Normalisation | None = None) -> EvaluateReply:
+    def evaluate(self, state: State, normalisation: Normalisation | None = None,
+                 run_id: str | int | None = None) -> EvaluateReply:
+        """Metrics of the global `state` on the partner's own hold-out; refused when the
+        hold-out is smaller than the policy's `min_holdout_rows`."""
         started = time.perf_counter()
+        self._admit("evaluate", run_id)
         data = self.data()
+        try:
+            check_holdout(len(data.y_test), self.policy)
+        except PolicyRefusal as refusal:
+            self._refused(refusal, run_id)
+            raise
         out = evaluate_local(self._model(state), self._x(data.x_test, normalisation), data.y_test)
         return EvaluateReply(**out.metrics.model_dump(), partner_id=self.cfg.partner_id, num_examples=out.n,
                              num_positives=int(np.sum(data.y_test)), score_hist_pos=out.pos_hist,

@@ -3,7 +3,8 @@
 A simulated node answers every message of a run in the same long-lived process (Ray
 actors are reused); a deployed SuperNode starts a fresh process per message. Either way
 the node for a (run, Flower node) is built once per process: its plan parsed once, its
-data prepared once, its ledger opened once.
+data prepared once, its ledger opened once. The node checks every request against its
+partner's privacy policy itself (`fedcrm.node.policy`), whatever the run config says.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def node_for(run_id: int, node_id: int, node_config: dict[str, Any], run_config:
     node = _NODES.get(key)
     if node is None:
         plan = TrainPlan.from_run_config(run_config)
-        node = _NODES[key] = PartnerNode(resolve_partner_config(node_config, plan), plan)
+        node = _NODES[key] = PartnerNode(resolve_partner_config(node_config, plan), plan, run_id=run_id)
         while len(_NODES) > MAX_NODES:
             _NODES.popitem(last=False)
     _NODES.move_to_end(key)

@@ -26,6 +26,7 @@ from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise
 from fedcrm.rundir import RunDir
 from fedcrm.ml.training import predict
 from fedcrm.protocol import RunId
+from fedcrm.privatefiles import private_dir, private_open
 
 
 class ScoreSummary(BaseModel):
@@ -83,13 +84,18 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     table = pd.concat([scored, unscored], ignore_index=True)
 
     path = out or cfg.work_dir / "scores" / f"{plan.task}-run-{run.run_id}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":
-        table.to_csv(path, index=False)
-    elif path.suffix == ".parquet":
-        table.to_parquet(path, index=False)
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"{path}: write scores to a .parquet or .csv file")
+    # real customer ids next to their scores: 0600 from creation; the node's own scores
+    # folder is 0700, a folder the partner named (`--out`) keeps its mode
+    if out is None:
+        private_dir(cfg.work_dir)
+    private_dir(path.parent, tighten=out is None)
+    with private_open(path, "wb") as fh:
+        if path.suffix == ".csv":
+            table.to_csv(fh, index=False)
+        else:
+            table.to_parquet(fh, index=False)
     tier_col = "churn_risk" if plan.task == "churn" else "propensity_decile"
     return ScoreSummary(
         partner=cfg.name, task=plan.task, run_id=run.run_id, customers=len(table), scored=len(scored),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -19,18 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedcrm.errors import ConfigError
+from fedcrm.privatefiles import write_private  # 0600 from creation, the one implementation
 
 VALID_DAYS = 825  # the longest TLS server-certificate lifetime browsers and most stacks accept
-
-
-def write_private(path: Path, data: bytes) -> Path:
-    """Create `path` with mode 0600 from the start (no window with wider permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, 0o600)
-    return path
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -19,13 +19,29 @@ from functools import lru_cache
 from typing import Literal
 
 from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
 from pydantic import BaseModel
 
-from fedcrm.errors import PrivacyBudgetError
+from fedcrm.config.plan import NOISE_MAX, NOISE_MIN
+from fedcrm.errors import ConfigError, PrivacyBudgetError
 
 AccountantKind = Literal["prv", "rdp"]
 HistoryEntry = tuple[float, float, int]
-SIGMA_MAX = 1e4
+# The least and most noise this node ever uses or calibrates (justified in config/plan.py):
+# a run whose target ε would allow less noise gets σ = SIGMA_MIN and spends less than asked.
+SIGMA_MIN, SIGMA_MAX = NOISE_MIN, NOISE_MAX
+# Most grid points Opacus' PRV accountant may discretise one history on. Its peak memory is
+# about 64 bytes a point (≈ 128 MiB here) and its time a few seconds; the demo's runs need
+# about 6e4 points, a partner's cap is reached long before this bound.
+MAX_PRV_POINTS = 2_000_000
+# Optimiser steps one round may take on a node (rows / batch × local epochs): with DP about
+# a millisecond each, so ~1 minute of a core; a larger round is refused, not run.
+MAX_STEPS_PER_ROUND = 50_000
+
+
+class UnaccountableRelease(PrivacyBudgetError):
+    """The node cannot compute ε for this history within bounded memory and time, so it
+    cannot prove the release stays within budget: refused before any large allocation."""
 
 
 def compact(history: list[HistoryEntry]) -> tuple[HistoryEntry, ...]:
@@ -39,8 +55,26 @@ def compact(history: list[HistoryEntry]) -> tuple[HistoryEntry, ...]:
     return tuple(out)
 
 
+def prv_points(history: tuple[HistoryEntry, ...], delta: float, eps_error: float = 0.01) -> int:
+    """Size of the grid Opacus' PRV accountant would build for `history` (its own domain
+    rule with its default errors; cheap: RDP bounds only), so it can be refused first."""
+    prvs = [PoissonSubsampledGaussianPRV(q, s) for s, q, _ in history]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        domain = PRVAccountant()._get_domain(prvs=prvs, num_self_compositions=[n for *_, n in history],
+                                             eps_error=eps_error, delta_error=delta / 1000)
+    return int(domain.size)
+
+
 @lru_cache(maxsize=512)
 def _epsilon(history: tuple[HistoryEntry, ...], delta: float, kind: AccountantKind) -> float:
+    if any(not (s > 0 and math.isfinite(s)) or not (0 < q <= 1) or n < 0 for s, q, n in history):
+        raise UnaccountableRelease(f"history entry out of range: {history}")
+    if kind == "prv" and (points := prv_points(history, delta)) > MAX_PRV_POINTS:
+        raise UnaccountableRelease(
+            f"PRV accounting of this history needs {points:.3g} grid points (limit {MAX_PRV_POINTS:.3g}): "
+            f"noise multiplier {min(s for s, _, _ in history):g} is too small or {sum(n for *_, n in history)} "
+            "steps too many; the node refuses rather than exhaust its memory")
     accountant = PRVAccountant() if kind == "prv" else RDPAccountant()
     accountant.history = list(history)
     with warnings.catch_warnings():
@@ -58,19 +92,27 @@ def epsilon(history: list[HistoryEntry] | tuple[HistoryEntry, ...], delta: float
 @lru_cache(maxsize=128)
 def calibrate_noise(prior: tuple[HistoryEntry, ...], sample_rate: float, steps: int, target_total: float,
                     delta: float, kind: AccountantKind = "prv", tolerance: float = 0.01) -> float:
-    """Smallest σ (to `tolerance` in ε) with which `steps` more steps keep the cumulative ε,
-    prior history included, at or under `target_total`."""
+    """Smallest σ ≥ SIGMA_MIN (to `tolerance` in ε) with which `steps` more steps keep the
+    cumulative ε, prior history included, at or under `target_total`. A σ whose history
+    cannot be accounted within bounds counts as too little noise: the σ returned always
+    has its ε computed."""
     def eps(sigma: float) -> float:
-        return epsilon(list(prior) + [(sigma, sample_rate, steps)], delta, kind)
+        try:
+            return epsilon(list(prior) + [(sigma, sample_rate, steps)], delta, kind)
+        except UnaccountableRelease:
+            return math.inf
 
-    low, high = 0.0, 2.0
+    low, high = SIGMA_MIN, 2.0
     while eps(high) > target_total:
         low, high = high, high * 2
         if high > SIGMA_MAX:
+            epsilon(list(prior) + [(SIGMA_MAX, sample_rate, steps)], delta, kind)  # raises if unaccountable
             raise PrivacyBudgetError(f"no noise multiplier up to {SIGMA_MAX:g} keeps ε at {target_total:.3f}")
     while True:
+        if low == SIGMA_MIN and high < 1.5 * SIGMA_MIN and eps(SIGMA_MIN) <= target_total:
+            return SIGMA_MIN  # a target so loose that σ is pinned at the floor
         mid = (low + high) / 2
-        if mid == low or mid == high:
+        if high - low <= 1e-3 * high:
             return high
         e = eps(mid)
         if e > target_total:
@@ -114,9 +156,16 @@ class RunPlan(BaseModel):
         return next((p.round for p in self.projections if not p.within_cap), None)
 
 
+class RoundTooLarge(ConfigError):
+    """The run asks one round for more optimiser steps than a node will take."""
+
+
 def round_shape(rows: int, batch_size: int, local_epochs: int) -> tuple[int, float]:
     """Steps per round and Poisson sample rate, as Opacus will run them."""
     per_epoch = max(1, math.ceil(rows / batch_size))
+    if local_epochs * per_epoch > MAX_STEPS_PER_ROUND:
+        raise RoundTooLarge(f"{local_epochs} epochs × {per_epoch} steps is more than the {MAX_STEPS_PER_ROUND} "
+                            "steps a node takes in one round; use a larger batch or fewer epochs")
     return local_epochs * per_epoch, 1.0 / per_epoch
 
 

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from fedcrm.errors import FedcrmError
+from fedcrm.privatefiles import private_dir, private_open
 
 GENESIS = "0" * 64
 
@@ -158,8 +159,8 @@ class HashChain(Generic[E]):
         if self._holder == threading.get_ident():
             yield self._held_entries  # nobody else can have written since the lock was taken
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with self.path.with_suffix(".lock").open("w") as lock:
+        private_dir(self.dir)  # the log, its anchor and its lock: 0600 in a 0700 folder
+        with private_open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # per open file: other threads and processes wait
             self._held_entries = self.entries()
             self._holder = threading.get_ident()
@@ -175,7 +176,7 @@ class HashChain(Generic[E]):
             entry = self.entry_type(seq=len(entries) + 1, time=datetime.now(UTC).isoformat(timespec="seconds"),
                                     prev_hash=entries[-1].hash if entries else GENESIS, **fields)
             entry.hash = entry.body_hash()
-            with self.path.open("a") as fh:
+            with private_open(self.path, "a") as fh:
                 fh.write(entry.model_dump_json() + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -185,7 +186,7 @@ class HashChain(Generic[E]):
 
     def _write_head(self, head: ChainHead) -> None:
         tmp = self.head_path.with_suffix(".tmp")
-        with tmp.open("w") as fh:
+        with private_open(tmp, "w") as fh:
             fh.write(head.model_dump_json())
             fh.flush()
             os.fsync(fh.fileno())

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from fedcrm.privatefiles import private_dir, private_open
+
 Metrics = dict[str, object]  # a reply record's dict (`fedcrm.protocol.TrainReply.to_dict`)
 
 
@@ -35,10 +37,10 @@ class ReplyCache:
 
     def save(self, run_id: str, server_round: int, received: dict[str, torch.Tensor],
              sent: dict[str, torch.Tensor], metrics: Metrics) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         path = self.path(run_id, server_round)
         tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
+        with private_open(tmp, "wb") as fh:
             torch.save({"received": state_digest(received), "state": sent, "metrics": metrics}, fh)
             fh.flush()
             os.fsync(fh.fileno())

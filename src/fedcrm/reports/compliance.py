@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from fedcrm.privacy.membership import AuditResult
 from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.privacy.ledger import Ledger
-from fedcrm.protocol import ERROR_BUDGET, RunId
+from fedcrm.protocol import ERROR_BUDGET, ERROR_POLICY, RunId
 from fedcrm.rundir import AUDITS, RoundRecord, RunDir
 
 
@@ -191,7 +191,7 @@ def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceRep
 def render_html(report: ComplianceReport) -> str:
     env = Environment(loader=PackageLoader("fedcrm.reports", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["num"] = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
-    return env.get_template("compliance.html").render(r=report, budget_code=ERROR_BUDGET)
+    return env.get_template("compliance.html").render(r=report, budget_code=ERROR_BUDGET, policy_code=ERROR_POLICY)
 
 
 def write_report(run_dir: Path, federation: Path | None = None) -> tuple[Path, Path]:

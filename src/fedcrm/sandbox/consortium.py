@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tomli_w
+
 from fedcrm.data.pseudonymise import create_secret
 
 # IBM-Telco-style spellings ("Fiber optic", "Bank transfer (automatic)") → canonical values
@@ -18,11 +20,12 @@ TELCO_STYLE_VALUES = """
 "credit card automatic" = "credit-card"
 """
 
-def with_privacy_policy(partner_toml: str, epsilon_cap: float, delta: float = 1e-5) -> str:
-    """The partner's `[privacy]` table, placed before its first table."""
-    block = f"[privacy]\nepsilon_cap = {epsilon_cap}\ndelta = {delta:g}\naccountant = \"prv\"\n\n"
+def with_privacy_policy(partner_toml: str, epsilon_cap: float = 10.0, delta: float = 1e-5, **rules: object) -> str:
+    """The partner's `[privacy]` table (cap, δ, and any other policy `rules`), placed before
+    its first table."""
+    block = tomli_w.dumps({"privacy": {"epsilon_cap": epsilon_cap, "delta": delta, "accountant": "prv", **rules}})
     head, sep, rest = partner_toml.partition("\n[")
-    return f"{head}\n{block}[{rest}" if sep else f"{partner_toml}\n{block}"
+    return f"{head}\n{block}\n[{rest}" if sep else f"{partner_toml}\n{block}"
 
 
 def init_partner_folder(folder: Path, partner_toml: str, key_hex: str | None = None) -> Path:

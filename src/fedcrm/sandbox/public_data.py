@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from fedcrm.sandbox.consortium import TELCO_STYLE_VALUES, init_partner_folder, write_federation
+from fedcrm.sandbox.consortium import TELCO_STYLE_VALUES, init_partner_folder, with_privacy_policy, write_federation
 
 SHARED_DATASETS = Path(__file__).resolve().parents[4] / "shared" / "datasets"
 TELCO_CSV = SHARED_DATASETS / "telco-churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
@@ -150,12 +150,15 @@ def read_export(export: PublicExport, csv: Path | None = None) -> pd.DataFrame:
 
 
 def split_public(export: PublicExport, out: Path, by: str, partners: int = 5, seed: int = 0,
-                 csv: Path | None = None, keep: float = 1.0, seeded_keys: bool = False) -> Path:
+                 csv: Path | None = None, keep: float = 1.0, seeded_keys: bool = False,
+                 dp_required: bool = True) -> Path:
     """Partner exports of a public file: one partner per value of column `by` (non-IID), or
     `partners` partners by 'iid' or 'label-skew'; returns the federation config path.
     `keep` < 1 keeps that random share of each partner's rows: the data-scarce regime.
     `seeded_keys`: HMAC keys derived from the split and seed, so the held-out split (by
-    keyed pseudonym) repeats run after run — for benchmarks on public data only."""
+    keyed pseudonym) repeats run after run — for benchmarks on public data only.
+    `dp_required=False`: the partners' policies allow runs without DP, the non-private
+    baselines of a benchmark (a real partner's node refuses them by default)."""
     frame = read_export(export, csv)
     if by in ("iid", "label-skew"):
         groups = frame.groupby(assign_partners(frame[export.label], partners, by, seed))
@@ -171,13 +174,15 @@ def split_public(export: PublicExport, out: Path, by: str, partners: int = 5, se
         folder.mkdir(parents=True, exist_ok=True)
         part.to_csv(folder / "customers.csv", index=False)
         key = hashlib.sha256(f"fedcrm-public:{export.key}:{by}:{keep}:{seed}:{pid}".encode()).hexdigest()
-        init_partner_folder(folder, f'name = "{name}"\npartner_id = {pid}\nwork_dir = "work"\n'
-                                    f'secret_file = "secret.key"\nas_of = "2026-01-01"\n{export.mapping}',
+        config = (f'name = "{name}"\npartner_id = {pid}\nwork_dir = "work"\n'
+                  f'secret_file = "secret.key"\nas_of = "2026-01-01"\n{export.mapping}')
+        init_partner_folder(folder, config if dp_required else with_privacy_policy(config, dp_required=False),
                             key_hex=key if seeded_keys else None)
         members.append((pid, name))
     return write_federation(out, f"{export.key}-by-{by.lower()}", members)
 
 
-def split_telco(out: Path, by: str = "Contract", csv: Path = TELCO_CSV, partners: int = 5, seed: int = 0) -> Path:
+def split_telco(out: Path, by: str = "Contract", csv: Path = TELCO_CSV, partners: int = 5, seed: int = 0,
+                dp_required: bool = True) -> Path:
     """IBM Telco by `by` (default: one partner per contract type)."""
-    return split_public(TELCO, out, by, partners, seed, csv)
+    return split_public(TELCO, out, by, partners, seed, csv, dp_required=dp_required)
