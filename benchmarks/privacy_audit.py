@@ -65,7 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, config in RUNS.items():
             work = Path(tmp) / name
-            fed = split_telco(work / "telco", dp_required=False)  # the overfit run has no DP  # fresh work dirs: ε starts at 0
+            fed = split_telco(work / "telco", benchmark_policy=True)  # fresh work dirs: ε starts at 0; the overfit run has no DP
             t0 = time.monotonic()
             result = simulate(fed, work / "run", work / "flower", config)
             rows = read_rounds(result.run_dir)

@@ -75,7 +75,7 @@ def telco_at_least(rows: int, work: Path) -> Path:
 def measure(n: int, work: Path, local_epochs: int = 1, min_rows: int = 60) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     csv = telco_at_least(min_rows * n, work)
-    fed = split_telco(work / "consortium", by="iid", partners=n, seed=0, csv=csv, dp_required=False)
+    fed = split_telco(work / "consortium", by="iid", partners=n, seed=0, csv=csv, benchmark_policy=True)
     configs = [PartnerConfig.load(m.config) for m in FederationConfig.load(fed).members]
     t0 = time.monotonic()
     data = [prepare(c, "churn") for c in configs]

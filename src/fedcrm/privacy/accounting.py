@@ -19,7 +19,6 @@ from functools import lru_cache
 from typing import Literal
 
 from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
 from pydantic import BaseModel
 
 from fedcrm.config.plan import NOISE_MAX, NOISE_MIN
@@ -55,27 +54,27 @@ def compact(history: list[HistoryEntry]) -> tuple[HistoryEntry, ...]:
     return tuple(out)
 
 
-def prv_points(history: tuple[HistoryEntry, ...], delta: float, eps_error: float = 0.01) -> int:
-    """Size of the grid Opacus' PRV accountant would build for `history` (its own domain
-    rule with its default errors; cheap: RDP bounds only), so it can be refused first."""
-    prvs = [PoissonSubsampledGaussianPRV(q, s) for s, q, _ in history]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        domain = PRVAccountant()._get_domain(prvs=prvs, num_self_compositions=[n for *_, n in history],
-                                             eps_error=eps_error, delta_error=delta / 1000)
-    return int(domain.size)
+class BoundedPRVAccountant(PRVAccountant):
+    """Opacus' PRV accountant, refusing a history whose discretisation grid would pass
+    `MAX_PRV_POINTS`: the check sits on the domain Opacus computes anyway, before it
+    allocates the grid, so it costs nothing."""
+
+    def _get_domain(self, *args: object, **kwargs: object):  # noqa: ANN202 (Opacus' Domain)
+        domain = super()._get_domain(*args, **kwargs)
+        if domain.size > MAX_PRV_POINTS:
+            sigma, steps = min(s for s, _, _ in self.history), sum(n for *_, n in self.history)
+            raise UnaccountableRelease(
+                f"PRV accounting of this history needs {domain.size:.3g} grid points (limit {MAX_PRV_POINTS:.3g}): "
+                f"noise multiplier {sigma:g} is too small or {steps} steps too many; the node refuses rather "
+                "than exhaust its memory")
+        return domain
 
 
 @lru_cache(maxsize=512)
 def _epsilon(history: tuple[HistoryEntry, ...], delta: float, kind: AccountantKind) -> float:
     if any(not (s > 0 and math.isfinite(s)) or not (0 < q <= 1) or n < 0 for s, q, n in history):
         raise UnaccountableRelease(f"history entry out of range: {history}")
-    if kind == "prv" and (points := prv_points(history, delta)) > MAX_PRV_POINTS:
-        raise UnaccountableRelease(
-            f"PRV accounting of this history needs {points:.3g} grid points (limit {MAX_PRV_POINTS:.3g}): "
-            f"noise multiplier {min(s for s, _, _ in history):g} is too small or {sum(n for *_, n in history)} "
-            "steps too many; the node refuses rather than exhaust its memory")
-    accountant = PRVAccountant() if kind == "prv" else RDPAccountant()
+    accountant = BoundedPRVAccountant() if kind == "prv" else RDPAccountant()
     accountant.history = list(history)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Optimal order is the largest alpha" on every PRV call

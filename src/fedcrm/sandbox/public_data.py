@@ -139,6 +139,11 @@ BANK = PublicExport(key="bank", csv=BANK_CSV, delimiter=";", label="y", task="pr
 EXPORTS = {e.key: e for e in (TELCO, BANK)}
 
 
+# Public data in a benchmark: runs without DP are the non-private baselines, and a
+# data-scarce split may leave a partner a hold-out of a few dozen rows.
+BENCHMARK_POLICY: dict[str, object] = {"dp_required": False, "min_holdout_rows": 1}
+
+
 def read_export(export: PublicExport, csv: Path | None = None) -> pd.DataFrame:
     path = csv or export.csv
     if not path.is_file():
@@ -151,14 +156,15 @@ def read_export(export: PublicExport, csv: Path | None = None) -> pd.DataFrame:
 
 def split_public(export: PublicExport, out: Path, by: str, partners: int = 5, seed: int = 0,
                  csv: Path | None = None, keep: float = 1.0, seeded_keys: bool = False,
-                 dp_required: bool = True) -> Path:
+                 benchmark_policy: bool = False) -> Path:
     """Partner exports of a public file: one partner per value of column `by` (non-IID), or
     `partners` partners by 'iid' or 'label-skew'; returns the federation config path.
     `keep` < 1 keeps that random share of each partner's rows: the data-scarce regime.
     `seeded_keys`: HMAC keys derived from the split and seed, so the held-out split (by
     keyed pseudonym) repeats run after run — for benchmarks on public data only.
-    `dp_required=False`: the partners' policies allow runs without DP, the non-private
-    baselines of a benchmark (a real partner's node refuses them by default)."""
+    `benchmark_policy`: the partners' policies are `BENCHMARK_POLICY`, which allows the
+    non-private baselines and the small hold-outs of a data-scarce study (a real partner's
+    node refuses both by default)."""
     frame = read_export(export, csv)
     if by in ("iid", "label-skew"):
         groups = frame.groupby(assign_partners(frame[export.label], partners, by, seed))
@@ -176,13 +182,13 @@ def split_public(export: PublicExport, out: Path, by: str, partners: int = 5, se
         key = hashlib.sha256(f"fedcrm-public:{export.key}:{by}:{keep}:{seed}:{pid}".encode()).hexdigest()
         config = (f'name = "{name}"\npartner_id = {pid}\nwork_dir = "work"\n'
                   f'secret_file = "secret.key"\nas_of = "2026-01-01"\n{export.mapping}')
-        init_partner_folder(folder, config if dp_required else with_privacy_policy(config, dp_required=False),
+        init_partner_folder(folder, with_privacy_policy(config, **BENCHMARK_POLICY) if benchmark_policy else config,
                             key_hex=key if seeded_keys else None)
         members.append((pid, name))
     return write_federation(out, f"{export.key}-by-{by.lower()}", members)
 
 
 def split_telco(out: Path, by: str = "Contract", csv: Path = TELCO_CSV, partners: int = 5, seed: int = 0,
-                dp_required: bool = True) -> Path:
+                benchmark_policy: bool = False) -> Path:
     """IBM Telco by `by` (default: one partner per contract type)."""
-    return split_public(TELCO, out, by, partners, seed, csv, dp_required=dp_required)
+    return split_public(TELCO, out, by, partners, seed, csv, benchmark_policy=benchmark_policy)

@@ -120,7 +120,7 @@ def run(s: Settings, work: Path, log: Callable[[str], None] = print) -> dict:
             folder = work / f"{split}-seed{seed}"
             shutil.rmtree(folder, ignore_errors=True)
             fed = split_public(export, folder / "consortium", by=split, partners=s.partners, seed=seed,
-                               keep=s.keep_fraction, seeded_keys=True, dp_required=False)  # the no-DP baseline
+                               keep=s.keep_fraction, seeded_keys=True, benchmark_policy=True)
             members = FederationConfig.load(fed).members
             data = [prepare(PartnerConfig.load(m.config), export.task) for m in members]
             names = [m.name for m in members]
