@@ -1,7 +1,7 @@
 """DP-SGD time vs plain SGD time for the models we ship, per Opacus grad-sample mode.
 
     .venv/bin/python benchmarks/dp_overhead.py         # writes benchmarks/results/dp_overhead.json
-    .venv/bin/python benchmarks/dp_overhead.py --noise-source   # cost of OS-entropy noise (issue 12), printed
+    .venv/bin/python benchmarks/dp_overhead.py --noise-source   # cost of OS-entropy noise (issue 12) → results/noise_source.json
 
 `fedcrm.training.train_local` on 40,000 rows × the shared features (66 since the banking fields; the size of UCI
 Bank Marketing), batch 256, 2 epochs, one thread per process as on a node sharing 2 cores;
@@ -58,6 +58,8 @@ def noise_source(repeats: int = 7) -> None:
     torch.set_num_threads(1)
     x, y = data()
     fresh = training.reseed_from_os
+    out: dict[str, object] = {"rows": len(x), "batch": BATCH, "epochs": EPOCHS, "repeats": repeats, "threads": 1,
+                              "seconds_median": {}}
     for kind in ("logistic", "mlp"):
         times: dict[str, list[float]] = {"seeded": [], "os-entropy": []}
         for r in range(repeats):
@@ -70,8 +72,12 @@ def noise_source(repeats: int = 7) -> None:
                 times[name].append(time.perf_counter() - t0)
         training.reseed_from_os = fresh
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(kind, {k: round(v, 3) for k, v in med.items()}, f"ratio {med['os-entropy'] / med['seeded']:.3f}",
-              file=sys.stdout, flush=True)
+        out["seconds_median"][kind] = {**{k: round(v, 3) for k, v in med.items()},
+                                       "ratio": round(med["os-entropy"] / med["seeded"], 3)}
+        print(kind, out["seconds_median"][kind], file=sys.stdout, flush=True)
+    path = RESULTS.with_name("noise_source.json")
+    path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
 
 
 def main() -> None:
