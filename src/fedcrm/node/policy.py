@@ -15,6 +15,7 @@ from pathlib import Path
 from fedcrm.config import PrivacyPolicy, TrainPlan
 from fedcrm.config.partner import ReleaseKind
 from fedcrm.errors import PolicyRefusal
+from fedcrm.privatefiles import private_append_line, private_dir
 
 REFUSALS_LOG = "refusals.jsonl"
 
@@ -61,8 +62,7 @@ def check_holdout(rows: int, policy: PrivacyPolicy) -> None:
 
 def log_refusal(work_dir: Path, run_id: str | None, refusal: PolicyRefusal) -> None:
     """Append the refusal to the node's own log: when, which run, which release, why."""
-    work_dir.mkdir(parents=True, exist_ok=True)
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run_id": run_id, "kind": refusal.kind,
             "reason": refusal.reason}
-    with (work_dir / REFUSALS_LOG).open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(line) + "\n")
+    private_dir(work_dir)  # a node log, owner-only like the egress and error logs
+    private_append_line(work_dir / REFUSALS_LOG, json.dumps(line))
