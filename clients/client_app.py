@@ -1,7 +1,9 @@
 """The partner's ClientApp: messages in, `PartnerNode` calls, checked messages out.
 
 Every reply passes the node's egress guard (`fedcrm.node.egress`), attached per function
-as Flower requires, so only model arrays and allow-listed numeric metrics ever leave.
+as Flower requires, so only model arrays and allow-listed numeric metrics ever leave;
+inside it, `fresh_only` (`fedcrm.node.freshness`) turns away a message whose round has
+closed before any data is touched or any budget charged.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from flwr.clientapp import ClientApp
 from fedcrm.errors import FedcrmError, PolicyRefusal, PrivacyBudgetError
 from fedcrm.ml.fedstats import Normalisation
 from fedcrm.node.egress import egress_guard
+from fedcrm.node.freshness import fresh_only
 from fedcrm.node.runtime import node_for_context
 from fedcrm.protocol import ARRAYS, ERROR_BUDGET, ERROR_FEDCRM, ERROR_POLICY, METRICS, RoundConfig
 
@@ -31,19 +34,19 @@ def _refusal(msg: Message, exc: FedcrmError) -> Message:
     return Message(Error(code=code, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
 
-@app.train(mods=[egress_guard])
+@app.train(mods=[egress_guard, fresh_only])
 def train(msg: Message, context: Context) -> Message:
     try:
         config = RoundConfig.of(msg.content)
         job_id, job_round = config.job_round(msg.metadata.run_id)
         state, reply = node_for_context(context).train(msg.content[ARRAYS].to_torch_state_dict(), job_round, job_id,
-                                            _normalisation(config))
+                                                       _normalisation(config), config.ledger_receipt)
     except FedcrmError as exc:
         return _refusal(msg, exc)
     return Message(RecordDict({ARRAYS: ArrayRecord(state), METRICS: reply.record()}), reply_to=msg)
 
 
-@app.evaluate(mods=[egress_guard])
+@app.evaluate(mods=[egress_guard, fresh_only])
 def evaluate(msg: Message, context: Context) -> Message:
     try:
         config = RoundConfig.of(msg.content)
@@ -53,12 +56,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({METRICS: reply.record()}), reply_to=msg)
 
 
-@app.query(mods=[egress_guard])
+@app.query(mods=[egress_guard, fresh_only])
 def query(msg: Message, context: Context) -> Message:
     """Column sums for the federation's feature statistics (aggregate only)."""
     try:
-        job_id, _ = RoundConfig.of(msg.content).job_round(msg.metadata.run_id)
-        reply = node_for_context(context).feature_sums(job_id)
+        config = RoundConfig.of(msg.content)
+        job_id, _ = config.job_round(msg.metadata.run_id)
+        reply = node_for_context(context).feature_sums(job_id, config.ledger_receipt)
     except FedcrmError as exc:
         return _refusal(msg, exc)
     return Message(RecordDict({METRICS: reply.record()}), reply_to=msg)

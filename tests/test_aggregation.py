@@ -69,3 +69,25 @@ def test_a_partner_with_one_class_held_out_sends_the_same_keys() -> None:
     assert out["mean-partner-auc"] == pytest.approx(roc_auc_score(y_big, p_big))  # the defined one only
     assert np.isfinite(out["auc"]) and out["num-examples"] == 512
     assert all(np.isnan(v) for v in binary_metrics(np.array([]), np.array([])).model_dump().values())
+
+
+def test_a_superlink_error_reply_is_charged_to_the_partner_it_answers_for() -> None:
+    """When a SuperNode stops heartbeating, the SuperLink answers its messages itself
+    ("node unavailable", source = the SuperLink). The failure belongs to the partner the
+    message was sent to, not to the SuperLink, and that partner is not also "silent"."""
+    from flwr.app import Error, Message, Metadata
+    from flwr.common.constant import SUPERLINK_NODE_ID
+
+    from fedcrm.coordinator.strategy import reply_senders
+
+    def metadata(message_id: str, src: int, dst: int, reply_to: str = "") -> Metadata:
+        return Metadata(run_id=7, message_id=message_id, src_node_id=src, dst_node_id=dst,
+                        reply_to_message_id=reply_to, group_id="1", created_at=0.0, ttl=60.0,
+                        message_type="evaluate")
+
+    sent = [Message(RecordDict(), metadata=metadata(f"m{node}", SUPERLINK_NODE_ID, node)) for node in (11, 22)]
+    answered = Message(RecordDict(), metadata=metadata("r11", 11, SUPERLINK_NODE_ID, reply_to="m11"))
+    # the SuperLink's own "node unavailable" reply, as linkstate/utils.py builds it
+    unavailable = Message(error=Error(code=5, reason="Node Unavailable"),
+                          metadata=metadata("r22", SUPERLINK_NODE_ID, SUPERLINK_NODE_ID, reply_to="m22"))
+    assert reply_senders(sent, [unavailable, answered]) == [22, 11]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
@@ -41,7 +40,7 @@ def test_demo_federation_three_partners(fresh_demo: Path, tmp_path: Path) -> Non
         # ε after the last round is exactly what Opacus reports for the persisted history
         cfg = PartnerConfig.load(m.config)
         entries = Ledger(cfg.work_dir).entries()
-        assert [e.server_round for e in entries] == list(range(1, rounds + 1))
+        assert [e.server_round for e in entries] == list(range(0, rounds + 1))  # round 0: the statistics
         assert epsilon([e.history_entry for e in entries], 1e-5) == pytest.approx(series[-1], rel=1e-9)
         # the node's egress log: arrays and numeric metrics only, one entry per message
         log = [json.loads(line) for line in (cfg.work_dir / "egress.jsonl").read_text().splitlines()]
@@ -51,20 +50,25 @@ def test_demo_federation_three_partners(fresh_demo: Path, tmp_path: Path) -> Non
             assert set(e["sent"]) <= {"arrays", "metrics"}
             assert all(k.startswith(("float", "int", "list[")) for k in e["sent"]["metrics"].values())
 
-    # the federation's normalisation is the pooled mean and sd of every partner's training rows
-    from fedcrm.ml.fedstats import VALUE_CLIP, FeatureStats, numeric_count
+    # the federation's normalisation combines exactly the noised sums the partners released
+    # (each node keeps its release next to its ledger), and they are not the exact sums
     from fedcrm.data.prepare import prepare
+    from fedcrm.ml.fedstats import FeatureStats, combine, partner_sums
+    from fedcrm.node.kept_statistics import KeptStatistics
 
     stats = FeatureStats.model_validate_json((run_dir / "feature_stats.json").read_text())
-    k = numeric_count()
-    pooled = np.clip(np.vstack([prepare(PartnerConfig.load(m.config), "churn").x_train for m in members])[:, :k],
-                     -VALUE_CLIP, VALUE_CLIP).astype(np.float64)
-    assert stats.partners == 3 and stats.rows == len(pooled)
-    assert stats.normalisation.mean == pytest.approx(pooled.mean(axis=0).tolist(), abs=1e-6)
-    # a column no partner has (here the banking ones) is constant: its sd is floored, not 0
-    floored = np.sqrt(np.clip(pooled.var(axis=0), 1e-4, None))
-    assert stats.normalisation.std == pytest.approx(floored.tolist(), rel=1e-5)
-    assert (pooled.std(axis=0) == 0).sum() >= 2
+    released = []
+    for m in members:
+        cfg = PartnerConfig.load(m.config)
+        data = prepare(cfg, "churn")
+        kept = KeptStatistics(cfg.privacy_dir / "statistics").load(data.dataset_fingerprint, 0.0)
+        assert kept is not None and kept.noise_multiplier == cfg.privacy.min_stats_noise_multiplier > 0
+        assert kept.sums.sum != partner_sums(data.x_train).sum
+        released.append(kept.sums)
+    assert stats.partners == 3 and stats.noised
+    combined = combine(released, noised=True).normalisation  # (summed in another order: to rounding)
+    assert stats.normalisation.mean == pytest.approx(combined.mean, rel=1e-9, abs=1e-12)
+    assert stats.normalisation.std == pytest.approx(combined.std, rel=1e-9, abs=1e-12)
     assert json.loads((run_dir / "model.json").read_text())["normalisation"] == stats.normalisation.model_dump()
     for name in ("model.pt", "model.json", "plan.json", "metrics.json"):
         assert (run_dir / name).is_file()

@@ -24,7 +24,7 @@ def release(ledger: Ledger, run_id: int, server_round: int, sigma: float = 1.1) 
 
 @pytest.fixture()
 def ledger(tmp_path: Path) -> Ledger:
-    ledger = Ledger(tmp_path)
+    ledger = Ledger.at(tmp_path)
     for rnd in (1, 2, 3):
         release(ledger, 1, rnd)
     return ledger
@@ -76,12 +76,28 @@ def test_a_crash_between_append_and_anchor_keeps_the_extra_entry(ledger: Ledger)
     assert status.ok and status.entries == 4
 
 
+def test_an_anchor_moved_back_is_detected(ledger: Ledger) -> None:
+    """Cut the tail and write a zero-entry anchor (issue 12, attack 8): more than one entry
+    past the anchor is not a crash. (A cut to one entry still looks like a crash after the
+    first append; the coordinator's receipt catches that, tests/test_adversarial_coordinator.)"""
+    lines = ledger.path.read_text().splitlines(keepends=True)
+    ledger.path.write_text("".join(lines[:2]))
+    ledger.head_path.write_text(json.dumps({"entries": 0, "hash": "0" * 64}))
+    assert "it was moved back" in ledger.verify().problem
+
+
+def test_hash_at_proves_a_prefix(ledger: Ledger) -> None:
+    entries = ledger.entries()
+    assert [ledger.hash_at(n) for n in (1, 3)] == [entries[0].hash, entries[2].hash]
+    assert ledger.hash_at(0) is None and ledger.hash_at(4) is None
+
+
 def test_the_tampered_ledger_stops_the_node(fresh_demo: Path) -> None:
     cfg = PartnerConfig.load(FederationConfig.load(fresh_demo).members[0].config)
     plan = TrainPlan.from_run_config({"num-server-rounds": 2})
     state = build_model("logistic", len(feature_names())).state_dict()
     PartnerNode(cfg, plan).train(state, 1, run_id=1)
-    led = Ledger(cfg.work_dir)
+    led = Ledger.of(cfg)
     led.path.write_text(led.path.read_text().replace('"server_round":1', '"server_round":7'))
     with pytest.raises(LedgerTampered, match="line 1 was edited"):
         PartnerNode(cfg, plan).train(state, 2, run_id=1)
@@ -101,7 +117,7 @@ def test_ledger_epsilon_matches_google_dp_accounting(fresh_demo: Path) -> None:
         node = PartnerNode(cfg, TrainPlan.from_run_config({"num-server-rounds": 2, "dp-target-epsilon": target}))
         for rnd in (1, 2):
             state, _ = node.train(state, rnd, run_id=run_id)
-    entries = Ledger(cfg.work_dir).entries()
+    entries = Ledger.of(cfg).entries()
     assert len({e.noise_multiplier for e in entries}) == 2
     delta = cfg.privacy.delta
 
@@ -126,7 +142,7 @@ def test_a_line_written_with_an_integer_run_id_still_verifies(tmp_path: Path) ->
     against what was written, reads as text, and the chain goes on from it."""
     import hashlib
 
-    ledger = Ledger(tmp_path)
+    ledger = Ledger.at(tmp_path)
     release(ledger, 7, 1)
     entry = json.loads(ledger.path.read_text())
     entry["run_id"] = 7

@@ -44,6 +44,8 @@ def initial_state() -> dict:
 
 def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: Path) -> None:
     planned = node_for(fresh_demo).plan_run(run_id=11)
+    # the run's statistics come first, and are paid from the run's ε
+    stats = node_for(fresh_demo).feature_sums(11)
     state, eps = initial_state(), []
     for rnd in (1, 2):
         state, metrics = node_for(fresh_demo).train(state, rnd, run_id=11)
@@ -52,12 +54,12 @@ def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: 
     node = node_for(fresh_demo)
     state, metrics = node.train(state, 3, run_id=11)
     eps.append(metrics.epsilon)
-    assert eps[0] < eps[1] < eps[2] <= 2.0 + 1e-6
+    assert 0 < stats.epsilon < eps[0] < eps[1] < eps[2] <= 2.0 + 1e-6
     # the plan made before the run is what the run spent, round by round
     assert [p.epsilon for p in planned.projections] == pytest.approx(eps, rel=1e-9)
     assert metrics.epsilon_run == pytest.approx(eps[-1]) and metrics.epsilon_remaining == pytest.approx(10.0 - eps[-1])
-    entries = Ledger(node.cfg.work_dir).entries()
-    assert sum(e.steps for e in entries) == 3 * planned.steps_per_round
+    entries = Ledger.of(node.cfg).entries()
+    assert sum(e.steps for e in entries[1:]) == 3 * planned.steps_per_round
     assert epsilon([e.history_entry for e in entries], 1e-5, "prv") == pytest.approx(eps[-1], rel=1e-9)
     assert entries[-1].epsilon_rdp_after > entries[-1].epsilon_after  # RDP is the looser bound
     # a second run on the same data starts from the first run's total and keeps adding
@@ -67,9 +69,9 @@ def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: 
     _, m2 = node_for(fresh_demo).train(state, 2, run_id=12)
     assert eps[-1] < m1.epsilon < m2.epsilon
     assert m2.epsilon_run == pytest.approx(m2.epsilon - eps[-1])
-    assert [(e.run_id, e.server_round) for e in Ledger(node.cfg.work_dir).entries()] == [
-        ("11", 1), ("11", 2), ("11", 3), ("12", 1), ("12", 2)]
-    assert m2.ledger_entries == 5 and m2.ledger_ok == 1
+    assert [(e.run_id, e.server_round) for e in Ledger.of(node.cfg).entries()] == [
+        ("11", 0), ("11", 1), ("11", 2), ("11", 3), ("12", 1), ("12", 2)]
+    assert m2.ledger_entries == 6 and m2.ledger_ok == 1
 
 
 def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
@@ -79,7 +81,7 @@ def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
     again, metrics_again = node_for(fresh_demo).train(start, 1, run_id=5)
     assert all(torch.equal(sent[k], again[k]) for k in sent)
     assert metrics_again.epsilon == metrics.epsilon
-    assert len(Ledger(node_for(fresh_demo).cfg.work_dir).entries()) == 1
+    assert len(Ledger.of(node_for(fresh_demo).cfg).entries()) == 1
     # asked about a different model for a charged round: refused
     other = {k: v + 0.1 for k, v in start.items()}
     with pytest.raises(PrivacyBudgetError, match="already charged"):
@@ -88,7 +90,8 @@ def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
 
 def test_the_partner_cap_refuses_the_round_that_would_cross_it(fresh_demo: Path) -> None:
     cfg_path = FederationConfig.load(fresh_demo).members[0].config
-    set_privacy(cfg_path, epsilon_cap=1.0, delta=1e-5)
+    # (without a statistics release, whose ε alone would take the first round over this cap)
+    set_privacy(cfg_path, epsilon_cap=1.0, delta=1e-5, min_stats_noise_multiplier=0.0)
     node = node_for(fresh_demo, **{"dp-target-epsilon": 1.5})  # the coordinator asks for more than the cap
     plan = node.plan_run(run_id=1)
     assert plan.first_refused_round is not None and plan.first_refused_round > 1
@@ -99,14 +102,14 @@ def test_the_partner_cap_refuses_the_round_that_would_cross_it(fresh_demo: Path)
     with pytest.raises(BudgetExceeded, match=r"above the cap of 1 this partner set; remaining budget 0\.\d+"):
         node.train(state, plan.first_refused_round, run_id=1)
     # nothing was charged for the refused round
-    assert len(Ledger(node.cfg.work_dir).entries()) == plan.first_refused_round - 1
+    assert len(Ledger.of(node.cfg).entries()) == plan.first_refused_round - 1
 
 
 def test_the_partners_delta_wins_over_the_run_config(fresh_demo: Path) -> None:
     set_privacy(FederationConfig.load(fresh_demo).members[0].config, epsilon_cap=10.0, delta=1e-7)
     _, metrics = node_for(fresh_demo, **{"dp-delta": 1e-3}).train(initial_state(), 1, run_id=2)
     assert metrics.delta == 1e-7
-    assert Ledger(node_for(fresh_demo).cfg.work_dir).entries()[0].delta == 1e-7
+    assert Ledger.of(node_for(fresh_demo).cfg).entries()[0].delta == 1e-7
 
 
 def test_propensity_task_trains_and_evaluates(fresh_demo: Path) -> None:

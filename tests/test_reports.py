@@ -95,7 +95,7 @@ def test_compliance_json_accounts_for_every_partner(reported_run: tuple[Path, Pa
     assert set(by_name) == {m.name for m in FederationConfig.load(fed).members}
     for m in FederationConfig.load(fed).members:
         p, cfg = by_name[m.name], PartnerConfig.load(m.config)
-        last = Ledger(cfg.work_dir).entries()[-1]
+        last = Ledger.of(cfg).entries()[-1]
         assert p["epsilon_cumulative"] == pytest.approx(last.epsilon_after)
         assert p["epsilon_cap"] == cfg.privacy.epsilon_cap
         assert p["epsilon_remaining"] == pytest.approx(cfg.privacy.epsilon_cap - last.epsilon_after)

@@ -90,6 +90,10 @@ class RoundConfig(WireModel):
     round_offset: int = 0
     feature_mean: list[float] | None = Field(None, description="the federation's normalisation, sent every round")
     feature_std: list[float] | None = None
+    ledger_receipt: int | None = Field(
+        None, description="entries of this partner's ledger at the coordinator's last receipt: the node answers with "
+        "the hash of its own entry of that number (`LedgerHead.ledger_receipt_hash`), proving its ledger still "
+        "begins with what the coordinator saw. Set per node, only for a partner the coordinator holds a receipt of")
 
     def record(self) -> ConfigRecord:
         from flwr.app import ConfigRecord
@@ -120,11 +124,16 @@ class NodeConfig(WireModel):
 
 # ---------------------------------------------------------------- node → coordinator
 class LedgerHead(_Reply):
-    """The node's ledger as it verified it: entry count, intact or not, head hash prefix."""
+    """The node's ledger as it verified it: entry count, intact or not, head hash prefix;
+    and, when the round config carried a receipt, the hash of the entry it names."""
 
     ledger_entries: int | None = None
     ledger_ok: int | None = None
     ledger_head: int | None = Field(None, description="first 13 hex digits of the head hash, as an int")
+    ledger_receipt: int | None = Field(None, description="the receipt's entry count the node was asked to prove")
+    ledger_receipt_hash: int | None = Field(
+        None, description="first 13 hex digits of the hash of the node's own entry number `ledger-receipt`, as an "
+        "int; absent when its ledger has fewer entries or does not verify")
 
 
 class TrainReply(LedgerHead):

@@ -10,6 +10,9 @@
     model.pt, model.json the published global model and its layout
     checkpoints/round-NNN.pt
     summary.json         status, rounds completed, final global metrics, final ε
+    ledger_receipts.json the coordinator's receipt of each partner's ledger head as the run
+                         left it, with every rollback flag and acknowledgement
+                         (`fedcrm.coordinator.receipts`); each round's heads are in metrics.json
     audits/, baselines.json, compliance.*, report.html: added by later commands
 
 The coordinator writes through `RunDir` while the run goes (each file replaced atomically,
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedcrm.config import TrainPlan
+from fedcrm.coordinator.receipts import PartnerReceipts
 from fedcrm.errors import ConfigError
 from fedcrm.ml.fedstats import FeatureStats, Normalisation
 from fedcrm.protocol import EvaluateAggregate, RunId, TrainReply
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 PLAN, STATE, METRICS, EPSILON, RECEIVED = "plan.json", "state.json", "metrics.json", "epsilon.json", "received.json"
 HISTOGRAMS, FEATURE_STATS, SUMMARY = "histograms.json", "feature_stats.json", "summary.json"
 MODEL_META, MODEL_WEIGHTS, CHECKPOINTS, AUDITS, BASELINES = "model.json", "model.pt", "checkpoints", "audits", "baselines.json"
+LEDGER_RECEIPTS = "ledger_receipts.json"
 
 
 class PlanFile(BaseModel):
@@ -150,6 +155,13 @@ class RunSummary(BaseModel):
     client_level_epsilon: float | None = None
 
 
+class LedgerReceiptsFile(BaseModel):
+    """The federation's receipts of the run's partners, copied from its receipts file."""
+
+    book: str = Field(description="the federation's receipts file this was copied from")
+    partners: dict[str, PartnerReceipts] = Field(default_factory=dict)
+
+
 class RunDir:
     """One run's directory. `RunDir(path)` opens an existing run; `RunDir.create` starts one."""
 
@@ -211,6 +223,10 @@ class RunDir:
     def feature_stats(self) -> FeatureStats:
         return self._read(FEATURE_STATS, FeatureStats)
 
+    def ledger_receipts(self) -> LedgerReceiptsFile | None:
+        """None for a run without receipts (before they existed, or no federation config)."""
+        return self._read(LEDGER_RECEIPTS, LedgerReceiptsFile) if self.has(LEDGER_RECEIPTS) else None
+
     def summary(self) -> RunSummary:
         return self._read(SUMMARY, RunSummary)
 
@@ -261,6 +277,9 @@ class RunDir:
             kept = self.histograms()
             _write(self.path / HISTOGRAMS, HistogramsFile(bins=bins, rounds={**(kept.rounds if kept else {}), **histograms}))
         _write(self.path / EPSILON, epsilon)
+
+    def write_ledger_receipts(self, receipts: LedgerReceiptsFile) -> None:
+        _write(self.path / LEDGER_RECEIPTS, receipts)
 
     def write_feature_stats(self, stats: FeatureStats) -> None:
         _write(self.path / FEATURE_STATS, stats)

@@ -25,6 +25,7 @@ from fedcrm.errors import FedcrmError
 from fedcrm.ml.models import build_model
 from fedcrm.node.partner import PartnerNode
 from fedcrm.protocol import ERROR_BUDGET, ERROR_FEDCRM
+from tests.conftest import set_privacy
 
 HOSTILE = [{"dp-target-epsilon": 1e6}, {"stats-noise-multiplier": 1e-4}, {"num-server-rounds": 10**9},
            {"local-epochs": 10**6}, {"batch-size": 1}, {"model": "mlp", "model-hidden": 10**6},
@@ -78,7 +79,10 @@ def test_accountant_refuses_what_it_cannot_bound(fresh_demo: Path) -> None:
         with pytest.raises(UnaccountableRelease):
             epsilon([(1.0, 0.01, 10**9)], 1e-5)
         assert calibrate_noise((), 0.1, 20, 1e6, 1e-5) == SIGMA_MIN
-        node = PartnerNode(_partner(fresh_demo), TrainPlan.model_construct(stats_noise_multiplier=1e-4))
+        # a partner who allows exact statistics: the run's σ is the one used, and it is absurd
+        cfg = _partner(fresh_demo)
+        set_privacy(cfg.source, min_stats_noise_multiplier=0.0)
+        node = PartnerNode(PartnerConfig.load(cfg.source), TrainPlan.model_construct(stats_noise_multiplier=1e-4))
         with pytest.raises(UnaccountableRelease):  # a plan that skipped validation is still refused
             node.feature_sums("r1")
     assert time.monotonic() - started < SECONDS

@@ -61,21 +61,24 @@ def test_node_state_is_owner_only(fresh_demo: Path, tmp_path: Path, umask_022: N
     cfg = PartnerConfig.load(FederationConfig.load(fresh_demo).members[0].config)
     prepare(cfg, "churn")
     state = build_model("logistic", len(feature_names())).state_dict()
-    PartnerNode(cfg, TrainPlan()).train(state, 1, run_id=1)  # DP train: ledger, head, lock, kept reply
+    node = PartnerNode(cfg, TrainPlan())
+    node.feature_sums(1)  # noised statistics: charged, and kept for later runs
+    node.train(state, 1, run_id=1)  # DP train: ledger, head, lock, kept reply
     score_partner(cfg, _published_run(tmp_path / "run"), TierRule())  # real ids beside scores
     log_egress(cfg.work_dir / "egress.jsonl", {"run_id": "1", "kind": "train", "sent": {}})
 
-    work = cfg.work_dir
-    expected = ["quarantine.parquet", "pseudonym_lookup.parquet", "egress.jsonl", "privacy/ledger.jsonl",
-                "privacy/ledger.head.json", "privacy/ledger.lock"]
-    missing = [name for name in expected if not (work / name).is_file()]
-    assert not missing, f"the scenario did not write {missing}: {sorted(p.name for p in work.rglob('*'))}"
+    work, privacy = cfg.work_dir, cfg.privacy_dir  # the cache, and the privacy state kept apart from it
+    expected = [work / "quarantine.parquet", work / "pseudonym_lookup.parquet", work / "egress.jsonl",
+                privacy / "ledger.jsonl", privacy / "ledger.head.json", privacy / "ledger.lock"]
+    missing = [str(path) for path in expected if not path.is_file()]
+    assert not missing, f"the scenario did not write {missing}"
     assert list((work / "prepared").rglob("*.npz")) and list((work / "scores").glob("*.parquet"))
-    assert list((work / "privacy" / "replies").glob("*.pt"))
+    assert list((privacy / "replies").glob("*.pt")) and list((privacy / "statistics").glob("*.json"))
 
-    wide_dirs, wide_files = _modes(work)
-    assert not wide_files, f"files readable beyond the node's owner: {wide_files}"
-    assert not wide_dirs, f"folders open beyond the node's owner: {wide_dirs}"
+    for root in (work, privacy):
+        wide_dirs, wide_files = _modes(root)
+        assert not wide_files, f"files readable beyond the node's owner: {wide_files}"
+        assert not wide_dirs, f"folders open beyond the node's owner: {wide_dirs}"
 
 
 def test_private_helpers_never_widen(tmp_path: Path, umask_022: None) -> None:

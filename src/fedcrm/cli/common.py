@@ -89,9 +89,11 @@ def plan_from(ctx: typer.Context) -> TrainPlan:
 
 
 def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str, Any], cpus: int) -> None:
-    """A simulated run, its rounds printed as they land; exit 1 unless it completed."""
+    """A simulated run, its rounds printed as they land; exit 1 unless it completed, and
+    128 + the signal's number when SIGINT or SIGTERM stopped it (its SuperLink stopped
+    first). The run's Flower home is a fresh folder under `work`, printed once it is up."""
     from fedcrm.config import FederationConfig
-    from fedcrm.ops.launcher import simulate
+    from fedcrm.ops.launcher import Interrupted, SimulationLink, simulate
     from fedcrm.reports.tables import format_row, read_rounds, round_table
     from fedcrm.rundir import RunDir
 
@@ -105,8 +107,17 @@ def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str
                 shown.add(row.round)
                 console.print(f"[{time.monotonic() - t0:5.1f}s] {format_row(row, names)}")
 
+    def started(link: SimulationLink) -> None:
+        console.print(f"SuperLink PID {link.process.pid if link.process else '?'} on 127.0.0.1:{link.port}; "
+                      f"Flower home and logs in {link.home} (superlink.log)")
+
     console.print(f"federated run: {len(names)} partners ({', '.join(names)}), results in {out}")
-    result = simulate(federation, out, work, run_config, num_cpus_per_node=cpus, on_poll=progress)
+    try:
+        result = simulate(federation, out, work, run_config, num_cpus_per_node=cpus, on_poll=progress,
+                          on_start=started)
+    except Interrupted as exc:
+        console.print(f"[red]{exc}[/red]; what the run wrote is in {out}")
+        raise typer.Exit(exc.exit_code) from None
     progress(result.status)
     console.print(round_table(read_rounds(out), names))
     status = RunDir(out).summary().status

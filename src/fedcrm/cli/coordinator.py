@@ -16,21 +16,23 @@ DetachOpt = Annotated[bool, typer.Option(help="submit and return")]
 
 @app.command("commands")
 def coordinator_commands(dir: DirOpt) -> None:
-    """Print the start commands for the coordinator and for each partner."""
+    """Print the start commands for the coordinator and for each partner (the partners'
+    name only their own files, relative to their own folder)."""
     import shlex
 
-    from fedcrm.ops.deployment import FederationLayout, superlink_command, supernode_command
+    from fedcrm.ops.deployment import FederationLayout, partner_commands, superlink_command
+    from fedcrm.ops.launcher import FLWR_ENV
+    from fedcrm.ops.pki import cert_fingerprint
 
     layout = FederationLayout(dir)
-    env = "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1"
+    env = " ".join(f"{k}={v}" for k, v in FLWR_ENV.items())
     print(f"# coordinator ({layout.address}); or: fedcrm coordinator start --dir {dir}")
     print(f"{env} FLWR_HOME={layout.flwr_home} {shlex.join(superlink_command(layout))}")
+    print(f"\n# every partner: ca.crt from partners/<name>/ in this federation folder; its SHA-256 fingerprint,\n"
+          f"# to read to the partner over another channel: {cert_fingerprint(layout.ca_cert)}")
     for m in layout.config().members:
-        folder = layout.partner_dir(m.name)
-        cmd = supernode_command(Path(f"/path/to/{m.name}/partner.toml"), layout.address, folder / "ca.crt",
-                                folder / "supernode.key")
-        print(f"\n# partner {m.name}: copy {folder}/ca.crt and supernode.key to its machine; or: fedcrm partner start ...")
-        print(f"{env} FLWR_HOME=/path/to/{m.name}/flwr-home {shlex.join(cmd)}")
+        print()
+        print(partner_commands(layout.address, m.name))
 
 
 @app.command("start")

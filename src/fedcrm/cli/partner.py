@@ -44,25 +44,48 @@ def partner_check(
         json_out.write_text(report.model_dump_json(indent=2))
 
 
+@app.command("keygen")
+def partner_keygen(
+    out: Annotated[Path, typer.Option(help="this node's folder for the key pair (made or narrowed to 0700)")] = Path("."),
+    comment: Annotated[str | None, typer.Option(help="label in the public key (default: fedcrm-supernode@HOST)")] = None,
+) -> None:
+    """Make this node's SuperNode key pair here; print what to send the coordinator (the .pub only)."""
+    import socket
+
+    from fedcrm.ops.pki import create_node_key, key_fingerprint, read_node_public_key
+
+    key, public = create_node_key(out, comment or f"fedcrm-supernode@{socket.gethostname()}")
+    line = read_node_public_key(public)
+    console.print(f"SuperNode key pair in {out.resolve()} (folder 0700):\n"
+                  f"  {key.name}  private (0600): stays on this machine, never send it\n"
+                  f"  {public.name}  public: send this file to the coordinator, and read it this fingerprint over "
+                  f"another channel: {key_fingerprint(line)}", emoji=False)
+    print(line)  # the public key itself, unwrapped, to paste if a file cannot be sent
+
+
 @app.command("start")
 def partner_start(
     config: PartnerConfigOpt,
     superlink: Annotated[str, typer.Option(help="host:port of the coordinator's SuperLink")],
-    root_cert: Annotated[Path, typer.Option(help="the federation's ca.crt")],
-    key: Annotated[Path, typer.Option(help="this partner's supernode.key")],
+    root_cert: Annotated[Path, typer.Option(help="the federation's ca.crt, as the coordinator sent it")] = Path("ca.crt"),
+    key: Annotated[Path, typer.Option(help="this partner's supernode.key (`fedcrm partner keygen`)")] = Path("supernode.key"),
     port: Annotated[int, typer.Option(help="local port of this SuperNode's runtime API")] = 9094,
 ) -> None:
     """Run this partner's SuperNode in the foreground (TLS, its key, its own config)."""
     import os
 
     from fedcrm.config import PartnerConfig
+    from fedcrm.errors import ConfigError
     from fedcrm.ops.deployment import supernode_command
     from fedcrm.ops.launcher import flower_env
-
-    cfg = PartnerConfig.load(config)
     from fedcrm.privatefiles import private_dir
 
+    cfg = PartnerConfig.load(config)
+    for path, what in ((root_cert, "the federation's ca.crt (sent by the coordinator)"),
+                       (key, "this node's supernode.key (`fedcrm partner keygen`)")):
+        if not path.is_file():
+            raise ConfigError(f"no {path}: {what}")
     flwr_home = private_dir(cfg.work_dir / "flwr-home")
-    cmd = supernode_command(config, superlink, root_cert, key, port)
+    cmd = supernode_command(config.resolve(), superlink, root_cert.resolve(), key.resolve(), port)
     console.print(f"partner {cfg.name}: SuperNode to {superlink} (FLWR_HOME {flwr_home})")
     os.execve(cmd[0], cmd, flower_env(flwr_home))

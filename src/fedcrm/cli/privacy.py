@@ -1,4 +1,5 @@
-"""`fedcrm privacy`: plan a run's budget, verify the ledgers, audit a published model."""
+"""`fedcrm privacy`: plan a run's budget, verify the ledgers, audit a published model; on
+the coordinator, show the ledger receipts and acknowledge a flagged rollback."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from fedcrm.errors import ConfigError
 if TYPE_CHECKING:
     from fedcrm.config import PartnerConfig
 
-app = typer_app("Privacy budget: plan, verify the ledger, audit a model.")
+app = typer_app("Privacy budget: plan, verify the ledger, audit a model, ledger receipts.")
+FedDirOpt = Annotated[Path | None, typer.Option("--dir", help="the federation directory (deployed federation)")]
 
 
 def _partners(config: Path | None, federation: Path | None) -> list[PartnerConfig]:
@@ -61,7 +63,7 @@ def privacy_verify(config: ConfigOpt = None, federation: FederationOpt = None) -
 
     bad = 0
     for cfg in _partners(config, federation):
-        status = Ledger(cfg.work_dir).verify()
+        status = Ledger.of(cfg).verify()
         if status.ok:
             console.print(f"{cfg.name}: ledger OK, {status.entries} entries, head {status.head_hash[:16]}…")
         else:
@@ -92,3 +94,60 @@ def privacy_audit(
         private_write_text(folder / f"{cfg.name}-run-{run.run_id}.json", result.model_dump_json(indent=2))
         results.append(result)
     console.print(audit_table(results))
+
+
+def _receipt_book(dir: Path | None, federation: Path | None) -> tuple[Path, object]:
+    """The federation's receipts file and its audit log (None for a simulated federation)."""
+    from fedcrm.coordinator.receipts import ReceiptBook, receipts_path, simulated_receipts
+    from fedcrm.ops.deployment import FederationLayout
+
+    if (dir is None) == (federation is None):
+        raise ConfigError("give exactly one of --dir (a deployed federation) or --federation (a simulated one)")
+    if dir is not None:
+        layout = FederationLayout(dir)
+        layout.config()  # refuses a folder that is not a federation
+        return ReceiptBook(receipts_path(layout.audit.path, None)), layout.audit
+    return ReceiptBook(simulated_receipts(federation.resolve())), None
+
+
+@app.command("receipts")
+def privacy_receipts(dir: FedDirOpt = None, federation: FederationOpt = None) -> None:
+    """Coordinator: the last ledger head seen from each partner, and every rollback flag."""
+    from rich.table import Table
+
+    book, _ = _receipt_book(dir, federation)
+    table = Table(title=f"ledger receipts ({book.path})")
+    for col in ("partner", "entries", "head", "run", "round", "status"):
+        table.add_column(col)
+    for name, rec in sorted(book.read().partners.items()):
+        last, flag = rec.last, rec.open_flag()
+        acks = [f for f in rec.flags if f.acknowledged]
+        status = (f"[red]REFUSED: rollback flagged {flag.time}: {flag.reason}[/red]" if flag else
+                  f"ok ({len(acks)} rollback(s) acknowledged)" if acks else "ok")
+        table.add_row(name, *(("–",) * 4 if last is None else (str(last.entries), last.head, last.run_id,
+                                                                str(last.round))), status)
+    console.print(table)
+
+
+@app.command("ack-ledger")
+def privacy_ack_ledger(
+    partner: Annotated[str, typer.Argument(help="the partner whose ledger rollback is acknowledged")],
+    reason: Annotated[str, typer.Option(help="what happened to the ledger and who decided to go on")],
+    dir: FedDirOpt = None, federation: FederationOpt = None,
+) -> None:
+    """Coordinator: accept a partner's ledger as it now is after a flagged rollback.
+
+    The receipt becomes the head its node last reported (the lost spend is not restored:
+    that is what the acknowledgement accepts) and the coordinator serves the partner again.
+    Written to the federation's audit log and its receipts file."""
+    from fedcrm.coordinator.auditlog import admin
+
+    book, audit = _receipt_book(dir, federation)
+    by = admin()
+    flag = book.acknowledge(partner, reason, by)
+    base = flag.acknowledged.baseline if flag.acknowledged else None
+    if audit is not None:
+        audit.record("ledger-rollback-acknowledged", actor=by, run_id=flag.run_id, partner=partner, reason=reason,
+                     flagged_at=flag.time, flag=flag.reason, baseline=base.model_dump() if base else None)
+    console.print(f"{partner}: rollback of {flag.time} acknowledged by {by}; receipt now "
+                  + (f"{base.entries} entries, head {base.head}" if base else "none (the next reply sets it)"))

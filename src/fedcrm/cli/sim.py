@@ -3,6 +3,7 @@ and `fedcrm benchmark utility`."""
 
 from __future__ import annotations
 
+import os
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -34,7 +35,8 @@ def run(
     ctx: typer.Context,
     federation: Annotated[Path, typer.Option(help="federation config (members and their partner configs)")],
     out: Annotated[Path, typer.Option(help="run directory for model, metrics and ε")],
-    work: Annotated[Path, typer.Option(help="work dir for the SuperLink and FLWR_HOME")] = Path(".work/flower"),
+    work: Annotated[Path, typer.Option(help="where each run gets a Flower home of its own (FLWR_HOME, SuperLink "
+                                             "database and log in <work>/<date>-<time>-<pid>-<tag>/)")] = Path(".work/flower"),
     rounds: int = plan_option("rounds"), task: Task = plan_option("task"), model: Model = plan_option("model"),
     epsilon: float = plan_option("epsilon"), delta: float = plan_option("delta"), dp: bool = plan_option("dp"),
     local_epochs: int = plan_option("local_epochs"), batch_size: int = plan_option("batch_size"),
@@ -58,7 +60,7 @@ def demo(
     plan = plan_from(ctx)
     fed = generate(dir / "consortium")
     console.print(f"demo consortium: {fed}")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # two demos started in one second: two run dirs
     run_simulation(fed, dir / "runs" / stamp, dir / "flower", plan.to_run_config(exclude_unset=True), 1)
 
 

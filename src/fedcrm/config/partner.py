@@ -7,6 +7,7 @@ resolve against the config file, so a partner can move the folder as a whole.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
@@ -131,6 +132,14 @@ class PrivacyPolicy(Strict):
     min_holdout_rows: int = Field(
         50, ge=1, description="evaluation is refused when the hold-out has fewer rows: metrics and score histograms "
         "of a handful of customers give away their labels and scores")
+    min_stats_noise_multiplier: float = Field(
+        8.0, ge=0, description="least noise (σ, in units of a row's clipped contribution) on the column sums this node "
+        "releases for the federation's statistics; the node applies the larger of this and the run's "
+        "stats-noise-multiplier and charges the release (σ 8: ε ≈ 0.44 at δ 1e-5). 0 releases exact sums, uncharged")
+    max_message_age: float = Field(
+        3600.0, gt=0, description="seconds after the coordinator sent it that a message is still served, whatever "
+        "time-to-live the coordinator gave it: a SuperNode that comes back late does not train (or pay) for a "
+        "round that has closed")
     releases: list[ReleaseKind] = Field(
         default_factory=lambda: list(RELEASE_KINDS), description="what this node may release: 'train' (model "
         "updates), 'evaluate' (hold-out metrics), 'statistics' (column sums for the federation's normalisation)")
@@ -141,12 +150,24 @@ class PrivacyPolicy(Strict):
         return sorted(set(releases), key=RELEASE_KINDS.index)
 
 
+def default_privacy_dir(work_dir: Path) -> Path:
+    """Where a config that names no `privacy_dir` keeps its privacy state: beside the work
+    dir, never inside it."""
+    work_dir = Path(work_dir)
+    return work_dir.parent / f"{work_dir.name or 'work'}-privacy"
+
+
 class PartnerConfig(Strict):
     """Everything one partner node needs to prepare its own data."""
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
     partner_id: int = Field(ge=0, description="consortium member number; the only identity sent upstream")
-    work_dir: Path
+    work_dir: Path = Field(description="the node's cache and logs (prepared data, quarantine, pseudonym lookup, "
+                           "egress log); safe to delete, it is rebuilt from the exports")
+    privacy_dir: Path | None = Field(
+        None, description="the node's privacy state: the ledger, its anchor and lock, the kept replies. Never inside "
+        "work_dir, so no cache clean-up resets the budget. Default: `<work_dir>-privacy` beside the work dir; "
+        "always set once the config is loaded")
     secret_file: Path
     as_of: str | None = Field(None, description="ISO date the export was taken; default: today")
     customers: TableMapping
@@ -157,6 +178,16 @@ class PartnerConfig(Strict):
     generalisation: Generalisation = Field(default_factory=Generalisation)
     privacy: PrivacyPolicy = Field(default_factory=PrivacyPolicy)
     source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _privacy_dir_apart_from_the_cache(self) -> PartnerConfig:
+        if self.privacy_dir is None:
+            self.privacy_dir = default_privacy_dir(self.work_dir)
+        work, priv = Path(os.path.normpath(self.work_dir)), Path(os.path.normpath(self.privacy_dir))
+        if priv.is_relative_to(work):
+            raise ValueError(f"privacy_dir ({self.privacy_dir}) must not be inside work_dir ({self.work_dir}): the "
+                             "work dir is a cache, and deleting it must never reset the privacy ledger")
+        return self
 
     @model_validator(mode="after")
     def _dedupe_field_is_mapped(self) -> PartnerConfig:
@@ -187,6 +218,7 @@ class PartnerConfig(Strict):
         tx, ix = self.transactions, self.interactions
         return self.model_copy(update={
             "work_dir": resolve(self.work_dir),
+            "privacy_dir": resolve(self.privacy_dir),
             "secret_file": resolve(self.secret_file),
             "customers": customers,
             "transactions": tx.model_copy(update={"path": resolve(tx.path)}) if tx else None,

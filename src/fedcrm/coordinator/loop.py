@@ -22,6 +22,7 @@ from fedcrm.config import FederationConfig, TrainPlan
 from fedcrm.coordinator.aggregation import (UNIT_WEIGHT_KEY, WEIGHT_KEY, aggregate_evaluate_metrics,
                                             aggregate_train_metrics)
 from fedcrm.coordinator.auditlog import AuditLog
+from fedcrm.coordinator.receipts import ReceiptBook, receipts_path
 from fedcrm.coordinator.recorder import RunRecorder
 from fedcrm.coordinator.strategy import QuorumLost, RecordingStrategy, client_level_dp
 from fedcrm.data.features import feature_names
@@ -62,13 +63,15 @@ def federated_statistics(grid: Grid, strategy: RecordingStrategy, plan: TrainPla
     messages = strategy.track_sent(0, "query", [
         Message(RecordDict({CONFIG: config}), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes])
     replies = list(grid.send_and_receive(messages, timeout=plan.round_timeout))
-    strategy.track_replies(0, "query", replies)
+    replies = strategy.track_replies(0, "query", replies)  # a ledger rollback's sums are not combined
     sums = [QueryReply.from_dict(m.content[METRICS]) for m in replies if not m.has_error()]
+    # noised by each partner's own floor, whatever the plan asked: a charged release says so
     return combine([PartnerSums(n=s.stat_n, sum=s.stat_sum, sumsq=s.stat_sumsq, onehot=s.stat_onehot) for s in sums],
-                   noised=plan.stats_noise_multiplier > 0)
+                   noised=any(s.epsilon is not None for s in sums))
 
 
-def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int) -> tuple[RecordingStrategy, Strategy | None]:
+def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int,
+              audit: AuditLog | None = None) -> tuple[RecordingStrategy, Strategy | None]:
     inner = FedAvg(
         fraction_train=1.0, fraction_evaluate=1.0,
         min_train_nodes=plan.min_partners, min_evaluate_nodes=plan.min_partners,
@@ -78,7 +81,10 @@ def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int) -> tuple[Reco
         train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=aggregate_evaluate_metrics,
     )
     central = client_level_dp(inner, plan, len(recorder.names)) if plan.client_dp else None
-    return RecordingStrategy(central or inner, recorder, min_partners=plan.min_partners, offset=offset), central
+    book = receipts_path(plan.audit_log, plan.federation_config)
+    recorder.receipts = ReceiptBook(book) if book else None
+    return RecordingStrategy(central or inner, recorder, min_partners=plan.min_partners, offset=offset,
+                             receipts=recorder.receipts, audit=audit, message_ttl=plan.round_timeout), central
 
 
 def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) -> Path:
@@ -92,7 +98,7 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
         recorder = RunRecorder.start(run, names, plan, flower_run)
     resumed, offset = bool(plan.resume_from), recorder.state.completed_rounds
     audit = AuditLog(Path(plan.audit_log)) if plan.audit_log else None
-    strategy, central = _strategy(plan, recorder, offset)
+    strategy, central = _strategy(plan, recorder, offset, audit)
     if resumed:
         initial = ArrayRecord(run.checkpoint(offset))
     else:

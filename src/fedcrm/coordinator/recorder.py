@@ -12,12 +12,14 @@ import math
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedcrm.config import TrainPlan
+from fedcrm.coordinator.receipts import ReceiptBook
 from fedcrm.data.features import feature_names
 from fedcrm.ml.evaluation import HIST_BINS
 from fedcrm.ml.fedstats import Normalisation
 from fedcrm.protocol import METRICS, EvaluateReply, TrainReply
-from fedcrm.rundir import (ClientLevelPoint, EpsilonFile, EpsilonPoint, Failure, Inventory, MetricsFile, ModelMeta,
-                           PartnerRound, ReceivedFile, RoundRecord, RunDir, RunState, RunSummary, ScoreHistogram)
+from fedcrm.rundir import (ClientLevelPoint, EpsilonFile, EpsilonPoint, Failure, Inventory, LedgerReceiptsFile,
+                           MetricsFile, ModelMeta, PartnerRound, ReceivedFile, RoundRecord, RunDir, RunState, RunSummary,
+                           ScoreHistogram)
 
 PARTNER_ID = TrainReply.key("partner_id")
 
@@ -48,6 +50,7 @@ class RunRecorder:
         self.received: dict[str, dict[str, Inventory]] = {}  # partner → kind → value-free inventory
         self.histograms: dict[int, dict[str, ScoreHistogram]] = {}  # round → partner → held-out score counts
         self.normalisation: Normalisation | None = None  # the federation's, published with the model
+        self.receipts: ReceiptBook | None = None  # the federation's ledger receipts, copied into the run
         if state.completed_rounds:
             self._load_records()
 
@@ -87,10 +90,10 @@ class RunRecorder:
                 kind=kind, node_id=node_id, partner=self.node_names.get(node_id, ""), code=0,
                 reason="no reply within the round timeout"))
 
-    def record(self, server_round: int, kind: str, replies: list[Message]) -> None:
+    def record(self, server_round: int, kind: str, replies: list[Message], senders: list[int]) -> None:
+        """`senders[i]`: the partner node `replies[i]` answers for (see `reply_senders`)."""
         rec = self._round(server_round)
-        for msg in replies:
-            node_id = int(msg.metadata.src_node_id)
+        for msg, node_id in zip(replies, senders, strict=True):
             if msg.has_error():
                 rec.failures.append(Failure(kind=kind, node_id=node_id, partner=self.node_names.get(node_id, ""),
                                             code=int(msg.error.code), reason=str(msg.error.reason)))
@@ -104,6 +107,10 @@ class RunRecorder:
                     pos=reply.score_hist_pos, neg=reply.score_hist_neg)
             scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list) and math.isfinite(float(v))}
             setattr(rec.partners.setdefault(name, PartnerRound()), kind, scalars)
+
+    def record_refused(self, server_round: int, refused: list[Failure]) -> None:
+        """Partners the coordinator sent nothing (a ledger rollback not yet acknowledged)."""
+        self._round(server_round).failures.extend(refused)
 
     def mark_absent(self, server_round: int) -> None:
         """Members that did not train this round: refused, silent, or not connected at all."""
@@ -138,6 +145,11 @@ class RunRecorder:
             ReceivedFile(run_id=self.run_id, partners=self.received),
             EpsilonFile(delta=self.plan.dp_delta, partners=self.epsilon_by_partner(), client_level=self.client_level),
             self.histograms, HIST_BINS)
+        if self.receipts is not None:
+            members = set(self.names.values()) | set(self.node_names.values())
+            book = self.receipts.read()
+            self.run.write_ledger_receipts(LedgerReceiptsFile(
+                book=str(self.receipts.path), partners={n: r for n, r in book.partners.items() if n in members}))
 
     def finish(self, arrays: ArrayRecord, status: str) -> None:
         self.flush()

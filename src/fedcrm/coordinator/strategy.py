@@ -2,20 +2,26 @@
 
 `RecordingStrategy` wraps the inner strategy (FedAvg by default) the way Flower's own DP
 wrappers do: it sees every reply before the inner strategy aggregates it, records it, and
-stops the run when too few partners answered.
+stops the run when too few partners answered. With the federation's ledger receipts
+(`fedcrm.coordinator.receipts`) it also asks each known partner to prove its ledger still
+begins with the last receipt, turns a reply whose ledger went back into a failure, and
+sends nothing to a partner flagged for a rollback until its operator acknowledges it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
 
 from fedcrm.config import TrainPlan
+from fedcrm.coordinator.auditlog import AuditLog
+from fedcrm.coordinator.receipts import ReceiptBook, ReceiptsFile, refusal_reason
 from fedcrm.coordinator.recorder import RunRecorder
-from fedcrm.protocol import ERROR_BUDGET, ERROR_POLICY
+from fedcrm.protocol import CONFIG, ERROR_BUDGET, ERROR_POLICY, METRICS, LedgerHead, RoundConfig
+from fedcrm.rundir import Failure
 
 
 PARTNER_RULES = (ERROR_BUDGET, ERROR_POLICY)  # refusals by a partner's own rules: a run ends, it does not fail
@@ -34,6 +40,44 @@ class QuorumLost(RuntimeError):
         self.budget = budget
 
 
+def reply_senders(sent: list[Message], replies: list[Message]) -> list[int]:
+    """The partner node each reply answers for, in order.
+
+    A reply's `src_node_id` is not enough: when a node stops heartbeating, the SuperLink
+    itself answers its messages with a "node unavailable" error whose source is the
+    SuperLink. The message it replies to names the partner; the grid gave every sent
+    message its id when it pushed it."""
+    asked = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in sent if m.metadata.message_id}
+    return [asked.get(r.metadata.reply_to_message_id, int(r.metadata.src_node_id)) for r in replies]
+
+
+PROVES_LEDGER = ("train", "query")  # the replies that carry the node's ledger head
+
+
+def with_receipt(content: RecordDict, entries: int) -> RecordDict:
+    """`content` for one node: its own copy of the config record, asking the node to prove
+    entry `entries` of its ledger (the rest of the content is shared, not copied)."""
+    config = ConfigRecord(dict(content[CONFIG].items()) if CONFIG in content else {})
+    config[RoundConfig.key("ledger_receipt")] = int(entries)
+    return RecordDict({**dict(content.items()), CONFIG: config})
+
+
+def ledger_head(metrics: MetricRecord) -> LedgerHead:
+    return LedgerHead.model_validate({k: metrics[k] for k in LedgerHead.keys() if k in metrics})
+
+
+PROOF_KEYS = frozenset({LedgerHead.key("ledger_receipt"), LedgerHead.key("ledger_receipt_hash")})
+
+
+def without_proof(msg: Message) -> Message:
+    """The reply as the inner strategy sees it: without the receipt proof, which only the
+    partners asked for one send (Flower aggregates only replies whose metric keys agree)."""
+    if msg.has_error() or METRICS not in msg.content or not PROOF_KEYS & set(msg.content[METRICS].keys()):
+        return msg
+    metrics = MetricRecord({k: v for k, v in msg.content[METRICS].items() if k not in PROOF_KEYS})
+    return Message(content=RecordDict({**dict(msg.content.items()), METRICS: metrics}), metadata=msg.metadata)
+
+
 class RecordingStrategy(Strategy):
     """Delegates to `inner`; records every reply, every silence and every aggregate in a
     `RunRecorder`, and stops the run when fewer than `min_partners` answer without error.
@@ -41,35 +85,106 @@ class RecordingStrategy(Strategy):
     `offset` maps Flower's round numbers (from 1 in every Flower run) to the job's rounds,
     so a resumed run records round 3 as round 3."""
 
-    def __init__(self, inner: Strategy, recorder: RunRecorder, min_partners: int = 1, offset: int = 0) -> None:
+    def __init__(self, inner: Strategy, recorder: RunRecorder, min_partners: int = 1, offset: int = 0,
+                 receipts: ReceiptBook | None = None, audit: AuditLog | None = None,
+                 message_ttl: float | None = None) -> None:
         self.inner, self.recorder, self.min_partners, self.offset = inner, recorder, min_partners, offset
-        self.sent: dict[tuple[int, str], set[int]] = {}
+        self.message_ttl = message_ttl
+        self.receipts, self.audit = receipts, audit
+        self.sent: dict[tuple[int, str], list[Message]] = {}
+        self.held: dict[tuple[int, str], ReceiptsFile] = {}  # the receipts as they were when a round was sent
+        self.refused: dict[tuple[int, str], list[Failure]] = {}  # flagged partners sent nothing
 
-    def _check_quorum(self, server_round: int, kind: str, replies: list[Message], asked: int) -> None:
+    def _check_quorum(self, server_round: int, kind: str, replies: list[Message], asked: int,
+                      refused: list[Failure] | None = None) -> None:
         ok = sum(not m.has_error() for m in replies)
         if ok < self.min_partners:
-            errors = [m.error for m in replies if m.has_error()]
-            silent = asked - len(replies)
-            reasons = "; ".join([str(e.reason) for e in errors] + [f"{silent} gave no reply within the round timeout"] * bool(silent))
+            refused = refused or []
+            errors = [(int(m.error.code), str(m.error.reason)) for m in replies if m.has_error()]
+            errors += [(f.code, f.reason) for f in refused]
+            silent = asked - len(replies) - len(refused)
+            reasons = "; ".join([r for _, r in errors] + [f"{silent} gave no reply within the round timeout"] * bool(silent))
             raise QuorumLost(f"round {server_round} {kind}: {ok} of {asked} partners answered, "
                              f"{self.min_partners} needed. Failures: {reasons or 'no replies'}",
-                             budget=bool(errors) and not silent and all(int(e.code) in PARTNER_RULES for e in errors))
+                             budget=bool(errors) and not silent and all(code in PARTNER_RULES for code, _ in errors))
 
     def track_sent(self, server_round: int, kind: str, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)
-        self.sent[(server_round, kind)] = {int(m.metadata.dst_node_id) for m in messages}
+        if self.message_ttl is not None:  # a round's messages expire with it (Flower's default is 12 hours)
+            for msg in messages:
+                msg.metadata.ttl = self.message_ttl
+        if self.receipts is not None:
+            messages = self._with_receipts(server_round, kind, messages)
+        self.sent[(server_round, kind)] = messages
         return messages
 
-    def track_replies(self, server_round: int, kind: str, replies: list[Message]) -> int:
-        """Record replies and silences under the job's round; returns how many were asked."""
+    def _with_receipts(self, server_round: int, kind: str, messages: list[Message]) -> list[Message]:
+        """Per known partner: nothing if it is flagged for a ledger rollback, else its
+        message asks it to prove the receipt. Partners not yet known in this run (no reply
+        so far) get the message as it is; their reply is still checked by count and head."""
+        book = self.held[(server_round, kind)] = self.receipts.read()
+        out, refused = [], []
+        for msg in messages:
+            node = int(msg.metadata.dst_node_id)
+            name = self.recorder.node_names.get(node)
+            rec = book.partner(name) if name else None
+            flag = rec.open_flag() if rec else None
+            if flag is not None:
+                refused.append(Failure(kind=kind, node_id=node, partner=name, code=ERROR_BUDGET,
+                                       reason=refusal_reason(name, flag)))
+                continue
+            if rec is not None and rec.last is not None and kind in PROVES_LEDGER and msg.has_content():
+                msg.content = with_receipt(msg.content, rec.last.entries)
+            out.append(msg)
+        self.refused[(server_round, kind)] = refused
+        return out
+
+    def _screen(self, server_round: int, job_round: int, kind: str, replies: list[Message],
+                senders: list[int]) -> list[Message]:
+        """Check every reply's ledger head against the receipt held when the round was
+        sent; a reply that does not continue it (or comes from a flagged partner) becomes
+        an error reply: recorded as a failure, not aggregated, not counted toward quorum."""
+        held = self.held.pop((server_round, kind), None) or ReceiptsFile()
+        run_id, out = self.recorder.run_id, []
+        with self.receipts.update() as book:
+            for msg, node in zip(replies, senders, strict=True):
+                if msg.has_error() or METRICS not in msg.content:
+                    out.append(msg)
+                    continue
+                name = self.recorder.name(msg.content[METRICS])
+                head = ledger_head(msg.content[METRICS])
+                verdict = ReceiptBook.observe(book, name, head, held.partner(name).last, run_id=run_id,
+                                              server_round=job_round, kind=kind)
+                if not verdict.problem:
+                    out.append(msg)
+                    continue
+                self.recorder.node_names[node] = name  # later rounds send it nothing
+                out.append(Message(error=Error(code=ERROR_BUDGET, reason=verdict.problem), metadata=msg.metadata))
+                if verdict.new_flag is not None and self.audit is not None:
+                    flag = verdict.new_flag
+                    self.audit.record("ledger-rollback", actor="serverapp", run_id=run_id, partner=name,
+                                      round=job_round, kind=kind, reason=flag.reason, reported=flag.reported,
+                                      held=flag.held.model_dump() if flag.held else None)
+        return out
+
+    def track_replies(self, server_round: int, kind: str, replies: list[Message]) -> list[Message]:
+        """Record replies, refusals and silences under the job's round; returns the replies
+        as they count (a ledger rollback turned into an error reply, receipt proofs left
+        out once recorded)."""
         job_round = server_round + self.offset
-        self.recorder.record(job_round, kind, replies)
-        asked = self.sent.pop((server_round, kind), set())
-        self.recorder.record_missing(job_round, kind, asked - {int(m.metadata.src_node_id) for m in replies})
+        sent = self.sent.pop((server_round, kind), [])
+        senders = reply_senders(sent, replies)
+        refused = self.refused.pop((server_round, kind), [])
+        if self.receipts is not None:
+            replies = self._screen(server_round, job_round, kind, replies, senders)
+        self.recorder.record(job_round, kind, replies, senders)
+        self.recorder.record_refused(job_round, refused)
+        asked = {int(m.metadata.dst_node_id) for m in sent}
+        self.recorder.record_missing(job_round, kind, asked - set(senders))
         if kind == "train":
             self.recorder.mark_absent(job_round)
-        self._check_quorum(job_round, kind, replies, max(len(asked), len(replies)))
-        return len(asked)
+        self._check_quorum(job_round, kind, replies, max(len(asked), len(replies)) + len(refused), refused)
+        return [without_proof(m) for m in replies]
 
     def summary(self) -> None:
         self.inner.summary()
@@ -78,8 +193,7 @@ class RecordingStrategy(Strategy):
         return self.track_sent(server_round, "train", self.inner.configure_train(server_round, arrays, config, grid))
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        self.track_replies(server_round, "train", replies)
+        replies = self.track_replies(server_round, "train", list(replies))
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         self.recorder.set_aggregate(server_round + self.offset, "train", metrics)
         return arrays, metrics
@@ -88,8 +202,7 @@ class RecordingStrategy(Strategy):
         return self.track_sent(server_round, "evaluate", self.inner.configure_evaluate(server_round, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        replies = list(replies)
-        self.track_replies(server_round, "evaluate", replies)
+        replies = self.track_replies(server_round, "evaluate", list(replies))
         metrics = self.inner.aggregate_evaluate(server_round, replies)
         self.recorder.set_aggregate(server_round + self.offset, "evaluate", metrics)
         return metrics

@@ -127,7 +127,7 @@ def _node_paths(context: Context) -> tuple[Path | None, list[Path]]:
     except Exception:  # noqa: BLE001 - e.g. the partner config itself is missing
         return None, [Path(str(v)) for v in context.node_config.values() if isinstance(v, str) and "/" in v]
     tables = [t.path for t in (cfg.customers, cfg.transactions, cfg.interactions) if t is not None]
-    return cfg.work_dir, [*tables, cfg.secret_file, cfg.work_dir, *{t.parent for t in tables}]
+    return cfg.work_dir, [*tables, cfg.secret_file, cfg.work_dir, cfg.privacy_dir, *{t.parent for t in tables}]
 
 
 def redacted_error(msg: Message, error: Error, context: Context, detail: str | None = None) -> Message:

@@ -22,9 +22,10 @@ from fedcrm.ml.models import build_model
 from fedcrm.ml.training import DPSettings, evaluate_local, train_local
 from fedcrm.errors import DataError, PolicyRefusal
 from fedcrm.node.policy import check, check_holdout, log_refusal
+from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics
 from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
 from fedcrm.privacy.accounting import RunPlan
-from fedcrm.privacy.ledger import Ledger
+from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, privacy_dir
 from fedcrm.privacy.membership import AuditResult, membership_audit
 from fedcrm.privacy.replies import ReplyCache
 from fedcrm.protocol import EvaluateReply, QueryReply, TrainReply
@@ -39,8 +40,9 @@ class PartnerNode:
         `run_id` (Flower's) only names the run in the node's refusal log."""
         self.cfg, self.plan = cfg, plan
         self.run_id = None if run_id is None else str(run_id)
-        self.ledger = Ledger(cfg.work_dir)
-        self.replies = ReplyCache(cfg.work_dir / "privacy" / "replies")
+        folder = privacy_dir(cfg)  # the ledger and kept replies: apart from the work dir (a cache)
+        self.ledger = Ledger.at(folder)
+        self.replies = ReplyCache(folder / REPLIES_DIR)
         self._data: tuple[tuple[object, ...], PreparedData] | None = None
 
     @property
@@ -84,7 +86,20 @@ class PartnerNode:
         plan = self.plan
         return RunShape(rows=len(self.data().x_train), batch_size=plan.batch_size, local_epochs=plan.local_epochs,
                         rounds=plan.num_server_rounds, target_run_epsilon=plan.dp_target_epsilon,
-                        max_grad_norm=plan.dp_max_grad_norm)
+                        max_grad_norm=plan.dp_max_grad_norm, statistics_noise=self._new_statistics_sigma())
+
+    def statistics_sigma(self) -> float:
+        """The noise of this node's statistics: the run's σ, but never under the partner's floor."""
+        return max(self.plan.stats_noise_multiplier, self.policy.min_stats_noise_multiplier)
+
+    def _new_statistics_sigma(self) -> float:
+        """σ of the statistics release this run will charge: 0 without federated statistics,
+        exact sums, or a kept release the run will be sent again at no cost."""
+        sigma = self.statistics_sigma()
+        if not self.plan.federated_stats or sigma <= 0:
+            return 0.0
+        kept = self.kept_statistics.load(self.data().dataset_fingerprint, sigma)
+        return 0.0 if kept is not None and self.account.charged(kept.run_id, 0) else sigma
 
     def plan_run(self, run_id: str | int | None = None) -> RunPlan:
         """What this run costs: σ calibrated against everything spent before it, ε per round."""
@@ -100,28 +115,44 @@ class PartnerNode:
         return normalisation.apply(x) if normalisation is not None else x
 
     # ------------------------------------------------------------ releases
-    def feature_sums(self, run_id: str | int) -> QueryReply:
-        """Column sums over the training rows for the federation's statistics; noised and
-        charged to the ledger (as round 0 of the run) when the run asks for noise."""
+    def feature_sums(self, run_id: str | int, ledger_receipt: int | None = None) -> QueryReply:
+        """Column sums over the training rows for the federation's statistics, noised with
+        the larger of the run's σ and the partner's floor (`min_stats_noise_multiplier`), and
+        charged to the ledger as round 0 of the run."""
         self._admit("statistics", run_id)
-        data, sigma = self.data(), self.plan.stats_noise_multiplier
+        data, sigma = self.data(), self.statistics_sigma()
         if sigma <= 0:
             sums = partner_sums(data.x_train)
             return QueryReply(partner_id=self.cfg.partner_id, num_examples=len(data.x_train), stat_n=sums.n,
                               stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot)
-        release = Release(run_id=str(run_id), server_round=0, noise_multiplier=sigma, sample_rate=1.0, steps=1,
-                          max_grad_norm=row_bound(numeric_count()))
-        with self.account.charge(release) as cost:
-            sums = partner_sums(data.x_train, sigma)
+        fingerprint, kept = data.dataset_fingerprint, self.kept_statistics
+        reused = kept.load(fingerprint, sigma)
+        entries = self.account.entries()
+        if reused is not None and self.account.charged(reused.run_id, 0, entries):
+            sums, after = reused.sums, entries[-1].epsilon_after  # sent again: no new charge
+        else:
+            release = Release(run_id=str(run_id), server_round=0, noise_multiplier=sigma, sample_rate=1.0, steps=1,
+                              max_grad_norm=row_bound(numeric_count()))
+            with self.account.charge(release) as cost:
+                sums = partner_sums(data.x_train, sigma)
+                kept.save(KeptRelease(fingerprint=fingerprint, noise_multiplier=sigma, run_id=str(run_id), sums=sums))
+            after = cost.after
         return QueryReply(partner_id=self.cfg.partner_id, num_examples=round(sums.n), stat_n=sums.n,
-                          stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot, epsilon=cost.after,
-                          delta=self.policy.delta, **self.account.head().model_dump())
+                          stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot, epsilon=after,
+                          delta=self.policy.delta, **self.account.head(ledger_receipt).model_dump())
 
-    def train(self, state: State, server_round: int, run_id: str | int,
-              normalisation: Normalisation | None = None) -> tuple[State, TrainReply]:
+    @property
+    def kept_statistics(self) -> KeptStatistics:
+        """Next to the ledger: privacy state, not cache."""
+        return KeptStatistics(self.ledger.path.parent / "statistics")
+
+    def train(self, state: State, server_round: int, run_id: str | int, normalisation: Normalisation | None = None,
+              ledger_receipt: int | None = None) -> tuple[State, TrainReply]:
         """One round of local training on the global `state`; with DP, charged to the ledger
         under (run_id, server_round), or, if that round was charged for this very input
-        before (a resumed or retried round), the same release sent again at no cost."""
+        before (a resumed or retried round), the same release sent again at no cost.
+        `ledger_receipt` (the round config's): the reply proves the ledger's entry of that
+        number still has the hash the coordinator's receipt recorded."""
         started, run_id = time.perf_counter(), str(run_id)
         self._admit("train", run_id, server_round)
         data, plan = self.data(), self.plan
@@ -130,7 +161,7 @@ class PartnerNode:
             kept = self.replies.load(run_id, server_round, state)
             if kept is not None:  # otherwise `charge` below refuses the round
                 new_state, metrics = kept
-                return new_state, TrainReply.from_dict({**metrics, **self.account.head().to_dict()})
+                return new_state, TrainReply.from_dict({**metrics, **self.account.head(ledger_receipt).to_dict()})
         model, x = self._model(state), self._x(data.x_train, normalisation)
         common = dict(epochs=plan.local_epochs, batch_size=plan.batch_size, lr=plan.learning_rate,
                       optimizer=plan.optimizer, seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
@@ -154,7 +185,7 @@ class PartnerNode:
                 train_seconds=time.perf_counter() - started)  # data, noise planning, DP-SGD
             # the release is kept before it is charged, so every charged round can be re-sent
             self.replies.save(run_id, server_round, state, out.state_dict, reply.to_dict())
-        return out.state_dict, reply.model_copy(update=self.account.head().model_dump())
+        return out.state_dict, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
     def evaluate(self, state: State, normalisation: Normalisation | None = None,
                  run_id: str | int | None = None) -> EvaluateReply:

@@ -4,6 +4,14 @@ We start the simulation SuperLink ourselves (instead of Flower's auto-started, d
 `local` one) so that it lives in the project's work dir, uses a port we chose, has runtime
 dependency installation disabled, and is stopped by its PID when we are done. A run's
 outcome is read from `flwr ls --format json`, never from `flwr run`'s exit code.
+
+Every simulated run owns its Flower home: a fresh folder `<work>/<date>-<time>-<pid>-<tag>`
+with its own FLWR_HOME (connection config), port, database, log and PID file, so two runs
+sharing a `--work` folder never see each other's SuperLink. SIGINT and SIGTERM during a run
+stop that run's SuperLink by its PID, then every other process of that run (SuperExec,
+ServerApp and Ray live in a session of their own; they are found by the run's FLWR_HOME in
+their environment), before the process exits non-zero. A SuperLink that dies under a run
+fails the run at the next poll.
 """
 
 from __future__ import annotations
@@ -17,9 +25,13 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -27,6 +39,7 @@ from pydantic import BaseModel
 
 from fedcrm.errors import FedcrmError
 from fedcrm.ops.app import default_app_dir
+from fedcrm.privatefiles import private_dir
 
 FLWR_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -39,6 +52,23 @@ TERMINAL = ("finished:completed", "finished:failed", "finished:stopped")
 
 class RunFailed(FedcrmError):
     """The run ended in a state other than finished:completed."""
+
+
+class SuperLinkDied(RunFailed):
+    """The SuperLink a run was submitted to exited before the run ended."""
+
+
+class Interrupted(FedcrmError):
+    """SIGINT or SIGTERM arrived during a run we own; its SuperLink was stopped first."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: the run's SuperLink was stopped")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + self.signum
 
 
 def executable(name: str) -> str:
@@ -122,10 +152,18 @@ class FlwrCli:
             return f"unknown ({proc.stdout.strip() or proc.stderr.strip()})"
 
     def wait(self, run_id: int, timeout: float = 1800, poll: float = 1.0,
-             on_poll: Callable[[str], None] | None = None) -> str:
+             on_poll: Callable[[str], None] | None = None, superlink: subprocess.Popen[bytes] | None = None,
+             log_file: Path | None = None) -> str:
+        """Until the run reaches a terminal status. With `superlink` (a process we started),
+        a SuperLink that exits fails the wait at the next poll instead of leaving it to ask a
+        dead address until `timeout`."""
         deadline = time.monotonic() + timeout
         status = "unknown"
         while time.monotonic() < deadline:
+            if superlink is not None and superlink.poll() is not None:
+                was = "had not ended" if status.startswith("unknown") else f"was {status}"
+                raise SuperLinkDied(f"the SuperLink (PID {superlink.pid}) exited with code {superlink.returncode} "
+                                    f"while run {run_id} {was}" + (f"; see {log_file}" if log_file else ""))
             status = self.status(run_id)
             if on_poll:
                 on_poll(status)
@@ -162,15 +200,19 @@ def wait_healthy(process: subprocess.Popen[bytes], url: str, log_file: Path, tim
 
 
 def stop_group(process: subprocess.Popen[bytes] | None) -> None:
-    """Stop a process we started in its own session, and everything it started."""
-    if process is None or process.poll() is not None:
+    """Stop a process we started in its own session, and everything it started. The group
+    is signalled even when its leader has exited already: a SuperLink that died can leave
+    its ServerApp and Ray behind in the group (its id is the leader's PID, which the kernel
+    does not hand out again while any member lives)."""
+    if process is None:
         return
-    pgid = os.getpgid(process.pid)
+    pgid = process.pid  # start_new_session: the leader's PID is the group's id
     for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
         try:
             os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
+        except ProcessLookupError:  # nobody left in the group
+            process.poll()
+            return
         try:
             process.wait(timeout=wait)
             break
@@ -203,29 +245,110 @@ def stop_pid(pid: int, timeout: float = 20) -> bool:
     return True
 
 
+def processes_of(flwr_home: Path) -> list[int]:
+    """PIDs (not this process) whose environment names `flwr_home` as FLWR_HOME: every
+    process of one run — SuperLink, SuperExec, ServerApp, Ray — whatever session or parent
+    it has by now (Flower starts SuperExec in a session of its own, and a process whose
+    parent died is re-parented). Each run has a home of its own, so this names one run's
+    processes and nobody else's. Linux (`/proc`); elsewhere, none are found."""
+    marker = b"\0FLWR_HOME=" + os.fsencode(str(flwr_home)) + b"\0"
+    found = []
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return []
+    for name in entries:
+        if int(name) == os.getpid():
+            continue
+        try:
+            environ = Path("/proc", name, "environ").read_bytes()
+        except OSError:  # gone, or another user's
+            continue
+        if marker in b"\0" + environ:
+            found.append(int(name))
+    return found
+
+
+def stop_processes_of(flwr_home: Path, grace: float = 3) -> None:
+    """SIGTERM every process of the run with this Flower home, SIGKILL what is left after
+    `grace` seconds; scanned again in case one was starting meanwhile. The grace is short:
+    a run's results are written as it goes (checkpoints, run dir), and the simulation's
+    ServerApp and Ray's raylet take 15 s or more to honour SIGTERM, if ever."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5), (signal.SIGKILL, 5)):
+        pids = processes_of(flwr_home)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent counts as gone)."""
+    try:
+        state = Path("/proc", str(pid), "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def run_home(work_dir: Path) -> Path:
+    """A fresh folder of its own for one run's Flower home, under `work_dir`: its name
+    (date, time, PID, a random tag) sorts by start time and never repeats, so runs that
+    share `work_dir`, in one process or several, cannot overwrite each other's files."""
+    parent = private_dir(work_dir, tighten=False)  # the user named it; other contents are theirs
+    prefix = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))  # 0700, created atomically
+
+
 class SimulationLink:
-    """A `flower-superlink --simulation` owned by this process; use as a context manager."""
+    """A `flower-superlink --simulation` owned by this process, in a run home of its own
+    under `work_dir` (see `run_home`); use as a context manager."""
 
     def __init__(self, work_dir: Path, port: int | None = None) -> None:
         self.work_dir = work_dir.resolve()
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.cli = FlwrCli(self.work_dir / "flwr-home", CONNECTION, self.work_dir)
+        self._home: Path | None = None
+
+    @property
+    def home(self) -> Path:
+        """This run's own folder: FLWR_HOME (`flwr-home/`), `superlink.db`, `superlink.log`."""
+        if self._home is None:
+            raise FedcrmError("the SuperLink has not been started: it has no run home yet")
+        return self._home
+
+    @property
+    def cli(self) -> FlwrCli:
+        return FlwrCli(self.home / "flwr-home", CONNECTION, self.home)
 
     @property
     def log_file(self) -> Path:
-        return self.work_dir / "superlink.log"
+        return self.home / "superlink.log"
+
+    @property
+    def pid_file(self) -> Path:
+        """The SuperLink's PID while it runs: what to stop if this process is killed outright."""
+        return self.home / "superlink.pid"
 
     def start(self, timeout: float = 60) -> SimulationLink:
+        self._home = run_home(self.work_dir)
         self.cli.write_connection(f"127.0.0.1:{self.port}")
         cmd = [executable("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
                "--host", "127.0.0.1", "--port", str(self.port),
-               "--database", str(self.work_dir / "superlink.db"),
+               "--database", str(self.home / "superlink.db"),
                "--disable-runtime-dependency-installation"]
-        log = self.log_file.open("ab")
-        # Its own session, started from the work dir, so its children (ServerApp, Ray) die with it.
-        self.process = subprocess.Popen(cmd, env=flower_env(self.cli.flwr_home), cwd=self.work_dir, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        # Its own session, so a Ctrl-C at the terminal reaches us and not it: we stop it, and
+        # everything of this run, ourselves (`stop`).
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(cmd, env=flower_env(self.cli.flwr_home), cwd=self.home, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(f"{self.process.pid}\n")
         try:
             wait_healthy(self.process, f"http://127.0.0.1:{self.port}/health", self.log_file, timeout)
         except FedcrmError:
@@ -234,7 +357,13 @@ class SimulationLink:
         return self
 
     def stop(self) -> None:
+        """Every process of this run at once — the SuperLink, and SuperExec, ServerApp and
+        Ray, which live in a session of their own — then the SuperLink's group by PID."""
+        if self._home is not None:
+            stop_processes_of(self.cli.flwr_home)
         stop_group(self.process)
+        if self._home is not None:
+            self.pid_file.unlink(missing_ok=True)
 
     def __enter__(self) -> SimulationLink:
         return self.start()
@@ -247,30 +376,71 @@ class SimulationLink:
         return self.cli.submit(app_dir, run_config, {"num-supernodes": num_supernodes,
                                                      "client-resources-num-cpus": num_cpus_per_node})
 
+    def wait(self, run_id: int, timeout: float = 1800, on_poll: Callable[[str], None] | None = None) -> str:
+        """`FlwrCli.wait` that fails as soon as this SuperLink is gone."""
+        return self.cli.wait(run_id, timeout=timeout, on_poll=on_poll, superlink=self.process,
+                             log_file=self.log_file)
+
+
+@contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM call `stop` (our SuperLink, by its PID)
+    and then raise `Interrupted`, so the caller unwinds and exits non-zero instead of
+    dying with its SuperLink left running. The previous handlers are back afterwards.
+    Signal handlers can only be set from the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+        nonlocal stopping
+        if stopping:  # a second Ctrl-C while we stop: the first one is being honoured
+            return
+        stopping = True
+        stop()
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
 
 class SimulationResult(BaseModel):
     run_id: int
     status: str
     run_dir: Path
     seconds: float
+    home: Path  # the run's Flower home: FLWR_HOME, database, superlink.log
 
 
 def simulate(federation_config: Path, run_dir: Path, work_dir: Path, run_config: dict[str, Any],
              app_dir: Path | None = None, num_cpus_per_node: int = 1, timeout: float = 1800,
-             on_poll: Callable[[str], None] | None = None) -> SimulationResult:
-    """One simulated federated run (Ray), a partition per federation member; raises
-    `RunFailed` unless Flower reports it finished:completed. `run_config` is Flower's run
-    config (dash keys), checked against `TrainPlan` before any SuperLink starts."""
+             on_poll: Callable[[str], None] | None = None,
+             on_start: Callable[[SimulationLink], None] | None = None) -> SimulationResult:
+    """One simulated federated run (Ray), a partition per federation member, on a
+    SuperLink of its own in a fresh run home under `work_dir`; raises `RunFailed` unless
+    Flower reports it finished:completed, and `Interrupted` (SuperLink stopped) on SIGINT
+    or SIGTERM. `run_config` is Flower's run config (dash keys), checked against
+    `TrainPlan` before any SuperLink starts. `on_start` is told where the run home is as
+    soon as the SuperLink is up."""
     from fedcrm.config import FederationConfig, TrainPlan  # local: keeps the launcher importable alone
 
     members = FederationConfig.load(federation_config).members
     plan = TrainPlan.from_run_config(run_config).model_copy(
         update={"federation_config": str(federation_config.resolve()), "run_dir": str(run_dir.resolve())})
     started = time.monotonic()
-    with SimulationLink(work_dir) as link:
+    link = SimulationLink(work_dir)
+    with stop_on_signals(link.stop), link:
+        if on_start:
+            on_start(link)
         run_id = link.submit(app_dir or default_app_dir(), plan.to_run_config(exclude_unset=True), len(members),
                              num_cpus_per_node)
-        status = link.cli.wait(run_id, timeout=timeout, on_poll=on_poll)
+        status = link.wait(run_id, timeout=timeout, on_poll=on_poll)
         if status != "finished:completed":
             raise RunFailed(f"run {run_id} ended {status}; last log lines:\n{link.cli.logs(run_id)[-4000:]}")
-    return SimulationResult(run_id=run_id, status=status, run_dir=run_dir, seconds=time.monotonic() - started)
+    return SimulationResult(run_id=run_id, status=status, run_dir=run_dir, seconds=time.monotonic() - started,
+                            home=link.home)

@@ -95,5 +95,7 @@ def collect(layout: FederationLayout, run_id: int, out: Path | None = None) -> P
     (out / "logs").mkdir(exist_ok=True)
     (out / "logs" / f"flower-run-{run_id}.log").write_text(cli.logs(run_id))
     (out / "logs" / f"flower-run-{run_id}.status.json").write_text(json.dumps({"run_id": str(run_id), "status": status}))
-    layout.audit.record("run-collected", run_id=run_id, out=str(out), status=status)
+    run = RunDir.open(run_dir)  # a resumed job is collected under the job's id, as it was launched
+    job_id = run.state().job_id if run is not None else str(run_id)
+    layout.audit.record("run-collected", run_id=job_id, flower_run=str(run_id), out=str(out), status=status)
     return out

@@ -34,6 +34,7 @@ class RunShape(BaseModel):
     rounds: int
     target_run_epsilon: float
     max_grad_norm: float
+    statistics_noise: float = 0.0  # σ of the statistics release the run starts with (0: none)
 
 
 class Release(BaseModel):
@@ -89,21 +90,37 @@ class PrivacyAccount:
     def epsilon(self, history: list[HistoryEntry], kind: str | None = None) -> float:
         return epsilon(history, self.policy.delta, kind or self.policy.accountant)
 
-    def head(self) -> LedgerHead:
-        """The ledger as this node verifies it, for the coordinator's records."""
+    def head(self, receipt: int | None = None) -> LedgerHead:
+        """The ledger as this node verifies it, for the coordinator's records. `receipt`:
+        the entry count of the coordinator's last receipt of this ledger (from the round
+        config); the head then carries the hash of that entry, which the coordinator
+        compares with its receipt: a ledger cut back and grown again past the receipt
+        does not match."""
         status = self.ledger.verify()
-        return LedgerHead(ledger_entries=status.entries, ledger_ok=int(status.ok), ledger_head=status.head_short)
+        head = LedgerHead(ledger_entries=status.entries, ledger_ok=int(status.ok), ledger_head=status.head_short)
+        if receipt is not None and receipt > 0:
+            proof = self.ledger.hash_at(receipt)
+            head.ledger_receipt = receipt
+            head.ledger_receipt_hash = None if proof is None else int(proof[:13], 16)
+        return head
 
     # ------------------------------------------------------------ planning
-    def _run_inputs(self, run_id: str | None, shape: RunShape, entries: list[LedgerEntry] | None) -> dict:
+    def _run_inputs(self, run_id: str | None, shape: RunShape, entries: list[LedgerEntry] | None,
+                    planning: bool = False) -> dict:
         """Prior history and run shape. Within a run σ is fixed by its first charged round,
         so a node restarted mid-run keeps training with the noise the run started with."""
         entries = self.entries() if entries is None else entries
         this_run = [e for e in entries if e.run_id == run_id]
+        trained = [e for e in this_run if e.server_round > 0]
+        # the run's statistics (round 0) are paid from the run's ε: as charged, or as planned
+        released = [e.history_entry for e in this_run if e.server_round == 0]
+        if planning and not this_run and shape.statistics_noise > 0:  # a plan made before the run
+            released = [(shape.statistics_noise, 1.0, 1)]
         return dict(prior=[e.history_entry for e in entries if e.run_id != run_id], rows=shape.rows,
                     batch_size=shape.batch_size, local_epochs=shape.local_epochs, rounds=shape.rounds,
                     target_run_epsilon=shape.target_run_epsilon, delta=self.policy.delta,
-                    accountant=self.policy.accountant, sigma=this_run[0].noise_multiplier if this_run else None)
+                    accountant=self.policy.accountant, sigma=trained[0].noise_multiplier if trained else None,
+                    run_releases=released)
 
     def noise(self, run_id: str, shape: RunShape, entries: list[LedgerEntry] | None = None) -> RunNoise:
         """The mechanism of this run: what the node needs before a round."""
@@ -112,7 +129,7 @@ class PrivacyAccount:
     def plan(self, shape: RunShape, run_id: str | None = None) -> RunPlan:
         """What a run costs: σ calibrated against everything spent before it, ε per round."""
         return plan_run(partner=self.partner, epsilon_cap=self.policy.epsilon_cap, max_grad_norm=shape.max_grad_norm,
-                        **self._run_inputs(run_id, shape, None))
+                        **self._run_inputs(run_id, shape, None, planning=True))
 
     # ------------------------------------------------------------ charging
     @contextmanager

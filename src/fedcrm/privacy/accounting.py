@@ -179,26 +179,32 @@ class RunNoise(BaseModel):
 
 def run_noise(*, prior: list[HistoryEntry], rows: int, batch_size: int, local_epochs: int, rounds: int,
               target_run_epsilon: float, delta: float, accountant: AccountantKind = "prv",
-              sigma: float | None = None) -> RunNoise:
-    """Calibrate σ so the run raises the cumulative ε by at most `target_run_epsilon`."""
+              sigma: float | None = None, run_releases: list[HistoryEntry] | None = None) -> RunNoise:
+    """Calibrate σ so the run raises the cumulative ε by at most `target_run_epsilon`.
+
+    `run_releases`: what this run released before training (its statistics): they are
+    paid from the run's own ε, so training gets what they leave of it."""
     steps, q = round_shape(rows, batch_size, local_epochs)
     prior_t = compact(prior)
     before = epsilon(prior_t, delta, accountant)
     if sigma is None:
-        sigma = calibrate_noise(prior_t, q, steps * rounds, before + target_run_epsilon, delta, accountant)
+        sigma = calibrate_noise(compact([*prior, *(run_releases or [])]), q, steps * rounds,
+                                before + target_run_epsilon, delta, accountant)
     return RunNoise(sample_rate=q, steps_per_round=steps, spent_before=before, noise_multiplier=sigma)
 
 
 def plan_run(*, partner: str, prior: list[HistoryEntry], rows: int, batch_size: int, local_epochs: int,
              rounds: int, target_run_epsilon: float, delta: float, epsilon_cap: float,
-             max_grad_norm: float, accountant: AccountantKind = "prv", sigma: float | None = None) -> RunPlan:
+             max_grad_norm: float, accountant: AccountantKind = "prv", sigma: float | None = None,
+             run_releases: list[HistoryEntry] | None = None) -> RunPlan:
     """`run_noise`, then ε after every round projected against the partner's cap."""
     noise = run_noise(prior=prior, rows=rows, batch_size=batch_size, local_epochs=local_epochs, rounds=rounds,
-                      target_run_epsilon=target_run_epsilon, delta=delta, accountant=accountant, sigma=sigma)
+                      target_run_epsilon=target_run_epsilon, delta=delta, accountant=accountant, sigma=sigma,
+                      run_releases=run_releases)
     q, steps, sigma = noise.sample_rate, noise.steps_per_round, noise.noise_multiplier
     projections = []
     for r in range(1, rounds + 1):
-        history = list(compact(prior)) + [(sigma, q, steps * r)]
+        history = list(compact([*prior, *(run_releases or [])])) + [(sigma, q, steps * r)]
         e = epsilon(history, delta, accountant)
         projections.append(RoundProjection(round=r, epsilon=e, epsilon_rdp=epsilon(history, delta, "rdp"),
                                            within_cap=e <= epsilon_cap))

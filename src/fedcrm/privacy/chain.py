@@ -139,9 +139,22 @@ class HashChain(Generic[E]):
         anchored = entries[head.entries - 1].hash if head.entries else GENESIS
         if anchored != head.hash:
             return f"entry {head.entries} does not match the head anchor (the log was rewritten)"
-        # More entries than the anchor: a crash between the append and the anchor update.
-        # The extra entries chain correctly and were written by us, so they are kept.
+        # One entry more than the anchor: a crash between the append and the anchor update
+        # (every append moves the anchor, so a crash leaves at most one). The extra entry
+        # chains correctly and was written by us, so it is kept. More than one is not a
+        # crash: the anchor was moved back (e.g. rewritten as "0 entries" to hide a cut).
+        if len(entries) > head.entries + 1:
+            return (f"the head anchor ({anchor}) records {head.entries} entries, the file holds {len(entries)}: "
+                    "an anchor is at most one entry behind (a crash between append and anchor); it was moved back")
         return ""
+
+    def hash_at(self, n: int) -> str | None:
+        """The hash of entry number `n` (from 1) of a log that verifies, else None: what a
+        node shows to prove its log still begins with the `n` entries a receipt recorded."""
+        entries, problem = self._read()
+        if problem or self._check_head(entries, self._read_head()) or not 0 < n <= len(entries):
+            return None
+        return entries[n - 1].hash
 
     def entries(self) -> list[E]:
         """All entries, or the subclass's error saying what is wrong and what to do."""

@@ -7,13 +7,55 @@ steps) and ε is recomputed from all of them (`fedcrm.privacy.accounting`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from fedcrm.errors import PrivacyBudgetError
+from fedcrm.config.partner import default_privacy_dir
+from fedcrm.errors import ConfigError, PrivacyBudgetError
 from fedcrm.privacy.accounting import HistoryEntry
 from fedcrm.privacy.chain import ChainedEntry, HashChain
+
+if TYPE_CHECKING:
+    from fedcrm.config import PartnerConfig
+
+LEDGER_FILE = "ledger.jsonl"
+REPLIES_DIR = "replies"
+LEGACY_DIR = "privacy"  # before the privacy folder: `<work_dir>/privacy`, deleted with the cache
+
+
+def privacy_dir(cfg: PartnerConfig) -> Path:
+    """The partner's privacy folder, the one place every ledger and kept-reply path starts.
+
+    A node that kept its ledger in the old place (`<work_dir>/privacy`, inside the cache)
+    has that folder moved here once, by one atomic rename, before anything reads it. If
+    both places hold a ledger, or the rename cannot be atomic (another file system), the
+    node refuses until a person decides: it never silently starts a second, empty ledger."""
+    folder = Path(cfg.privacy_dir or default_privacy_dir(cfg.work_dir))
+    legacy = Path(cfg.work_dir) / LEGACY_DIR
+    if not (legacy / LEDGER_FILE).exists() and not (legacy / "ledger.head.json").exists():
+        return folder
+    if (folder / LEDGER_FILE).exists() or (folder / "ledger.head.json").exists():
+        raise ConfigError(
+            f"partner {cfg.name}: two privacy ledgers, {legacy} (the old place, inside the work dir) and {folder} "
+            "(privacy_dir). Keep the one that holds every release (normally the longer one), move the other away, "
+            "then check with `fedcrm privacy verify`.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # an empty folder made before the move: rename needs the name free
+        os.rename(legacy, folder)  # atomic on one file system: the ledger is in one place or the other
+    except FileNotFoundError:
+        if not (folder / LEDGER_FILE).exists():  # another process moved it at the same moment: fine
+            raise
+    except OSError as exc:
+        raise ConfigError(
+            f"partner {cfg.name}: its ledger is still in {legacy} (inside the work dir) and could not be moved to "
+            f"{folder} in one step ({exc.strerror}). Move the folder {legacy} to {folder} by hand while the node "
+            "is stopped, then check with `fedcrm privacy verify`.") from None
+    return folder
 
 
 class LedgerTampered(PrivacyBudgetError):
@@ -48,12 +90,26 @@ class LedgerEntry(ChainedEntry):
 
 
 class Ledger(HashChain[LedgerEntry]):
-    """The partner's privacy ledger: `privacy/ledger.jsonl` in its work dir."""
+    """The partner's privacy ledger: `ledger.jsonl` in its privacy folder.
+
+    `Ledger.of(cfg)` is the partner's (its `privacy_dir`, moved from the old place once);
+    `Ledger.at(folder)` any folder. `Ledger(work_dir)` is the ledger of a config with the
+    default privacy folder beside that work dir (kept for callers holding only a work dir)."""
 
     entry_type = LedgerEntry
 
-    def __init__(self, work_dir: Path) -> None:
-        super().__init__(Path(work_dir) / "privacy" / "ledger.jsonl")
+    def __init__(self, work_dir: Path | None = None, *, folder: Path | None = None) -> None:
+        if (work_dir is None) == (folder is None):
+            raise TypeError("Ledger(work_dir) or Ledger(folder=...)")
+        super().__init__(Path(folder if folder is not None else default_privacy_dir(work_dir)) / LEDGER_FILE)
+
+    @classmethod
+    def at(cls, folder: Path) -> Ledger:
+        return cls(folder=folder)
+
+    @classmethod
+    def of(cls, cfg: PartnerConfig) -> Ledger:
+        return cls(folder=privacy_dir(cfg))
 
     def broken(self, problem: str) -> Exception:
         return LedgerTampered(

@@ -5,8 +5,10 @@ its own node computed it from its ledger, the ledger's integrity as the node rep
 every refusal with its reason, and the inventory (names, shapes, types; never values) of
 every record that arrived. Where the partners' configs are reachable (a simulation, or a
 partner's officer running it on the node) each ledger is also verified directly and
-matched to what the node reported. Membership audits (`fedcrm privacy audit`) placed in
-`RUN_DIR/audits/` are included.
+matched to what the node reported. The coordinator's receipt of each ledger's head, every
+rollback it flagged and every acknowledgement (`fedcrm.coordinator.receipts`, copied into
+the run directory) are shown beside it. Membership audits (`fedcrm privacy audit`) placed
+in `RUN_DIR/audits/` are included.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from fedcrm.privacy.membership import AuditResult
 from fedcrm.config import FederationConfig, PartnerConfig
+from fedcrm.coordinator.receipts import LedgerReceipt, RollbackFlag
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.protocol import ERROR_BUDGET, ERROR_POLICY, RunId
 from fedcrm.rundir import AUDITS, RoundRecord, RunDir
@@ -35,9 +38,12 @@ class LedgerCheck(BaseModel):
     entries: int | None = None
     run_entries: int | None = None
     head_matches: bool | None = None
+    rollback_open: bool = False  # the coordinator flagged a rollback that is not yet acknowledged
 
     @property
     def status(self) -> str:
+        if self.rollback_open:
+            return "ROLLBACK flagged by the coordinator: refused until acknowledged"
         if self.verified_here:
             if not self.ok:
                 return f"does not verify: {self.problem}"
@@ -70,6 +76,8 @@ class PartnerCompliance(BaseModel):
     sample_rate: float | None = None
     steps: int = 0
     ledger: LedgerCheck = Field(default_factory=LedgerCheck)
+    receipt: LedgerReceipt | None = Field(None, description="the coordinator's last receipt of the ledger's head")
+    rollbacks: list[RollbackFlag] = Field(default_factory=list, description="flagged rollbacks, acknowledged or not")
     fields_sent: dict[str, list[str]] = Field(default_factory=dict)
     audit: AuditResult | None = None
 
@@ -87,6 +95,7 @@ class ComplianceReport(BaseModel):
     client_level: dict[str, Any] | None
     final_global: dict[str, float]
     partners: list[PartnerCompliance]
+    receipts_book: str | None = None
     notes: list[str]
 
 
@@ -98,6 +107,9 @@ NOTES = [
     "Only model arrays and aggregate numeric metrics left the nodes; each node checked every reply against an "
     "allow-list and logged its inventory in its egress log. Evaluation metrics and 200-bin score histograms "
     "are aggregates over held-out rows and are not noised.",
+    "The coordinator keeps a receipt of every partner's ledger head (entries and hash) and checks each reply "
+    "against it: a ledger with fewer entries, another head, or a first part that no longer hashes to the receipt "
+    "was deleted, cut or rewritten; the coordinator then refuses the partner until its operator acknowledges it.",
     "The advantage bound (e^ε − 1 + 2δ)/(e^ε + 1) holds for any membership test against an (ε, δ)-DP release; "
     "the audit is one concrete attack, so it is expected to sit well below the bound.",
 ]
@@ -115,7 +127,7 @@ def _partner_configs(run: RunDir, federation: Path | None) -> dict[str, PartnerC
 
 
 def _verify_locally(check: LedgerCheck, cfg: PartnerConfig, run_id: str) -> None:
-    ledger = Ledger(cfg.work_dir)
+    ledger = Ledger.at(cfg.privacy_dir)  # read only: a report moves nothing
     status = ledger.verify()
     check.verified_here, check.ok, check.problem, check.entries = True, status.ok, status.problem, status.entries
     if status.ok:
@@ -168,6 +180,10 @@ def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceRep
     for name, p in partners.items():
         if name in configs:
             _verify_locally(p.ledger, configs[name], run.run_id)
+    receipts = run.ledger_receipts()
+    for name, rec in (receipts.partners if receipts else {}).items():
+        p = partners.setdefault(name, PartnerCompliance(partner=name, dp_enabled=plan.dp_enabled))
+        p.receipt, p.rollbacks, p.ledger.rollback_open = rec.last, rec.flags, rec.open_flag() is not None
     audit_dir = run.path / AUDITS
     for file in sorted(audit_dir.glob("*.json")) if audit_dir.is_dir() else []:
         result = AuditResult.model_validate_json(file.read_text())
@@ -185,7 +201,7 @@ def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceRep
         task=plan.task, model=plan.model, rounds_planned=plan.num_server_rounds,
         rounds_completed=summary.rounds_completed, record_level_dp=plan.dp_enabled,
         target_run_epsilon=plan.dp_target_epsilon, client_level=client, final_global=summary.final_global,
-        partners=list(partners.values()), notes=NOTES)
+        partners=list(partners.values()), receipts_book=receipts.book if receipts else None, notes=NOTES)
 
 
 def render_html(report: ComplianceReport) -> str:

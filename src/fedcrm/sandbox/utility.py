@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
+from fedcrm.coordinator.receipts import simulated_receipts
 from fedcrm.ml.fedstats import combine, partner_sums
 from fedcrm.ops.launcher import simulate
 from fedcrm.ml.models import build_model
@@ -99,7 +100,8 @@ def pooled(data: list[PreparedData], names: list[str]) -> Score:
 
 def federated(fed: Path, work: Path, s: Settings, epsilon: float | None, seed: int, task: str) -> Score:
     for m in FederationConfig.load(fed).members:  # fresh ledgers: each variant starts at ε = 0
-        shutil.rmtree(PartnerConfig.load(m.config).work_dir / "privacy", ignore_errors=True)
+        shutil.rmtree(PartnerConfig.load(m.config).privacy_dir, ignore_errors=True)
+    simulated_receipts(fed).unlink(missing_ok=True)  # and no receipt of the ledgers just removed
     plan = TrainPlan(task=task, model=s.model, num_server_rounds=s.rounds, local_epochs=s.local_epochs,
                      batch_size=s.batch_size, learning_rate=s.learning_rate, seed=seed, min_partners=s.partners,
                      dp_enabled=epsilon is not None, dp_target_epsilon=epsilon or 1.0)

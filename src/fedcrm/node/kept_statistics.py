@@ -1,0 +1,54 @@
+"""A partner's noised column sums, kept so later runs reuse them instead of paying again.
+
+The federation's statistics are one Gaussian release per partner (`fedcrm.ml.fedstats`).
+Sending the very same noised sums to a later run is post-processing of a release already
+charged: it costs no further ε. A fresh draw would cost the full release again, and two
+independent draws of the same sums would let their noise average out. So the node keeps
+its release per dataset (fingerprint) and serves it to every run that asks for no less
+noise than it carries; a re-exported dataset, or a request for more noise, makes a new one.
+
+A kept release is served only if the ledger shows the charge it was made under: it is
+written before the charge is appended, so a charge that failed leaves a file the node
+never sends.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from fedcrm.ml.fedstats import PartnerSums
+from fedcrm.privatefiles import private_dir, private_write_text
+
+
+class KeptRelease(BaseModel):
+    fingerprint: str
+    noise_multiplier: float
+    run_id: str  # the run whose round 0 the release was charged to
+    sums: PartnerSums
+
+
+class KeptStatistics:
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def _file(self, fingerprint: str) -> Path:
+        return self.folder / f"{fingerprint[:32]}.json"
+
+    def load(self, fingerprint: str, noise_multiplier: float) -> KeptRelease | None:
+        """The kept release of this dataset if it carries at least `noise_multiplier`."""
+        file = self._file(fingerprint)
+        if not file.is_file():
+            return None
+        kept = KeptRelease.model_validate(json.loads(file.read_text()))
+        if kept.fingerprint != fingerprint or kept.noise_multiplier < noise_multiplier:
+            return None
+        return kept
+
+    def save(self, release: KeptRelease) -> None:
+        private_dir(self.folder)
+        file = self._file(release.fingerprint)
+        tmp = private_write_text(file.with_suffix(".tmp"), release.model_dump_json())
+        tmp.replace(file)  # atomic: a reader sees the old release or the new one
