@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedcrm.sandbox.public_data import BANK_CSV
-from fedcrm.sandbox.utility import VARIANTS, markdown, own_gains, summarise
+from fedcrm.sandbox.utility import markdown, own_gains, summarise, variants
 
 
 def _row(seed: int, aucs: dict[str, float]) -> dict:
@@ -37,20 +37,21 @@ def test_utility_command_on_bank_marketing(tmp_path: Path) -> None:
         pytest.skip(f"UCI Bank Marketing not found at {BANK_CSV} (../shared/datasets/bank-marketing)")
     out = tmp_path / "utility_bank"
     proc = subprocess.run([sys.executable, "-m", "fedcrm", "benchmark", "utility", "--data", "bank", "--partners", "3",
-                           "--split-by", "label-skew", "--seeds", "1", "--rounds", "2", "--keep-fraction", "0.1",
+                           "--split-by", "label-skew", "--seeds", "1", "--rounds", "2", "--keep-fraction", "0.1", "--epsilon", "3",
                            "--work", str(tmp_path / "work"), "--out", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["settings"]["keep_fraction"] == 0.1
+    assert report["settings"]["keep_fraction"] == 0.1 and report["settings"]["epsilons"] == [3.0]
+    expected = variants([3.0])  # one DP variant asked for: no ε 1 or 8 run
     rows = report["results"]["label-skew"]
-    assert set(rows) == set(VARIANTS)
+    assert set(rows) == set(expected)
     names = set(rows["local-only"][0]["partner_aucs"])
     assert len(names) == 3 and all(n.startswith("bank-label-skew-p") for n in names)
     for variant, seeds in rows.items():
         assert set(seeds[0]["partner_aucs"]) == names, variant  # every variant scored on the same partners
         assert 0.6 < seeds[0]["auc"] < 1.0, (variant, seeds[0])
     table = out.with_suffix(".md").read_text()
-    assert all(f"| {v} |" in table for v in VARIANTS)
+    assert all(f"| {v} |" in table for v in expected)
     baselines = json.loads(out.with_suffix(".baselines.json").read_text())
-    assert baselines["columns"] == ["variant", "label-skew"] and len(baselines["rows"]) == len(VARIANTS)
+    assert baselines["columns"] == ["variant", "label-skew"] and len(baselines["rows"]) == len(expected)

@@ -79,6 +79,7 @@ def benchmark_utility(
     keep_fraction: Annotated[float, typer.Option(help="share of each partner's rows kept (data-scarce regime)")] = 1.0,
     model: Annotated[Model, typer.Option(help="local-only and federated model (the reference is pooled LR)")] = Model("logistic"),
     learning_rate: float = 0.5,
+    epsilon: Annotated[list[float] | None, typer.Option(help="target ε of a DP variant (repeat) [default: 1, 3, 8]")] = None,
     out: Annotated[Path | None, typer.Option(help="writes OUT.json and OUT.md [default: benchmarks/results/utility_DATA[_keepN][_mlp][_rN]]")] = None,
     work: Annotated[Path, typer.Option(help="scratch folder for partner exports and runs")] = Path(".work/utility"),
 ) -> None:
@@ -87,7 +88,8 @@ def benchmark_utility(
 
     settings = Settings(data=data.value, partners=partners, splits=split_by or ["iid", "label-skew"],
                         seeds=list(range(seeds)), rounds=rounds, keep_fraction=keep_fraction,
-                        model=model.value, learning_rate=learning_rate)
+                        model=model.value, learning_rate=learning_rate,
+                        **({"epsilons": epsilon} if epsilon else {}))
     report = run_utility(settings, work.resolve(), log=console.print)
     json_path, md_path = write(report, out or Path("benchmarks/results") / settings.name)
     console.print(md_path.read_text(), markup=False)

@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -41,7 +41,14 @@ from fedcrm.rundir import RunDir
 from fedcrm.ml.training import predict, train_local
 
 EPSILONS = (1.0, 3.0, 8.0)
-VARIANTS = ("local-only", "federated, no DP", *(f"federated, ε={e:g}" for e in EPSILONS), "pooled LR (reference)")
+
+
+def variants(epsilons: tuple[float, ...] | list[float] = EPSILONS) -> tuple[str, ...]:
+    """The table's rows, in order, for the ε values a study runs."""
+    return ("local-only", "federated, no DP", *(f"federated, ε={e:g}" for e in epsilons), "pooled LR (reference)")
+
+
+VARIANTS = variants()
 
 
 class Settings(BaseModel):
@@ -55,13 +62,16 @@ class Settings(BaseModel):
     learning_rate: float = 0.5
     model: Literal["logistic", "mlp"] = "logistic"  # for local-only and federated; the reference stays pooled LR
     keep_fraction: float = Field(1.0, gt=0, le=1, description="share of each partner's rows kept (data-scarce runs)")
+    epsilons: list[Annotated[float, Field(gt=0)]] = Field(list(EPSILONS), min_length=1,
+                                                          description="target ε of the DP variants")
 
     @property
     def name(self) -> str:
         """Results file stem: `utility_<data>`, plus what differs from the default run, so a
         data-scarce, MLP or longer run never overwrites the default table."""
         return (f"utility_{self.data}" + (f"_keep{round(self.keep_fraction * 100)}" if self.keep_fraction < 1 else "")
-                + ("_mlp" if self.model != "logistic" else "") + (f"_r{self.rounds}" if self.rounds != 10 else ""))
+                + ("_mlp" if self.model != "logistic" else "") + (f"_r{self.rounds}" if self.rounds != 10 else "")
+                + ("" if tuple(self.epsilons) == EPSILONS else "_eps" + "-".join(f"{e:g}" for e in self.epsilons)))
 
 
 class Score(BaseModel):
@@ -129,7 +139,7 @@ def run(s: Settings, work: Path, log: Callable[[str], None] = print) -> dict:
             t0 = time.monotonic()
             scores = {"local-only": local_only(data, s, seed, names), "pooled LR (reference)": pooled(data, names)}
             scores["federated, no DP"] = federated(fed, folder, s, None, seed, export.task)
-            for eps in EPSILONS:
+            for eps in s.epsilons:
                 scores[f"federated, ε={eps:g}"] = federated(fed, folder, s, eps, seed, export.task)
             for variant, score in scores.items():
                 results.setdefault(split, {}).setdefault(variant, []).append({"seed": seed, **score.model_dump()})
@@ -183,7 +193,8 @@ def markdown(report: dict) -> str:
              "AUC over all partners' held-out rows pooled, mean ± sd over seeds (mean of partners' own AUCs in brackets).", ""]
     splits = list(report["summary"])
     lines += ["| variant | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
-    for variant in VARIANTS:
+    rows = variants(s.get("epsilons", EPSILONS))
+    for variant in rows:
         cells = []
         for split in splits:
             row = report["summary"][split].get(variant)
@@ -194,7 +205,7 @@ def markdown(report: dict) -> str:
     lines += ["", "Gain over local-only on each partner's own held-out AUC, mean over seeds: weighted mean "
               "[smallest partner gain, largest partner gain].", "",
               "| variant | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
-    for variant in VARIANTS[1:]:
+    for variant in rows[1:]:
         cells = []
         for split in splits:
             gain = (report["summary"][split].get(variant) or {}).get("gain_over_local") or {}
@@ -208,6 +219,6 @@ def baseline_table(report: dict) -> dict:
     """The run report's `baselines.json` shape."""
     splits = list(report["summary"])
     rows = [[v] + [f"{report['summary'][sp][v]['auc']['mean']:.4f} ± {report['summary'][sp][v]['auc']['sd']:.4f}"
-                   for sp in splits] for v in VARIANTS]
+                   for sp in splits] for v in variants(report["settings"].get("epsilons", EPSILONS))]
     return {"title": "Pooled held-out AUC, mean ± sd over seeds (fedcrm benchmark utility)",
             "columns": ["variant", *splits], "rows": rows}
