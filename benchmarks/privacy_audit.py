@@ -9,6 +9,19 @@ fresh partner work dirs:
 2. `overfit`: non-private MLP (256 hidden), Adam, 20 local epochs × 10 rounds — built to memorise.
 Each partner then audits the published model on its own rows (members = training rows,
 non-members = held-out rows), several seeds of the balanced member sample.
+
+    .venv/bin/python benchmarks/privacy_audit.py --evaluation-attack   # adds "evaluation_attack" to the same file
+
+The crafted-model evaluation attack (issue 12, attack 3): the coordinator knows one
+customer's feature vector and wants to learn whether that customer is in a partner's
+hold-out. It sends a crafted logistic model whose score is high only beyond a hyperplane
+that separates the target from every other row it expects (the target's offset from the
+hold-out mean, thresholded just below the target), and reads the top bins of the score
+histograms the evaluation reply carries. Per partner of the demo consortium, at the default
+policy (the node's own 20 % hold-out, at least 50 rows): for each of the partner's most
+outlying training rows, once with the hold-out as it is (target absent) and once with the
+target added (present), the attacker says "present" iff a score bin above 0.9 is non-empty.
+Advantage = TPR − FPR, against the 97.5 % band of |TPR − FPR| for random guesses.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedcrm.config import FederationConfig, PartnerConfig
+from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.ops.launcher import FLWR_ENV, simulate
 from fedcrm.node.partner import PartnerNode
 from fedcrm.sandbox.public_data import TELCO_CSV, split_telco
@@ -56,7 +69,69 @@ def audit(fed: Path, run_dir: Path) -> dict:
     return out
 
 
+def crafted_model(target: np.ndarray, others: np.ndarray, n_features: int) -> "torch.nn.Module":
+    """A logistic model scoring ~1 only at and beyond the target along its offset from the others' mean."""
+    import torch
+
+    from fedcrm.ml.models import build_model
+
+    u = target - others.mean(axis=0)
+    u /= np.linalg.norm(u) + 1e-12
+    proj_t, proj_o = float(target @ u), float((others @ u).max())
+    threshold = (proj_t + max(proj_o, proj_t - 1.0)) / 2  # halfway to the nearest other row along u
+    scale = 50.0 / max(proj_t - threshold, 1e-3)
+    model = build_model("logistic", n_features)
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.tensor(scale * u, dtype=torch.float32).unsqueeze(0))
+        model.linear.bias.fill_(-scale * threshold)
+    return model
+
+
+def evaluation_attack(targets_per_partner: int = 40) -> dict:
+    """Membership of one known customer in a partner's hold-out, read from evaluation replies."""
+    from fedcrm.ml.training import evaluate_local
+    from fedcrm.sandbox.demo_data import generate
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        fed = generate(Path(tmp) / "consortium")
+        for m in FederationConfig.load(fed).members:
+            cfg = PartnerConfig.load(m.config)
+            node = PartnerNode(cfg, TrainPlan(task="churn", model="logistic"))  # what the coordinator sends
+            data = node.data()
+            # the node's own evaluate, at its default policy, answers a crafted model like any other
+            node.evaluate(crafted_model(data.x_train[0], data.x_test, data.x_test.shape[1]).state_dict())
+            far = np.argsort(-np.linalg.norm(data.x_train - data.x_test.mean(axis=0), axis=1))[:targets_per_partner]
+            said_present = {True: [], False: []}
+            for i in far:
+                target = data.x_train[i]
+                model = crafted_model(target, data.x_test, data.x_test.shape[1])
+                for present in (False, True):
+                    x = np.vstack([data.x_test, target]) if present else data.x_test
+                    y = np.append(data.y_test, data.y_train[i]) if present else data.y_test
+                    reply = evaluate_local(model, x, y)
+                    top = int(0.9 * len(reply.pos_hist))
+                    said_present[present].append(sum(reply.pos_hist[top:]) + sum(reply.neg_hist[top:]) > 0)
+            tpr, fpr = float(np.mean(said_present[True])), float(np.mean(said_present[False]))
+            n = len(far)
+            out[m.name] = {"holdout_rows": int(len(data.y_test)), "targets": n, "tpr": round(tpr, 4),
+                           "fpr": round(fpr, 4), "advantage": round(tpr - fpr, 4),
+                           "null_advantage_97_5": round(1.96 * float(np.sqrt(0.5 * 0.5 * 2 / n)), 4),
+                           "policy": cfg.privacy.model_dump(include={"holdout_fraction", "min_holdout_rows",
+                                                                      "releases"})}
+            print(m.name, out[m.name], flush=True)
+    return {"date": time.strftime("%Y-%m-%d"), "evaluation_noised": False, "partners": out}
+
+
 def main() -> None:
+    import sys
+
+    if "--evaluation-attack" in sys.argv[1:]:
+        saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        saved["evaluation_attack"] = evaluation_attack()
+        RESULTS.write_text(json.dumps(saved, indent=2))
+        print(f"wrote {RESULTS} (evaluation_attack)")
+        return
     if not TELCO_CSV.is_file():
         raise SystemExit(f"IBM Telco not found at {TELCO_CSV}")
     os.environ.update(FLWR_ENV)
@@ -74,6 +149,8 @@ def main() -> None:
                                  "audit": audit(fed, result.run_dir)}
             print(name, json.dumps(out["runs"][name], indent=1), flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
+    if RESULTS.is_file() and "evaluation_attack" in (saved := json.loads(RESULTS.read_text())):
+        out["evaluation_attack"] = saved["evaluation_attack"]  # measured by its own command
     RESULTS.write_text(json.dumps(out, indent=2))
     print(f"wrote {RESULTS}")
 
