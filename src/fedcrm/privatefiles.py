@@ -11,7 +11,10 @@ older version is narrowed when it is written again.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,6 +71,22 @@ def private_open(path: Path | str, mode: str = "wb", *, encoding: str | None = N
     except BaseException:
         os.close(fd)
         raise
+
+
+@contextmanager
+def private_replace(path: Path | str, mode: str = "wb", *, encoding: str | None = None) -> Iterator[IO[Any]]:
+    """Write a new version of `path` in a temporary file of its own (0600, beside it) and
+    put it in place in one step when the block ends; if the block raises, `path` is left
+    as it was. Two processes writing the same file at once each replace it whole: a reader
+    never sees a mix or a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with private_open(tmp, mode.replace("a", "w").replace("x", "w"), encoding=encoding) as fh:
+            yield fh
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def private_write_bytes(path: Path | str, data: bytes) -> Path:

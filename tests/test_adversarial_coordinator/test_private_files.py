@@ -96,3 +96,21 @@ def test_private_helpers_never_widen(tmp_path: Path, umask_022: None) -> None:
     with private_open(folder / "log.jsonl", "a") as fh:
         assert stat.S_IMODE(os.fstat(fh.fileno()).st_mode) == 0o600  # before a byte is written
         fh.write("line\n")
+
+
+def test_a_replaced_file_is_whole_or_untouched(tmp_path: Path, umask_022: None) -> None:
+    """The prepared cache, quarantine and kept releases are replaced in one step: a writer
+    that fails leaves the old file as it was, and no temporary file behind."""
+    from fedcrm.privatefiles import private_replace
+
+    target = tmp_path / "node" / "arrays.npz"
+    with private_replace(target, "wb") as fh:
+        fh.write(b"first")
+    try:
+        with private_replace(target, "wb") as fh:
+            fh.write(b"half of the sec")
+            raise OSError("disk full")
+    except OSError:
+        pass
+    assert target.read_bytes() == b"first" and [p.name for p in target.parent.iterdir()] == ["arrays.npz"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and stat.S_IMODE(target.parent.stat().st_mode) == 0o700

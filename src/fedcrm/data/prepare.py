@@ -28,7 +28,7 @@ from fedcrm.data.ingest import ROW, apply_mapping, file_fingerprint, read_table
 from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
 from fedcrm.config.schema import LABEL_SOURCES
 from fedcrm.data.standardise import standardise
-from fedcrm.privatefiles import private_dir, private_open, private_write_text
+from fedcrm.privatefiles import private_dir, private_replace
 
 PIPELINE_VERSION = "3"  # 3: banking fields in the layout; "unknown" is a missing value
 
@@ -233,7 +233,7 @@ def write_quarantine(cfg: PartnerConfig, table: str, raw: pd.DataFrame, quaranti
 def _write_parquet(cfg: PartnerConfig, path: Path, frame: pd.DataFrame) -> None:
     """Raw values or linkage: 0600 in the node's 0700 work dir, from creation."""
     private_dir(cfg.work_dir)
-    with private_open(path, "wb") as fh:
+    with private_replace(path, "wb") as fh:  # whole: two nodes preparing at once never mix
         frame.to_parquet(fh, index=False)
 
 
@@ -246,11 +246,11 @@ def _write_local_outputs(cfg: PartnerConfig, raw: pd.DataFrame, quarantine: pd.D
 def _save(cache_dir: Path, data: PreparedData) -> None:
     private_dir(cache_dir.parent)  # work/prepared: every partner's cached features
     private_dir(cache_dir)
-    with private_open(cache_dir / "arrays.npz", "wb") as fh:
+    # each file replaced whole, so two processes preparing one partner at once cannot mix them
+    with private_replace(cache_dir / "arrays.npz", "wb") as fh:
         np.savez(fh, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
-    tmp = cache_dir / "summary.json.tmp"
-    private_write_text(tmp, data.summary.model_dump_json(indent=2))
-    tmp.replace(cache_dir / "summary.json")  # written last: its presence marks a complete cache
+    with private_replace(cache_dir / "summary.json", "w") as fh:  # written last: it marks a complete cache
+        fh.write(data.summary.model_dump_json(indent=2))
 
 
 def _load(cache_dir: Path) -> PreparedData:

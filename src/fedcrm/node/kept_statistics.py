@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from fedcrm.ml.fedstats import PartnerSums
-from fedcrm.privatefiles import private_dir, private_write_text
+from fedcrm.privatefiles import private_dir, private_replace
 
 
 class KeptRelease(BaseModel):
@@ -49,6 +49,5 @@ class KeptStatistics:
 
     def save(self, release: KeptRelease) -> None:
         private_dir(self.folder)
-        file = self._file(release.fingerprint)
-        tmp = private_write_text(file.with_suffix(".tmp"), release.model_dump_json())
-        tmp.replace(file)  # atomic: a reader sees the old release or the new one
+        with private_replace(self._file(release.fingerprint), "w") as fh:  # a reader sees one release whole
+            fh.write(release.model_dump_json())
