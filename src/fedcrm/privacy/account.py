@@ -107,12 +107,13 @@ class PrivacyAccount:
     # ------------------------------------------------------------ planning
     def _run_inputs(self, run_id: str | None, shape: RunShape, entries: list[LedgerEntry] | None,
                     planning: bool = False) -> dict:
-        """Prior history and run shape. Within a run σ is fixed by its first charged round,
-        so a node restarted mid-run keeps training with the noise the run started with."""
+        """Prior history and run shape. Within a run σ is fixed by its first charged training
+        round, so a node restarted mid-run keeps training with the noise the run started with;
+        the run's statistics (round 0) are paid from the run's own ε (`planning`: a plan made
+        before the run counts the statistics release the run will start with)."""
         entries = self.entries() if entries is None else entries
         this_run = [e for e in entries if e.run_id == run_id]
         trained = [e for e in this_run if e.server_round > 0]
-        # the run's statistics (round 0) are paid from the run's ε: as charged, or as planned
         released = [e.history_entry for e in this_run if e.server_round == 0]
         if planning and not this_run and shape.statistics_noise > 0:  # a plan made before the run
             released = [(shape.statistics_noise, 1.0, 1)]
