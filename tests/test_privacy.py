@@ -44,6 +44,7 @@ def initial_state() -> dict:
 
 def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: Path) -> None:
     planned = node_for(fresh_demo).plan_run(run_id=11)
+    assert planned.statistics_noise == 8.0  # the default policy's floor: paid first, from the run's ε
     # the run's statistics come first, and are paid from the run's ε
     stats = node_for(fresh_demo).feature_sums(11)
     state, eps = initial_state(), []
@@ -64,6 +65,7 @@ def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: 
     assert entries[-1].epsilon_rdp_after > entries[-1].epsilon_after  # RDP is the looser bound
     # a second run on the same data starts from the first run's total and keeps adding
     second = node_for(fresh_demo).plan_run(run_id=12)
+    assert second.statistics_noise == 0.0  # run 11's noised sums are kept and sent again for free
     assert second.spent_before == pytest.approx(eps[-1])
     _, m1 = node_for(fresh_demo).train(state, 1, run_id=12)
     _, m2 = node_for(fresh_demo).train(state, 2, run_id=12)

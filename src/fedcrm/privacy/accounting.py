@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Literal
 
 from opacus.accountants import PRVAccountant, RDPAccountant
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from fedcrm.config.plan import NOISE_MAX, NOISE_MIN
 from fedcrm.errors import ConfigError, PrivacyBudgetError
@@ -145,6 +145,8 @@ class RunPlan(BaseModel):
     spent_before: float
     noise_multiplier: float
     projections: list[RoundProjection]
+    statistics_noise: float = Field(0.0, description="σ of the statistics release this run pays for first "
+                                    "(0: none, exact, or a kept release sent again at no cost)")
 
     @property
     def epsilon_after(self) -> float:
@@ -211,4 +213,5 @@ def plan_run(*, partner: str, prior: list[HistoryEntry], rows: int, batch_size: 
     return RunPlan(partner=partner, rows=rows, sample_rate=q, steps_per_round=steps, rounds=rounds, delta=delta,
                    accountant=accountant, max_grad_norm=max_grad_norm, target_run_epsilon=target_run_epsilon,
                    epsilon_cap=epsilon_cap, spent_before=noise.spent_before, noise_multiplier=sigma,
-                   projections=projections)
+                   projections=projections,
+                   statistics_noise=max((s for s, q, n in run_releases or [] if q == 1.0 and n == 1), default=0.0))

@@ -63,16 +63,19 @@ def format_row(row: RoundRow, partners: list[str]) -> str:
 
 def plan_table(plans: list[RunPlan]) -> Table:
     table = Table(title="fedcrm privacy plan: noise per partner and cumulative ε after each round")
-    for col in ("partner", "rows", "q", "steps/round", "σ", "ε before", "ε per round", "ε after", "run adds",
-                "cap", "remaining", "δ"):
+    for col in ("partner", "rows", "statistics σ", "q", "steps/round", "σ", "ε before", "ε per round", "ε after",
+                "run adds", "cap", "remaining", "δ"):
         table.add_column(col, justify="left" if col in ("partner", "ε per round") else "right")
     for p in plans:
         rounds = " ".join(f"{r.epsilon:.2f}" + ("" if r.within_cap else "!") for r in p.projections)
-        table.add_row(p.partner, str(p.rows), f"{p.sample_rate:.4f}", str(p.steps_per_round),
+        table.add_row(p.partner, str(p.rows), f"{p.statistics_noise:g}" if p.statistics_noise else "–",
+                      f"{p.sample_rate:.4f}", str(p.steps_per_round),
                       f"{p.noise_multiplier:.3f}", _fmt(p.spent_before, 2), rounds, _fmt(p.epsilon_after, 2),
                       _fmt(p.epsilon_after - p.spent_before, 2), f"{p.epsilon_cap:g}",
                       _fmt(max(p.epsilon_cap - p.epsilon_after, 0.0), 2), f"{p.delta:g}")
-    table.caption = f"{plans[0].accountant.upper()} accountant; '!' marks a round past the partner's cap" if plans else ""
+    table.caption = (f"{plans[0].accountant.upper()} accountant; '!' marks a round past the partner's cap; "
+                     "statistics σ: the noised column sums the run pays for before round 1 (–: none new, "
+                     "e.g. a kept release sent again at no cost)") if plans else ""
     return table
 
 
