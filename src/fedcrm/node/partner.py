@@ -25,7 +25,7 @@ from fedcrm.node.policy import check, check_holdout, log_refusal
 from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics
 from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
 from fedcrm.privacy.accounting import RunPlan
-from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, privacy_dir
+from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, LedgerEntry, privacy_dir
 from fedcrm.privacy.membership import AuditResult, membership_audit
 from fedcrm.privacy.replies import ReplyCache
 from fedcrm.protocol import EvaluateReply, QueryReply, TrainReply
@@ -82,11 +82,13 @@ class PartnerNode:
     def account(self) -> PrivacyAccount:
         return PrivacyAccount(self.ledger, self.policy, self.cfg.name, self.data().dataset_fingerprint)
 
-    def shape(self) -> RunShape:
+    def shape(self, statistics_noise: float = 0.0) -> RunShape:
+        """`statistics_noise` matters only to a plan made before the run (`plan_run`): once
+        the run has started, its statistics are in the ledger."""
         plan = self.plan
         return RunShape(rows=len(self.data().x_train), batch_size=plan.batch_size, local_epochs=plan.local_epochs,
                         rounds=plan.num_server_rounds, target_run_epsilon=plan.dp_target_epsilon,
-                        max_grad_norm=plan.dp_max_grad_norm, statistics_noise=self._new_statistics_sigma())
+                        max_grad_norm=plan.dp_max_grad_norm, statistics_noise=statistics_noise)
 
     def statistics_sigma(self) -> float:
         """The noise of this node's statistics: the run's σ, but never under the partner's floor."""
@@ -98,12 +100,16 @@ class PartnerNode:
         sigma = self.statistics_sigma()
         if not self.plan.federated_stats or sigma <= 0:
             return 0.0
+        return 0.0 if self._reusable_statistics(sigma, self.account.entries()) is not None else sigma
+
+    def _reusable_statistics(self, sigma: float, entries: list[LedgerEntry]) -> KeptRelease | None:
+        """The kept release of this dataset with at least `sigma`, if the ledger shows its charge."""
         kept = self.kept_statistics.load(self.data().dataset_fingerprint, sigma)
-        return 0.0 if kept is not None and self.account.charged(kept.run_id, 0) else sigma
+        return kept if kept is not None and self.account.charged(kept.run_id, 0, entries) else None
 
     def plan_run(self, run_id: str | int | None = None) -> RunPlan:
         """What this run costs: σ calibrated against everything spent before it, ε per round."""
-        return self.account.plan(self.shape(), None if run_id is None else str(run_id))
+        return self.account.plan(self.shape(self._new_statistics_sigma()), None if run_id is None else str(run_id))
 
     def _model(self, state: State) -> torch.nn.Module:
         model = build_model(self.plan.model, self.data().x_train.shape[1], hidden=self.plan.model_hidden)
@@ -125,17 +131,17 @@ class PartnerNode:
             sums = partner_sums(data.x_train)
             return QueryReply(partner_id=self.cfg.partner_id, num_examples=len(data.x_train), stat_n=sums.n,
                               stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot)
-        fingerprint, kept = data.dataset_fingerprint, self.kept_statistics
-        reused = kept.load(fingerprint, sigma)
         entries = self.account.entries()
-        if reused is not None and self.account.charged(reused.run_id, 0, entries):
+        reused = self._reusable_statistics(sigma, entries)
+        if reused is not None:
             sums, after = reused.sums, entries[-1].epsilon_after  # sent again: no new charge
         else:
             release = Release(run_id=str(run_id), server_round=0, noise_multiplier=sigma, sample_rate=1.0, steps=1,
                               max_grad_norm=row_bound(numeric_count()))
             with self.account.charge(release) as cost:
                 sums = partner_sums(data.x_train, sigma)
-                kept.save(KeptRelease(fingerprint=fingerprint, noise_multiplier=sigma, run_id=str(run_id), sums=sums))
+                self.kept_statistics.save(KeptRelease(fingerprint=data.dataset_fingerprint, noise_multiplier=sigma,
+                                                      run_id=str(run_id), sums=sums))
             after = cost.after
         return QueryReply(partner_id=self.cfg.partner_id, num_examples=round(sums.n), stat_n=sums.n,
                           stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot, epsilon=after,
