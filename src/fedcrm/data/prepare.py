@@ -9,6 +9,7 @@ rounds and runs reuse instead of redoing the work.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import date
@@ -122,6 +123,12 @@ def test_mask(pids: pd.Series, fraction: float) -> np.ndarray:
     prefix = "".join(pids.str.slice(0, 8).tolist())  # 32 bits of each pseudonym, parsed at once
     bucket = np.frombuffer(bytes.fromhex(prefix), dtype=">u4").astype(np.float64) / float(16**8)
     return bucket < fraction
+
+
+def holdout_split(cfg: PartnerConfig) -> str:
+    """An id of the partner's hold-out split: which side a customer is on depends only on
+    its pseudonym, so on the key. A keyed digest: names the split, reveals nothing of the key."""
+    return hmac.new(load_secret(cfg.secret_file), b"fedcrm hold-out split v1", hashlib.sha256).hexdigest()[:16]
 
 
 def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint: str, key: bytes) -> str:

@@ -147,10 +147,16 @@ class RunPlan(BaseModel):
     projections: list[RoundProjection]
     statistics_noise: float = Field(0.0, description="σ of the statistics release this run pays for first "
                                     "(0: none, exact, or a kept release sent again at no cost)")
+    evaluations: int = Field(0, description="hold-out evaluations the run plans (0: none charged)")
+    evaluation_noise: float = Field(0.0, description="σ on every count of the evaluation histograms")
+    epsilon_holdout_after: float | None = Field(
+        None, description="ε of the hold-out customers after the run's evaluations (they read no training row)")
 
     @property
     def epsilon_after(self) -> float:
-        return self.projections[-1].epsilon if self.projections else self.spent_before
+        """The partner's ε after the run (its last round and that round's evaluation)."""
+        last = self.projections[-1].epsilon if self.projections else self.spent_before
+        return max(last, self.epsilon_holdout_after or 0.0)
 
     @property
     def first_refused_round(self) -> int | None:

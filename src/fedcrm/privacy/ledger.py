@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from fedcrm.config.partner import default_privacy_dir
+from fedcrm.config.partner import ReleaseKind, default_privacy_dir
 from fedcrm.errors import ConfigError, PrivacyBudgetError
 from fedcrm.privacy.accounting import HistoryEntry
 from fedcrm.privacy.chain import ChainedEntry, HashChain
+from fedcrm.privacy.parallel import EVERYONE, Scope, Side
 
 if TYPE_CHECKING:
     from fedcrm.config import PartnerConfig
@@ -63,7 +64,8 @@ class LedgerTampered(PrivacyBudgetError):
 
 
 class LedgerEntry(ChainedEntry):
-    """One DP release: the accountant's inputs, what it was for, and ε after it."""
+    """One DP release: the accountant's inputs, what it was for, whose rows it read, and ε after it.
+    (Lines are verified as written, so entries from before the later fields still verify.)"""
 
     partner: str
     run_id: str = Field(description="the job (first Flower run id), as a string: 64-bit ids outgrow JSON doubles")
@@ -78,6 +80,24 @@ class LedgerEntry(ChainedEntry):
     epsilon_after: float
     epsilon_rdp_after: float
     epsilon_cap: float
+    release: ReleaseKind | None = Field(None, description="train, evaluate or statistics (unset in entries written "
+                                        "before evaluations were charged: round 0 was the statistics, others training)")
+    split: str | None = Field(None, description="the hold-out split the release was computed under (an id derived "
+                              "from the partner's key); unset: the release read every customer")
+    holdout_fraction: float | None = None
+    side: Side | None = Field(None, description="the side of the split whose rows the release read")
+
+    @property
+    def kind(self) -> ReleaseKind:
+        if self.release is not None:
+            return self.release
+        return "statistics" if self.server_round == 0 else "train"
+
+    @property
+    def scope(self) -> Scope:
+        if self.split is None:
+            return EVERYONE
+        return Scope(split=self.split, holdout_fraction=self.holdout_fraction, side=self.side)
 
     @field_validator("run_id", mode="before")
     @classmethod
