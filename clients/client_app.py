@@ -50,7 +50,9 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     try:
         config = RoundConfig.of(msg.content)
-        reply = node_for_context(context).evaluate(msg.content[ARRAYS].to_torch_state_dict(), _normalisation(config))
+        job_id, job_round = config.job_round(msg.metadata.run_id)
+        reply = node_for_context(context).evaluate(msg.content[ARRAYS].to_torch_state_dict(), _normalisation(config),
+                                                   job_id, job_round, config.ledger_receipt)
     except FedcrmError as exc:
         return _refusal(msg, exc)
     return Message(RecordDict({METRICS: reply.record()}), reply_to=msg)

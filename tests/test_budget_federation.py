@@ -14,6 +14,7 @@ from fedcrm.protocol import ERROR_BUDGET
 from fedcrm.ops.launcher import simulate
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.node.partner import PartnerNode
+from fedcrm.reports.tables import read_rounds
 from tests.conftest import set_privacy
 
 pytestmark = pytest.mark.flower
@@ -79,7 +80,7 @@ def test_client_level_dp_is_accounted_by_flowers_accountant(fresh_demo: Path, tm
     run_dir = tmp_path / "run"
     simulate(fresh_demo, run_dir, tmp_path / "flower",
              {"num-server-rounds": 2, "client-dp": True, "client-dp-noise-multiplier": 0.5,
-              "client-dp-clipping-norm": 2.0, "min-partners": 3})
+              "client-dp-clipping-norm": 2.0, "min-partners": 3, "evaluate-every": 2})
     client = json.loads((run_dir / "epsilon.json").read_text())["client_level"]
     assert [c["round"] for c in client] == [1, 2]
     assert 0 < client[0]["epsilon"] < client[1]["epsilon"]
@@ -93,3 +94,11 @@ def test_client_level_dp_is_accounted_by_flowers_accountant(fresh_demo: Path, tm
     assert summary["status"] == "completed" and summary["client_level_epsilon"] == client[1]["epsilon"]
     # record-level DP went on underneath: each partner's ledger was charged as usual
     assert all(len(s) == 2 for s in eps_series(run_dir).values())
+    # evaluate-every 2: the starting model and round 2 were evaluated (and charged), round 1 not
+    rows = read_rounds(run_dir)
+    assert [(r.round, r.auc is not None) for r in rows] == [(0, True), (1, False), (2, True)]
+    assert rows[1].epsilon and not any(f for r in json.loads((run_dir / "metrics.json").read_text())["rounds"]
+                                       for f in r["failures"])
+    for m in FederationConfig.load(fresh_demo).members:
+        entries = Ledger.of(PartnerConfig.load(m.config)).entries()
+        assert [(e.server_round, e.kind) for e in entries if e.kind == "evaluate"] == [(0, "evaluate"), (2, "evaluate")]

@@ -73,7 +73,7 @@ def test_run_help_shows_the_train_plans_defaults() -> None:
         assert f"[default: {expected}]" in line, line
         assert TrainPlan.model_fields[field].description in line, line
         shown += 1
-    assert shown == 9
+    assert shown == 10
     assert "[logistic|mlp]" in proc.stdout and "[churn|propensity]" in proc.stdout
 
 

@@ -140,11 +140,15 @@ def test_a_run_over_tls_survives_a_dropped_partner_and_a_killed_superlink(deploy
         assert "south-broadband" in rounds[r]["absent"] and "south-broadband" not in rounds[r]["partners"]
     failures = rounds[2]["failures"]
     assert failures and all(f["partner"] == "south-broadband" for f in failures), failures
-    # ledgers: one charge per round the partner trained, under the job's id, none twice;
-    # round 0 is the job's federated statistics, charged once
+    # ledgers: one charge per round the partner trained and per evaluation it answered, under
+    # the job's id, none twice; round 0 is the job's federated statistics and the starting
+    # model's evaluation, charged once across the resume
     for name, config in deployment.partners.items():
-        charged = [e.server_round for e in Ledger(PartnerConfig.load(config).work_dir).entries() if e.run_id == str(run_id)]
-        assert charged == [0] + ([1] if name == "south-broadband" else [1, 2, 3]), (name, charged)
+        charged = [(e.server_round, e.kind) for e in Ledger(PartnerConfig.load(config).work_dir).entries()
+                   if e.run_id == str(run_id)]
+        trained = [1] if name == "south-broadband" else [1, 2, 3]
+        assert charged == [(0, "statistics"), (0, "evaluate")] + [
+            (r, kind) for r in trained for kind in ("train", "evaluate")], (name, charged)
     actions = [e.action for e in layout.audit.entries() if e.run_id == str(run_id)]
     assert actions == ["run-launched", "run-started", "round-completed", "round-completed", "run-resumed",
                        "round-completed", "run-finished", "run-collected"], actions

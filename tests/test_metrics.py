@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedcrm.ml.evaluation import (binary_metrics, expected_calibration_error, pooled_from_histograms, score_histograms,
-                               top_fraction)
+from fedcrm.ml.evaluation import (binary_metrics, expected_calibration_error, metrics_from_histograms,
+                                  noised_histograms, pooled_from_histograms, score_histograms, top_fraction)
 
 # ten customers, scores in distinct tenths (one per calibration bin), three churners
 Y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
@@ -52,9 +52,24 @@ def test_pooled_metrics_from_histograms_match_the_exact_ones() -> None:
     y = rng.random(20_000) < 0.25
     p = 1 / (1 + np.exp(-(rng.normal(size=y.size) + 1.5 * y - 1)))
     exact, pooled = binary_metrics(y, p), pooled_from_histograms(*score_histograms(y, p))
-    for key, tol in (("auc", 2e-3), ("pr_auc", 3e-3), ("lift_top_decile", 0.02), ("capture_top_decile", 5e-3),
+    # 20 bins (the evaluation release): the binning costs little of any metric
+    for key, tol in (("auc", 2e-3), ("pr_auc", 6e-3), ("lift_top_decile", 0.02), ("capture_top_decile", 5e-3),
                      ("ece", 3e-3)):
         assert pooled[key] == pytest.approx(getattr(exact, key), abs=tol), key
+    every = metrics_from_histograms(*score_histograms(y, p))  # what a node sends, from its histograms alone
+    for key, tol in (("log_loss", 2e-3), ("brier", 1e-3), ("accuracy", 1e-9), ("auc", 2e-3)):
+        assert getattr(every, key) == pytest.approx(getattr(exact, key), abs=tol), key
+
+
+def test_noised_histograms_are_noised_with_the_stated_sigma_and_unpredictably() -> None:
+    pos, neg = [10] * 20, [30] * 20
+    draws = np.array([noised_histograms(pos, neg, 4.0) for _ in range(300)], dtype=float)  # (300, 2, 20)
+    assert abs(draws[:, 0].mean() - 10) < 0.3 and abs(draws[:, 1].mean() - 30) < 0.3  # unbiased
+    assert 3.6 < draws[:, 0].std() < 4.4  # σ in counts (rounding adds 1/12 to the variance)
+    assert len({tuple(d.ravel()) for d in draws}) == 300  # no two releases alike: no seed to replay
+    assert noised_histograms(pos, neg, 0.0) == (pos, neg)
+    # the reader treats a negative (noised) count as none
+    assert metrics_from_histograms([-3] + [0] * 19, [5] + [0] * 19).accuracy == pytest.approx(1.0)
 
 
 def test_pooled_lift_takes_a_bin_pro_rata_at_the_cut() -> None:

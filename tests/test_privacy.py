@@ -92,8 +92,9 @@ def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
 
 def test_the_partner_cap_refuses_the_round_that_would_cross_it(fresh_demo: Path) -> None:
     cfg_path = FederationConfig.load(fresh_demo).members[0].config
-    # (without a statistics release, whose ε alone would take the first round over this cap)
-    set_privacy(cfg_path, epsilon_cap=1.0, delta=1e-5, min_stats_noise_multiplier=0.0)
+    # (without a statistics release, whose ε alone would take the first round over this cap;
+    # evaluations read other customers, so their ε, at this floor small, is on another side)
+    set_privacy(cfg_path, epsilon_cap=1.0, delta=1e-5, min_stats_noise_multiplier=0.0, min_eval_noise_multiplier=30.0)
     node = node_for(fresh_demo, **{"dp-target-epsilon": 1.5})  # the coordinator asks for more than the cap
     plan = node.plan_run(run_id=1)
     assert plan.first_refused_round is not None and plan.first_refused_round > 1

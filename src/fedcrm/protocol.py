@@ -141,7 +141,7 @@ class TrainReply(LedgerHead):
     num_examples: int
     unit_weight: int = 1
     dp_enabled: int
-    train_loss: float
+    train_loss: float = Field(math.nan, description="mean loss over the round's batches; NaN under DP (not a DP release)")
     local_steps: int
     train_seconds: float
     epsilon: float | None = Field(None, description="cumulative ε by the partner's own accountant")
@@ -173,16 +173,23 @@ class HeldOutMetrics(WireModel):
     EXAMPLE_MEANS: ClassVar[tuple[str, ...]] = ("log_loss", "brier", "accuracy")  # exact as weighted means
 
 
-class EvaluateReply(HeldOutMetrics, _Reply):
+class EvaluateReply(HeldOutMetrics, LedgerHead):
+    """Metrics of a model on the partner's hold-out. Under DP the score histograms are the
+    release (noised counts, charged to the ledger) and every other figure, the row counts
+    included, is computed from them on the node."""
+
     list_fields: ClassVar[frozenset[str]] = frozenset({"score_hist_pos", "score_hist_neg"})
 
     partner_id: int
     num_examples: int
     unit_weight: int = 1
     num_positives: int
-    score_hist_pos: list[int] = Field(description="held-out positives per score bin")
+    score_hist_pos: list[int] = Field(description="held-out positives per score bin (noised counts may be negative)")
     score_hist_neg: list[int]
     eval_seconds: float
+    epsilon: float | None = Field(None, description="cumulative ε after this evaluation, by the partner's accountant")
+    delta: float | None = None
+    noise_multiplier: float | None = Field(None, description="σ on every count of the histograms (absent: exact)")
 
 
 class QueryReply(LedgerHead):
@@ -219,7 +226,7 @@ class TrainAggregate(WireModel):
     """Over the partners that trained a round: example-weighted loss, and the *largest* ε
     (budgets never average)."""
 
-    train_loss: float
+    train_loss: float = math.nan  # NaN when every partner trained with DP
     num_partners: int
     num_examples: int
     max_epsilon: float | None = None

@@ -92,9 +92,14 @@ class RoundRecord(BaseModel):
         return EvaluateAggregate.from_dict(self.global_metrics) if self.global_metrics else None
 
     def epsilon(self) -> dict[str, float]:
-        """Each partner's cumulative ε after this round, as its node stated it."""
-        return {name: p.train[TrainReply.key("epsilon")] for name, p in self.partners.items()
-                if TrainReply.key("epsilon") in p.train}
+        """Each partner's cumulative ε after this round (its training and its evaluation),
+        as its node stated it. Round 0's evaluation shows in round 1's figure."""
+        key, out = TrainReply.key("epsilon"), {}
+        for name, p in self.partners.items():
+            stated = [v[key] for v in (p.train, p.evaluate if self.round > 0 else {}) if key in v]
+            if stated:
+                out[name] = max(stated)
+        return out
 
 
 class MetricsFile(BaseModel):

@@ -57,12 +57,12 @@ def refusals(cfg: PartnerConfig) -> list[dict[str, Any]]:
 
 
 def assert_refused(outcome: Any, cfg: PartnerConfig, kind: str, run_id: str | None, reason: str,
-                   prepared: bool = False) -> None:
+                   prepared: bool = False, charged_before: int = 0) -> None:
     """A policy refusal with a plain reason, logged on the node, and nothing released or charged."""
     assert isinstance(outcome, Exception), f"the node released a {type(outcome).__name__} instead of refusing"
     assert isinstance(outcome, errors.PolicyRefusal), f"{type(outcome).__name__}: {outcome}"
     assert reason in str(outcome), str(outcome)
-    assert Ledger(cfg.work_dir).entries() == [], "a refused run charged the ledger"
+    assert len(Ledger(cfg.work_dir).entries()) == charged_before, "a refused run charged the ledger"
     replies = cfg.work_dir / "privacy" / "replies"
     assert not replies.exists() or not any(replies.rglob("*")), "a refused run kept a trained release"
     if not prepared:  # refused before the data was even prepared
@@ -85,19 +85,24 @@ def test_a_run_without_dp_is_refused_unless_the_partner_allows_it(fresh_demo: Pa
 
 
 def test_run_test_fraction_does_not_move_the_holdout(fresh_demo: Path) -> None:
+    """The reply's row count is a noised release (σ per count, 40 counts): it lands within
+    4σ√40 of the partner's own hold-out, far from what the run's fraction would give."""
     cfg = partner(fresh_demo)
     expected = prepare(cfg, "churn", 0.2).summary.n_test  # the default policy's holdout_fraction
     assert expected >= 50  # the default min_holdout_rows
     for fraction in (0.99, 0.003):  # nearly every row an evaluation set; a handful of customers' labels
-        reply = attempt(lambda: node(cfg, **{"test-fraction": fraction}).evaluate(weights()))
+        reply = attempt(lambda: node(cfg, **{"test-fraction": fraction}).evaluate(weights(), run_id=f"tf-{fraction}"))
         assert not isinstance(reply, Exception), reply
-        assert reply.num_examples == expected, (fraction, reply.num_examples, expected)
+        assert reply.noise_multiplier >= cfg.privacy.min_eval_noise_multiplier
+        assert abs(reply.num_examples - expected) <= 4 * reply.noise_multiplier * 40**0.5, (fraction, reply, expected)
         data = node(cfg, **{"test-fraction": fraction}).data()
         assert len(data.y_test) == expected and len(data.y_train) > expected  # training rows stay training rows
 
-    cfg = partner(fresh_demo, holdout_fraction=0.3)  # the partner's fraction, not the run's
-    reply = node(cfg, **{"test-fraction": 0.003}).evaluate(weights())
-    assert reply.num_examples == prepare(cfg, "churn", 0.3).summary.n_test > expected
+    cfg = partner(fresh_demo, holdout_fraction=0.5)  # the partner's fraction, not the run's
+    reply = node(cfg, **{"test-fraction": 0.003}).evaluate(weights(), run_id="tf-0.5")
+    wider = prepare(cfg, "churn", 0.5).summary.n_test
+    assert wider - expected > 8 * reply.noise_multiplier * 40**0.5  # the two are told apart through the noise
+    assert abs(reply.num_examples - wider) <= 4 * reply.noise_multiplier * 40**0.5
     assert refusals(cfg) == []
 
 
@@ -130,11 +135,12 @@ def test_a_release_kind_the_partner_does_not_make_is_refused(fresh_demo: Path) -
     run = node(cfg, **{"stats-noise-multiplier": 1.0})  # noised sums would be charged to the ledger
     assert_refused(attempt(lambda: run.feature_sums("rel")), cfg, "statistics", "rel", "does not release 'statistics'")
     assert_refused(attempt(lambda: run.train(weights(), 1, "rel")), cfg, "train", "rel", "does not release 'train'")
-    assert run.evaluate(weights()).num_examples > 0  # the kind it does release still works
+    assert run.evaluate(weights(), run_id="rel").num_examples > 0  # the kind it does release still works
+    assert [e.kind for e in Ledger(cfg.work_dir).entries()] == ["evaluate"]  # and is charged
 
     cfg = partner(fresh_demo, releases=["train", "statistics"])
     outcome = attempt(lambda: node(cfg).evaluate(weights(), run_id="rel-2"))
-    assert_refused(outcome, cfg, "evaluate", "rel-2", "does not release 'evaluate'", prepared=True)
+    assert_refused(outcome, cfg, "evaluate", "rel-2", "does not release 'evaluate'", prepared=True, charged_before=1)
 
 
 def test_client_app_returns_a_policy_error_reply(fresh_demo: Path) -> None:

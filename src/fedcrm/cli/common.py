@@ -46,7 +46,7 @@ PLAN_PARAMS = {  # CLI parameter -> TrainPlan field
     "rounds": "num_server_rounds", "epsilon": "dp_target_epsilon", "delta": "dp_delta", "dp": "dp_enabled",
     "max_grad_norm": "dp_max_grad_norm", "task": "task", "model": "model", "local_epochs": "local_epochs",
     "batch_size": "batch_size", "learning_rate": "learning_rate", "min_partners": "min_partners",
-    "round_timeout": "round_timeout",
+    "round_timeout": "round_timeout", "evaluate_every": "evaluate_every",
 }
 
 

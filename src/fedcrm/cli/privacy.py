@@ -38,7 +38,7 @@ def privacy_plan(
     ctx: typer.Context, config: ConfigOpt = None, federation: FederationOpt = None,
     rounds: int = plan_option("rounds"), epsilon: float = plan_option("epsilon"), task: Task = plan_option("task"),
     local_epochs: int = plan_option("local_epochs"), batch_size: int = plan_option("batch_size"),
-    max_grad_norm: float = plan_option("max_grad_norm"),
+    max_grad_norm: float = plan_option("max_grad_norm"), evaluate_every: int = plan_option("evaluate_every"),
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the plans as JSON")] = None,
 ) -> None:
     """Before a run: the noise each partner will use and its ε after every round, against its cap."""

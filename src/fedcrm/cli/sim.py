@@ -40,7 +40,7 @@ def run(
     rounds: int = plan_option("rounds"), task: Task = plan_option("task"), model: Model = plan_option("model"),
     epsilon: float = plan_option("epsilon"), delta: float = plan_option("delta"), dp: bool = plan_option("dp"),
     local_epochs: int = plan_option("local_epochs"), batch_size: int = plan_option("batch_size"),
-    learning_rate: float = plan_option("learning_rate"),
+    learning_rate: float = plan_option("learning_rate"), evaluate_every: int = plan_option("evaluate_every"),
     cpus_per_node: int = 1,
 ) -> None:
     """Run a simulated federation (Flower simulation engine, one node per member)."""

@@ -136,6 +136,11 @@ class PrivacyPolicy(Strict):
         8.0, ge=0, description="least noise (σ, in units of a row's clipped contribution) on the column sums this node "
         "releases for the federation's statistics; the node applies the larger of this and the run's "
         "stats-noise-multiplier and charges the release (σ 8: ε ≈ 0.44 at δ 1e-5). 0 releases exact sums, uncharged")
+    min_eval_noise_multiplier: float = Field(
+        4.0, ge=0, description="least noise (σ, in counts) on every count of the evaluation histograms this node "
+        "releases; a DP run's evaluations get more when its dp-target-epsilon needs it (the node calibrates them to "
+        "the run's target on the hold-out customers, who are not trained on). Every evaluation is charged (σ 4: "
+        "ε ≈ 0.95 at δ 1e-5 for one evaluation). 0 with a run without DP: exact metrics, uncharged")
     max_message_age: float = Field(
         3600.0, gt=0, description="seconds after the coordinator sent it that a message is still served, whatever "
         "time-to-live the coordinator gave it: a SuperNode that comes back late does not train (or pay) for a "

@@ -62,6 +62,9 @@ class TrainPlan(Strict):
     client_dp_clipping_norm: float = Field(1.0, gt=0, le=1e6)
     client_dp_max_epsilon: float = Field(0.0, ge=0, le=1000, description="0: no limit")
     round_timeout: float = Field(600.0, ge=1, le=86_400, description="seconds a round waits for replies")
+    evaluate_every: int = Field(
+        1, ge=1, le=200, description="evaluate every this many rounds (and the first and last): each is a charged "
+        "DP release")
     federated_stats: bool = Field(True, description="normalise with statistics over all partners' rows")
     stats_noise_multiplier: float = Field(0.0, ge=0, le=NOISE_MAX, description="noise on the partners' sums (0: none); charged to ledgers")
     federation_config: str = Field("", description="the federation config, as the nodes see its path")
@@ -84,6 +87,13 @@ class TrainPlan(Strict):
                 raise ValueError(f"batch-size × model-hidden needs ~{floats:.2g} per-example gradient floats under "
                                  f"DP (limit {PER_SAMPLE_FLOATS_MAX:.2g}); use a smaller batch or model")
         return self
+
+    def evaluation_rounds(self) -> list[int]:
+        """The job rounds whose model the partners evaluate: 0 (the starting model), every
+        `evaluate_every`-th, and the last. A node calibrates its evaluation noise to this
+        many releases and refuses an evaluation at any other round."""
+        return sorted({0, self.num_server_rounds} | set(range(self.evaluate_every, self.num_server_rounds,
+                                                                self.evaluate_every)))
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> TrainPlan:

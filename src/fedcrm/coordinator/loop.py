@@ -84,7 +84,8 @@ def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int,
     book = receipts_path(plan.audit_log, plan.federation_config)
     recorder.receipts = ReceiptBook(book) if book else None
     return RecordingStrategy(central or inner, recorder, min_partners=plan.min_partners, offset=offset,
-                             receipts=recorder.receipts, audit=audit, message_ttl=plan.round_timeout), central
+                             receipts=recorder.receipts, audit=audit, message_ttl=plan.round_timeout,
+                             evaluation_rounds=plan.evaluation_rounds()), central
 
 
 def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) -> Path:

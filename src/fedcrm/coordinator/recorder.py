@@ -120,7 +120,7 @@ class RunRecorder:
     def set_aggregate(self, server_round: int, kind: str, metrics: MetricRecord | None) -> None:
         if metrics is None:
             return
-        values = {k: float(v) for k, v in metrics.items() if not isinstance(v, list)}
+        values = {k: float(v) for k, v in metrics.items() if not isinstance(v, list) and math.isfinite(float(v))}
         if kind == "train":
             self._round(server_round).train = values
         else:

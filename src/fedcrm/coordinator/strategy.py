@@ -51,7 +51,7 @@ def reply_senders(sent: list[Message], replies: list[Message]) -> list[int]:
     return [asked.get(r.metadata.reply_to_message_id, int(r.metadata.src_node_id)) for r in replies]
 
 
-PROVES_LEDGER = ("train", "query")  # the replies that carry the node's ledger head
+PROVES_LEDGER = ("train", "evaluate", "query")  # the replies that carry the node's ledger head
 
 
 def with_receipt(content: RecordDict, entries: int) -> RecordDict:
@@ -87,8 +87,11 @@ class RecordingStrategy(Strategy):
 
     def __init__(self, inner: Strategy, recorder: RunRecorder, min_partners: int = 1, offset: int = 0,
                  receipts: ReceiptBook | None = None, audit: AuditLog | None = None,
-                 message_ttl: float | None = None) -> None:
+                 message_ttl: float | None = None, evaluation_rounds: Iterable[int] | None = None) -> None:
+        """`evaluation_rounds`: the job rounds the run declared evaluations for (None: every
+        round); the others send no evaluation, which every node would refuse."""
         self.inner, self.recorder, self.min_partners, self.offset = inner, recorder, min_partners, offset
+        self.evaluation_rounds = None if evaluation_rounds is None else set(evaluation_rounds)
         self.message_ttl = message_ttl
         self.receipts, self.audit = receipts, audit
         self.sent: dict[tuple[int, str], list[Message]] = {}
@@ -198,10 +201,17 @@ class RecordingStrategy(Strategy):
         self.recorder.set_aggregate(server_round + self.offset, "train", metrics)
         return arrays, metrics
 
+    def evaluates(self, server_round: int) -> bool:
+        return self.evaluation_rounds is None or server_round + self.offset in self.evaluation_rounds
+
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        if not self.evaluates(server_round):
+            return []
         return self.track_sent(server_round, "evaluate", self.inner.configure_evaluate(server_round, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        if not self.evaluates(server_round):
+            return None
         replies = self.track_replies(server_round, "evaluate", list(replies))
         metrics = self.inner.aggregate_evaluate(server_round, replies)
         self.recorder.set_aggregate(server_round + self.offset, "evaluate", metrics)

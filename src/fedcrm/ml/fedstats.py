@@ -16,12 +16,11 @@ the coordinator could know: there is no generator argument to pass one in (issue
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from pydantic import BaseModel
 
 from fedcrm.data.features import NUMERIC, feature_names
+from fedcrm.privacy.noise import os_normal
 
 VALUE_CLIP = 5.0  # features are built clipped to ±5 reference scales; standardised values are kept within it too
 # The statistics clip each value to ±3 reference scales before summing: the x² terms set the
@@ -47,16 +46,6 @@ def row_bound(k: int) -> float:
     """L2 norm of one row's contribution vector [x, x², 1, one-hot]: x clipped to ±STATS_CLIP,
     at most one 1 per categorical block; we use the loose bound with all one-hot ones."""
     return float(np.sqrt(k * STATS_CLIP**2 + k * STATS_CLIP**4 + 1 + (len(feature_names()) - k)))
-
-
-def os_normal(std: float, shape: tuple[int, ...] = ()) -> np.ndarray:
-    """Gaussian draws from `os.urandom` (53-bit uniforms, Box–Muller): a CSPRNG, at the cost
-    of a syscall — fine for the few hundred values of one statistics release. (numpy's
-    `default_rng()` would also seed itself with 128 bits of OS entropy, but is PCG64.)"""
-    n = int(np.prod(shape, dtype=np.int64))
-    words = np.frombuffer(os.urandom(16 * n), dtype=np.uint64).reshape(2, n) if n else np.zeros((2, 0), np.uint64)
-    u1, u2 = ((words >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53  # in (0, 1]
-    return (std * np.sqrt(-2.0 * np.log(u1)) * np.cos(2 * np.pi * u2)).reshape(shape)
 
 
 def partner_sums(x: np.ndarray, noise_multiplier: float = 0.0) -> PartnerSums:

@@ -8,6 +8,7 @@ privacy account (`fedcrm.privacy.account`) decides and records what may be relea
 
 from __future__ import annotations
 
+import math
 import time
 from functools import cached_property
 from pathlib import Path
@@ -16,9 +17,10 @@ import numpy as np
 import torch
 
 from fedcrm.config import PartnerConfig, PrivacyPolicy, TrainPlan
-from fedcrm.data.prepare import PreparedData, prepare
+from fedcrm.data.prepare import PreparedData, holdout_split, prepare
 from fedcrm.ml.fedstats import Normalisation, numeric_count, partner_sums, row_bound
 from fedcrm.ml.models import build_model
+from fedcrm.ml.evaluation import metrics_from_histograms, noised_histograms
 from fedcrm.ml.training import DPSettings, evaluate_local, train_local
 from fedcrm.errors import DataError, PolicyRefusal
 from fedcrm.node.policy import check, check_holdout, log_refusal
@@ -27,6 +29,7 @@ from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
 from fedcrm.privacy.accounting import RunPlan
 from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, LedgerEntry, privacy_dir
 from fedcrm.privacy.membership import AuditResult, membership_audit
+from fedcrm.privacy.parallel import Scope, Side
 from fedcrm.privacy.replies import ReplyCache
 from fedcrm.protocol import EvaluateReply, QueryReply, TrainReply
 from fedcrm.rundir import RunDir
@@ -82,13 +85,35 @@ class PartnerNode:
     def account(self) -> PrivacyAccount:
         return PrivacyAccount(self.ledger, self.policy, self.cfg.name, self.data().dataset_fingerprint)
 
+    @cached_property
+    def split(self) -> str:
+        return holdout_split(self.cfg)
+
+    def scope(self, side: Side) -> Scope:
+        """The customers a release reads: training rounds and statistics the training side,
+        evaluations the hold-out (`fedcrm.privacy.parallel`)."""
+        return Scope(split=self.split, holdout_fraction=self.policy.holdout_fraction, side=side)
+
     def shape(self, statistics_noise: float = 0.0) -> RunShape:
         """`statistics_noise` matters only to a plan made before the run (`plan_run`): once
         the run has started, its statistics are in the ledger."""
         plan = self.plan
+        noised = self.policy.min_eval_noise_multiplier > 0 or plan.dp_enabled
         return RunShape(rows=len(self.data().x_train), batch_size=plan.batch_size, local_epochs=plan.local_epochs,
                         rounds=plan.num_server_rounds, target_run_epsilon=plan.dp_target_epsilon,
-                        max_grad_norm=plan.dp_max_grad_norm, statistics_noise=statistics_noise)
+                        max_grad_norm=plan.dp_max_grad_norm, statistics_noise=statistics_noise,
+                        evaluations=len(plan.evaluation_rounds()) if "evaluate" in self.policy.releases else 0,
+                        evaluation_floor=self.policy.min_eval_noise_multiplier if noised else -1.0,
+                        training=self.scope("training"), holdout=self.scope("holdout"))
+
+    def evaluation_sigma(self, run_id: str, entries: list[LedgerEntry] | None = None) -> float:
+        """σ on the counts of this run's evaluations. With DP: calibrated so the run's
+        evaluations add at most its target ε to the hold-out customers, never under the
+        partner's floor; without DP (if the policy allows such a run): the floor (0: exact)."""
+        floor = self.policy.min_eval_noise_multiplier
+        if not self.plan.dp_enabled:
+            return floor
+        return self.account.evaluation_noise(run_id, self.shape(), floor, entries)
 
     def statistics_sigma(self) -> float:
         """The noise of this node's statistics: the run's σ, but never under the partner's floor."""
@@ -137,7 +162,8 @@ class PartnerNode:
             sums, after = reused.sums, entries[-1].epsilon_after  # sent again: no new charge
         else:
             release = Release(run_id=str(run_id), server_round=0, noise_multiplier=sigma, sample_rate=1.0, steps=1,
-                              max_grad_norm=row_bound(numeric_count()))
+                              max_grad_norm=row_bound(numeric_count()), kind="statistics",
+                              scope=self.scope("training"))
             with self.account.charge(release) as cost:
                 sums = partner_sums(data.x_train, sigma)
                 self.kept_statistics.save(KeptRelease(fingerprint=data.dataset_fingerprint, noise_multiplier=sigma,
@@ -178,12 +204,15 @@ class PartnerNode:
                                               train_seconds=time.perf_counter() - started)
         noise = self.account.noise(run_id, self.shape(), entries)
         release = Release(run_id=run_id, server_round=server_round, noise_multiplier=noise.noise_multiplier,
-                          sample_rate=noise.sample_rate, steps=noise.steps_per_round, max_grad_norm=plan.dp_max_grad_norm)
+                          sample_rate=noise.sample_rate, steps=noise.steps_per_round, max_grad_norm=plan.dp_max_grad_norm,
+                          kind="train", scope=self.scope("training"))
         with self.account.charge(release) as cost:
             dp = DPSettings(release.noise_multiplier, plan.dp_max_grad_norm, self.policy.delta, cost.history)
             out = train_local(model, x, data.y_train, dp=dp, **common)
             reply = TrainReply(
-                **base, train_loss=out.mean_loss, local_steps=out.steps, epsilon=cost.after,
+                # the mean loss over the round's batches is a statistic of private rows that no
+                # noise covers: a DP round does not release it (the hold-out log-loss is DP)
+                **base, train_loss=math.nan, local_steps=out.steps, epsilon=cost.after,
                 epsilon_prv=cost.after_prv, epsilon_rdp=cost.after_rdp, epsilon_run=cost.after - noise.spent_before,
                 epsilon_cap=self.policy.epsilon_cap, epsilon_remaining=max(self.policy.epsilon_cap - cost.after, 0.0),
                 delta=self.policy.delta, noise_multiplier=release.noise_multiplier, sample_rate=out.sample_rate,
@@ -193,22 +222,52 @@ class PartnerNode:
             self.replies.save(run_id, server_round, state, out.state_dict, reply.to_dict())
         return out.state_dict, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
-    def evaluate(self, state: State, normalisation: Normalisation | None = None,
-                 run_id: str | int | None = None) -> EvaluateReply:
+    def evaluate(self, state: State, normalisation: Normalisation | None = None, run_id: str | int | None = None,
+                 server_round: int = 0, ledger_receipt: int | None = None) -> EvaluateReply:
         """Metrics of the global `state` on the partner's own hold-out; refused when the
-        hold-out is smaller than the policy's `min_holdout_rows`."""
+        hold-out is smaller than the policy's `min_holdout_rows`.
+
+        The release is the per-class score histograms, noised (`evaluation_sigma`) and
+        charged under (run, round, evaluate) to the hold-out side of the ledger; every
+        metric in the reply is computed from the noised counts. A round charged before for
+        this very model is answered with the kept reply at no cost; another model for a
+        charged round is refused."""
         started = time.perf_counter()
-        self._admit("evaluate", run_id)
+        self._admit("evaluate", run_id, server_round)
         data = self.data()
         try:
             check_holdout(len(data.y_test), self.policy)
         except PolicyRefusal as refusal:
             self._refused(refusal, run_id)
             raise
-        out = evaluate_local(self._model(state), self._x(data.x_test, normalisation), data.y_test)
-        return EvaluateReply(**out.metrics.model_dump(), partner_id=self.cfg.partner_id, num_examples=out.n,
-                             num_positives=int(np.sum(data.y_test)), score_hist_pos=out.pos_hist,
-                             score_hist_neg=out.neg_hist, eval_seconds=time.perf_counter() - started)
+        if run_id is None:
+            run_id = self.run_id or "local"
+        run_id = str(run_id)
+        entries = self.account.entries()
+        sigma = self.evaluation_sigma(run_id, entries)
+        if sigma <= 0:  # exact and uncharged: only a run without DP, under a policy allowing it
+            out = evaluate_local(self._model(state), self._x(data.x_test, normalisation), data.y_test)
+            return EvaluateReply(**out.metrics.model_dump(), partner_id=self.cfg.partner_id, num_examples=out.n,
+                                 num_positives=int(np.sum(data.y_test)), score_hist_pos=out.pos_hist,
+                                 score_hist_neg=out.neg_hist, eval_seconds=time.perf_counter() - started,
+                                 epsilon=math.nan, delta=math.nan, noise_multiplier=0.0,  # every partner sends every key
+                                 **self.account.head(ledger_receipt).model_dump())
+        if self.account.charged(run_id, server_round, entries, "evaluate"):
+            kept = self.replies.load(run_id, server_round, state, "evaluate")
+            if kept is not None:  # otherwise `charge` below refuses the round
+                return EvaluateReply.from_dict({**kept[1], **self.account.head(ledger_receipt).to_dict()})
+        release = Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
+                          max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
+        with self.account.charge(release) as cost:
+            out = evaluate_local(self._model(state), self._x(data.x_test, normalisation), data.y_test)
+            pos, neg = noised_histograms(out.pos_hist, out.neg_hist, sigma)
+            metrics = metrics_from_histograms(pos, neg)
+            reply = EvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
+                                  num_examples=max(sum(pos) + sum(neg), 0), num_positives=max(sum(pos), 0),
+                                  score_hist_pos=pos, score_hist_neg=neg, eval_seconds=time.perf_counter() - started,
+                                  epsilon=cost.after, delta=self.policy.delta, noise_multiplier=sigma)
+            self.replies.save(run_id, server_round, state, {}, reply.to_dict(), "evaluate")
+        return reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
     def audit(self, run: RunDir, seed: int = 0) -> AuditResult:
         """Membership audit of the run's published model on this partner's own rows."""

@@ -37,6 +37,10 @@ def violations(plan: TrainPlan, policy: PrivacyPolicy, kind: ReleaseKind, server
         elif plan.dp_target_epsilon > policy.max_run_epsilon:
             reasons.append(f"the run asks for ε {plan.dp_target_epsilon:g} (dp-target-epsilon); this partner allows "
                            f"at most ε {policy.max_run_epsilon:g} per run")
+    if kind == "evaluate" and server_round is not None and server_round not in plan.evaluation_rounds():
+        reasons.append(f"round {server_round} is not one of the evaluations the run declared (rounds "
+                       f"{', '.join(map(str, plan.evaluation_rounds()))}; evaluate-every {plan.evaluate_every}): "
+                       "the node calibrated its evaluation noise to those")
     if policy.max_rounds is not None:
         if plan.num_server_rounds > policy.max_rounds:
             reasons.append(f"the run asks for {plan.num_server_rounds} rounds (num-server-rounds); this partner allows "

@@ -32,13 +32,14 @@ class ReplyCache:
     def __init__(self, folder: Path) -> None:
         self.dir = folder
 
-    def path(self, run_id: str, server_round: int) -> Path:
-        return self.dir / f"run-{run_id}-round-{server_round:04d}.pt"
+    def path(self, run_id: str, server_round: int, kind: str = "train") -> Path:
+        suffix = "" if kind == "train" else f"-{kind}"
+        return self.dir / f"run-{run_id}-round-{server_round:04d}{suffix}.pt"
 
     def save(self, run_id: str, server_round: int, received: dict[str, torch.Tensor],
-             sent: dict[str, torch.Tensor], metrics: Metrics) -> Path:
+             sent: dict[str, torch.Tensor], metrics: Metrics, kind: str = "train") -> Path:
         private_dir(self.dir)
-        path = self.path(run_id, server_round)
+        path = self.path(run_id, server_round, kind)
         tmp = path.with_suffix(".tmp")
         with private_open(tmp, "wb") as fh:
             torch.save({"received": state_digest(received), "state": sent, "metrics": metrics}, fh)
@@ -47,8 +48,9 @@ class ReplyCache:
         tmp.replace(path)
         return path
 
-    def load(self, run_id: str, server_round: int, received: dict[str, torch.Tensor]) -> tuple[dict, Metrics] | None:
-        path = self.path(run_id, server_round)
+    def load(self, run_id: str, server_round: int, received: dict[str, torch.Tensor],
+             kind: str = "train") -> tuple[dict, Metrics] | None:
+        path = self.path(run_id, server_round, kind)
         if not path.is_file():
             return None
         kept = torch.load(path, weights_only=True)
