@@ -100,6 +100,12 @@ def test_compliance_json_accounts_for_every_partner(reported_run: tuple[Path, Pa
         assert p["epsilon_cap"] == cfg.privacy.epsilon_cap
         assert p["epsilon_remaining"] == pytest.approx(cfg.privacy.epsilon_cap - last.epsilon_after)
         assert p["ledger"]["verified_here"] and p["ledger"]["ok"] and p["ledger"]["head_matches"]
+        # spend per release kind, and the partner's ε as the larger side of its hold-out split
+        kinds = p["ledger"]["run_releases"]
+        assert kinds["statistics"] == 1 and kinds["train"] == len(p["rounds_participated"]) and kinds["evaluate"] >= 2
+        assert p["evaluations"] == kinds["evaluate"] and p["evaluation_noise"] >= cfg.privacy.min_eval_noise_multiplier
+        sides = p["ledger"]["epsilon_by_side"]
+        assert set(sides) == {"training", "hold-out"} and max(sides.values()) == pytest.approx(last.epsilon_after)
         assert p["audit"]["attack"]["advantage"] <= p["audit"]["advantage_bound"]
         sent = " ".join(" ".join(v) for v in p["fields_sent"].values())
         assert "train arrays" in p["fields_sent"] and "linear.weight" in sent

@@ -13,6 +13,8 @@ in `RUN_DIR/audits/` are included.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ from fedcrm.privacy.membership import AuditResult
 from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.coordinator.receipts import LedgerReceipt, RollbackFlag
 from fedcrm.privacy.ledger import Ledger
-from fedcrm.protocol import ERROR_BUDGET, ERROR_POLICY, RunId
+from fedcrm.privacy.parallel import region_epsilons
+from fedcrm.protocol import ERROR_BUDGET, ERROR_POLICY, EvaluateReply, RunId
 from fedcrm.rundir import AUDITS, RoundRecord, RunDir
 
 
@@ -37,6 +40,10 @@ class LedgerCheck(BaseModel):
     problem: str = ""
     entries: int | None = None
     run_entries: int | None = None
+    run_releases: dict[str, int] = Field(default_factory=dict, description="this run's entries per release kind")
+    epsilon_by_side: dict[str, float] = Field(
+        default_factory=dict, description="ε of the customers on each side of the partner's hold-out split, "
+        "over the whole ledger (the partner's ε is the largest)")
     head_matches: bool | None = None
     rollback_open: bool = False  # the coordinator flagged a rollback that is not yet acknowledged
 
@@ -75,6 +82,8 @@ class PartnerCompliance(BaseModel):
     max_grad_norm: float | None = None
     sample_rate: float | None = None
     steps: int = 0
+    evaluations: int = Field(0, description="noised, charged evaluations this partner answered in the run")
+    evaluation_noise: float | None = Field(None, description="σ on every count of its evaluation histograms")
     ledger: LedgerCheck = Field(default_factory=LedgerCheck)
     receipt: LedgerReceipt | None = Field(None, description="the coordinator's last receipt of the ledger's head")
     rollbacks: list[RollbackFlag] = Field(default_factory=list, description="flagged rollbacks, acknowledged or not")
@@ -100,13 +109,16 @@ class ComplianceReport(BaseModel):
 
 
 NOTES = [
-    "ε is cumulative over every DP-SGD step the partner ever took on its data (its ledger), "
-    "computed by the partner's node with Opacus' PRV accountant unless the partner chose RDP; RDP is shown beside it.",
+    "ε is cumulative over every DP release the partner ever made on its data (its ledger: DP-SGD rounds, noised "
+    "statistics, noised evaluations), computed by the partner's node with Opacus' PRV accountant unless the partner "
+    "chose RDP; RDP is shown beside it. Training and statistics read only the partner's training customers, "
+    "evaluations only its hold-out customers (disjoint, by pseudonym): the partner's ε is the larger of the two sides.",
     "ε in this run is the rise of the cumulative ε over the run; composition is sub-additive, so it is less than "
     "the same run would cost on fresh data.",
     "Only model arrays and aggregate numeric metrics left the nodes; each node checked every reply against an "
-    "allow-list and logged its inventory in its egress log. Evaluation metrics and 200-bin score histograms "
-    "are aggregates over held-out rows and are not noised.",
+    "allow-list and logged its inventory in its egress log. Evaluation replies are DP: 20-bin score histograms "
+    "with Gaussian noise on every count, charged to the ledger; every metric in them is computed from the noised "
+    "counts on the node.",
     "The coordinator keeps a receipt of every partner's ledger head (entries and hash) and checks each reply "
     "against it: a ledger with fewer entries, another head, or a first part that no longer hashes to the receipt "
     "was deleted, cut or rewritten; the coordinator then refuses the partner until its operator acknowledges it.",
@@ -133,7 +145,24 @@ def _verify_locally(check: LedgerCheck, cfg: PartnerConfig, run_id: str) -> None
     if status.ok:
         entries = ledger.entries()
         check.run_entries = sum(e.run_id == run_id for e in entries)
+        check.run_releases = dict(Counter(e.kind for e in entries if e.run_id == run_id))
+        spends = [(e.history_entry, e.scope) for e in entries]
+        check.epsilon_by_side = {region.label: eps for region, eps in
+                                 region_epsilons(spends, cfg.privacy.delta, cfg.privacy.accountant)} if spends else {}
         check.head_matches = check.reported_head is None or any(e.hash[:13] == check.reported_head for e in entries)
+
+
+EVALUATION_FIELDS = ("noise_multiplier", "epsilon", "ledger_entries", "ledger_head")
+
+
+def _stated(scalars: dict[str, float]) -> dict[str, float]:
+    """The privacy figures of an evaluate reply as recorded (scalars only, finite only)."""
+    out = {}
+    for field in EVALUATION_FIELDS:
+        value = scalars.get(EvaluateReply.key(field))
+        if value is not None and math.isfinite(value):
+            out[field] = value
+    return out
 
 
 def _partner_rounds(report: dict[str, PartnerCompliance], rounds: list[RoundRecord], dp_enabled: bool) -> None:
@@ -141,22 +170,38 @@ def _partner_rounds(report: dict[str, PartnerCompliance], rounds: list[RoundReco
     def partner(name: str) -> PartnerCompliance:
         return report.setdefault(name, PartnerCompliance(partner=name, dp_enabled=dp_enabled))
 
+    before: dict[str, float] = {}  # each partner's ε before the run, from its first DP round
     for rnd in rounds:
         for name, part in rnd.partners.items():
+            evaluated = _stated(part.evaluate)
+            if evaluated.get("noise_multiplier"):
+                p = partner(name)
+                p.evaluations += 1
+                p.evaluation_noise = evaluated["noise_multiplier"]
             train = part.trained()
-            if train is None:
-                continue
             p = partner(name)
-            p.rounds_participated.append(rnd.round)
-            p.steps += train.local_steps
-            if train.epsilon is not None:
+            if train is not None:
+                p.rounds_participated.append(rnd.round)
+                p.steps += train.local_steps
+            if train is not None and train.epsilon is not None:
                 p.epsilon_cumulative, p.epsilon_run, p.epsilon_rdp = train.epsilon, train.epsilon_run, train.epsilon_rdp
                 p.epsilon_cap, p.epsilon_remaining, p.delta = train.epsilon_cap, train.epsilon_remaining, train.delta
                 p.noise_multiplier, p.max_grad_norm = train.noise_multiplier, train.max_grad_norm
                 p.sample_rate = train.sample_rate
+                before.setdefault(name, train.epsilon - (train.epsilon_run or 0.0))
                 p.ledger.reported_ok = bool(train.ledger_ok or 0)
                 p.ledger.reported_entries = train.ledger_entries or 0
                 p.ledger.reported_head = f"{train.ledger_head:013x}" if train.ledger_head is not None else None
+            # the round's evaluation came after its training (if any): its ε is the partner's latest
+            eps = evaluated.get("epsilon")
+            if eps is not None and p.epsilon_cumulative is not None and eps >= p.epsilon_cumulative:
+                p.epsilon_cumulative, p.epsilon_run = eps, eps - before.get(name, 0.0)
+                if p.epsilon_cap is not None:
+                    p.epsilon_remaining = max(p.epsilon_cap - eps, 0.0)
+                if evaluated.get("ledger_entries") is not None:
+                    p.ledger.reported_entries = int(evaluated["ledger_entries"])
+                if evaluated.get("ledger_head") is not None:
+                    p.ledger.reported_head = f"{int(evaluated['ledger_head']):013x}"
         for f in rnd.failures:
             partner(f.partner or f"node {f.node_id}").refusals.append(
                 Refusal(round=rnd.round, kind=f.kind, code=f.code, reason=f.reason))

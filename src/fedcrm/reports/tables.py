@@ -28,12 +28,16 @@ class RoundRow(BaseModel):
 
 
 def read_rounds(run_dir: Path) -> list[RoundRow]:
-    """Rounds whose federated evaluation has landed in the run directory (none yet: empty)."""
+    """Rounds whose federated evaluation has landed in the run directory (none yet: empty),
+    and the trained rounds the run declared no evaluation for (metrics '-', ε as stated)."""
     run = RunDir.open(run_dir)
     rows = []
+    evaluated = set(run.plan.evaluation_rounds()) if run else set()
     for r in run.rounds() if run else []:
         g = r.evaluated()
         if g is None or (g.auc is None and g.log_loss is None):
+            if r.round not in evaluated and r.train:
+                rows.append(RoundRow(round=r.round, auc=None, log_loss=None, accuracy=None, epsilon=r.epsilon()))
             continue
         rows.append(RoundRow(round=r.round, auc=g.auc, log_loss=g.log_loss, accuracy=g.accuracy, epsilon=r.epsilon()))
     return rows
@@ -63,19 +67,23 @@ def format_row(row: RoundRow, partners: list[str]) -> str:
 
 def plan_table(plans: list[RunPlan]) -> Table:
     table = Table(title="fedcrm privacy plan: noise per partner and cumulative ε after each round")
-    for col in ("partner", "rows", "statistics σ", "q", "steps/round", "σ", "ε before", "ε per round", "ε after",
-                "run adds", "cap", "remaining", "δ"):
+    for col in ("partner", "rows", "statistics σ", "q", "steps/round", "σ", "ε before", "ε per round",
+                "evaluations σ", "hold-out ε", "ε after", "run adds", "cap", "remaining", "δ"):
         table.add_column(col, justify="left" if col in ("partner", "ε per round") else "right")
     for p in plans:
         rounds = " ".join(f"{r.epsilon:.2f}" + ("" if r.within_cap else "!") for r in p.projections)
         table.add_row(p.partner, str(p.rows), f"{p.statistics_noise:g}" if p.statistics_noise else "–",
                       f"{p.sample_rate:.4f}", str(p.steps_per_round),
-                      f"{p.noise_multiplier:.3f}", _fmt(p.spent_before, 2), rounds, _fmt(p.epsilon_after, 2),
+                      f"{p.noise_multiplier:.3f}", _fmt(p.spent_before, 2), rounds,
+                      f"{p.evaluations} × {p.evaluation_noise:.2f}" if p.evaluations else "–",
+                      _fmt(p.epsilon_holdout_after, 2), _fmt(p.epsilon_after, 2),
                       _fmt(p.epsilon_after - p.spent_before, 2), f"{p.epsilon_cap:g}",
                       _fmt(max(p.epsilon_cap - p.epsilon_after, 0.0), 2), f"{p.delta:g}")
     table.caption = (f"{plans[0].accountant.upper()} accountant; '!' marks a round past the partner's cap; "
                      "statistics σ: the noised column sums the run pays for before round 1 (–: none new, "
-                     "e.g. a kept release sent again at no cost)") if plans else ""
+                     "e.g. a kept release sent again at no cost); evaluations σ: noise (in counts) on each "
+                     "evaluation's histograms, which read only the hold-out customers (hold-out ε: theirs after "
+                     "the run); ε per round and after: the partner's, the larger of its training and hold-out side") if plans else ""
     return table
 
 
