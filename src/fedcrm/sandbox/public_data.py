@@ -144,7 +144,8 @@ EXPORTS = {e.key: e for e in (TELCO, BANK)}
 # Exact statistics too: the published utility and audit figures were measured with them, and
 # a no-DP baseline should not carry statistics noise. (A partner's default policy noises its
 # statistics at σ 8, ε ≈ 0.44 of each run's target: `fedcrm privacy plan` shows it.)
-BENCHMARK_POLICY: dict[str, object] = {"dp_required": False, "min_holdout_rows": 1, "min_stats_noise_multiplier": 0.0}
+BENCHMARK_POLICY: dict[str, object] = {"dp_required": False, "min_holdout_rows": 1, "min_stats_noise_multiplier": 0.0,
+                                       "min_eval_noise_multiplier": 0.0}
 
 
 def read_export(export: PublicExport, csv: Path | None = None) -> pd.DataFrame:
