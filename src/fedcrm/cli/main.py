@@ -7,11 +7,12 @@ from typing import Annotated
 import click
 import typer
 
-from fedcrm.cli import coordinator, federation, partner, privacy, report, score, sim
+from fedcrm.cli import contract, coordinator, federation, partner, privacy, report, score, sim
 from fedcrm.cli.common import console, typer_app
 from fedcrm.errors import FedcrmError
 
 app = typer_app(__doc__)
+app.add_typer(contract.app, name="contract")
 app.add_typer(partner.app, name="partner")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(report.app, name="report")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fedcrm.cli.common import PartnerConfigOpt, Task, console, typer_app
+from fedcrm.cli.contract import partner_map
 
 app = typer_app("Partner-side commands (run on the partner's node).")
 
@@ -89,3 +90,8 @@ def partner_start(
     cmd = supernode_command(config.resolve(), superlink, root_cert.resolve(), key.resolve(), port)
     console.print(f"partner {cfg.name}: SuperNode to {superlink} (FLWR_HOME {flwr_home})")
     os.execve(cmd[0], cmd, flower_env(flwr_home))
+
+
+# `fedcrm partner map`: a partner's export mapped onto the consortium's contract (the body
+# lives with the contract commands)
+app.command("map")(partner_map)
