@@ -148,6 +148,7 @@ class ModelMeta(BaseModel):
     features: list[str]
     task: str
     normalisation: Normalisation | None = None
+    contract_digest: str = ""  # the consortium's contract the model was trained under
 
 
 class RunSummary(BaseModel):

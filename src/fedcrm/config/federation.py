@@ -22,6 +22,8 @@ class FederationConfig(Strict):
 
     name: str
     superlink: str | None = Field(None, description="host:port partners dial (deployment)")
+    contract: Path | None = Field(None, description="the consortium's data contract (relative to this file); its "
+                                  "digest travels with every run and each node compares it with its own copy")
     members: list[FederationMember] = Field(default_factory=list)
     source: Path | None = Field(None, exclude=True)
 
@@ -42,7 +44,16 @@ class FederationConfig(Strict):
         ids = [m.partner_id for m in members]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"federation config {path}: duplicate partner_id in {ids}")
-        return cfg.model_copy(update={"members": members, "source": path})
+        contract = (path.parent / cfg.contract).resolve() if cfg.contract else None
+        return cfg.model_copy(update={"members": members, "source": path, "contract": contract})
+
+    def contract_digest(self) -> str:
+        """The digest of the consortium's contract ('' when the federation names none)."""
+        if self.contract is None:
+            return ""
+        from fedcrm.contract.model import Contract
+
+        return Contract.load(self.contract).digest()
 
     def names(self) -> dict[int, str]:
         return {m.partner_id: m.name for m in self.members}

@@ -174,6 +174,8 @@ class PartnerConfig(Strict):
         "work_dir, so no cache clean-up resets the budget. Default: `<work_dir>-privacy` beside the work dir; "
         "always set once the config is loaded")
     secret_file: Path
+    contract: Path | None = Field(None, description="this node's copy of the consortium's contract; a run whose "
+                                  "contract digest differs from it is refused")
     as_of: str | None = Field(None, description="ISO date the export was taken; default: today")
     customers: TableMapping
     transactions: TransactionMapping | None = None
@@ -225,6 +227,7 @@ class PartnerConfig(Strict):
             "work_dir": resolve(self.work_dir),
             "privacy_dir": resolve(self.privacy_dir),
             "secret_file": resolve(self.secret_file),
+            "contract": resolve(self.contract) if self.contract else None,
             "customers": customers,
             "transactions": tx.model_copy(update={"path": resolve(tx.path)}) if tx else None,
             "interactions": ix.model_copy(update={"path": resolve(ix.path)}) if ix else None,

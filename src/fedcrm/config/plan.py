@@ -68,6 +68,8 @@ class TrainPlan(Strict):
     federated_stats: bool = Field(True, description="normalise with statistics over all partners' rows")
     stats_noise_multiplier: float = Field(0.0, ge=0, le=NOISE_MAX, description="noise on the partners' sums (0: none); charged to ledgers")
     federation_config: str = Field("", description="the federation config, as the nodes see its path")
+    contract_digest: str = Field("", description="sha256 of the consortium's contract, set by the coordinator from the "
+                                 "federation config; a node whose own copy differs refuses the run")
     run_dir: str = Field("", description="where the coordinator writes the run")
     resume_from: str = Field("", description="run directory of an interrupted run to continue")
     audit_log: str = Field("", description="the coordinator's audit log (deployment)")

@@ -155,7 +155,8 @@ class RunRecorder:
         self.flush()
         last = self.rounds[max(self.rounds)] if self.rounds else RoundRecord(round=0)
         meta = ModelMeta(kind=self.plan.model, hidden=self.plan.model_hidden, features=feature_names(),
-                         task=self.plan.task, normalisation=self.normalisation)
+                         task=self.plan.task, normalisation=self.normalisation,
+                         contract_digest=self.plan.contract_digest)
         self.run.publish(arrays.to_torch_state_dict(), meta, RunSummary(
             run_id=self.run_id, status=status, rounds_completed=self.state.completed_rounds,
             flower_runs=self.state.flower_runs, final_global=last.global_metrics,

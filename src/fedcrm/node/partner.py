@@ -37,6 +37,10 @@ from fedcrm.rundir import RunDir
 State = dict[str, torch.Tensor]
 
 
+def _digest_text(digest: str, holder: str) -> str:
+    return digest[:16] if digest else f"none ({holder} names no contract)"
+
+
 class PartnerNode:
     def __init__(self, cfg: PartnerConfig, plan: TrainPlan, run_id: str | int | None = None) -> None:
         """One per partner and run: the ClientApp keeps it for every message of the run.
@@ -73,10 +77,29 @@ class PartnerNode:
         """Refuse, and log the refusal, if the run is outside the partner's privacy policy.
         Called first thing by every release, so a refused run prepares, trains and charges nothing."""
         try:
+            self._same_contract(kind)
             check(self.plan, self.policy, kind, server_round)  # type: ignore[arg-type]
         except PolicyRefusal as refusal:
             self._refused(refusal, run_id)
             raise
+
+    @cached_property
+    def contract_digest(self) -> str:
+        """The digest of this node's own copy of the consortium's contract ('' without one)."""
+        if self.cfg.contract is None:
+            return ""
+        from fedcrm.contract.model import Contract
+
+        return Contract.load(self.cfg.contract).digest()
+
+    def _same_contract(self, kind: str) -> None:
+        """The run must be under the contract this node holds: the fields, rules and tasks it
+        prepares its data by. Both digests are named so the two sides can find the difference."""
+        run, mine = self.plan.contract_digest, self.contract_digest
+        if run != mine:
+            raise PolicyRefusal(kind, f"the run's contract is {_digest_text(run, 'the federation config')}, this "
+                                      f"node's copy is {_digest_text(mine, 'partner.toml')}: every partner must hold "
+                                      "the contract the consortium agreed on")
 
     def _refused(self, refusal: PolicyRefusal, run_id: str | int | None) -> None:
         log_refusal(self.cfg.work_dir, self.run_id if run_id is None else str(run_id), refusal)

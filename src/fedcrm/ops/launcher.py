@@ -429,9 +429,11 @@ def simulate(federation_config: Path, run_dir: Path, work_dir: Path, run_config:
     soon as the SuperLink is up."""
     from fedcrm.config import FederationConfig, TrainPlan  # local: keeps the launcher importable alone
 
-    members = FederationConfig.load(federation_config).members
+    federation = FederationConfig.load(federation_config)
+    members = federation.members
     plan = TrainPlan.from_run_config(run_config).model_copy(
-        update={"federation_config": str(federation_config.resolve()), "run_dir": str(run_dir.resolve())})
+        update={"federation_config": str(federation_config.resolve()), "run_dir": str(run_dir.resolve()),
+                "contract_digest": federation.contract_digest()})
     started = time.monotonic()
     link = SimulationLink(work_dir)
     with stop_on_signals(link.stop), link:

@@ -25,7 +25,7 @@ LAUNCH_ACTIONS = ("run-launched", "run-resume-launched")
 def _deployed(plan: TrainPlan, layout: FederationLayout, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """The run config of a deployed run: the plan, plus where this coordinator keeps things."""
     return plan.model_copy(update={"federation_config": str(layout.manifest), "run_dir": str(run_dir),
-                                   "audit_log": str(layout.audit.path),
+                                   "audit_log": str(layout.audit.path), "contract_digest": layout.config().contract_digest(),
                                    "resume_from": str(run_dir) if resume else ""}).to_run_config()
 
 
