@@ -32,17 +32,36 @@ def partner_init(config: PartnerConfigOpt) -> None:
 def partner_check(
     config: PartnerConfigOpt,
     task: Annotated[Task | None, typer.Option(help="also require the label source of this task")] = None,
-    k_threshold: Annotated[int | None, typer.Option(help="k target (default: the config's generalisation.k_threshold)")] = None,
+    k_threshold: Annotated[int | None, typer.Option(help="k target (default: the contract's, else the config's "
+                                                         "generalisation.k_threshold)")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="exit 1 on any finding (with a contract: always)")] = False,
+    quarantine: Annotated[Path | None, typer.Option(help="write the quarantined rows (row, reason, raw values) "
+                                                         "here, owner-only; .parquet or .csv")] = None,
+    html: Annotated[Path | None, typer.Option(help="also write the report as an HTML page")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
 ) -> None:
-    """Validate the partner's export against its mapping and print a data-quality report."""
+    """Validate the partner's export against its mapping, print a data-quality report and
+    the model features the mapping feeds, and gate: a mapping that feeds no feature, an
+    unreadable key field, a one-class label or a low k is a finding (exit 1 under --strict
+    or the contract's thresholds)."""
     from fedcrm.config import PartnerConfig
     from fedcrm.data.quality import check_partner, render
 
-    report = check_partner(PartnerConfig.load(config), task.value if task else None, k_threshold)
+    cfg = PartnerConfig.load(config)
+    report = check_partner(cfg, task.value if task else None, k_threshold, quarantine_out=quarantine)
     console.print(render(report))
     if json_out:
         json_out.write_text(report.model_dump_json(indent=2))
+    if html:
+        from fedcrm.reports.quality import write_html
+
+        console.print(f"data-quality page: {write_html(report, html, quarantine)}")
+    if quarantine:
+        console.print(f"quarantined rows: {quarantine} ({report.cleaning.rows_quarantined})")
+    for finding in report.findings:
+        console.print(f"[yellow]finding:[/yellow] {finding}", emoji=False, highlight=False)
+    if report.findings and (strict or cfg.contract is not None):
+        raise typer.Exit(1)
 
 
 @app.command("keygen")

@@ -227,13 +227,17 @@ def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.Da
     return path
 
 
-def write_quarantine(cfg: PartnerConfig, table: str, raw: pd.DataFrame, quarantine: pd.DataFrame) -> Path:
-    """Quarantined rows with their reason and raw values, for the partner to fix; stays on the node."""
+def quarantine_rows(raw: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFrame:
+    """Each quarantined row's file row number, reason and raw (mapped) values, as text."""
     rows = raw.iloc[quarantine[ROW].to_numpy() - 1]  # ROW is the 1-based position in the file
     rows = rows.drop(columns=[ROW]).astype("string").reset_index(drop=True)
-    out = pd.concat([quarantine[[ROW, REASON]].reset_index(drop=True), rows], axis=1)
+    return pd.concat([quarantine[[ROW, REASON]].reset_index(drop=True), rows], axis=1)
+
+
+def write_quarantine(cfg: PartnerConfig, table: str, raw: pd.DataFrame, quarantine: pd.DataFrame) -> Path:
+    """Quarantined rows with their reason and raw values, for the partner to fix; stays on the node."""
     path = cfg.work_dir / ("quarantine.parquet" if table == "customers" else f"quarantine_{table}.parquet")
-    _write_parquet(cfg, path, out)
+    _write_parquet(cfg, path, quarantine_rows(raw, quarantine))
     return path
 
 

@@ -1,17 +1,48 @@
-"""The data-quality report a partner's data team reads before joining a run."""
+"""The data-quality report a partner's data team reads before joining a run, and the gate
+`partner check` applies: a mapping that would train on nothing, an unreadable key field, a
+one-class label or a k-anonymity below the target is a finding, not a quiet AUC of 0.5."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel
+import pandas as pd
+from pydantic import BaseModel, Field
 from rich.console import Group
 from rich.table import Table
 
+from fedcrm.config import PartnerConfig
+from fedcrm.config.schema import BY_NAME, UNKNOWN
 from fedcrm.data.anonymity import KAnonymityReport, generalised_quasi_identifiers, k_anonymity
 from fedcrm.data.clean import CleaningReport
-from fedcrm.config import PartnerConfig
-from fedcrm.data.prepare import as_of_date, label_field, load_and_clean, load_events
+from fedcrm.data.features import BOOLEAN, CATEGORICAL, NUMERIC, derive_generalised
+from fedcrm.data.prepare import as_of_date, label_field, load_and_clean, load_events, quarantine_rows
+from fedcrm.privatefiles import private_replace
+
+ACTIVITY_FEATURES = ("recency_days", "frequency", "monetary", "activity_trend")  # from a purchases export
+GENERALISED_FROM = {"tenure_months": "signup_date", "age_band": "age or birth_date"}
+MIN_KEY_READABLE_PCT = 95.0  # a key field (id, label) readable on fewer rows is a finding
+MAX_UNKNOWN_PCT = 50.0  # a category whose values mostly fall to 'unknown': the value map misses its spellings
+
+
+class FeatureUse(BaseModel):
+    """One model feature (a category: its one-hot group) and whether this partner feeds it."""
+
+    feature: str
+    kind: Literal["numeric", "bool", "category"]
+    source: str = Field(description="the field(s) behind it")
+    mapped: bool = Field(description="False: the partner's rows all get the neutral value (0, or 'unknown')")
+    unknown_pct: float | None = Field(None, description="a category: share of rows that fall to 'unknown'")
+
+
+class Gate(BaseModel):
+    """The thresholds `partner check` holds a mapping to (the contract's, where there is one)."""
+
+    min_features: int = 1
+    min_key_readable_pct: float = MIN_KEY_READABLE_PCT
+    k_threshold: int = 5
+    source: str = "defaults"
 
 
 class QualityReport(BaseModel):
@@ -23,20 +54,102 @@ class QualityReport(BaseModel):
     transactions: CleaningReport | None = None
     interactions: CleaningReport | None = None
     k_anonymity: KAnonymityReport
+    features: list[FeatureUse] = Field(default_factory=list)
+    gate: Gate = Field(default_factory=Gate)
+    findings: list[str] = Field(default_factory=list, description="what the gate found; empty: the mapping passes")
+
+    @property
+    def features_mapped(self) -> int:
+        return sum(f.mapped for f in self.features)
 
 
-def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int | None = None) -> QualityReport:
-    """Validate and clean without writing anything; MappingError when the mapping cannot apply."""
+def gate_for(cfg: PartnerConfig, k_threshold: int | None = None) -> Gate:
+    """The contract's thresholds when the partner holds one, else the config's k and defaults."""
+    if cfg.contract is not None:
+        from fedcrm.contract.model import Contract
+
+        terms = Contract.load(cfg.contract).contract
+        return Gate(min_features=terms.min_features, k_threshold=k_threshold or terms.k_anonymity,
+                    source=f"contract {terms.name!r}")
+    return Gate(k_threshold=k_threshold or cfg.generalisation.k_threshold)
+
+
+def feature_use(cfg: PartnerConfig, clean: pd.DataFrame) -> list[FeatureUse]:
+    """Every feature of the shared layout, and whether this partner's mapping feeds it."""
+    general = derive_generalised(clean, as_of_date(cfg), cfg.generalisation.age_band_years)
+    present = {c for c in general.columns if general[c].notna().any()}
+    if cfg.transactions is not None:
+        present |= set(ACTIVITY_FEATURES)
+    if cfg.interactions is not None:
+        present.add("interactions")
+    out = [FeatureUse(feature=f.name, kind="numeric", mapped=f.name in present,
+                      source=GENERALISED_FROM.get(f.name, "purchases" if f.name in ACTIVITY_FEATURES else f.name))
+           for f in NUMERIC]
+    out += [FeatureUse(feature=b, kind="bool", source=b, mapped=b in present) for b in BOOLEAN]
+    for cat in CATEGORICAL:
+        unknown = None
+        if cat in present and len(general):
+            known = general[cat].isin(BY_NAME[cat].vocabulary) & general[cat].ne(UNKNOWN)
+            unknown = round(float(100 * (1 - known.mean())), 2)
+        out.append(FeatureUse(feature=cat, kind="category", source=cat, mapped=cat in present, unknown_pct=unknown))
+    return out
+
+
+def findings(report: QualityReport, keys: list[str]) -> list[str]:
+    """What the gate finds, each in words a data team can act on."""
+    gate, out = report.gate, []
+    if report.features_mapped < gate.min_features:
+        out.append(f"{report.features_mapped} model features are fed by this mapping ({gate.source} asks for at least "
+                   f"{gate.min_features}): a run would train on neutral values only; map more columns")
+    for key in keys:
+        pct = report.cleaning.completeness_pct.get(key)
+        if pct is not None and pct < gate.min_key_readable_pct:
+            out.append(f"key field {key!r} is readable on {pct:.1f}% of rows (at least {gate.min_key_readable_pct:g}% "
+                       "expected): check its column and format")
+    if report.label_rate is not None and report.label_rate in (0.0, 1.0):
+        out.append(f"the label of task {report.task!r} has one class only (rate {report.label_rate:.0%}): "
+                   "check its true/false spellings")
+    k = report.k_anonymity
+    if k.k is not None and k.k < gate.k_threshold:
+        out.append(f"k-anonymity is {k.k} over {', '.join(k.quasi_identifiers)}, below {gate.k_threshold} "
+                   f"({k.rows_below_threshold} rows in smaller groups): coarsen the generalisation")
+    for f in report.features:
+        if f.unknown_pct is not None and f.unknown_pct >= MAX_UNKNOWN_PCT:
+            out.append(f"category {f.feature!r}: {f.unknown_pct:.0f}% of rows fall to 'unknown' (spellings its value "
+                       "map does not cover)")
+    return out
+
+
+def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int | None = None,
+                  quarantine_out: Path | None = None) -> QualityReport:
+    """Validate and clean without writing anything (but `quarantine_out`: the quarantined
+    customers' rows with row number and reason, owner-only); MappingError when the mapping
+    cannot apply."""
     keys = ["customer_id"] + ([label_field(cfg, task)] if task else [])
     keys = [k for k in keys if k in cfg.customers.columns]  # a purchases-derived label is not a column
-    _, cleaned = load_and_clean(cfg, key_fields=keys)
+    raw, cleaned = load_and_clean(cfg, key_fields=keys)
+    if quarantine_out is not None:
+        write_rows(quarantine_rows(raw, cleaned.quarantine), quarantine_out)
+    gate = gate_for(cfg, k_threshold)
     qi = generalised_quasi_identifiers(cleaned.clean, as_of_date(cfg), cfg.generalisation)
     tx, ix = (load_events(events, cfg.name, cfg.cleaning, as_of_date(cfg))[1].report if events else None
               for events in (cfg.transactions, cfg.interactions))
     label = keys[1] if len(keys) > 1 else None  # None: derived from purchases when prepared
     rate = float(cleaned.clean[label].mean()) if label and len(cleaned.clean) else None
-    return QualityReport(partner=cfg.name, file=cfg.customers.path, task=task, label_rate=rate,
-                         cleaning=cleaned.report, transactions=tx, interactions=ix, k_anonymity=k_anonymity(qi, k_threshold or cfg.generalisation.k_threshold))
+    report = QualityReport(partner=cfg.name, file=cfg.customers.path, task=task, label_rate=rate,
+                           cleaning=cleaned.report, transactions=tx, interactions=ix,
+                           k_anonymity=k_anonymity(qi, gate.k_threshold), features=feature_use(cfg, cleaned.clean),
+                           gate=gate)
+    return report.model_copy(update={"findings": findings(report, keys)})
+
+
+def write_rows(frame: pd.DataFrame, path: Path) -> None:
+    """Raw values: 0600 from creation; Parquet or CSV by the file's suffix."""
+    with private_replace(path, "wb") as fh:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame.to_parquet(fh, index=False)
+        else:
+            fh.write(frame.to_csv(index=False).encode("utf-8"))
 
 
 def render(report: QualityReport) -> Group:
@@ -54,6 +167,7 @@ def render(report: QualityReport) -> Group:
     for label, t in (("purchase lines", report.transactions), ("interactions", report.interactions)):
         if t is not None:
             head.add_row(f"{label} in / clean / quarantined", f"{t.rows_in} / {t.rows_clean} / {t.rows_quarantined}")
+    head.add_row("model features fed", f"{report.features_mapped} of {len(report.features)}")
     reasons = Table(title="quarantined by reason")
     reasons.add_column("reason")
     reasons.add_column("rows", justify="right")
@@ -67,4 +181,13 @@ def render(report: QualityReport) -> Group:
         fields.add_column(col, justify="right" if col != "field" else "left")
     for name, pct in c.completeness_pct.items():
         fields.add_row(name, f"{pct:.1f}", str(c.unreadable_by_field.get(name, 0)), str(c.filled_by_field.get(name, 0)))
-    return Group(head, reasons, fields)
+    features = Table(title="model features this mapping feeds")
+    for col in ("feature", "kind", "from", "fed", "'unknown' %"):
+        features.add_column(col)
+    for f in report.features:
+        features.add_row(f.feature, f.kind, f.source, "yes" if f.mapped else "no (neutral value)",
+                         "" if f.unknown_pct is None else f"{f.unknown_pct:.1f}")
+    gate = Table(title=f"gate ({report.gate.source})", show_header=False)
+    for finding in report.findings or ["passes: no finding"]:
+        gate.add_row(finding)
+    return Group(head, reasons, fields, features, gate)
