@@ -44,7 +44,6 @@ CASES = {
     "missing key field": (",A,2024-01-01,10,1,yes\n2,B,2024-01-01,10,1,\n3,C,2024-01-01,10,1,no\n",
                           {"rows_clean": 1, "reasons": {"to be supplemented: customer_id missing or unreadable": 1,
                                                          "to be supplemented: churned missing or unreadable": 1}}),
-    "header only": ("", {"rows_clean": 0, "reasons": {}}),
 }
 
 
@@ -84,3 +83,40 @@ def test_missing_and_unreadable_dates_still_prepare(tmp_path: Path) -> None:
     data = prepare(cfg, "churn", test_fraction=0.01)
     assert data.summary.cleaning.rows_clean == 4
     assert np.isfinite(data.x_train).all()
+
+
+def test_a_header_only_file_names_the_file(tmp_path: Path) -> None:
+    cfg = PartnerConfig.load(write_partner(tmp_path, COLUMNS, HEADER))
+    with pytest.raises(DataError, match=r"data\.csv: has a header \(6 columns\) but no data rows"):
+        check_partner(cfg, "churn")
+
+
+def test_a_nested_parquet_column_names_file_and_column(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = write_partner(tmp_path, 'customer_id = "id"\nmonthly_spend = "spend"\nchurned = "left"', "id\n1\n")
+    pq.write_table(pa.table({"id": ["1", "2"], "spend": [[1.0, 2.0], [3.0]], "left": ["yes", "no"]}),
+                   tmp_path / "c.parquet")
+    path.write_text(path.read_text().replace('path = "data.csv"', 'path = "c.parquet"'))
+    with pytest.raises(DataError, match=r"c\.parquet, column 'spend': holds .* nested Parquet column"):
+        check_partner(PartnerConfig.load(path), "churn")
+
+
+def test_whitespace_exports_ordinal_codes_and_case_folded_ids(tmp_path: Path) -> None:
+    """A fixed-width-looking export, a contact-level code that means a number, and ids whose
+    case differs between exports of the same customer."""
+    body = "id   spend  calls  left\nAB1  10     high   yes\nab1  12     Low    no\nCD2  17.5   2      no\nEF3  9      lots   no\n"
+    extra = 'id_case = "lower"\n[customers.codes]\ninteractions = {high = 5, low = 1}'
+    columns = 'customer_id = "id"\nmonthly_spend = "spend"\ninteractions = "calls"\nchurned = "left"'
+    path = write_partner(tmp_path, columns, body, extra=extra, delimiter="whitespace")
+    cfg = PartnerConfig.load(path)
+    report = check_partner(cfg, "churn").cleaning
+    assert report.rows_in == 4 and report.duplicates == 1  # AB1 and ab1 are one customer
+    assert report.unreadable_by_field == {"interactions": 1}  # 'lots' is no code and no number: filled, not dropped
+    from fedcrm.data.ingest import apply_mapping, read_table
+    from fedcrm.data.standardise import standardise
+
+    typed = standardise(apply_mapping(read_table(cfg.customers), cfg.customers, cfg.name), cfg.customers).frame
+    assert typed["customer_id"].tolist() == ["ab1", "ab1", "cd2", "ef3"]
+    assert typed["interactions"].tolist()[:3] == [5.0, 1.0, 2.0]

@@ -31,7 +31,8 @@ class TableSpec(Strict):
 
     path: Path
     format: Literal["csv", "parquet", "auto"] = "auto"
-    delimiter: str = ","
+    delimiter: str = Field(",", description="the CSV delimiter; 'whitespace' for columns separated by runs of "
+                           "spaces or tabs")
     encoding: str = "utf-8"
     columns: dict[str, str] = Field(
         description="canonical field -> raw column name in this file"
@@ -44,6 +45,14 @@ class TableSpec(Strict):
         default_factory=dict,
         description="canonical category field -> {raw spelling: canonical spelling}",
     )
+    codes: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="number or count field -> {raw code: number}, for ordinal codes (a class 'gold' → 3); "
+                    "matched ignoring case and surrounding spaces; other values are parsed as numbers",
+    )
+    id_case: Literal["keep", "lower", "upper"] = Field(
+        "keep", description="case-fold ids (customer ids are always trimmed): set the same on every table of a "
+        "partner, so its purchases still join its customers")
 
     @field_validator("columns")
     @classmethod
@@ -61,6 +70,9 @@ class TableSpec(Strict):
         for name in self.values:
             if name not in self.SCHEMA or self.SCHEMA[name].kind is not FieldKind.CATEGORY:
                 raise ValueError(f"'values.{name}': only category fields take a value map")
+        for name in self.codes:
+            if name not in self.SCHEMA or self.SCHEMA[name].kind not in (FieldKind.NUMBER, FieldKind.COUNT):
+                raise ValueError(f"'codes.{name}': only number and count fields take a code map")
         return self
 
     @property

@@ -37,8 +37,8 @@ def read_table(mapping: TableSpec) -> pd.DataFrame:
     else:
         try:
             frame = pd.read_csv(
-                path, sep=mapping.delimiter, dtype=str, keep_default_na=False,
-                encoding=mapping.encoding, skipinitialspace=False,
+                path, sep=r"\s+" if mapping.delimiter == "whitespace" else mapping.delimiter, dtype=str,
+                keep_default_na=False, encoding=mapping.encoding, skipinitialspace=False,
             )
         except pd.errors.EmptyDataError:
             raise DataError(path, "file is empty (not even a header)") from None
@@ -53,6 +53,8 @@ def read_table(mapping: TableSpec) -> pd.DataFrame:
         except UnicodeDecodeError as exc:
             raise DataError(path, f"not {mapping.encoding} text: {exc}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise DataError(path, f"has a header ({len(frame.columns)} columns) but no data rows")
     frame[ROW] = np.arange(1, len(frame) + 1)  # appended, not inserted: no copy of the table
     return frame
 
@@ -69,6 +71,13 @@ def apply_mapping(frame: pd.DataFrame, mapping: TableSpec, partner: str) -> pd.D
                 partner, mapping.path, raw,
                 f"mapped to canonical {canonical!r} but not in the file; columns are {available}{hint}",
             )
+    for raw in mapping.columns.values():
+        column = frame[raw]
+        if column.dtype == object:
+            first = column.dropna().head(1).tolist()
+            if first and isinstance(first[0], (list, tuple, dict, np.ndarray)):
+                raise DataError(mapping.path, f"holds {type(first[0]).__name__} values (a nested Parquet column), "
+                                "not one value per row: flatten it in the export, or leave it unmapped", column=raw)
     out = frame[[ROW, *mapping.columns.values()]]  # copy-on-write: no eager copy
     out.columns = [ROW, *mapping.columns.keys()]
     return out

@@ -100,6 +100,17 @@ def _on_uniques(text: pd.Series, parse) -> tuple[pd.Series, pd.Series]:  # noqa:
             pd.Series(invalid.to_numpy()[codes], index=text.index, dtype=bool))
 
 
+def parse_coded(text: pd.Series, codes: dict[str, float]) -> tuple[pd.Series, pd.Series]:
+    """An ordinal code map first (case and spaces ignored), then plain numbers."""
+    lookup = {k.strip().lower(): float(v) for k, v in codes.items()}
+    coded = np.array([lookup.get(t.strip().lower(), np.nan) if isinstance(t, str) else np.nan
+                      for t in text.astype(object).tolist()], dtype="float64")
+    numbers, invalid = parse_numbers(text)
+    known = ~np.isnan(coded)
+    return (pd.Series(np.where(known, coded, numbers.to_numpy()), index=text.index, dtype="float64"),
+            invalid & ~pd.Series(known, index=text.index))
+
+
 def standardise(frame: pd.DataFrame, mapping: TableSpec) -> Standardised:
     """Parse every mapped canonical column by its kind."""
     typed: dict[str, pd.Series] = {ROW: frame[ROW]}
@@ -109,6 +120,8 @@ def standardise(frame: pd.DataFrame, mapping: TableSpec) -> Standardised:
         text = frame[name]
         if spec.kind in (FieldKind.ID, FieldKind.TEXT):
             values = text.astype("string").str.strip()
+            if spec.kind is FieldKind.ID and mapping.id_case != "keep":
+                values = values.str.lower() if mapping.id_case == "lower" else values.str.upper()
             values = values.where(~missing_mask(values))
             invalid = pd.Series(False, index=text.index)
         elif spec.kind is FieldKind.DATE and pd.api.types.is_datetime64_any_dtype(text):
@@ -117,6 +130,8 @@ def standardise(frame: pd.DataFrame, mapping: TableSpec) -> Standardised:
             values, invalid = _on_uniques(text, lambda t: parse_dates(t, mapping.date_formats))
         elif spec.kind is FieldKind.MONEY:
             values, invalid = _on_uniques(text, lambda t: parse_numbers(t, MONEY_FACTORS[mapping.money_unit]))
+        elif spec.kind in (FieldKind.COUNT, FieldKind.NUMBER) and name in mapping.codes:
+            values, invalid = _on_uniques(text, lambda t, codes=mapping.codes[name]: parse_coded(t, codes))
         elif spec.kind in (FieldKind.COUNT, FieldKind.NUMBER):
             values, invalid = _on_uniques(text, parse_numbers)
         elif spec.kind is FieldKind.BOOL:
