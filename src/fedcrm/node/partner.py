@@ -179,19 +179,22 @@ class PartnerNode:
             sums = partner_sums(data.x_train)
             return QueryReply(partner_id=self.cfg.partner_id, num_examples=len(data.x_train), stat_n=sums.n,
                               stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot)
-        entries = self.account.entries()
-        reused = self._reusable_statistics(sigma, entries)
-        if reused is not None:
-            sums, after = reused.sums, entries[-1].epsilon_after  # sent again: no new charge
-        else:
-            release = Release(run_id=str(run_id), server_round=0, noise_multiplier=sigma, sample_rate=1.0, steps=1,
-                              max_grad_norm=row_bound(numeric_count()), kind="statistics",
-                              scope=self.scope("training"))
-            with self.account.charge(release) as cost:
-                sums = partner_sums(data.x_train, sigma)
-                self.kept_statistics.save(KeptRelease(fingerprint=data.dataset_fingerprint, noise_multiplier=sigma,
-                                                      run_id=str(run_id), sums=sums))
-            after = cost.after
+        # the reuse check and the charge under one hold of the ledger's lock: two runs that
+        # start together on the same data pay for one release, not two
+        with self.ledger.exclusive():
+            entries = self.account.entries()
+            reused = self._reusable_statistics(sigma, entries)
+            if reused is not None:
+                sums, after = reused.sums, entries[-1].epsilon_after  # sent again: no new charge
+            else:
+                release = Release(run_id=str(run_id), server_round=0, noise_multiplier=sigma, sample_rate=1.0,
+                                  steps=1, max_grad_norm=row_bound(numeric_count()), kind="statistics",
+                                  scope=self.scope("training"))
+                with self.account.charge(release) as cost:
+                    sums = partner_sums(data.x_train, sigma)
+                    self.kept_statistics.save(KeptRelease(fingerprint=data.dataset_fingerprint,
+                                                          noise_multiplier=sigma, run_id=str(run_id), sums=sums))
+                after = cost.after
         return QueryReply(partner_id=self.cfg.partner_id, num_examples=round(sums.n), stat_n=sums.n,
                           stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot, epsilon=after,
                           delta=self.policy.delta, **self.account.head(ledger_receipt).model_dump())
