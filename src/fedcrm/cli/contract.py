@@ -106,7 +106,7 @@ def partner_map(
     _check_out(out, force)
     try:
         draft = draft_mapping(Contract.load(contract), data, delimiter)
-        text = draft.toml(name, partner_id, base=out.parent)
+        text = draft.toml(name, partner_id, base=out.parent, pipeline_only=True)  # runs on today's pipeline
     except FedcrmError as exc:
         raise _fail(str(exc)) from None
     table = Table(title=f"{data.name} onto contract {draft.contract.name!r}", title_justify="left")
