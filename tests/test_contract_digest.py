@@ -13,10 +13,7 @@ from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.contract.model import Contract
 from fedcrm.errors import PolicyRefusal
 from fedcrm.node.partner import PartnerNode
-from fedcrm.ops.launcher import simulate
 from fedcrm.privacy.ledger import Ledger
-from fedcrm.protocol import ERROR_POLICY
-from fedcrm.rundir import RunDir
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
 
@@ -48,29 +45,5 @@ def test_a_node_refuses_a_run_under_another_contract(fresh_demo: Path) -> None:
     refusals = [json.loads(line) for line in (PartnerConfig.load(cfg_path).work_dir / "refusals.jsonl").read_text().splitlines()]
     assert [r["run_id"] for r in refusals] == ["c1", "c2", "c3"]
 
-
-@pytest.mark.flower
-def test_the_contract_digest_travels_with_the_run(fresh_demo: Path, tmp_path: Path) -> None:
-    """Two partners hold the consortium's contract, the third another one: the run goes on
-    with the two, the third's refusal names both digests, and the run records the digest."""
-    members = FederationConfig.load(fresh_demo).members
-    name_contract(fresh_demo, CONTRACTS / "telecom.toml")
-    for m in members[:2]:
-        name_contract(m.config, CONTRACTS / "telecom.toml")
-    name_contract(members[2].config, CONTRACTS / "banking.toml")
-    digest = Contract.load(CONTRACTS / "telecom.toml").digest()
-    assert FederationConfig.load(fresh_demo).contract_digest() == digest
-
-    run_dir = tmp_path / "run"
-    simulate(fresh_demo, run_dir, tmp_path / "flower", {"num-server-rounds": 1, "min-partners": 2}, timeout=600)
-    assert RunDir(run_dir).plan.contract_digest == digest
-    assert json.loads((run_dir / "model.json").read_text())["contract_digest"] == digest
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed"
-    rounds = json.loads((run_dir / "metrics.json").read_text())["rounds"]
-    failures = [f for r in rounds for f in r["failures"]]
-    # (a node that never answered is known to the coordinator by its node id only)
-    assert len({f["node_id"] for f in failures}) == 1 and rounds[-1]["absent"] == [members[2].name]
-    assert all(f["code"] == ERROR_POLICY and digest[:16] in f["reason"] for f in failures)
-    logged = (PartnerConfig.load(members[2].config).work_dir / "refusals.jsonl").read_text()
-    assert digest[:16] in logged and Ledger.of(PartnerConfig.load(members[2].config)).entries() == []
+# The same at the Flower level, a run under the contract with one partner holding another:
+# tests/test_onboarding_flow.py.

@@ -1,6 +1,7 @@
 """A new consortium on IBM Telco, by commands and configs only: the shipped telecom contract,
 `partner map` per partner, `partner init`, `partner check` (gated by the contract),
-`fedcrm run` under the contract's digest, and `fedcrm score` on a partner's node."""
+`fedcrm run` under the contract's digest, and `fedcrm score` on a partner's node. A third
+partner holding another contract is refused by its own node, naming both digests."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fedcrm.protocol import ERROR_POLICY
 from fedcrm.sandbox.public_data import TELCO_CSV
 
 pytestmark = [pytest.mark.flower, pytest.mark.dataset]
@@ -31,11 +33,15 @@ def test_telco_by_configs_only(tmp_path: Path) -> None:
         pytest.skip(f"IBM Telco not found at {TELCO_CSV} (../shared/datasets)")
     telco = pd.read_csv(TELCO_CSV, dtype=str, keep_default_na=False)
     members = []
-    for pid, part in enumerate((telco.iloc[::2], telco.iloc[1::2]), start=1):
+    for pid, part in enumerate((telco.iloc[::3], telco.iloc[1::3], telco.iloc[2::3]), start=1):
         folder = tmp_path / f"telco-p{pid}"
         folder.mkdir()
         part.to_csv(folder / "export.csv", index=False)
-        fedcrm("partner", "map", "--contract", str(CONTRACT), "--data", str(folder / "export.csv"), "--name",
+        held = CONTRACT
+        if pid == 3:  # this partner's copy is another contract (same fields the pipeline reads)
+            held = folder / "contract.toml"
+            held.write_text(CONTRACT.read_text().replace('version = 1', 'version = 2', 1))
+        fedcrm("partner", "map", "--contract", str(held), "--data", str(folder / "export.csv"), "--name",
                f"telco-p{pid}", "--partner-id", str(pid), "--out", str(folder / "partner.toml"))
         config = (folder / "partner.toml").read_text()
         assert 'contract = "' in config and 'contract = "Contract"' in config  # its own copy, and the column
@@ -48,15 +54,20 @@ def test_telco_by_configs_only(tmp_path: Path) -> None:
 
     run_dir = tmp_path / "run"
     fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
-           "--rounds", "2", "--epsilon", "3")
+           "--rounds", "2", "--epsilon", "3")  # min-partners 2 (the default): the run goes on without p3
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["final_global"]["auc"] > 0.7, summary
     from fedcrm.contract.model import Contract
 
-    assert json.loads((run_dir / "model.json").read_text())["contract_digest"] == Contract.load(CONTRACT).digest()
+    digest = Contract.load(CONTRACT).digest()
+    assert json.loads((run_dir / "model.json").read_text())["contract_digest"] == digest
+    rounds = json.loads((run_dir / "metrics.json").read_text())["rounds"]
+    failures = [f for r in rounds for f in r["failures"]]  # the third partner's node refused every message
+    assert failures and rounds[-1]["absent"] == ["telco-p3"]
+    assert all(f["code"] == ERROR_POLICY and digest[:16] in f["reason"] for f in failures), failures
 
     scores = tmp_path / "scores.csv"
     fedcrm("score", "--model", str(run_dir), "--partner-config", str(tmp_path / "telco-p1" / "partner.toml"),
            "--out", str(scores))
     out = pd.read_csv(scores, dtype=str)
-    assert set(out["customer_id"]) == set(telco.iloc[::2]["customerID"])  # its own customers, its own ids
+    assert set(out["customer_id"]) == set(telco.iloc[::3]["customerID"])  # its own customers, its own ids
