@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.ml.models import build_model
 from fedcrm.ml.training import DPSettings, train_local
 
@@ -32,7 +32,7 @@ MODES = ("hooks", "ew", "functorch", "ghost")
 
 def data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(ROWS, len(feature_names()))).astype(np.float32)
+    x = rng.normal(size=(ROWS, len(standard_layout().names()))).astype(np.float32)
     y = (rng.random(ROWS) < 1 / (1 + np.exp(-(x[:, 0] - x[:, 1] - 1)))).astype(np.float32)
     return x, y
 

@@ -9,7 +9,7 @@ import pytest
 
 from fedcrm.privacy.membership import advantage_bound, membership_audit
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.ml.models import build_model
 from fedcrm.node.partner import PartnerNode
 
@@ -28,8 +28,8 @@ def test_the_attack_catches_a_memorising_model_and_not_a_private_one(demo_federa
                                          "learning-rate": 0.005, "local-epochs": 60, "batch-size": 32})
     node = PartnerNode(cfg, overfit)
     data = node.data()
-    state, _ = node.train(build_model("mlp", len(feature_names()), hidden=256).state_dict(), 1, run_id=1)
-    model = build_model("mlp", len(feature_names()), hidden=256)
+    state, _ = node.train(build_model("mlp", len(standard_layout().names()), hidden=256).state_dict(), 1, run_id=1)
+    model = build_model("mlp", len(standard_layout().names()), hidden=256)
     model.load_state_dict(state)
     result = membership_audit(model, (data.x_train, data.y_train), (data.x_test, data.y_test), partner=cfg.name,
                               run_id=1, model_kind="mlp", epsilon=None, delta=None, seed=0)
@@ -37,7 +37,7 @@ def test_the_attack_catches_a_memorising_model_and_not_a_private_one(demo_federa
     assert result.attack.advantage > result.null_advantage_band[1] + 0.05, result
     assert result.advantage_bound is None
 
-    untrained = build_model("logistic", len(feature_names()))
+    untrained = build_model("logistic", len(standard_layout().names()))
     result = membership_audit(untrained, (data.x_train, data.y_train), (data.x_test, data.y_test), partner=cfg.name,
                               run_id=1, model_kind="logistic", epsilon=1.0, delta=1e-5, seed=0)
     # a model that never saw the rows leaks nothing. The hold-out split follows each session's

@@ -16,6 +16,7 @@ from fedcrm.node.partner import PartnerNode
 from fedcrm.privacy.ledger import Ledger
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
+STANDARD = Path(__file__).resolve().parents[1] / "src" / "fedcrm" / "contract" / "standard.toml"
 
 
 def name_contract(config: Path, contract: Path) -> None:
@@ -34,10 +35,13 @@ def test_a_node_refuses_a_run_under_another_contract(fresh_demo: Path) -> None:
     with pytest.raises(PolicyRefusal, match=f"the run's contract is {telecom[:16]}, this node's copy is none"):
         without.feature_sums("c1")
 
-    name_contract(cfg_path, CONTRACTS / "banking.toml")
+    # the node holds the standard contract's fields (its mapping fits them) at another version
+    revised = cfg_path.parent / "revised.toml"
+    revised.write_text(STANDARD.read_text().replace("version = 1", "version = 2", 1))
+    name_contract(cfg_path, revised)
     other = PartnerNode(PartnerConfig.load(cfg_path), run)
-    banking = Contract.load(CONTRACTS / "banking.toml").digest()
-    with pytest.raises(PolicyRefusal, match=f"{telecom[:16]}, this node's copy is {banking[:16]}"):
+    mine = Contract.load(revised).digest()
+    with pytest.raises(PolicyRefusal, match=f"{telecom[:16]}, this node's copy is {mine[:16]}"):
         other.feature_sums("c2")
     with pytest.raises(PolicyRefusal, match="the run's contract is none"):
         PartnerNode(PartnerConfig.load(cfg_path), TrainPlan()).feature_sums("c3")

@@ -14,7 +14,7 @@ from clients.client_app import app as client_app
 from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.node.egress import EgressViolation, check_reply
 from fedcrm.ml.evaluation import HIST_BINS
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.ml.models import build_model
 from fedcrm.protocol import ERROR_EGRESS
 
@@ -35,7 +35,7 @@ def _context(partner_config: Path) -> Context:
 def test_client_replies_carry_no_identifier(fresh_demo: Path) -> None:
     member = FederationConfig.load(fresh_demo).members[0]
     cfg = PartnerConfig.load(member.config)
-    arrays = ArrayRecord(build_model("logistic", len(feature_names())).state_dict())
+    arrays = ArrayRecord(build_model("logistic", len(standard_layout().names())).state_dict())
     replies = {kind: client_app(_message(kind, arrays), _context(member.config))
                for kind in (MessageType.TRAIN, MessageType.EVALUATE)}
 
@@ -61,13 +61,13 @@ def test_client_replies_carry_no_identifier(fresh_demo: Path) -> None:
 
 
 def test_guard_refuses_anything_else() -> None:
-    arrays = ArrayRecord(build_model("logistic", len(feature_names())).state_dict())
+    arrays = ArrayRecord(build_model("logistic", len(standard_layout().names())).state_dict())
     ok = RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 10, "epsilon": 1.0})})
     check_reply("train", ok, arrays)
     bad_cases = [
         RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 10, "customer": 123456})}),
         RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 10}), "config": ConfigRecord({"id": "NT-1"})}),
-        RecordDict({"arrays": ArrayRecord(build_model("mlp", len(feature_names())).state_dict()),
+        RecordDict({"arrays": ArrayRecord(build_model("mlp", len(standard_layout().names())).state_dict()),
                     "metrics": MetricRecord({"num-examples": 10})}),
         RecordDict({"metrics": MetricRecord({"num-examples": 10, "score-hist-pos": [1, 2, 3]})}),
     ]
@@ -83,7 +83,7 @@ def test_a_violating_reply_becomes_an_error_on_the_node(fresh_demo: Path) -> Non
     from clients.client_app import egress_guard
 
     member = FederationConfig.load(fresh_demo).members[0]
-    arrays = ArrayRecord(build_model("logistic", len(feature_names())).state_dict())
+    arrays = ArrayRecord(build_model("logistic", len(standard_layout().names())).state_dict())
     msg = _message(MessageType.EVALUATE, arrays)
 
     def leaky(m: Message, ctx: Context) -> Message:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.ml.fedstats import STATS_CLIP, combine, numeric_count, partner_sums
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.node.partner import PartnerNode
@@ -18,7 +18,7 @@ from tests.conftest import set_privacy
 def test_combined_sums_give_the_pooled_mean_and_sd() -> None:
     rng = np.random.default_rng(1)
     # within the statistics' clip, so the standardised pool has mean 0 and sd 1 exactly
-    parts = [np.clip(rng.normal(loc=i, scale=1 + i, size=(200 * (i + 1), len(feature_names()))), -STATS_CLIP,
+    parts = [np.clip(rng.normal(loc=i, scale=1 + i, size=(200 * (i + 1), len(standard_layout().names()))), -STATS_CLIP,
                      STATS_CLIP).astype(np.float32) for i in range(3)]
     stats = combine([partner_sums(x) for x in parts])
     pooled = np.clip(np.vstack(parts)[:, :numeric_count()], -STATS_CLIP, STATS_CLIP).astype(np.float64)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.privacy.ledger import Ledger, LedgerTampered
 from fedcrm.ml.models import build_model
 from fedcrm.node.partner import PartnerNode
@@ -95,7 +95,7 @@ def test_hash_at_proves_a_prefix(ledger: Ledger) -> None:
 def test_the_tampered_ledger_stops_the_node(fresh_demo: Path) -> None:
     cfg = PartnerConfig.load(FederationConfig.load(fresh_demo).members[0].config)
     plan = TrainPlan.from_run_config({"num-server-rounds": 2})
-    state = build_model("logistic", len(feature_names())).state_dict()
+    state = build_model("logistic", len(standard_layout().names())).state_dict()
     PartnerNode(cfg, plan).train(state, 1, run_id=1)
     led = Ledger.of(cfg)
     led.path.write_text(led.path.read_text().replace('"server_round":1', '"server_round":7'))
@@ -111,7 +111,7 @@ def test_ledger_epsilon_matches_google_dp_accounting(fresh_demo: Path) -> None:
     from dp_accounting.rdp import rdp_privacy_accountant
 
     cfg = PartnerConfig.load(FederationConfig.load(fresh_demo).members[1].config)
-    state = build_model("logistic", len(feature_names())).state_dict()
+    state = build_model("logistic", len(standard_layout().names())).state_dict()
     # two runs with different targets: a ledger of heterogeneous (σ, q, steps)
     for run_id, target in ((1, 1.0), (2, 2.0)):
         node = PartnerNode(cfg, TrainPlan.from_run_config({"num-server-rounds": 2, "dp-target-epsilon": target}))

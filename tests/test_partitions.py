@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.data.prepare import prepare
 from fedcrm.sandbox.public_data import BANK, BANK_CSV, BANK_MAPPING, TELCO, TELCO_CSV, assign_partners, split_public
 
@@ -49,7 +49,7 @@ def test_bank_marketing_maps_onto_the_schema(tmp_path: Path) -> None:
         assert report.unreadable_by_field == {}
         assert report.filled_by_field.get("credit_default", 0) == int((raw["default"] == "unknown").sum())
         x = np.vstack([data.x_train, data.x_test])
-        names = feature_names()
+        names = standard_layout().names()
         col = {n: x[:, i] for i, n in enumerate(names)}
         employed = raw["job"].isin(["admin.", "blue-collar", "technician", "services", "management", "housemaid"])
         assert col["occupation=employed"].sum() == employed.sum()

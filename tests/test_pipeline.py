@@ -11,7 +11,7 @@ import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.errors import ConfigError
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.data.prepare import prepare
 from fedcrm.data.pseudonymise import create_secret, load_secret, pseudonyms
 from tests.test_config_and_mapping import write_partner
@@ -38,7 +38,7 @@ def test_rows_in_equal_kept_plus_quarantined(demo_federation: Path) -> None:
 
 def test_every_partner_yields_the_same_feature_layout(demo_federation: Path) -> None:
     shapes = {cfg.name: prepare(cfg, "churn").x_train.shape[1] for cfg in partners(demo_federation)}
-    assert set(shapes.values()) == {len(feature_names())}
+    assert set(shapes.values()) == {len(standard_layout().names())}
     for cfg in partners(demo_federation):
         data = prepare(cfg, "churn")
         assert 0.1 < data.summary.label_rate_train < 0.7
@@ -47,7 +47,7 @@ def test_every_partner_yields_the_same_feature_layout(demo_federation: Path) -> 
 
 def test_units_and_spellings_are_standardised(demo_federation: Path) -> None:
     """east-mobile bills in cents with 'M2M'/'fibre'; south in thousands with 'MONTHLY'."""
-    names = feature_names()
+    names = standard_layout().names()
     spend = {cfg.name: prepare(cfg, "churn").x_train[:, names.index("monthly_spend")].mean()
              for cfg in partners(demo_federation)}
     assert max(spend.values()) - min(spend.values()) < 0.6  # same scale after unit conversion

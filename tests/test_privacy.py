@@ -10,7 +10,7 @@ import torch
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.errors import PrivacyBudgetError
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.ml.models import build_model
 from fedcrm.node.partner import PartnerNode
@@ -39,7 +39,7 @@ def node_for(fed: Path, i: int = 0, **plan: object) -> PartnerNode:
 
 
 def initial_state() -> dict:
-    return build_model("logistic", len(feature_names())).state_dict()
+    return build_model("logistic", len(standard_layout().names())).state_dict()
 
 
 def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: Path) -> None:
@@ -117,7 +117,7 @@ def test_the_partners_delta_wins_over_the_run_config(fresh_demo: Path) -> None:
 
 def test_propensity_task_trains_and_evaluates(fresh_demo: Path) -> None:
     node = node_for(fresh_demo, 1, task="propensity", model="mlp")
-    state = build_model("mlp", len(feature_names())).state_dict()
+    state = build_model("mlp", len(standard_layout().names())).state_dict()
     new_state, train_metrics = node.train(state, 1, run_id=3)
     assert train_metrics.epsilon > 0 and train_metrics.num_examples > 1000
     metrics = node.evaluate(new_state)

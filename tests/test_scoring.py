@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.ml.models import build_model
 from fedcrm.rundir import ModelMeta, RunDir, RunSummary
 from fedcrm.config.tiers import TierRule
@@ -19,8 +19,8 @@ from fedcrm.node.scoring import churn_tiers, deciles, score_partner
 def a_run_dir(path: Path, task: str, seed: int = 1) -> RunDir:
     """A published model as a run directory holds it (weights random: scoring is what is tested)."""
     run = RunDir.create(path, 77, TrainPlan(task=task))
-    model = build_model("logistic", len(feature_names()), seed=seed)
-    run.publish(model.state_dict(), ModelMeta(kind="logistic", features=feature_names(), task=task),
+    model = build_model("logistic", len(standard_layout().names()), seed=seed)
+    run.publish(model.state_dict(), ModelMeta(kind="logistic", features=standard_layout().names(), task=task),
                 RunSummary(run_id=77, status="completed", rounds_completed=0, flower_runs=[77], final_global={}, epsilon={}))
     return run
 

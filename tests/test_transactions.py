@@ -147,9 +147,9 @@ horizon_days = 60
     data = prepare(cfg, "churn", test_fraction=0.25)
     y = np.concatenate([data.y_train, data.y_test])
     assert abs(y.mean() - 1 / 3) < 0.02  # derived from purchases: the third that stopped
-    from fedcrm.data.features import feature_names
+    from fedcrm.data.layout import standard_layout
 
-    col = feature_names().index("frequency")
+    col = standard_layout().names().index("frequency")
     assert data.x_train[:, col].std() > 0  # RFM features present, not the neutral 0
     tags = pd.read_parquet(cfg.work_dir / "tags.parquet")
     assert len(tags) == n and tags["pid"].str.len().eq(64).all()

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedcrm.config import TrainPlan
 from fedcrm.coordinator.receipts import PartnerReceipts
 from fedcrm.errors import ConfigError
+from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.fedstats import FeatureStats, Normalisation
 from fedcrm.protocol import EvaluateAggregate, RunId, TrainReply
 
@@ -146,6 +147,7 @@ class ModelMeta(BaseModel):
     kind: str
     hidden: int = 32
     features: list[str]
+    layout: FeatureLayout | None = Field(None, description="how each partner builds the model's inputs from its data")
     task: str
     normalisation: Normalisation | None = None
     contract_digest: str = ""  # the consortium's contract the model was trained under
@@ -239,6 +241,20 @@ class RunDir:
     def model_meta(self) -> ModelMeta:
         return self._read(MODEL_META, ModelMeta)
 
+    def layout(self) -> FeatureLayout:
+        """How a partner builds the model's inputs: the run's layout (a model published
+        before layouts travelled with it: the standard contract's)."""
+        from fedcrm.data.layout import standard_layout
+
+        meta = self.model_meta()
+        if meta.layout is not None:
+            return meta.layout
+        layout = standard_layout()
+        if layout.names() != meta.features:
+            raise ConfigError(f"{self.path}/{MODEL_META}: the model names no layout and its features are not the "
+                              "standard contract's")
+        return layout
+
     def normalisation(self) -> Normalisation | None:
         """The federation's feature normalisation the model was trained with, if any."""
         return self.model_meta().normalisation
@@ -247,12 +263,11 @@ class RunDir:
         """The published global model, as every partner received it."""
         import torch
 
-        from fedcrm.data.features import feature_names
         from fedcrm.ml.models import build_model
 
         meta = self.model_meta()
-        if meta.features != feature_names():
-            raise ConfigError(f"{self.path}/{MODEL_META}: the model's feature layout differs from this fedcrm's")
+        if meta.layout is not None and meta.layout.names() != meta.features:
+            raise ConfigError(f"{self.path}/{MODEL_META}: the model's feature layout does not match its feature list")
         model = build_model(meta.kind, len(meta.features), hidden=meta.hidden)
         model.load_state_dict(torch.load(self.path / MODEL_WEIGHTS, weights_only=True))
         return model

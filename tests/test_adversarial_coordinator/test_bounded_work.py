@@ -20,7 +20,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import app as client_app
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.errors import FedcrmError
 from fedcrm.ml.models import build_model
 from fedcrm.node.partner import PartnerNode
@@ -52,7 +52,7 @@ def _partner(fresh_demo: Path) -> PartnerConfig:
 
 
 def _state() -> dict:
-    return build_model("logistic", len(feature_names())).state_dict()
+    return build_model("logistic", len(standard_layout().names())).state_dict()
 
 
 @pytest.mark.parametrize("call", ["train", "feature_sums", "plan_run"])

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.errors import PolicyRefusal, PrivacyBudgetError
 from fedcrm.ml.evaluation import score_histograms
 from fedcrm.ml.models import build_model
@@ -32,7 +32,7 @@ from tests.test_adversarial_coordinator.test_policy import node, partner
 def one_column_model(column: int) -> dict[str, torch.Tensor]:
     """The attack's crafted model: the score is a steep function of one column alone, so
     the score histogram is that column's histogram, per class."""
-    model = build_model("logistic", len(feature_names()))
+    model = build_model("logistic", len(standard_layout().names()))
     with torch.no_grad():
         model.linear.weight.zero_()
         model.linear.weight[0, column] = 2.0
@@ -43,7 +43,7 @@ def one_column_model(column: int) -> dict[str, torch.Tensor]:
 def test_an_evaluation_is_noised_charged_and_computed_from_the_noised_counts(fresh_demo: Path) -> None:
     cfg = partner(fresh_demo)
     run = node(cfg, **{"test-fraction": 0.003, "dp-target-epsilon": 1.0, "num-server-rounds": 2})
-    crafted = one_column_model(feature_names().index("tenure_months"))
+    crafted = one_column_model(standard_layout().names().index("tenure_months"))
     reply = run.evaluate(crafted, run_id="curious", server_round=1)
 
     data = run.data()

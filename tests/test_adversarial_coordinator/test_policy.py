@@ -16,7 +16,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from clients.client_app import app as client_app
 from fedcrm import errors
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.data.prepare import prepare
 from fedcrm.ml.models import build_model
 from fedcrm.node.partner import PartnerNode
@@ -40,7 +40,7 @@ def node(cfg: PartnerConfig, **run_config: Any) -> PartnerNode:
 
 
 def weights() -> dict[str, Any]:
-    return build_model("logistic", len(feature_names())).state_dict()
+    return build_model("logistic", len(standard_layout().names())).state_dict()
 
 
 def attempt(call: Callable[[], Any]) -> Any:

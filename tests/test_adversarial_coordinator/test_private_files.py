@@ -15,7 +15,7 @@ import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.config.tiers import TierRule
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.data.prepare import prepare
 from fedcrm.ml.models import build_model
 from fedcrm.node.egress import log_egress
@@ -35,8 +35,8 @@ def umask_022():
 
 def _published_run(path: Path) -> RunDir:
     run = RunDir.create(path, 91, TrainPlan())
-    model = build_model("logistic", len(feature_names()), seed=3)
-    run.publish(model.state_dict(), ModelMeta(kind="logistic", features=feature_names(), task="churn"),
+    model = build_model("logistic", len(standard_layout().names()), seed=3)
+    run.publish(model.state_dict(), ModelMeta(kind="logistic", features=standard_layout().names(), task="churn"),
                 RunSummary(run_id=91, status="completed", rounds_completed=0, flower_runs=[91], final_global={},
                            epsilon={}))
     return run
@@ -60,7 +60,7 @@ def _modes(root: Path) -> tuple[dict[str, str], dict[str, str]]:
 def test_node_state_is_owner_only(fresh_demo: Path, tmp_path: Path, umask_022: None) -> None:
     cfg = PartnerConfig.load(FederationConfig.load(fresh_demo).members[0].config)
     prepare(cfg, "churn")
-    state = build_model("logistic", len(feature_names())).state_dict()
+    state = build_model("logistic", len(standard_layout().names())).state_dict()
     node = PartnerNode(cfg, TrainPlan())
     node.feature_sums(1)  # noised statistics: charged, and kept for later runs
     node.train(state, 1, run_id=1)  # DP train: ledger, head, lock, kept reply

@@ -19,7 +19,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import app as client_app
 from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import standard_layout
 from fedcrm.ml.models import build_model
 
 MAX_REASON = 400  # fedcrm.node.redact.MAX_REASON: a reason is a line, not a file
@@ -28,7 +28,7 @@ RUN_CONFIG = {"task": "churn", "model": "logistic", "num-server-rounds": 2, "dp-
 
 def _ask(partner_config: Path, kind: str) -> Message:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 78, 6, 1
-    arrays = ArrayRecord(build_model("logistic", len(feature_names())).state_dict())
+    arrays = ArrayRecord(build_model("logistic", len(standard_layout().names())).state_dict())
     msg = Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
                   dst_node_id=6, message_type=kind)
     context = Context(run_id=78, node_id=6, node_config={"partner-config": str(partner_config)},

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from fedcrm.config.plan import TrainPlan
+from fedcrm.errors import ConfigError
 
 if TYPE_CHECKING:
     from fedcrm.ops.deployment import FederationLayout
@@ -56,9 +57,9 @@ def choices(field: str) -> type[StrEnum]:
     return StrEnum(field.title().replace("_", ""), {v: v for v in values})
 
 
-Task = choices("task")
+Task = str  # a task of the consortium's contract (the node checks it against its own copy)
 Model = choices("model")
-_CHOICES = {"task": Task, "model": Model}
+_CHOICES = {"model": Model}
 
 
 def plan_option(param: str) -> Any:
@@ -77,12 +78,24 @@ def plan_from(ctx: typer.Context) -> TrainPlan:
     given = {name: value for name, value in ctx.params.items()
              if name in PLAN_PARAMS and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)}
     try:
-        return TrainPlan(**{PLAN_PARAMS[k]: v.value if isinstance(v, Enum) else v for k, v in given.items()})
+        plan = TrainPlan(**{PLAN_PARAMS[k]: v.value if isinstance(v, Enum) else v for k, v in given.items()})
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]).replace("-", "_") if error["loc"] else ""
         param = next((p for p in ctx.command.params if PLAN_PARAMS.get(p.name or "") == field), None)
         raise typer.BadParameter(f"{error['input']!r}: {error['msg']}", ctx=ctx, param=param) from None
+    federation = ctx.params.get("federation")  # the task must be one of the federation contract's
+    if isinstance(federation, str | Path) and Path(federation).is_file():
+        from fedcrm.config import FederationConfig
+        from fedcrm.contract.tables import load_contract
+
+        try:
+            contract = load_contract(FederationConfig.load(Path(federation)).contract)
+            contract.task(plan.task)
+        except ConfigError as exc:
+            param = next((p for p in ctx.command.params if p.name == "task"), None)
+            raise typer.BadParameter(f"{plan.task!r}: {exc}", ctx=ctx, param=param) from None
+    return plan
 
 
 # ------------------------------------------------------------ rounds as they land

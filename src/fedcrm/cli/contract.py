@@ -106,7 +106,7 @@ def partner_map(
     _check_out(out, force)
     try:
         draft = draft_mapping(Contract.load(contract), data, delimiter)
-        text = draft.toml(name, partner_id, base=out.parent, pipeline_only=True)  # runs on today's pipeline
+        text = draft.toml(name, partner_id, base=out.parent)
     except FedcrmError as exc:
         raise _fail(str(exc)) from None
     table = Table(title=f"{data.name} onto contract {draft.contract.name!r}", title_justify="left")
@@ -119,11 +119,6 @@ def partner_map(
     for line in draft.leftovers():
         console.print(f"  not mapped: {line}", emoji=False, highlight=False)
     out.write_text(text, encoding="utf-8")
-    from fedcrm.contract.mapping import PIPELINE_FIELDS
-
-    matched = sum(len(t.columns) for t in draft.tables)
-    mapped = sum(f in PIPELINE_FIELDS[t.table] for t in draft.tables for f in t.columns)
-    later = f" ({matched - mapped} more matched, written as comments until the pipeline reads them)" \
-        if matched > mapped else ""
-    console.print(f"partner {name}: {mapped} fields mapped{later}; wrote {out} (go through its REVIEW comments, "
+    mapped = sum(len(t.columns) for t in draft.tables)
+    console.print(f"partner {name}: {mapped} fields mapped; wrote {out} (go through its REVIEW comments, "
                   f"then `fedcrm partner init --config {out}`)", emoji=False, highlight=False)

@@ -48,7 +48,7 @@ def partner_check(
     from fedcrm.data.quality import check_partner, render
 
     cfg = PartnerConfig.load(config)
-    report = check_partner(cfg, task.value if task else None, k_threshold, quarantine_out=quarantine)
+    report = check_partner(cfg, task, k_threshold, quarantine_out=quarantine)
     console.print(render(report))
     if json_out:
         json_out.write_text(report.model_dump_json(indent=2))

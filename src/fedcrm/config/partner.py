@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fedcrm.config.loading import Strict, load_cached, pretty, read_toml
 from fedcrm.config.activity import ActivityConfig
-from fedcrm.config.schema import BY_NAME, DIRECT_IDENTIFIERS, IX_BY_NAME, TX_BY_NAME, CanonicalField, FieldKind
+from fedcrm.contract.model import Contract, Kind, TableName
+from fedcrm.contract.tables import CUSTOMER_ID, TableSchema, load_contract, standard_contract, table_schema
 from fedcrm.errors import ConfigError
 
 MoneyUnit = Literal["units", "cents", "thousands", "wan"]
@@ -25,9 +26,9 @@ MONEY_FACTORS: dict[str, float] = {"units": 1.0, "cents": 0.01, "thousands": 100
 
 
 class TableSpec(Strict):
-    """How one raw export maps onto canonical fields (of the schema `SCHEMA`)."""
+    """How one raw export maps onto the fields of one table of the partner's contract (`TABLE`)."""
 
-    SCHEMA: ClassVar[dict[str, CanonicalField]] = BY_NAME
+    TABLE: ClassVar[TableName] = "customers"
 
     path: Path
     format: Literal["csv", "parquet", "auto"] = "auto"
@@ -35,7 +36,7 @@ class TableSpec(Strict):
                            "spaces or tabs")
     encoding: str = "utf-8"
     columns: dict[str, str] = Field(
-        description="canonical field -> raw column name in this file"
+        description="contract field -> raw column name in this file"
     )
     date_formats: list[str] = Field(default_factory=lambda: ["%Y-%m-%d"])
     money_unit: MoneyUnit = "units"
@@ -43,37 +44,52 @@ class TableSpec(Strict):
     false_values: list[str] = Field(default_factory=lambda: ["no", "n", "false", "0", "f"])
     values: dict[str, dict[str, str]] = Field(
         default_factory=dict,
-        description="canonical category field -> {raw spelling: canonical spelling}",
+        description="category or ordinal field -> {raw spelling: the contract's spelling}",
     )
     codes: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="number or count field -> {raw code: number}, for ordinal codes (a class 'gold' → 3); "
+        description="number, count or ordinal field -> {raw code: number}, for ordinal codes (a class 'gold' → 3); "
                     "matched ignoring case and surrounding spaces; other values are parsed as numbers",
     )
     id_case: Literal["keep", "lower", "upper"] = Field(
         "keep", description="case-fold ids (customer ids are always trimmed): set the same on every table of a "
         "partner, so its purchases still join its customers")
 
-    @field_validator("columns")
-    @classmethod
-    def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(columns) - set(cls.SCHEMA))
-        if unknown:
-            raise ValueError(f"unknown canonical field(s) {unknown}; known: {sorted(cls.SCHEMA)}")
-        missing = [f.name for f in cls.SCHEMA.values() if f.key and f.name not in columns]
-        if missing:
-            raise ValueError(f"the mapping must name the raw column for key field(s) {missing}")
-        return columns
+    _schema: TableSchema | None = PrivateAttr(None)
 
-    @model_validator(mode="after")
-    def _values_for_categories(self) -> TableSpec:
+    @property
+    def schema(self) -> TableSchema:
+        """The contract table this export maps onto, under pipeline names (`fedcrm.contract.tables`)."""
+        return self._schema if self._schema is not None else table_schema(standard_contract(), self.TABLE)
+
+    def bound(self, contract: Contract) -> TableSpec:
+        """This mapping checked against `contract` and bound to it; ValueError names every problem."""
+        schema = table_schema(contract, self.TABLE)
+        problems = []
+        fields = {f.name: f for f in contract.table(self.TABLE)}
+        unknown = sorted(set(self.columns) - set(fields))
+        if unknown:
+            problems.append(f"{self.TABLE}.columns: {unknown} are not {self.TABLE} fields of contract "
+                            f"{contract.name!r}; its fields: {sorted(fields)}")
+        missing = [n for n, f in fields.items() if f.key and n not in self.columns]
+        if missing:
+            problems.append(f"{self.TABLE}.columns: the mapping must name the raw column for key field(s) {missing}")
         for name in self.values:
-            if name not in self.SCHEMA or self.SCHEMA[name].kind is not FieldKind.CATEGORY:
-                raise ValueError(f"'values.{name}': only category fields take a value map")
+            if name not in fields or fields[name].kind not in (Kind.CATEGORY, Kind.ORDINAL):
+                problems.append(f"{self.TABLE}.values.{name}: only category and ordinal fields take a value map")
         for name in self.codes:
-            if name not in self.SCHEMA or self.SCHEMA[name].kind not in (FieldKind.NUMBER, FieldKind.COUNT):
-                raise ValueError(f"'codes.{name}': only number and count fields take a code map")
-        return self
+            if name not in fields or fields[name].kind not in (Kind.NUMBER, Kind.COUNT, Kind.ORDINAL):
+                problems.append(f"{self.TABLE}.codes.{name}: only number, count and ordinal fields take a code map")
+        if problems:
+            raise ValueError("; ".join(problems))
+        out = self.model_copy()
+        out._schema = schema
+        return out
+
+    def pipeline_columns(self) -> dict[str, str]:
+        """pipeline name -> raw column, in mapping order."""
+        internal = self.schema.internal
+        return {internal.get(name, name): raw for name, raw in self.columns.items()}
 
     @property
     def file_format(self) -> str:
@@ -89,20 +105,21 @@ class TableMapping(TableSpec):
 class TransactionMapping(TableSpec):
     """The purchases export: one row per order line."""
 
-    SCHEMA: ClassVar[dict[str, CanonicalField]] = TX_BY_NAME
+    TABLE: ClassVar[TableName] = "transactions"
 
 
 class InteractionMapping(TableSpec):
     """The interactions export: one row per call, ticket, visit or campaign contact."""
 
-    SCHEMA: ClassVar[dict[str, CanonicalField]] = IX_BY_NAME
+    TABLE: ClassVar[TableName] = "interactions"
 
 
 class CleaningRules(Strict):
     """Per-partner knobs of the cleaning rules."""
 
-    dedupe_by: Literal["customer_id", "phone", "email", "national_id"] = Field(
-        "customer_id", description="the unique id duplicates are found by (as mapped)")
+    dedupe_by: str = Field(
+        CUSTOMER_ID, description="the unique id duplicates are found by: the customer id, or another mapped id or "
+        "text field of the contract (a phone is compared by its digits, an email case-folded)")
     outlier_spend_multiple: float = Field(20.0, gt=1.0, description="spend above this × median is abnormal")
     max_age: float = 110.0
     min_age: float = 16.0
@@ -208,11 +225,50 @@ class PartnerConfig(Strict):
                              "work dir is a cache, and deleting it must never reset the privacy ledger")
         return self
 
+    _contract: Contract | None = PrivateAttr(None)
+
     @model_validator(mode="after")
-    def _dedupe_field_is_mapped(self) -> PartnerConfig:
-        if self.cleaning.dedupe_by not in self.customers.columns:
-            raise ValueError(f"cleaning.dedupe_by = {self.cleaning.dedupe_by!r} but the customers mapping has no such column")
+    def _bound_to_its_contract(self, info: ValidationInfo) -> PartnerConfig:
+        """A config naming no contract maps onto the standard one; a named contract is bound
+        once its path is resolved (`_resolved`), or here when it is absolute already. A
+        validation context `{"contract": Contract}` binds to that contract instead."""
+        given = (info.context or {}).get("contract") if info is not None else None
+        if given is not None:
+            self._bind(given)
+        elif self.contract is None or self.contract.is_absolute():
+            self._bind(load_contract(self.contract))
         return self
+
+    def _bind(self, contract: Contract) -> None:
+        updates = {}
+        for table in ("customers", "transactions", "interactions"):
+            spec = getattr(self, table)
+            if spec is not None:
+                updates[table] = spec.bound(contract)
+        for table, spec in updates.items():
+            object.__setattr__(self, table, spec)
+        self._contract = contract
+        dedupe = self.cleaning.dedupe_by
+        cid = contract.customer_id.name
+        if dedupe == CUSTOMER_ID:
+            dedupe = cid
+        if dedupe not in self.customers.columns:
+            raise ValueError(f"cleaning.dedupe_by = {self.cleaning.dedupe_by!r} but the customers mapping has no such column")
+        if contract.field(dedupe).kind not in (Kind.ID, Kind.TEXT):
+            raise ValueError(f"cleaning.dedupe_by = {dedupe!r}: duplicates are found by an id or text field, "
+                             f"not a {contract.field(dedupe).kind.value} field")
+
+    @property
+    def contract_model(self) -> Contract:
+        """The contract this partner's exports map onto (the standard one when it names none)."""
+        if self._contract is None:
+            self._bind(load_contract(self.contract))
+        return self._contract  # type: ignore[return-value]
+
+    @property
+    def dedupe_field(self) -> str:
+        """The pipeline name of the column duplicates are found by."""
+        return self.customers.schema.internal.get(self.cleaning.dedupe_by, self.cleaning.dedupe_by)
 
     @classmethod
     def load(cls, path: str | Path) -> PartnerConfig:
@@ -235,7 +291,7 @@ class PartnerConfig(Strict):
 
         customers = self.customers.model_copy(update={"path": resolve(self.customers.path)})
         tx, ix = self.transactions, self.interactions
-        return self.model_copy(update={
+        out = self.model_copy(update={
             "work_dir": resolve(self.work_dir),
             "privacy_dir": resolve(self.privacy_dir),
             "secret_file": resolve(self.secret_file),
@@ -245,10 +301,15 @@ class PartnerConfig(Strict):
             "interactions": ix.model_copy(update={"path": resolve(ix.path)}) if ix else None,
             "source": path,
         })
+        try:
+            out._bind(load_contract(out.contract))
+        except ValueError as exc:
+            raise ConfigError(f"partner config {path}: {exc}") from None
+        return out
 
     @property
     def identifier_columns(self) -> list[str]:
-        """Canonical direct identifiers this partner's export carries (dropped at pseudonymisation)."""
-        return [f for f in DIRECT_IDENTIFIERS if f in self.customers.columns]
+        """The contract's direct identifiers this partner's export carries (dropped at pseudonymisation)."""
+        return [f for f in self.contract_model.identifiers() if f in self.customers.columns]
 
 

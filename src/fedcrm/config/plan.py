@@ -40,7 +40,8 @@ class TrainPlan(Strict):
 
     model_config = ConfigDict(alias_generator=wire_key, populate_by_name=True)
 
-    task: Literal["churn", "propensity"] = Field("churn", description="what the model predicts")
+    task: str = Field("churn", pattern=r"^[a-z][a-z0-9_-]*$",
+                      description="what the model predicts: a task of the consortium's contract")
     model: Literal["logistic", "mlp"] = Field("logistic", description="logistic regression or a small MLP")
     model_hidden: int = Field(32, ge=2, le=1024, description="width of the MLP's first hidden layer")
     num_server_rounds: int = Field(5, ge=1, le=200, description="federated rounds")

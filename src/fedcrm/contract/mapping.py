@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedcrm.contract.draft import DEFAULT_FALSE, DEFAULT_TRUE, Profile, Sample, profile, read_sample, split_words
-from fedcrm.config.schema import BY_NAME, IX_BY_NAME, TX_BY_NAME
 from fedcrm.contract.model import Contract, FieldSpec, Kind, normalise_token
 
 # contract field -> other names it goes by (compared with case and punctuation removed)
@@ -186,8 +185,8 @@ class MappingDraft:
         out += [f"column {col!r}: not used" for col in self.unused]
         return out
 
-    def toml(self, name: str, partner_id: int, base: Path | None = None, pipeline_only: bool = False) -> str:
-        return render(self, name, partner_id, base, pipeline_only)
+    def toml(self, name: str, partner_id: int, base: Path | None = None) -> str:
+        return render(self, name, partner_id, base)
 
 
 def match_table(spec_fields: list[FieldSpec], profiles: dict[str, Profile], table: str) -> TableDraft:
@@ -402,10 +401,8 @@ def _path_text(path: Path, base: Path | None) -> str:
     return path.as_posix()
 
 
-def render(draft: MappingDraft, name: str, partner_id: int, base: Path | None = None,
-           pipeline_only: bool = False) -> str:
-    """`pipeline_only`: map only the fields today's pipeline reads (`PIPELINE_FIELDS`), the
-    rest as comments, so the drafted config runs now (what `fedcrm partner map` writes)."""
+def render(draft: MappingDraft, name: str, partner_id: int, base: Path | None = None) -> str:
+    """The drafted partner config as TOML, with a REVIEW comment on every inference."""
     import tomlkit
 
     s, c = draft.sample, draft.contract
@@ -448,12 +445,7 @@ def render(draft: MappingDraft, name: str, partner_id: int, base: Path | None = 
         for line in t.review:
             table.add(tomlkit.comment(f"REVIEW: {line}"))
         cols = tomlkit.table()
-        known = PIPELINE_FIELDS[t.table] if pipeline_only else frozenset(f.name for f in c.table(t.table))  # type: ignore[arg-type]
         for field_name, col in t.columns.items():
-            if field_name not in known:  # the bridge until the pipeline reads its fields from the contract
-                cols.add(tomlkit.comment(f'{field_name} = "{_escape(col)}"   # matched, but this fedcrm\'s pipeline '
-                                         "does not read this field yet (issue 13): uncomment it then"))
-                continue
             cols.add(field_name, col)
             if t.how[field_name] not in ("same name",):
                 cols[field_name].comment(f"REVIEW: matched by {t.how[field_name]}")
@@ -463,7 +455,7 @@ def render(draft: MappingDraft, name: str, partner_id: int, base: Path | None = 
         if t.values or t.unresolved:
             values = tomlkit.table(is_super_table=True)
             for field_name in [f.name for f in c.table(t.table)]:  # type: ignore[arg-type]
-                if (field_name not in t.values and field_name not in t.unresolved) or field_name not in known:
+                if field_name not in t.values and field_name not in t.unresolved:
                     continue
                 vt = tomlkit.table()
                 for raw, canonical in t.values.get(field_name, {}).items():
@@ -478,55 +470,5 @@ def render(draft: MappingDraft, name: str, partner_id: int, base: Path | None = 
     return tomlkit.dumps(doc)
 
 
-# The fields today's pipeline reads (config/schema.py): a drafted partner config maps only
-# these, so `partner init`, `check` and a run work on it now; the contract's other fields
-# are written as comments until the pipeline reads its fields from the contract.
-PIPELINE_FIELDS: dict[str, frozenset[str]] = {"customers": frozenset(BY_NAME), "transactions": frozenset(TX_BY_NAME),
-                                              "interactions": frozenset(IX_BY_NAME)}
-
-
 def _escape(text: str) -> str:
     return re.sub(r'(["\\])', r"\\\1", text)
-
-
-# ---------------------------------------------------------------------------- today's PartnerConfig
-
-
-def canonical_schema(contract: Contract, table: str = "customers") -> dict:
-    """A contract table as today's `CanonicalField` table (`fedcrm.config.schema`), so
-    today's `TableSpec` can check a mapping onto it (ordinals become categories over their
-    level names; a learned vocabulary is an empty one)."""
-    from fedcrm.config.schema import CanonicalField, FieldKind
-    from fedcrm.config.schema import Grade as SchemaGrade
-
-    out = {}
-    for f in contract.table(table):  # type: ignore[arg-type]
-        kind = FieldKind.CATEGORY if f.kind is Kind.ORDINAL else FieldKind(f.kind.value)
-        vocab = (tuple(f.levels or ()) if f.kind is Kind.ORDINAL
-                 else tuple(f.vocabulary) if isinstance(f.vocabulary, list) else ())
-        out[f.name] = CanonicalField(name=f.name, kind=kind, grade=SchemaGrade(f.grade.value), key=f.key,
-                                     description=f.description, vocabulary=vocab)
-    return out
-
-
-def partner_config_model(contract: Contract) -> type:
-    """`PartnerConfig` with its tables checked against the contract's fields instead of
-    today's schema: what a drafted partner.toml is validated with until the pipeline reads
-    its fields from the contract."""
-    from typing import ClassVar
-
-    from pydantic import create_model
-
-    from fedcrm.config.partner import InteractionMapping, PartnerConfig, TableMapping, TransactionMapping
-
-    def spec(base: type, table: str) -> type:
-        return type(f"Contract{base.__name__}", (base,), {
-            "__annotations__": {"SCHEMA": ClassVar[dict]}, "SCHEMA": canonical_schema(contract, table),
-            "__module__": __name__})
-
-    return create_model(  # type: ignore[call-overload]
-        "ContractPartnerConfig", __base__=PartnerConfig,
-        customers=(spec(TableMapping, "customers"), ...),
-        transactions=(spec(TransactionMapping, "transactions") | None, None),
-        interactions=(spec(InteractionMapping, "interactions") | None, None),
-    )

@@ -372,7 +372,8 @@ class Label(_Strict):
     field: str | None = None
     derived: Literal["no-purchase", "bought-category"] | None = None
     horizon_days: StrictInt | None = Field(None, gt=0, description="derived labels: days after the cutoff looked at")
-    category: str | None = Field(None, description="bought-category: the purchases category that counts")
+    category: str | None = Field(None, description="bought-category: the purchases category that counts; unset: "
+                                 "each partner names its own (activity.target_category in partner.toml)")
 
 
 class Task(_Strict):
@@ -408,8 +409,8 @@ class Feature:
         return [f"{self.name}={v}" for v in (*self.vocabulary, UNKNOWN)]
 
 
-# Features derived from the event tables (today's `fedcrm.data.activity`), with today's
-# reference scales (`fedcrm.data.features.NUMERIC`).
+# Features derived from the event tables (`fedcrm.data.activity` computes them), with the
+# reference scales a numeric feature is standardised with before the federation's statistics.
 DERIVED_FEATURES: dict[str, tuple[tuple[str, str, tuple[float, float]], ...]] = {
     "transactions": (("recency_days", "none", (90.0, 90.0)), ("frequency", "log1p", (1.0, 1.0)),
                      ("monetary", "log1p", (6.0, 2.0)), ("activity_trend", "none", (0.0, 1.0))),
@@ -555,13 +556,11 @@ class Contract(_Strict):
             if self.transactions is None:
                 out.append(f"{key}.derived: {lab.derived!r} is derived from purchases; the contract has no [transactions] table")
             if lab.derived == "bought-category":
-                if not lab.category:
-                    out.append(f"{key}.category: \"bought-category\" needs the category that counts")
-                elif self.transactions is not None:
+                if self.transactions is not None:
                     cat = self.transactions.by_role("category")
                     if cat is None:
                         out.append(f"{key}.derived: \"bought-category\" needs a transactions field with role \"category\"")
-                    elif isinstance(cat.vocabulary, list) and lab.category not in cat.vocabulary:
+                    elif lab.category and isinstance(cat.vocabulary, list) and lab.category not in cat.vocabulary:
                         out.append(f"{key}.category: {lab.category!r} is not in transactions.fields.{cat.name}.vocabulary")
             elif lab.category is not None:
                 out.append(f"{key}.category: only \"bought-category\" takes a category")

@@ -25,7 +25,8 @@ from fedcrm.coordinator.auditlog import AuditLog
 from fedcrm.coordinator.receipts import ReceiptBook, receipts_path
 from fedcrm.coordinator.recorder import RunRecorder
 from fedcrm.coordinator.strategy import QuorumLost, RecordingStrategy, client_level_dp
-from fedcrm.data.features import feature_names
+from fedcrm.contract.tables import load_contract
+from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.fedstats import FeatureStats, PartnerSums, combine
 from fedcrm.ml.models import build_model
 from fedcrm.protocol import CONFIG, METRICS, QueryReply, RoundConfig
@@ -34,6 +35,12 @@ from fedcrm.rundir import ClientLevelPoint, RunDir
 
 def partner_names(plan: TrainPlan) -> dict[int, str]:
     return FederationConfig.load(plan.federation_config).names() if plan.federation_config else {}
+
+
+def run_layout(plan: TrainPlan) -> FeatureLayout:
+    """The feature layout of the federation's contract (the standard one when it names none)."""
+    contract = FederationConfig.load(plan.federation_config).contract if plan.federation_config else None
+    return FeatureLayout.from_contract(load_contract(contract))
 
 
 def _audit_round(audit: AuditLog | None, recorder: RunRecorder, job_round: int) -> None:
@@ -56,7 +63,8 @@ def wait_for_nodes(grid: Grid, needed: int, timeout: float) -> list[int]:
         time.sleep(1.0)
 
 
-def federated_statistics(grid: Grid, strategy: RecordingStrategy, plan: TrainPlan, job_id: str) -> FeatureStats:
+def federated_statistics(grid: Grid, strategy: RecordingStrategy, plan: TrainPlan, job_id: str,
+                         layout: FeatureLayout) -> FeatureStats:
     """Ask every connected partner for its column sums (a Flower query) and combine them."""
     nodes = wait_for_nodes(grid, plan.min_partners, plan.round_timeout)
     config = RoundConfig(job_id=job_id).record()
@@ -67,7 +75,7 @@ def federated_statistics(grid: Grid, strategy: RecordingStrategy, plan: TrainPla
     sums = [QueryReply.from_dict(m.content[METRICS]) for m in replies if not m.has_error()]
     # noised by each partner's own floor, whatever the plan asked: a charged release says so
     return combine([PartnerSums(n=s.stat_n, sum=s.stat_sum, sumsq=s.stat_sumsq, onehot=s.stat_onehot) for s in sums],
-                   noised=any(s.epsilon is not None for s in sums))
+                   noised=any(s.epsilon is not None for s in sums), layout=layout)
 
 
 def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int,
@@ -97,13 +105,14 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
     else:
         run = RunDir.create(run_dir, flower_run, plan)
         recorder = RunRecorder.start(run, names, plan, flower_run)
+    layout = recorder.layout = run_layout(plan)
     resumed, offset = bool(plan.resume_from), recorder.state.completed_rounds
     audit = AuditLog(Path(plan.audit_log)) if plan.audit_log else None
     strategy, central = _strategy(plan, recorder, offset, audit)
     if resumed:
         initial = ArrayRecord(run.checkpoint(offset))
     else:
-        initial = ArrayRecord(build_model(plan.model, len(feature_names()), seed=plan.seed,
+        initial = ArrayRecord(build_model(plan.model, layout.width, seed=plan.seed,
                                           hidden=plan.model_hidden).state_dict())
     latest = [initial]  # the last aggregated model: what stands if the run stops early
     if audit:
@@ -139,7 +148,7 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
     config = RoundConfig(job_id=recorder.run_id, round_offset=offset)
     try:
         if plan.federated_stats and not resumed:
-            run.write_feature_stats(federated_statistics(grid, strategy, plan, recorder.run_id))
+            run.write_feature_stats(federated_statistics(grid, strategy, plan, recorder.run_id, layout))
         if plan.federated_stats:
             recorder.normalisation = run.feature_stats().normalisation
             config = config.model_copy(update={"feature_mean": recorder.normalisation.mean,

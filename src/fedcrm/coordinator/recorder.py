@@ -13,7 +13,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedcrm.config import TrainPlan
 from fedcrm.coordinator.receipts import ReceiptBook
-from fedcrm.data.features import feature_names
+from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.evaluation import HIST_BINS
 from fedcrm.ml.fedstats import Normalisation
 from fedcrm.protocol import METRICS, EvaluateReply, TrainReply
@@ -50,6 +50,7 @@ class RunRecorder:
         self.received: dict[str, dict[str, Inventory]] = {}  # partner → kind → value-free inventory
         self.histograms: dict[int, dict[str, ScoreHistogram]] = {}  # round → partner → held-out score counts
         self.normalisation: Normalisation | None = None  # the federation's, published with the model
+        self.layout: FeatureLayout | None = None  # the run's feature layout, published with the model
         self.receipts: ReceiptBook | None = None  # the federation's ledger receipts, copied into the run
         if state.completed_rounds:
             self._load_records()
@@ -154,8 +155,9 @@ class RunRecorder:
     def finish(self, arrays: ArrayRecord, status: str) -> None:
         self.flush()
         last = self.rounds[max(self.rounds)] if self.rounds else RoundRecord(round=0)
-        meta = ModelMeta(kind=self.plan.model, hidden=self.plan.model_hidden, features=feature_names(),
-                         task=self.plan.task, normalisation=self.normalisation,
+        layout = self.layout or FeatureLayout()
+        meta = ModelMeta(kind=self.plan.model, hidden=self.plan.model_hidden, features=layout.names(),
+                         layout=layout if self.layout else None, task=self.plan.task, normalisation=self.normalisation,
                          contract_digest=self.plan.contract_digest)
         self.run.publish(arrays.to_torch_state_dict(), meta, RunSummary(
             run_id=self.run_id, status=status, rounds_completed=self.state.completed_rounds,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from fedcrm.config import Generalisation
-from fedcrm.data.features import age_band_midpoint
+from fedcrm.contract.model import Contract, Generalise, Kind
 
 PERIOD = {"month": "M", "quarter": "Q", "year": "Y"}
 
@@ -27,27 +28,45 @@ class KAnonymityReport(BaseModel):
     groups: int
 
 
-def generalised_quasi_identifiers(frame: pd.DataFrame, as_of: date, gen: Generalisation | None = None) -> pd.DataFrame:
-    """The generalised form of each quasi-identifier present (what could reach a model)."""
+def age_band_midpoint(age: pd.Series, width: int = 10) -> pd.Series:
+    """Generalise age to the midpoint of its band (ten years: 18-27 → 22.5, …)."""
+    return (np.floor((age - 18) / width) * width + 18 + (width - 1) / 2).where(age.notna())
+
+
+def generalised_quasi_identifiers(frame: pd.DataFrame, as_of: date, gen: Generalisation | None = None,
+                                  contract: Contract | None = None) -> pd.DataFrame:
+    """The generalised form of each of the contract's quasi-identifiers (its sensitive
+    fields) the partner maps: what could single a customer out. Widths are the partner's."""
+    from fedcrm.contract.tables import standard_contract
+
     gen = gen or Generalisation()
+    contract = contract or standard_contract()
     out = pd.DataFrame(index=frame.index)
-    if "gender" in frame.columns:
-        out["gender"] = frame["gender"].astype(str)
-    age = frame["age"] if "age" in frame.columns else None
-    if age is None and "birth_date" in frame.columns:
-        age = (pd.Timestamp(as_of) - frame["birth_date"]).dt.days / 365.25
-    if age is not None:
-        w = gen.age_band_years
-        low = age_band_midpoint(age.astype("float64"), w) - (w - 1) / 2
-        out["age_band"] = low.map(lambda lo: "unknown" if pd.isna(lo) else f"{int(lo)}-{int(lo) + w - 1}")
-    if "region" in frame.columns:
-        out["region"] = frame["region"].astype(str)
-    if "postcode" in frame.columns:
-        out["postcode_prefix"] = frame["postcode"].astype("string").str.slice(0, gen.postcode_prefix).fillna("unknown")
-    if "signup_date" in frame.columns:
-        period = frame["signup_date"].dt.to_period(PERIOD[gen.date_granularity]).astype("string")
-        out[f"signup_{gen.date_granularity}"] = period.fillna("unknown")
-    return out
+    periods = pd.DataFrame(index=frame.index)  # dates last
+    ages: list[str] = []
+    for qi in contract.quasi_identifiers():
+        if qi.name not in frame.columns:
+            continue
+        col = frame[qi.name]
+        if qi.generalise == Generalise.AGE_BAND:
+            if ages:  # age and birth date: one age band, from the first the partner maps
+                continue
+            ages.append(qi.name)
+            age = (pd.Timestamp(as_of) - col).dt.days / 365.25 if qi.kind == Kind.DATE else col.astype("float64")
+            w = gen.age_band_years
+            low = age_band_midpoint(age, w) - (w - 1) / 2
+            out["age_band"] = low.map(lambda lo: "unknown" if pd.isna(lo) else f"{int(lo)}-{int(lo) + w - 1}")
+        elif qi.kind == Kind.DATE:
+            period = col.dt.to_period(PERIOD[gen.date_granularity]).astype("string")
+            periods[f"{qi.name.removesuffix('_date')}_{gen.date_granularity}"] = period.fillna("unknown")
+        elif qi.generalise == Generalise.POSTCODE_PREFIX or (qi.kind == Kind.TEXT and "post" in qi.name):
+            out[f"{qi.name}_prefix"] = col.astype("string").str.slice(0, gen.postcode_prefix).fillna("unknown")
+        elif qi.kind in (Kind.NUMBER, Kind.COUNT, Kind.MONEY, Kind.ORDINAL):
+            continue  # a sensitive number reaches nothing ungeneralised (the contract says how, or drop)
+        else:
+            out[qi.name] = col.astype(str)
+    return pd.concat([out, periods], axis=1)
+
 
 
 def k_anonymity(qi: pd.DataFrame, k_threshold: int = 5) -> KAnonymityReport:

@@ -15,8 +15,13 @@ import numpy as np
 from pydantic import BaseModel
 
 from fedcrm.config import CleaningRules
+from fedcrm.contract.model import UNKNOWN, FieldSpec, Generalise, Kind
+from fedcrm.contract.tables import TableSchema, standard_contract, table_schema
 from fedcrm.data.ingest import ROW
-from fedcrm.config.schema import BY_NAME, UNKNOWN, CanonicalField, FieldKind
+
+
+def _standard() -> TableSchema:
+    return table_schema(standard_contract(), "customers")
 
 REASON = "reason"
 
@@ -71,9 +76,9 @@ def missing_key_fields(frame: pd.DataFrame, unreadable: pd.DataFrame, key_fields
 def duplicates_by_id(frame: pd.DataFrame, id_field: str = "customer_id") -> pd.Series:
     """Keep the most recent record per id (record_date, then file order); flag the rest."""
     key = frame[id_field].astype("string")
-    if id_field == "phone":  # '+86 138-1234 5678' and '8613812345678' are one phone
+    if "phone" in id_field:  # '+86 138-1234 5678' and '8613812345678' are one phone
         key = key.str.replace(r"\D", "", regex=True)
-    elif id_field == "email":
+    elif "email" in id_field or "mail" in id_field:
         key = key.str.strip().str.casefold()
     key = key.where(key.str.len() > 0)
     order = [c for c in ("record_date", ROW) if c in frame.columns]
@@ -85,10 +90,23 @@ def duplicates_by_id(frame: pd.DataFrame, id_field: str = "customer_id") -> pd.S
     return _reasons(is_dup, reason)
 
 
+def bounds(spec: FieldSpec, rules: CleaningRules) -> tuple[float, float] | None:
+    """A numeric field's plausible range: the contract's `clip`; an age (a field generalised
+    to an age band) also within the partner's [min_age, max_age]: the narrower wins."""
+    lo, hi = spec.clip if spec.clip is not None else (-np.inf, np.inf)
+    if spec.generalise is Generalise.AGE_BAND and spec.kind is not Kind.DATE:
+        lo, hi = max(lo, rules.min_age), min(hi, rules.max_age)
+    return None if (lo, hi) == (-np.inf, np.inf) else (lo, hi)
+
+
 def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date,
-                    schema: dict[str, CanonicalField] = BY_NAME, alive: np.ndarray | None = None) -> pd.Series:
-    """Negative amounts/counts, future dates, implausible ages, spend far above the median
-    (of the rows in `alive`: rows an earlier rule rejected do not move the median)."""
+                    schema: TableSchema | None = None, alive: np.ndarray | None = None) -> pd.Series:
+    """Values outside a field's range (negative amounts and counts by default), future
+    dates, and amounts far above the median (of the rows in `alive`: rows an earlier rule
+    rejected do not move the median). The contract's `outlier_median_multiple` for a field
+    wins over the partner's `outlier_spend_multiple` (which covers money fields the contract
+    leaves open)."""
+    schema = schema or _standard()
     verdict = _FirstReason(frame.index)
 
     def flag(mask: pd.Series, why: str) -> None:
@@ -100,19 +118,26 @@ def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date,
         if spec is None:
             continue
         col = frame[name]
-        if spec.kind in (FieldKind.MONEY, FieldKind.COUNT):
-            flag(col < 0, f"negative {name}")
-        if spec.kind is FieldKind.MONEY:
-            median = col[(col > 0) if alive is None else (col > 0) & alive].median()
-            if pd.notna(median):
-                flag(col > rules.outlier_spend_multiple * median,
-                     f"{name} above {rules.outlier_spend_multiple:g}x the median ({median:.2f})")
-        if spec.kind is FieldKind.DATE:
-            flag(col > horizon, f"{name} in the future (after {as_of.isoformat()})")
-        if name == "age":
-            flag((col < rules.min_age) | (col > rules.max_age), f"age outside [{rules.min_age:g}, {rules.max_age:g}]")
-        if name == "tenure_months":
-            flag(col < 0, "negative tenure_months")
+        shown = spec.name
+        if spec.kind in (Kind.MONEY, Kind.COUNT, Kind.NUMBER):
+            rng = bounds(spec, rules)
+            if rng is not None:
+                lo, hi = rng
+                if lo == 0 and hi == np.inf:
+                    flag(col < 0, f"negative {shown}")
+                elif hi == np.inf:
+                    flag(col < lo, f"{shown} below {lo:g}")
+                elif lo == -np.inf:
+                    flag(col > hi, f"{shown} above {hi:g}")
+                else:
+                    flag((col < lo) | (col > hi), f"{shown} outside [{lo:g}, {hi:g}]")
+            multiple = spec.outlier_median_multiple or (rules.outlier_spend_multiple if spec.kind is Kind.MONEY else None)
+            if multiple:
+                median = col[(col > 0) if alive is None else (col > 0) & alive].median()
+                if pd.notna(median):
+                    flag(col > multiple * median, f"{shown} above {multiple:g}x the median ({median:.2f})")
+        if spec.kind is Kind.DATE:
+            flag(col > horizon, f"{shown} in the future (after {as_of.isoformat()})")
     return verdict.series()
 
 
@@ -136,24 +161,35 @@ class Cleaned:
 
 
 def fill_missing(frame: pd.DataFrame, unreadable: pd.DataFrame, rules: CleaningRules,
-                 schema: dict[str, CanonicalField] = BY_NAME) -> tuple[pd.DataFrame, dict[str, int], dict[str, object]]:
-    """Non-key gaps: a configured default, else 'unknown' (categories) or the partner's median."""
+                 schema: TableSchema | None = None) -> tuple[pd.DataFrame, dict[str, int], dict[str, object]]:
+    """Non-key gaps, by the contract's missing-value rule: 'unknown' (categories), the
+    partner's median, zero, or a literal. A partner's own `cleaning.defaults` entry for a
+    field wins: it knows what a blank means in its export."""
+    schema = schema or _standard()
     out = frame.copy(deep=False)  # columns are replaced, never written in place
     counts: dict[str, int] = {}
     fills: dict[str, object] = {}
     for name in frame.columns:
         spec = schema.get(name)
-        if spec is None or spec.key or spec.kind in (FieldKind.ID, FieldKind.TEXT, FieldKind.DATE):
+        if spec is None or spec.key or spec.kind in (Kind.ID, Kind.TEXT, Kind.DATE):
             continue
         col = out[name]
         if name in unreadable.columns:
             col = col.where(~unreadable[name].reindex(col.index, fill_value=False))
-        gap = col.isna() | (col == UNKNOWN) if spec.kind is FieldKind.CATEGORY else col.isna()
+        gap = col.isna() | (col == UNKNOWN) if spec.kind is Kind.CATEGORY else col.isna()
         counts[name] = int(gap.sum())
-        if spec.kind is FieldKind.CATEGORY:
-            value = rules.defaults.get(name, UNKNOWN)
-        elif name in rules.defaults:
-            value = rules.defaults[name]
+        rule = spec.missing
+        default = rules.defaults.get(spec.name, rules.defaults.get(name))
+        if default is not None:
+            value: object = default
+        elif spec.kind is Kind.CATEGORY:
+            value = rule if isinstance(rule, str) else UNKNOWN
+        elif rule == "zero":
+            value = 0.0
+        elif spec.kind is Kind.ORDINAL and isinstance(rule, str) and rule in (spec.levels or {}):
+            value = float((spec.levels or {})[rule])
+        elif isinstance(rule, bool | int | float) and not (rule == "median"):
+            value = float(rule)
         else:
             median = col.median()
             value = float(median) if pd.notna(median) else 0.0
@@ -169,9 +205,9 @@ class Cleaner:
     are not deduplicated by id."""
 
     def __init__(self, rules: CleaningRules, as_of: date, key_fields: list[str],
-                 schema: dict[str, CanonicalField] = BY_NAME, dedupe: bool = True) -> None:
+                 schema: TableSchema | None = None, dedupe: bool = True, dedupe_by: str = "customer_id") -> None:
         self.rules, self.as_of, self.key_fields = rules, as_of, key_fields
-        self.schema, self.dedupe = schema, dedupe
+        self.schema, self.dedupe, self.dedupe_by = schema or _standard(), dedupe, dedupe_by
 
     def __call__(self, frame: pd.DataFrame, unreadable: pd.DataFrame) -> Cleaned:
         rows_in = len(frame)
@@ -182,7 +218,7 @@ class Cleaner:
         duplicates = 0
         if self.dedupe:
             alive = frame.loc[~verdict.taken]
-            dup = duplicates_by_id(alive, self.rules.dedupe_by).reindex(frame.index)
+            dup = duplicates_by_id(alive, self.dedupe_by).reindex(frame.index)
             duplicates = int(dup.notna().sum())
             verdict.take(dup)
         verdict.take(abnormal_values(frame, self.rules, self.as_of, self.schema, alive=~verdict.taken))
@@ -195,7 +231,7 @@ class Cleaner:
         by_reason = counts.groupby(families, sort=False).sum().sort_values(ascending=False, kind="stable")
         present = frame.drop(columns=[ROW]).notna()
         for name in present.columns:
-            if self.schema[name].kind is FieldKind.CATEGORY:
+            if self.schema[name].kind is Kind.CATEGORY:
                 present[name] = frame[name] != UNKNOWN
             if name in unreadable.columns:
                 present[name] &= ~unreadable[name]

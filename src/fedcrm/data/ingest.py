@@ -1,4 +1,4 @@
-"""Read a partner's raw export and rename its columns to canonical fields.
+"""Read a partner's raw export and rename its columns to the contract's fields.
 
 Everything is read as text: parsing belongs to `standardise`, where a bad value can be
 quarantined with its row and column instead of failing the whole file or being coerced
@@ -60,7 +60,7 @@ def read_table(mapping: TableSpec) -> pd.DataFrame:
 
 
 def apply_mapping(frame: pd.DataFrame, mapping: TableSpec, partner: str) -> pd.DataFrame:
-    """Keep only mapped columns, renamed to canonical names."""
+    """Keep only mapped columns, renamed to their pipeline names (`TableSpec.pipeline_columns`)."""
     available = [c for c in frame.columns if c != ROW]
     for canonical, raw in mapping.columns.items():
         if raw not in frame.columns:
@@ -69,7 +69,7 @@ def apply_mapping(frame: pd.DataFrame, mapping: TableSpec, partner: str) -> pd.D
                 hint = f" (the file parsed as one column: is delimiter {mapping.delimiter!r} right?)"
             raise MappingError(
                 partner, mapping.path, raw,
-                f"mapped to canonical {canonical!r} but not in the file; columns are {available}{hint}",
+                f"mapped to contract field {canonical!r} but not in the file; columns are {available}{hint}",
             )
     for raw in mapping.columns.values():
         column = frame[raw]
@@ -78,8 +78,9 @@ def apply_mapping(frame: pd.DataFrame, mapping: TableSpec, partner: str) -> pd.D
             if first and isinstance(first[0], (list, tuple, dict, np.ndarray)):
                 raise DataError(mapping.path, f"holds {type(first[0]).__name__} values (a nested Parquet column), "
                                 "not one value per row: flatten it in the export, or leave it unmapped", column=raw)
-    out = frame[[ROW, *mapping.columns.values()]]  # copy-on-write: no eager copy
-    out.columns = [ROW, *mapping.columns.keys()]
+    columns = mapping.pipeline_columns()
+    out = frame[[ROW, *columns.values()]]  # copy-on-write: no eager copy
+    out.columns = [ROW, *columns.keys()]
     return out
 
 

@@ -19,19 +19,21 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from fedcrm.data.activity import (activity_features, churn_labels, interaction_counts, marketing_tags, propensity_labels,
-                             purchases)
-from fedcrm.data.clean import REASON, Cleaned, Cleaner, CleaningReport
 from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
-from fedcrm.errors import MappingError
-from fedcrm.data.features import build_matrix, derive_generalised, feature_names
+from fedcrm.config.activity import ActivityConfig
+from fedcrm.contract.model import Task
+from fedcrm.data.activity import (activity_features, churn_labels, interaction_counts, marketing_tags, propensity_labels,
+                                  purchases)
+from fedcrm.data.clean import REASON, Cleaned, Cleaner, CleaningReport
 from fedcrm.data.ingest import ROW, apply_mapping, file_fingerprint, read_table
+from fedcrm.data.layout import FeatureLayout
 from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
-from fedcrm.config.schema import LABEL_SOURCES
 from fedcrm.data.standardise import standardise
+from fedcrm.errors import ConfigError, MappingError
 from fedcrm.privatefiles import private_dir, private_replace
 
-PIPELINE_VERSION = "3"  # 3: banking fields in the layout; "unknown" is a missing value
+PIPELINE_VERSION = "4"  # 4: fields, features and labels from the contract
+DERIVED_LABEL = "_label"  # the column of a label derived from purchases
 
 
 class PreparedSummary(BaseModel):
@@ -45,6 +47,7 @@ class PreparedSummary(BaseModel):
     n_test: int
     label_rate_train: float
     n_features: int
+    features: list[str] = []
     cleaning: CleaningReport
 
 
@@ -65,33 +68,57 @@ def as_of_date(cfg: PartnerConfig) -> date:
     return date.fromisoformat(cfg.as_of) if cfg.as_of else date.today()
 
 
+def task_of(cfg: PartnerConfig, task: str) -> Task:
+    """The contract's task; a task the contract does not define is a config error."""
+    return cfg.contract_model.task(task)
+
+
 def label_field(cfg: PartnerConfig, task: str) -> str:
-    """The canonical label column: mapped explicitly, or derived from purchases."""
-    name = LABEL_SOURCES[task]
-    if name in cfg.customers.columns:
-        return name
-    if cfg.transactions is not None and (task == "churn" or cfg.activity.target_category):
-        return name
-    need = "" if task == "churn" else " (or a purchases export with activity.target_category)"
-    raise MappingError(cfg.name, cfg.customers.path, name,
-                       f"task {task!r} needs a label source: map canonical {name!r} to a raw column{need}")
+    """The label column: the task's label field when the partner maps it, else the label
+    derived from purchases (which needs a purchases export)."""
+    label = task_of(cfg, task).label
+    if label.field is not None and label.field in cfg.customers.columns:
+        return label.field
+    if label.derived is not None and cfg.transactions is not None:
+        if label.derived == "bought-category" and not (label.category or cfg.activity.target_category):
+            raise MappingError(cfg.name, cfg.customers.path, label.field or task,
+                               f"task {task!r} derives its label from purchases of a category: set "
+                               "activity.target_category in the partner config")
+        return DERIVED_LABEL
+    ways = ([f"map the contract's label field {label.field!r} to a raw column"] if label.field else []) + (
+        ["name a purchases export ([transactions])"] if label.derived else [])
+    raise MappingError(cfg.name, cfg.customers.path, label.field or task, f"task {task!r} needs a label: "
+                       + " or ".join(ways))
 
 
-def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def task_activity(cfg: PartnerConfig, task: str | None) -> ActivityConfig:
+    """The partner's activity rules, with the label horizon of the task's derived label
+    unless the partner set its own."""
+    if task is None:
+        return cfg.activity
+    label = task_of(cfg, task).label
+    if label.derived is None or "horizon_days" in cfg.activity.model_fields_set or label.horizon_days is None:
+        return cfg.activity
+    return cfg.activity.model_copy(update={"horizon_days": label.horizon_days})
+
+
+def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str | None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Join interaction counts and RFM/trend features (and, unless a label column is
     mapped, the derived label) from the event exports; returns the customers and, when
     there are purchases, their marketing tags."""
     if cfg.transactions is None and cfg.interactions is None:
         return customers, None
     as_of = as_of_date(cfg)
-    cutoff = cfg.activity.cutoff_for(as_of)
+    activity = task_activity(cfg, task)
+    cutoff = activity.cutoff_for(as_of)
     ids = pd.Index(customers["customer_id"].astype(str))
     out = customers.copy()
     ix_counts = None
     if cfg.interactions is not None:
         raw_ix, ix = load_events(cfg.interactions, cfg.name, cfg.cleaning, as_of)
         write_quarantine(cfg, "interactions", raw_ix, ix.quarantine)
-        ix_counts = interaction_counts(ix.clean, cutoff, cfg.activity)
+        ix_counts = interaction_counts(ix.clean, cutoff, activity)
         if "interactions" not in cfg.customers.columns:
             out["interactions"] = ix_counts["interactions"].reindex(ids, fill_value=0).to_numpy()
     if cfg.transactions is None:
@@ -100,22 +127,23 @@ def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str) -> tupl
     write_quarantine(cfg, "transactions", raw_tx, tx.quarantine)
     del raw_tx
     bought = purchases(tx.clean)  # lines → purchases once, for features and the label
-    feats = activity_features(bought, cutoff, cfg.activity)
+    feats = activity_features(bought, cutoff, activity)
     joined = feats.reindex(ids)
-    joined["recency_days"] = joined["recency_days"].fillna(cfg.activity.window_days)
+    joined["recency_days"] = joined["recency_days"].fillna(activity.window_days)
     joined = joined.fillna(0.0)
     for col in ("recency_days", "frequency", "monetary", "activity_trend"):
         out[col] = joined[col].to_numpy()
-    label = LABEL_SOURCES[task]
-    if label not in cfg.customers.columns:
-        if task == "churn":
-            derived = churn_labels(bought, ids, cutoff, cfg.activity.horizon_days)
+    label = task_of(cfg, task).label if task is not None else None
+    if label is not None and label_field(cfg, task) == DERIVED_LABEL:
+        if label.derived == "no-purchase":
+            derived = churn_labels(bought, ids, cutoff, activity.horizon_days)
         else:
             tx_clean = tx.clean.assign(customer_id=tx.clean["customer_id"].astype(str))
-            derived = propensity_labels(tx_clean, ids, cutoff, cfg.activity.horizon_days, cfg.activity.target_category or "")
-        out[label] = derived.to_numpy().astype("float64")
+            derived = propensity_labels(tx_clean, ids, cutoff, activity.horizon_days,
+                                        label.category or cfg.activity.target_category or "")
+        out[DERIVED_LABEL] = derived.to_numpy().astype("float64")
     recent, previous = (ix_counts["ix_recent"], ix_counts["ix_previous"]) if ix_counts is not None else (None, None)
-    return out, marketing_tags(feats, cfg.activity, recent, previous)
+    return out, marketing_tags(feats, activity, recent, previous)
 
 
 def test_mask(pids: pd.Series, fraction: float) -> np.ndarray:
@@ -131,9 +159,12 @@ def holdout_split(cfg: PartnerConfig) -> str:
     return hmac.new(load_secret(cfg.secret_file), b"fedcrm hold-out split v1", hashlib.sha256).hexdigest()[:16]
 
 
-def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint: str, key: bytes) -> str:
+def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint: str, key: bytes,
+               layout: FeatureLayout) -> str:
     parts = {
         "v": PIPELINE_VERSION,
+        "contract": cfg.contract_model.digest(),
+        "layout": layout.model_dump(mode="json"),
         "data": fingerprint,
         "mapping": cfg.customers.model_dump(mode="json"),
         "cleaning": cfg.cleaning.model_dump(mode="json"),
@@ -153,7 +184,10 @@ def load_and_clean(cfg: PartnerConfig, key_fields: list[str]) -> tuple[pd.DataFr
     """Read, map, standardise and clean the customers export; returns the mapped raw text too."""
     raw = apply_mapping(read_table(cfg.customers), cfg.customers, cfg.name)
     typed = standardise(raw, cfg.customers)
-    return raw, Cleaner(cfg.cleaning, as_of_date(cfg), key_fields=key_fields)(typed.frame, typed.unreadable)
+    keys = [*cfg.customers.schema.key_fields(), *(k for k in key_fields if k not in cfg.customers.schema.key_fields())]
+    cleaner = Cleaner(cfg.cleaning, as_of_date(cfg), key_fields=keys, schema=cfg.customers.schema,
+                      dedupe_by=cfg.dedupe_field)
+    return raw, cleaner(typed.frame, typed.unreadable)
 
 
 def load_events(mapping: TransactionMapping | InteractionMapping, partner: str, rules: CleaningRules,
@@ -163,28 +197,35 @@ def load_events(mapping: TransactionMapping | InteractionMapping, partner: str, 
     Many rows per customer, so no deduplication by id."""
     raw = apply_mapping(read_table(mapping), mapping, partner)
     typed = standardise(raw, mapping)
-    keys = [f.name for f in mapping.SCHEMA.values() if f.key]
-    cleaner = Cleaner(rules, as_of, key_fields=keys, schema=mapping.SCHEMA, dedupe=False)
+    cleaner = Cleaner(rules, as_of, key_fields=mapping.schema.key_fields(), schema=mapping.schema, dedupe=False)
     return raw, cleaner(typed.frame, typed.unreadable)
 
 
-def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache: bool = True) -> PreparedData:
-    """Run (or reuse) the whole pipeline for one partner and task."""
+def partner_layout(cfg: PartnerConfig) -> FeatureLayout:
+    """The layout of the partner's contract, with the contract's generalisation widths
+    unless the partner's own are coarser (a partner may generalise more, never less)."""
+    layout = FeatureLayout.from_contract(cfg.contract_model)
+    return layout.model_copy(update={"age_band_years": max(layout.age_band_years, cfg.generalisation.age_band_years)})
+
+
+def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache: bool = True,
+            layout: FeatureLayout | None = None) -> PreparedData:
+    """Run (or reuse) the whole pipeline for one partner and task, into `layout` (default:
+    the partner contract's, which must then have no learned vocabularies)."""
     key = load_secret(cfg.secret_file)
+    layout = layout or partner_layout(cfg)
+    if layout.unresolved():
+        raise ConfigError(f"features {[b.name for b in layout.unresolved()]} of contract {layout.contract!r} learn "
+                          "their levels from the federation's statistics: run with federated statistics on")
     target = label_field(cfg, task)
     fingerprint = dataset_fingerprint(cfg)
-    cache_dir = cfg.work_dir / "prepared" / _cache_key(cfg, task, test_fraction, fingerprint, key)
+    cache_dir = cfg.work_dir / "prepared" / _cache_key(cfg, task, test_fraction, fingerprint, key, layout)
     if use_cache and (cache_dir / "summary.json").is_file():
-        return _load(cache_dir)
+        return _load(cache_dir, layout)
 
     as_of = as_of_date(cfg)
-    raw, cleaned = load_and_clean(cfg, key_fields=["customer_id", target])
-    with_activity, tags = add_activity(cfg, cleaned.clean, task)
-    pseudo, lookup = pseudonymise(with_activity, key)
-    if tags is not None:
-        write_tags(cfg, tags, key, lookup)
-    general = derive_generalised(pseudo, as_of, cfg.generalisation.age_band_years)
-    x = build_matrix(general)
+    general, raw, cleaned, lookup = prepared_frame(cfg, task, target, key)
+    x = layout.matrix(general, as_of)
     y = general[target].to_numpy(dtype=np.float32)
     test = test_mask(general[PID], test_fraction)
 
@@ -192,12 +233,24 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
         partner=cfg.name, task=task, dataset_fingerprint=fingerprint, as_of=as_of.isoformat(),
         n_train=int((~test).sum()), n_test=int(test.sum()),
         label_rate_train=float(y[~test].mean()) if (~test).any() else 0.0,
-        n_features=x.shape[1], cleaning=cleaned.report,
+        n_features=x.shape[1], features=layout.names(), cleaning=cleaned.report,
     )
     data = PreparedData(x[~test], y[~test], x[test], y[test], summary)
     _write_local_outputs(cfg, raw, cleaned.quarantine, lookup)
     _save(cache_dir, data)
     return data
+
+
+def prepared_frame(cfg: PartnerConfig, task: str | None, target: str | None, key: bytes, tags: bool = True
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, Cleaned, pd.DataFrame]:
+    """Cleaned, joined with activity (and the derived label), pseudonymised: what the
+    layout reads features from. Also writes the marketing tags."""
+    raw, cleaned = load_and_clean(cfg, key_fields=[target] if target and target != DERIVED_LABEL else [])
+    with_activity, tagged = add_activity(cfg, cleaned.clean, task)
+    pseudo, lookup = pseudonymise(with_activity, key, cfg.contract_model.identifiers())
+    if tags and tagged is not None:
+        write_tags(cfg, tagged, key, lookup)
+    return pseudo, raw, cleaned, lookup
 
 
 def dataset_fingerprint(cfg: PartnerConfig) -> str:
@@ -264,9 +317,9 @@ def _save(cache_dir: Path, data: PreparedData) -> None:
         fh.write(data.summary.model_dump_json(indent=2))
 
 
-def _load(cache_dir: Path) -> PreparedData:
+def _load(cache_dir: Path, layout: FeatureLayout) -> PreparedData:
     arrays = np.load(cache_dir / "arrays.npz")
     summary = PreparedSummary.model_validate_json((cache_dir / "summary.json").read_text())
-    if summary.n_features != len(feature_names()):
+    if summary.features != layout.names():
         raise AssertionError(f"stale cache {cache_dir}: feature layout changed")
     return PreparedData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], summary)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 
 from fedcrm.errors import ConfigError
-from fedcrm.config.schema import DIRECT_IDENTIFIERS
 
 PID = "pid"
 KEY_BYTES = 32
@@ -68,15 +67,17 @@ def pseudonyms(ids: pd.Series, key: bytes) -> pd.Series:
     return pd.Series(out, index=ids.index, dtype=object)
 
 
-def pseudonymise(frame: pd.DataFrame, key: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Replace customer_id by its pseudonym and drop direct identifiers.
+def pseudonymise(frame: pd.DataFrame, key: bytes, identifiers: list[str] | tuple[str, ...] = ()
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Replace customer_id by its pseudonym and drop the contract's direct identifiers
+    (`Contract.identifiers()`; the caller passes them: the contract is the authority).
 
     Returns the pseudonymised frame and the local lookup (pid → customer_id) that lets the
     partner join scores back to its own customers; the lookup never leaves the node.
     """
     pids = pseudonyms(frame["customer_id"], key)
     lookup = pd.DataFrame({PID: pids, "customer_id": frame["customer_id"].astype(str)})
-    dropped = [c for c in (*DIRECT_IDENTIFIERS, "customer_id") if c in frame.columns]
+    dropped = [c for c in (*identifiers, "customer_id") if c in frame.columns]
     out = frame.drop(columns=dropped)
     out.insert(0, PID, pids)
     return out, lookup

@@ -13,15 +13,13 @@ from rich.console import Group
 from rich.table import Table
 
 from fedcrm.config import PartnerConfig
-from fedcrm.config.schema import BY_NAME, UNKNOWN
+from fedcrm.contract.model import OTHER, UNKNOWN
 from fedcrm.data.anonymity import KAnonymityReport, generalised_quasi_identifiers, k_anonymity
 from fedcrm.data.clean import CleaningReport
-from fedcrm.data.features import BOOLEAN, CATEGORICAL, NUMERIC, derive_generalised
-from fedcrm.data.prepare import as_of_date, label_field, load_and_clean, load_events, quarantine_rows
+from fedcrm.data.prepare import DERIVED_LABEL, as_of_date, label_field, load_and_clean, load_events, partner_layout, \
+    quarantine_rows
 from fedcrm.privatefiles import private_replace
 
-ACTIVITY_FEATURES = ("recency_days", "frequency", "monetary", "activity_trend")  # from a purchases export
-GENERALISED_FROM = {"tenure_months": "signup_date", "age_band": "age or birth_date"}
 MIN_KEY_READABLE_PCT = 95.0  # a key field (id, label) readable on fewer rows is a finding
 MAX_UNKNOWN_PCT = 50.0  # a category whose values mostly fall to 'unknown': the value map misses its spellings
 
@@ -66,32 +64,35 @@ class QualityReport(BaseModel):
 def gate_for(cfg: PartnerConfig, k_threshold: int | None = None) -> Gate:
     """The contract's thresholds when the partner holds one, else the config's k and defaults."""
     if cfg.contract is not None:
-        from fedcrm.contract.model import Contract
-
-        terms = Contract.load(cfg.contract).contract
+        terms = cfg.contract_model.contract
         return Gate(min_features=terms.min_features, k_threshold=k_threshold or terms.k_anonymity,
                     source=f"contract {terms.name!r}")
     return Gate(k_threshold=k_threshold or cfg.generalisation.k_threshold)
 
 
 def feature_use(cfg: PartnerConfig, clean: pd.DataFrame) -> list[FeatureUse]:
-    """Every feature of the shared layout, and whether this partner's mapping feeds it."""
-    general = derive_generalised(clean, as_of_date(cfg), cfg.generalisation.age_band_years)
-    present = {c for c in general.columns if general[c].notna().any()}
+    """Every feature of the contract's layout, and whether this partner's mapping feeds it."""
+    layout = partner_layout(cfg)
+    derived = set()
     if cfg.transactions is not None:
-        present |= set(ACTIVITY_FEATURES)
+        derived.add("transactions")
     if cfg.interactions is not None:
-        present.add("interactions")
-    out = [FeatureUse(feature=f.name, kind="numeric", mapped=f.name in present,
-                      source=GENERALISED_FROM.get(f.name, "purchases" if f.name in ACTIVITY_FEATURES else f.name))
-           for f in NUMERIC]
-    out += [FeatureUse(feature=b, kind="bool", source=b, mapped=b in present) for b in BOOLEAN]
-    for cat in CATEGORICAL:
-        unknown = None
-        if cat in present and len(general):
-            known = general[cat].isin(BY_NAME[cat].vocabulary) & general[cat].ne(UNKNOWN)
-            unknown = round(float(100 * (1 - known.mean())), 2)
-        out.append(FeatureUse(feature=cat, kind="category", source=cat, mapped=cat in present, unknown_pct=unknown))
+        derived.add("interactions")
+    values = layout.values(clean, as_of_date(cfg))
+    out = []
+    for group, kind in ((layout.numeric, "numeric"), (layout.flags, "bool"), (layout.categories, "category")):
+        for feat in group:
+            names = [s.column if s.kind != "derived" else f"{s.column} (derived)" for s in feat.sources]
+            fed = feat.name in values and values[feat.name].notna().any()
+            fed = fed or any(s.kind == "derived" and s.table in derived for s in feat.sources)
+            unknown = None
+            if kind == "category" and feat.name in values and len(clean):
+                v = values[feat.name]
+                levels = set(feat.levels) - {UNKNOWN, OTHER}  # type: ignore[union-attr]
+                known = v.ne(UNKNOWN) & v.notna() & (v.isin(levels) if levels else True)
+                unknown = round(float(100 * (1 - known.mean())), 2)
+            out.append(FeatureUse(feature=feat.name, kind=kind, source=" or ".join(names), mapped=bool(fed),  # type: ignore[arg-type]
+                                  unknown_pct=unknown))
     return out
 
 
@@ -125,13 +126,13 @@ def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int 
     """Validate and clean without writing anything (but `quarantine_out`: the quarantined
     customers' rows with row number and reason, owner-only); MappingError when the mapping
     cannot apply."""
-    keys = ["customer_id"] + ([label_field(cfg, task)] if task else [])
-    keys = [k for k in keys if k in cfg.customers.columns]  # a purchases-derived label is not a column
+    label_col = label_field(cfg, task) if task else None
+    keys = ["customer_id"] + ([label_col] if label_col and label_col != DERIVED_LABEL else [])
     raw, cleaned = load_and_clean(cfg, key_fields=keys)
     if quarantine_out is not None:
         write_rows(quarantine_rows(raw, cleaned.quarantine), quarantine_out)
     gate = gate_for(cfg, k_threshold)
-    qi = generalised_quasi_identifiers(cleaned.clean, as_of_date(cfg), cfg.generalisation)
+    qi = generalised_quasi_identifiers(cleaned.clean, as_of_date(cfg), cfg.generalisation, cfg.contract_model)
     tx, ix = (load_events(events, cfg.name, cfg.cleaning, as_of_date(cfg))[1].report if events else None
               for events in (cfg.transactions, cfg.interactions))
     label = keys[1] if len(keys) > 1 else None  # None: derived from purchases when prepared
@@ -176,7 +177,7 @@ def render(report: QualityReport) -> Group:
     for label, t in (("purchases", report.transactions), ("interactions", report.interactions)):
         for reason, n in (t.quarantined_by_reason.items() if t else []):
             reasons.add_row(f"{label}: {reason}", str(n))
-    fields = Table(title="completeness per canonical field")
+    fields = Table(title="completeness per contract field")
     for col in ("field", "complete %", "unreadable", "filled"):
         fields.add_column(col, justify="right" if col != "field" else "left")
     for name, pct in c.completeness_pct.items():

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from fedcrm.config import MONEY_FACTORS, TableSpec
+from fedcrm.contract.model import UNKNOWN, Kind
+from fedcrm.contract.tables import spellings
 from fedcrm.data.ingest import ROW
-from fedcrm.config.schema import UNKNOWN, FieldKind
 
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a", "unknown"})
 
@@ -111,32 +112,53 @@ def parse_coded(text: pd.Series, codes: dict[str, float]) -> tuple[pd.Series, pd
             invalid & ~pd.Series(known, index=text.index))
 
 
+def parse_ordinal(text: pd.Series, levels: dict[str, int], value_map: dict[str, str],
+                  codes: dict[str, float]) -> tuple[pd.Series, pd.Series]:
+    """An ordinal's spelling (after the partner's value map) -> the contract's code; the
+    partner's own code map, then a plain number, for what is not a spelling."""
+    token = normalise_token(text)
+    if value_map:
+        lookup = {normalise_token(pd.Series([k])).iloc[0]: v for k, v in value_map.items()}
+        token = token.map(lambda t: lookup.get(t, t) if isinstance(t, str) else t)
+    coded = token.map(lambda t: levels.get(t) if isinstance(t, str) else None).astype("float64")
+    other, invalid = parse_coded(text, codes) if codes else parse_numbers(text)
+    known = coded.notna()
+    return coded.where(known, other), invalid & ~known
+
+
 def standardise(frame: pd.DataFrame, mapping: TableSpec) -> Standardised:
-    """Parse every mapped canonical column by its kind."""
+    """Parse every mapped column by its contract kind (`frame` has pipeline names)."""
     typed: dict[str, pd.Series] = {ROW: frame[ROW]}
     bad: dict[str, pd.Series] = {}
-    for name in mapping.columns:
-        spec = mapping.SCHEMA[name]
+    schema = mapping.schema
+    for name in frame.columns:
+        if name == ROW:
+            continue
+        spec = schema[name]
         text = frame[name]
-        if spec.kind in (FieldKind.ID, FieldKind.TEXT):
+        if spec.kind in (Kind.ID, Kind.TEXT):
             values = text.astype("string").str.strip()
-            if spec.kind is FieldKind.ID and mapping.id_case != "keep":
+            if spec.kind is Kind.ID and mapping.id_case != "keep":
                 values = values.str.lower() if mapping.id_case == "lower" else values.str.upper()
             values = values.where(~missing_mask(values))
             invalid = pd.Series(False, index=text.index)
-        elif spec.kind is FieldKind.DATE and pd.api.types.is_datetime64_any_dtype(text):
+        elif spec.kind is Kind.DATE and pd.api.types.is_datetime64_any_dtype(text):
             values, invalid = text.astype("datetime64[ns]"), pd.Series(False, index=text.index)
-        elif spec.kind is FieldKind.DATE:
+        elif spec.kind is Kind.DATE:
             values, invalid = _on_uniques(text, lambda t: parse_dates(t, mapping.date_formats))
-        elif spec.kind is FieldKind.MONEY:
+        elif spec.kind is Kind.MONEY:
             values, invalid = _on_uniques(text, lambda t: parse_numbers(t, MONEY_FACTORS[mapping.money_unit]))
-        elif spec.kind in (FieldKind.COUNT, FieldKind.NUMBER) and name in mapping.codes:
-            values, invalid = _on_uniques(text, lambda t, codes=mapping.codes[name]: parse_coded(t, codes))
-        elif spec.kind in (FieldKind.COUNT, FieldKind.NUMBER):
+        elif spec.kind in (Kind.COUNT, Kind.NUMBER) and spec.name in mapping.codes:
+            values, invalid = _on_uniques(text, lambda t, codes=mapping.codes[spec.name]: parse_coded(t, codes))
+        elif spec.kind in (Kind.COUNT, Kind.NUMBER):
             values, invalid = _on_uniques(text, parse_numbers)
-        elif spec.kind is FieldKind.BOOL:
+        elif spec.kind is Kind.BOOL:
             values, invalid = _on_uniques(text, lambda t: parse_bools(t, mapping.true_values, mapping.false_values))
+        elif spec.kind is Kind.ORDINAL:
+            values, invalid = _on_uniques(text, lambda t, s=spec: parse_ordinal(
+                t, dict(s.levels or {}), mapping.values.get(s.name, {}), mapping.codes.get(s.name, {})))
         else:
-            values, invalid = _on_uniques(text, lambda t: parse_categories(t, spec.vocabulary, mapping.values.get(name, {})))
+            values, invalid = _on_uniques(text, lambda t, s=spec: parse_categories(
+                t, spellings(s), mapping.values.get(s.name, {})))
         typed[name], bad[name] = values, invalid
     return Standardised(pd.DataFrame(typed), pd.DataFrame(bad, index=frame.index))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from fedcrm.data.features import NUMERIC, feature_names
+from fedcrm.data.layout import FeatureLayout, standard_layout
 from fedcrm.privacy.noise import os_normal
 
 VALUE_CLIP = 5.0  # features are built clipped to ±5 reference scales; standardised values are kept within it too
@@ -29,8 +29,8 @@ VALUE_CLIP = 5.0  # features are built clipped to ±5 reference scales; standard
 STATS_CLIP = 3.0
 
 
-def numeric_count() -> int:
-    return len(NUMERIC)
+def numeric_count(layout: FeatureLayout | None = None) -> int:
+    return (layout or standard_layout()).n_numeric
 
 
 class PartnerSums(BaseModel):
@@ -42,19 +42,20 @@ class PartnerSums(BaseModel):
     onehot: list[float]
 
 
-def row_bound(k: int) -> float:
+def row_bound(k: int, width: int | None = None) -> float:
     """L2 norm of one row's contribution vector [x, x², 1, one-hot]: x clipped to ±STATS_CLIP,
     at most one 1 per categorical block; we use the loose bound with all one-hot ones."""
-    return float(np.sqrt(k * STATS_CLIP**2 + k * STATS_CLIP**4 + 1 + (len(feature_names()) - k)))
+    width = standard_layout().width if width is None else width
+    return float(np.sqrt(k * STATS_CLIP**2 + k * STATS_CLIP**4 + 1 + (width - k)))
 
 
-def partner_sums(x: np.ndarray, noise_multiplier: float = 0.0) -> PartnerSums:
-    k = numeric_count()
+def partner_sums(x: np.ndarray, noise_multiplier: float = 0.0, layout: FeatureLayout | None = None) -> PartnerSums:
+    k = numeric_count(layout)
     num = np.clip(x[:, :k].astype(np.float64), -STATS_CLIP, STATS_CLIP)
     rest = x[:, k:].astype(np.float64)
     n, s, sq, oh = float(len(x)), num.sum(axis=0), (num**2).sum(axis=0), rest.sum(axis=0)
     if noise_multiplier > 0:
-        std = noise_multiplier * row_bound(k)
+        std = noise_multiplier * row_bound(k, x.shape[1])
         n += float(os_normal(std))
         s, sq, oh = s + os_normal(std, s.shape), sq + os_normal(std, sq.shape), oh + os_normal(std, oh.shape)
     return PartnerSums(n=n, sum=s.tolist(), sumsq=sq.tolist(), onehot=oh.tolist())
@@ -92,15 +93,16 @@ class FeatureStats(BaseModel):
 NOISED_VAR_FLOOR = 0.25**2  # noised sums: no sd under a quarter of a reference scale
 
 
-def combine(sums: list[PartnerSums], noised: bool = False) -> FeatureStats:
-    k = numeric_count()
+def combine(sums: list[PartnerSums], noised: bool = False, layout: FeatureLayout | None = None) -> FeatureStats:
+    layout = layout or standard_layout()
+    k = layout.n_numeric
     n = max(sum(s.n for s in sums), 1.0)
     mean = np.sum([s.sum for s in sums], axis=0) / n
     var = np.sum([s.sumsq for s in sums], axis=0) / n - mean**2
     # a constant column is left unscaled-ish; with noised sums a low-variance column can come
     # out with a tiny or negative variance, and dividing by its root would blow it up
     std = np.sqrt(np.clip(var, NOISED_VAR_FLOOR if noised else 1e-4, None))
-    names = feature_names()
+    names = layout.names()
     onehot = np.sum([s.onehot for s in sums], axis=0)
     return FeatureStats(names=names[:k], normalisation=Normalisation(mean=mean.tolist(), std=std.tolist()), rows=n,
                         category_counts={name: float(c) for name, c in zip(names[k:], onehot)},

@@ -27,16 +27,23 @@ from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRe
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
-from fedcrm.data.features import NUMERIC, feature_names
+from fedcrm.data.layout import FeatureLayout, standard_layout
 from fedcrm.ml.evaluation import HIST_BINS
 from fedcrm.node.redact import redact_reason
 from fedcrm.node.runtime import node_for_context
 from fedcrm.privatefiles import private_append_line, private_dir
 from fedcrm.protocol import ARRAYS, ERROR_EGRESS, METRICS, RoundConfig, allowed_metrics, list_keys
 
-# the exact length of every list a reply may carry, by protocol field
-LIST_LENGTHS = {"score_hist_pos": HIST_BINS, "score_hist_neg": HIST_BINS, "stat_sum": len(NUMERIC),
-                "stat_sumsq": len(NUMERIC), "stat_onehot": len(feature_names()) - len(NUMERIC)}
+
+
+def list_lengths(layout: FeatureLayout | None = None) -> dict[str, int]:
+    """The exact length of every list a reply may carry, by protocol field: histograms of
+    `HIST_BINS`, feature sums of the node's own layout (numeric columns, then the rest)."""
+    layout = layout or standard_layout()
+    k, width = layout.n_numeric, layout.width
+    return {"score_hist_pos": HIST_BINS, "score_hist_neg": HIST_BINS, "stat_sum": k, "stat_sumsq": k,
+            "stat_onehot": width - k}
+
 KINDS = {MessageType.TRAIN: "train", MessageType.EVALUATE: "evaluate", MessageType.QUERY: "query"}
 
 
@@ -44,7 +51,8 @@ class EgressViolation(Exception):
     """A reply would carry something other than model arrays and aggregate metrics."""
 
 
-def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None) -> dict[str, object]:
+def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None,
+                lengths: dict[str, int] | None = None) -> dict[str, object]:
     """Validate a reply against the allow-list; return its value-free inventory."""
     inventory: dict[str, object] = {}
     for name, record in content.items():
@@ -55,7 +63,7 @@ def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None) -> dic
         elif isinstance(record, MetricRecord):
             if name != METRICS:
                 raise EgressViolation(f"unexpected metric record {name!r}")
-            inventory[name] = _check_metrics(record, kind)
+            inventory[name] = _check_metrics(record, kind, lengths or list_lengths())
         else:
             raise EgressViolation(f"{kind} reply may not carry {type(record).__name__} {name!r}")
     if METRICS not in inventory:
@@ -77,14 +85,14 @@ def _check_arrays(record: ArrayRecord, sent: ArrayRecord | None) -> dict[str, li
     return shapes
 
 
-def _check_metrics(record: MetricRecord, kind: str) -> dict[str, str]:
+def _check_metrics(record: MetricRecord, kind: str, lengths: dict[str, int]) -> dict[str, str]:
     allowed, lists = allowed_metrics(kind), list_keys(kind)
     kinds: dict[str, str] = {}
     for key, value in record.items():
         if key not in allowed:
             raise EgressViolation(f"metric {key!r} is not on the egress allow-list")
         if isinstance(value, list):
-            if key not in lists or len(value) != LIST_LENGTHS[lists[key]]:
+            if key not in lists or len(value) != lengths[lists[key]]:
                 raise EgressViolation(f"metric {key!r}: only score histograms ({HIST_BINS} bins) and feature "
                                       "sums (one per column) may be lists")
             kinds[key] = f"list[{len(value)}]"
@@ -116,7 +124,8 @@ def egress_guard(msg: Message, context: Context, call_next: ClientAppCallable) -
         return redacted_error(msg, error, context, detail)
     if reply.has_error():
         return redacted_error(msg, reply.error, context)
-    return checked_reply(msg, reply, node_for_context(context).egress_log)
+    node = node_for_context(context)
+    return checked_reply(msg, reply, node.egress_log, list_lengths(node.layout))
 
 
 def _node_paths(context: Context) -> tuple[Path | None, list[Path]]:
@@ -153,14 +162,14 @@ def redacted_error(msg: Message, error: Error, context: Context, detail: str | N
     return Message(Error(code=error.code, reason=reason), reply_to=msg)
 
 
-def checked_reply(msg: Message, reply: Message, log: Path) -> Message:
+def checked_reply(msg: Message, reply: Message, log: Path, lengths: dict[str, int] | None = None) -> Message:
     """`reply` to `msg` if it passes the allow-list, else an error reply; logged either way."""
     kind = KINDS.get(msg.metadata.message_type, "evaluate")
     sent = msg.content.array_records.get(ARRAYS) if kind == "train" else None
     job_id, job_round = RoundConfig.of(msg.content).job_round(msg.metadata.run_id)
     entry = {"run_id": job_id, "flower_run_id": str(msg.metadata.run_id), "kind": kind, "server_round": job_round}
     try:
-        inventory = check_reply(kind, reply.content, sent)
+        inventory = check_reply(kind, reply.content, sent, lengths)
     except EgressViolation as exc:
         log_egress(log, {**entry, "refused": str(exc)})
         return Message(Error(code=ERROR_EGRESS, reason=f"egress refused on node: {exc}"), reply_to=msg)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from fedcrm.config import PartnerConfig, PrivacyPolicy, TrainPlan
-from fedcrm.data.prepare import PreparedData, holdout_split, prepare
+from fedcrm.data.layout import FeatureLayout
+from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, prepare
 from fedcrm.ml.fedstats import Normalisation, numeric_count, partner_sums, row_bound
 from fedcrm.ml.models import build_model
 from fedcrm.ml.evaluation import metrics_from_histograms, noised_histograms
@@ -70,8 +71,13 @@ class PartnerNode:
                 raise DataError(f, f"partner {self.cfg.name!r}: the export named in its config does not exist")
         stamps = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         if self._data is None or self._data[0] != stamps:
-            self._data = stamps, prepare(self.cfg, self.plan.task, self.policy.holdout_fraction)
+            self._data = stamps, prepare(self.cfg, self.plan.task, self.policy.holdout_fraction, layout=self.layout)
         return self._data[1]
+
+    @cached_property
+    def layout(self) -> FeatureLayout:
+        """The feature layout of this node's contract: the matrix every release reads."""
+        return partner_layout(self.cfg)
 
     def _admit(self, kind: str, run_id: str | int | None = None, server_round: int | None = None) -> None:
         """Refuse, and log the refusal, if the run is outside the partner's privacy policy.
@@ -176,7 +182,7 @@ class PartnerNode:
         self._admit("statistics", run_id)
         data, sigma = self.data(), self.statistics_sigma()
         if sigma <= 0:
-            sums = partner_sums(data.x_train)
+            sums = partner_sums(data.x_train, layout=self.layout)
             return QueryReply(partner_id=self.cfg.partner_id, num_examples=len(data.x_train), stat_n=sums.n,
                               stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot)
         # the reuse check and the charge under one hold of the ledger's lock: two runs that
@@ -188,10 +194,11 @@ class PartnerNode:
                 sums, after = reused.sums, entries[-1].epsilon_after  # sent again: no new charge
             else:
                 release = Release(run_id=str(run_id), server_round=0, noise_multiplier=sigma, sample_rate=1.0,
-                                  steps=1, max_grad_norm=row_bound(numeric_count()), kind="statistics",
+                                  steps=1, max_grad_norm=row_bound(numeric_count(self.layout), self.layout.width),
+                                  kind="statistics",
                                   scope=self.scope("training"))
                 with self.account.charge(release) as cost:
-                    sums = partner_sums(data.x_train, sigma)
+                    sums = partner_sums(data.x_train, sigma, self.layout)
                     self.kept_statistics.save(KeptRelease(fingerprint=data.dataset_fingerprint,
                                                           noise_multiplier=sigma, run_id=str(run_id), sums=sums))
                 after = cost.after

@@ -19,10 +19,9 @@ from fedcrm.data.clean import REASON
 from fedcrm.config import PartnerConfig
 from fedcrm.config.tiers import TierRule
 from fedcrm.errors import ConfigError
-from fedcrm.data.features import build_matrix, derive_generalised
 from fedcrm.data.ingest import ROW
-from fedcrm.data.prepare import add_activity, as_of_date, load_and_clean
-from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise
+from fedcrm.data.prepare import as_of_date, prepared_frame
+from fedcrm.data.pseudonymise import PID, load_secret
 from fedcrm.rundir import RunDir
 from fedcrm.ml.training import predict
 from fedcrm.protocol import RunId
@@ -58,16 +57,17 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     plan = run.plan
     as_of = as_of_date(cfg)
     now = cfg.model_copy(update={"activity": cfg.activity.model_copy(update={"cutoff": as_of})})
-    raw, cleaned = load_and_clean(now, key_fields=["customer_id"])  # no label needed to be scored
-    with_activity, _ = add_activity(now, cleaned.clean, plan.task)
-    pseudo, lookup = pseudonymise(with_activity, load_secret(cfg.secret_file))
-    x = build_matrix(derive_generalised(pseudo, as_of, cfg.generalisation.age_band_years))
+    # no label needed to be scored; the features as the model's layout (model.json) builds them
+    pseudo, raw, cleaned, lookup = prepared_frame(now, None, None, load_secret(cfg.secret_file), tags=False)
+    layout = run.layout()
+    x = layout.matrix(pseudo, as_of)
     norm = run.normalisation()
     scores = predict(run.model(), norm.apply(x) if norm else x).astype(np.float64)
 
     ids = pd.Series(lookup["customer_id"].to_numpy(), index=lookup[PID].to_numpy())
     scored = pd.DataFrame({"customer_id": pseudo[PID].map(ids).astype(str).to_numpy(), "score": scores})
-    if plan.task == "churn":
+    churn_like = "churn" in plan.task  # a churn task's scores are risk tiers; any other, deciles
+    if churn_like:
         scored["churn_risk"] = churn_tiers(scores, rule)
     else:
         scored["propensity_decile"] = pd.array(deciles(scores), dtype="Int64")  # stays 1..10 beside unscored rows
@@ -96,7 +96,7 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
             table.to_csv(fh, index=False)
         else:
             table.to_parquet(fh, index=False)
-    tier_col = "churn_risk" if plan.task == "churn" else "propensity_decile"
+    tier_col = "churn_risk" if churn_like else "propensity_decile"
     return ScoreSummary(
         partner=cfg.name, task=plan.task, run_id=run.run_id, customers=len(table), scored=len(scored),
         not_scored=len(unscored), rows_without_id=int((~has_id).sum()),

@@ -1,0 +1,257 @@
+"""The feature layout of a run: which matrix column holds what, derived from the contract.
+
+FedAvg averages arrays position by position, so every node must emit the same columns in
+the same order whatever its raw layout. The layout is plain data built from the consortium's
+contract (`FeatureLayout.from_contract`): numeric features first (the federation's
+statistics standardise exactly those), then flags, then one one-hot block per category. A
+field a partner does not map becomes its neutral value (0, or the category's 'unknown'
+column). A category whose vocabulary the contract leaves "learned" gets its levels from the
+federation's noised counts (`with_vocabularies`): rarer values become 'other'.
+
+The layout travels in `model.json`, so scoring, audits and reports rebuild a partner's
+matrix exactly as the model was trained, without the contract at hand.
+
+Sensitive quasi-identifiers enter only generalised, as the contract says: an age (or a
+birth date) as the midpoint of its band, a signup date as tenure in months, a date as its
+month, a postcode as its prefix.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedcrm.contract.model import (DERIVED_FEATURES, MONTHS, OTHER, UNKNOWN, Contract, Feature, Generalise, Kind)
+
+CLIP = 5.0  # standardised values are kept within ±5 reference scales
+
+
+class Source(BaseModel):
+    """A column a feature is read from (the first the partner has wins)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    column: str  # pipeline name in the prepared frame
+    kind: str  # the contract kind of the field, or "derived"
+    generalise: str | None = None
+    table: str = "customers"  # a derived feature: the event table it is computed from
+
+
+class NumericColumn(BaseModel):
+    name: str
+    sources: list[Source]
+    transform: Literal["none", "log1p"] = "none"
+    center: float = 0.0
+    scale: float = 1.0
+    declared_scale: bool = Field(True, description="False: the contract gives neither a reference nor finite bounds")
+
+
+class FlagColumn(BaseModel):
+    name: str
+    sources: list[Source]
+
+
+class CategoryBlock(BaseModel):
+    name: str
+    sources: list[Source]
+    levels: list[str] = Field(default_factory=list, description="the block's columns, 'unknown' (and 'other') last")
+    learned: bool = False
+    min_count: int | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.levels)
+
+
+class FeatureLayout(BaseModel):
+    """The model's inputs, in matrix order."""
+
+    contract: str = ""
+    contract_digest: str = ""
+    age_band_years: int = 10
+    postcode_prefix: int = 3
+    numeric: list[NumericColumn] = Field(default_factory=list)
+    flags: list[FlagColumn] = Field(default_factory=list)
+    categories: list[CategoryBlock] = Field(default_factory=list)
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def from_contract(cls, contract: Contract, vocabularies: dict[str, list[str]] | None = None) -> FeatureLayout:
+        """The contract's features; learned vocabularies from `vocabularies` (by feature)
+        when given, else left open (`unresolved()`)."""
+        by_name = {f.name: f for f in contract.fields}
+        numeric, flags, cats = [], [], []
+        for feat in contract.features():
+            sources = [_source(s, by_name) for s in feat.sources]
+            if feat.kind == "numeric":
+                numeric.append(_numeric(feat, by_name, sources))
+            elif feat.kind == "bool":
+                flags.append(FlagColumn(name=feat.name, sources=sources))
+            else:
+                block = CategoryBlock(name=feat.name, sources=sources, learned=feat.learned, min_count=feat.min_count)
+                if not feat.learned:
+                    block.levels = [*(feat.vocabulary or ()), UNKNOWN]
+                cats.append(block)
+        out = cls(contract=contract.name, contract_digest=contract.digest(),
+                  age_band_years=contract.generalisation.age_band_years,
+                  postcode_prefix=contract.generalisation.postcode_prefix, numeric=numeric, flags=flags,
+                  categories=cats)
+        return out.with_vocabularies(vocabularies) if vocabularies is not None else out
+
+    def with_vocabularies(self, vocabularies: dict[str, list[str]]) -> FeatureLayout:
+        """Learned blocks resolved: the given levels (sorted), then 'other' and 'unknown'."""
+        cats = []
+        for block in self.categories:
+            if block.learned:
+                seen = [v for v in sorted(set(vocabularies.get(block.name, []))) if v not in (OTHER, UNKNOWN)]
+                block = block.model_copy(update={"levels": [*seen, OTHER, UNKNOWN]})
+            cats.append(block)
+        return self.model_copy(update={"categories": cats})
+
+    def unresolved(self) -> list[CategoryBlock]:
+        """Learned blocks still waiting for the federation's counts."""
+        return [b for b in self.categories if not b.resolved]
+
+    # ------------------------------------------------------------ reading
+    def names(self) -> list[str]:
+        if self.unresolved():
+            raise ValueError(f"feature(s) {[b.name for b in self.unresolved()]} learn their levels from the "
+                             "federation's statistics: the layout has no columns for them yet")
+        out = [c.name for c in self.numeric] + [c.name for c in self.flags]
+        for block in self.categories:
+            out += [f"{block.name}={v}" for v in block.levels]
+        return out
+
+    @property
+    def width(self) -> int:
+        return len(self.names())
+
+    @property
+    def n_numeric(self) -> int:
+        return len(self.numeric)
+
+    def feature_names(self) -> list[str]:
+        """One name per feature (a category block once)."""
+        return [c.name for c in self.numeric] + [c.name for c in self.flags] + [b.name for b in self.categories]
+
+    def source_columns(self) -> set[str]:
+        return {s.column for group in (self.numeric, self.flags, self.categories) for f in group for s in f.sources}
+
+    # ------------------------------------------------------------ the matrix
+    def values(self, frame: pd.DataFrame, as_of: date) -> dict[str, pd.Series]:
+        """Each feature's (generalised) values from the first source the frame has; a
+        feature none of whose sources the partner maps is absent."""
+        out: dict[str, pd.Series] = {}
+        for group in (self.numeric, self.flags, self.categories):
+            for feat in group:
+                src = next((s for s in feat.sources if s.column in frame.columns), None)
+                if src is not None:
+                    out[feat.name] = self._generalised(frame[src.column], src, as_of)
+        return out
+
+    def _generalised(self, col: pd.Series, src: Source, as_of: date) -> pd.Series:
+        ref = pd.Timestamp(as_of)
+        g = src.generalise
+        if g == Generalise.AGE_BAND:
+            age = (ref - col).dt.days / 365.25 if src.kind == Kind.DATE else col.astype("float64")
+            w = self.age_band_years
+            band = np.floor((age - 18) / w) * w + 18 + (w - 1) / 2
+            return band.where(age.notna()).fillna(band.median() if band.notna().any() else np.nan)
+        if g == Generalise.TENURE_MONTHS:
+            tenure = ((ref - col).dt.days / 30.4375).clip(lower=0)
+            # a missing date is a non-key gap: the partner's median stands in
+            return tenure.fillna(tenure.median() if tenure.notna().any() else np.nan)
+        if g == Generalise.MONTH:
+            month = col.dt.month
+            return month.map(lambda m: MONTHS[int(m) - 1] if pd.notna(m) else UNKNOWN).astype(object)
+        if g == Generalise.POSTCODE_PREFIX:
+            text = col.astype("string").str.replace(r"\s+", "", regex=True).str.lower().str.slice(0, self.postcode_prefix)
+            return text.fillna(UNKNOWN).astype(object)
+        return col
+
+    def matrix(self, frame: pd.DataFrame, as_of: date) -> np.ndarray:
+        """Feature matrix (float32) in the order of `names()`. Filled column by column into
+        one float32 array: at a million customers a stack of float64 columns cast afterwards
+        costs three times the memory and a second pass."""
+        names = self.names()
+        n = len(frame)
+        values = self.values(frame, as_of)
+        x = np.zeros((n, len(names)), dtype=np.float32)  # a field the partner lacks stays 0
+        j = 0
+        for col in self.numeric:
+            if col.name in values:
+                v = values[col.name].astype("float64").to_numpy()
+                if col.transform == "log1p":
+                    v = np.log1p(np.clip(v, 0, None))
+                v = np.clip((v - col.center) / col.scale, -CLIP, CLIP)
+                x[:, j] = np.nan_to_num(v, nan=0.0)
+            j += 1
+        for flag in self.flags:
+            if flag.name in values:
+                x[:, j] = values[flag.name].astype("float64").fillna(0).to_numpy()
+            j += 1
+        for block in self.categories:
+            levels = block.levels
+            unknown = levels.index(UNKNOWN)
+            if block.name in values:  # integer codes, then one-hot: no string comparisons per level
+                codes = pd.Categorical(values[block.name], categories=levels).codes
+                fallback = levels.index(OTHER) if block.learned else unknown
+                raw = values[block.name]
+                missing = raw.isna().to_numpy() | (raw.astype(object) == UNKNOWN).to_numpy()
+                codes = np.where(codes < 0, np.where(missing, unknown, fallback), codes)
+                x[np.arange(n), j + codes] = 1.0
+            else:
+                x[:, j + unknown] = 1.0
+            j += len(levels)
+        if not np.isfinite(x).all():
+            raise AssertionError("non-finite feature value after cleaning")
+        return x
+
+    def category_values(self, frame: pd.DataFrame, as_of: date) -> dict[str, pd.Series]:
+        """The values of the learned blocks (for the federation's vocabulary counts)."""
+        values = self.values(frame, as_of)
+        return {b.name: values[b.name] for b in self.categories if b.learned and b.name in values}
+
+
+def _source(name: str, by_name: dict) -> Source:
+    if ":" in name:  # "transactions:recency_days": a feature derived from an event table
+        table, column = name.split(":", 1)
+        return Source(column=column, kind="derived", table=table)
+    f = by_name[name]
+    return Source(column=name, kind=f.kind.value, generalise=f.generalise.value if f.generalise else None)
+
+
+def _numeric(feat: Feature, by_name: dict, sources: list[Source]) -> NumericColumn:
+    """Centre and scale: the contract's reference (the first source declaring one), else
+    the middle and a quarter of the range of finite bounds, else 0 and 1 (the federation's
+    statistics then do all the scaling, within ±5)."""
+    ref = None
+    for s in feat.sources:
+        if ":" in s:
+            table, col = s.split(":", 1)
+            ref = ref or next((r for n, _, r in DERIVED_FEATURES[table] if n == col), None)
+        elif by_name[s].reference is not None:
+            ref = ref or by_name[s].reference
+    declared = ref is not None
+    if ref is None:
+        first = by_name.get(feat.sources[0])
+        clip = first.clip if first is not None else None
+        if clip is not None and np.isfinite(clip[0]) and np.isfinite(clip[1]):
+            lo, hi = clip
+            if feat.transform == "log1p":
+                lo, hi = np.log1p(max(lo, 0.0)), np.log1p(max(hi, 0.0))
+            ref, declared = ((lo + hi) / 2, max((hi - lo) / 4, 1e-6)), True
+        else:
+            ref = (0.0, 1.0)
+    return NumericColumn(name=feat.name, sources=sources, transform=feat.transform,  # type: ignore[arg-type]
+                         center=float(ref[0]), scale=float(ref[1]), declared_scale=declared)
+
+
+def standard_layout() -> FeatureLayout:
+    from fedcrm.contract.tables import standard_contract
+
+    return FeatureLayout.from_contract(standard_contract())
