@@ -8,7 +8,7 @@ closed before any data is touched or any budget charged.
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedcrm.errors import FedcrmError, PolicyRefusal, PrivacyBudgetError
@@ -16,7 +16,7 @@ from fedcrm.ml.fedstats import Normalisation
 from fedcrm.node.egress import egress_guard
 from fedcrm.node.freshness import fresh_only
 from fedcrm.node.runtime import node_for_context
-from fedcrm.protocol import ARRAYS, ERROR_BUDGET, ERROR_FEDCRM, ERROR_POLICY, METRICS, RoundConfig
+from fedcrm.protocol import ARRAYS, ERROR_BUDGET, ERROR_FEDCRM, ERROR_POLICY, METRICS, VOCABULARY, RoundConfig
 
 app = ClientApp()
 
@@ -39,8 +39,9 @@ def train(msg: Message, context: Context) -> Message:
     try:
         config = RoundConfig.of(msg.content)
         job_id, job_round = config.job_round(msg.metadata.run_id)
-        state, reply = node_for_context(context).train(msg.content[ARRAYS].to_torch_state_dict(), job_round, job_id,
-                                                       _normalisation(config), config.ledger_receipt)
+        node = node_for_context(context)
+        state, reply = node.train(msg.content[ARRAYS].to_torch_state_dict(), job_round, job_id, _normalisation(config),
+                                  config.ledger_receipt, node.run_layout(config.feature_levels))
     except FedcrmError as exc:
         return _refusal(msg, exc)
     return Message(RecordDict({ARRAYS: ArrayRecord(state), METRICS: reply.record()}), reply_to=msg)
@@ -51,8 +52,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     try:
         config = RoundConfig.of(msg.content)
         job_id, job_round = config.job_round(msg.metadata.run_id)
-        reply = node_for_context(context).evaluate(msg.content[ARRAYS].to_torch_state_dict(), _normalisation(config),
-                                                   job_id, job_round, config.ledger_receipt)
+        node = node_for_context(context)
+        reply = node.evaluate(msg.content[ARRAYS].to_torch_state_dict(), _normalisation(config), job_id, job_round,
+                              config.ledger_receipt, node.run_layout(config.feature_levels))
     except FedcrmError as exc:
         return _refusal(msg, exc)
     return Message(RecordDict({METRICS: reply.record()}), reply_to=msg)
@@ -60,11 +62,15 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @app.query(mods=[egress_guard, fresh_only])
 def query(msg: Message, context: Context) -> Message:
-    """Column sums for the federation's feature statistics (aggregate only)."""
+    """Column sums for the federation's feature statistics (aggregate only), and the
+    frequent values of the contract's learned categories (noised counts, thresholded)."""
     try:
         config = RoundConfig.of(msg.content)
         job_id, _ = config.job_round(msg.metadata.run_id)
-        reply = node_for_context(context).feature_sums(job_id, config.ledger_receipt)
+        reply, vocabulary = node_for_context(context).statistics(job_id, config.ledger_receipt)
     except FedcrmError as exc:
         return _refusal(msg, exc)
-    return Message(RecordDict({METRICS: reply.record()}), reply_to=msg)
+    content = RecordDict({METRICS: reply.record()})
+    if vocabulary is not None:
+        content[VOCABULARY] = ConfigRecord({k: list(v) for k, v in vocabulary.levels.items()})
+    return Message(content, reply_to=msg)

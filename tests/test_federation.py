@@ -65,14 +65,16 @@ def test_demo_federation_three_partners(fresh_demo: Path, tmp_path: Path) -> Non
     # (each node keeps its release next to its ledger), and they are not the exact sums
     from fedcrm.data.prepare import prepare
     from fedcrm.ml.fedstats import FeatureStats, combine, partner_sums
-    from fedcrm.node.kept_statistics import KeptStatistics
+    from fedcrm.data.prepare import partner_layout
+    from fedcrm.node.kept_statistics import KeptStatistics, layout_key
 
     stats = FeatureStats.model_validate_json((run_dir / "feature_stats.json").read_text())
     released = []
     for m in members:
         cfg = PartnerConfig.load(m.config)
         data = prepare(cfg, "churn")
-        kept = KeptStatistics(cfg.privacy_dir / "statistics").load(data.dataset_fingerprint, 0.0)
+        kept = KeptStatistics(cfg.privacy_dir / "statistics").load(data.dataset_fingerprint, 0.0,
+                                                                     layout_key(partner_layout(cfg)))
         assert kept is not None and kept.noise_multiplier == cfg.privacy.min_stats_noise_multiplier > 0
         assert kept.sums.sum != partner_sums(data.x_train).sum
         released.append(kept.sums)

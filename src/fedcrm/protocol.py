@@ -3,7 +3,9 @@
 Every message of a run is a Flower `RecordDict`. The coordinator sends a `config` record
 (`RoundConfig`) and, for train and evaluate, the global model as the `arrays` record. A
 node answers with a `metrics` record (`TrainReply`, `EvaluateReply` or `QueryReply`) and,
-for train only, the new weights as `arrays`. Each record is a pydantic model here whose
+for train only, the new weights as `arrays`; a query reply may also name the frequent values
+of the contract's learned categories in a `vocabulary` record (feature -> spellings, their
+noised counts in `stat-vocab`). Each record is a pydantic model here whose
 field names, spelt with dashes, are the keys on the wire: no other module spells a key.
 
 The same models are the node's egress allow-list (`allowed_metrics`): a reply may carry
@@ -25,6 +27,7 @@ if TYPE_CHECKING:  # Flower is imported where records are built: the CLI reads k
 ARRAYS = "arrays"
 METRICS = "metrics"
 CONFIG = "config"
+VOCABULARY = "vocabulary"  # a query reply's named values of learned categories (`fedcrm.ml.vocabulary`)
 
 # Codes a node puts on the error replies it sends the coordinator.
 ERROR_FEDCRM = 4100  # the partner's pipeline or config refused the request
@@ -90,6 +93,8 @@ class RoundConfig(WireModel):
     round_offset: int = 0
     feature_mean: list[float] | None = Field(None, description="the federation's normalisation, sent every round")
     feature_std: list[float] | None = None
+    feature_levels: str | None = Field(None, description="the levels of the contract's learned categories (JSON: "
+                                       "feature -> spellings), from the federation's vocabulary; sent every round")
     ledger_receipt: int | None = Field(
         None, description="entries of this partner's ledger at the coordinator's last receipt: the node answers with "
         "the hash of its own entry of that number (`LedgerHead.ledger_receipt_hash`), proving its ledger still "
@@ -195,7 +200,7 @@ class EvaluateReply(HeldOutMetrics, LedgerHead):
 class QueryReply(LedgerHead):
     """Column sums over the training rows, for the federation's feature statistics."""
 
-    list_fields: ClassVar[frozenset[str]] = frozenset({"stat_sum", "stat_sumsq", "stat_onehot"})
+    list_fields: ClassVar[frozenset[str]] = frozenset({"stat_sum", "stat_sumsq", "stat_onehot", "stat_vocab"})
 
     partner_id: int
     num_examples: int
@@ -203,6 +208,7 @@ class QueryReply(LedgerHead):
     stat_sum: list[float]
     stat_sumsq: list[float]
     stat_onehot: list[float]
+    stat_vocab: list[float] | None = None  # noised counts of the `vocabulary` record's values, in its order
     epsilon: float | None = None
     delta: float | None = None
 

@@ -220,6 +220,8 @@ class Profile:
     non_negative: bool = False
     unique: bool = False
     skewed: bool = False
+    reference: tuple[float, float] | None = None  # numbers: median and robust spread of the sample
+    reference_log1p: tuple[float, float] | None = None  # the same of log1p(value), for long tails
     bool_true: list[str] = field(default_factory=list)  # lower-cased spellings
     bool_false: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # REVIEW lines
@@ -237,6 +239,20 @@ _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
 
 def _as_text(series: pd.Series) -> pd.Series:
     return series.astype("string").str.strip()
+
+
+def _round2(x: float) -> float:
+    """Two significant digits: a contract carries a coarse prior, not a partner's statistic."""
+    return 0.0 if x == 0 or not np.isfinite(x) else float(f"{x:.2g}")
+
+
+def _centre_and_scale(values: np.ndarray) -> tuple[float, float]:
+    """Median and a robust spread (interquartile range / 1.349, else the standard
+    deviation, else 1), both to two significant digits."""
+    med = float(np.median(values))
+    q1, q3 = np.quantile(values, [0.25, 0.75])
+    scale = (q3 - q1) / 1.349 if q3 > q1 else float(np.std(values))
+    return _round2(med), _round2(scale) or 1.0
 
 
 def _parse_numbers(values: pd.Series) -> pd.Series:
@@ -317,6 +333,8 @@ def profile_column(column: str, series: pd.Series) -> Profile:
         prof.integer = bool((nums == np.round(nums)).all())
         prof.non_negative = bool((nums >= 0).all())
         spread = np.repeat(np.abs(nums), weights[ok])
+        prof.reference = _centre_and_scale(np.repeat(nums, weights[ok]))
+        prof.reference_log1p = _centre_and_scale(np.log1p(np.clip(np.repeat(nums, weights[ok]), 0, None)))
         med = float(np.median(spread))
         prof.skewed = prof.non_negative and med > 0 and float(np.quantile(spread, 0.99)) > 10 * med
         if share < 1:
@@ -379,6 +397,7 @@ class Guess:
     generalise: Generalise | None = None
     vocabulary: str | None = None  # "learned" for categories
     transform: str = "none"
+    reference: tuple[float, float] | None = None
     outlier_median_multiple: float | None = None
     review: list[str] = field(default_factory=list)
     info: list[str] = field(default_factory=list)
@@ -462,6 +481,12 @@ def guess_field(prof: Profile, name: str) -> Guess:
     if g.kind in (Kind.MONEY, Kind.COUNT) and prof.skewed:
         g.transform = "log1p"
         g.review.append("long-tailed in the sample: log1p")
+    if g.kind in (Kind.MONEY, Kind.COUNT, Kind.NUMBER) and g.generalise is None and g.grade is not Grade.CORE_SENSITIVE:
+        g.reference = prof.reference_log1p if g.transform == "log1p" else prof.reference
+        if g.reference is not None:
+            g.review.append("reference = [centre, scale] of this sample (two significant digits): the prior every "
+                            "partner standardises with before the federation's statistics; it is shared with the "
+                            "consortium, so round it further if it says too much")
     if g.kind is Kind.TEXT and g.grade is Grade.NON_SENSITIVE:
         g.review.append("free text: never a feature; core-sensitive if it can hold personal details")
     if prof.distinct == 1 and g.kind not in (Kind.ID, Kind.TEXT):
@@ -614,6 +639,8 @@ def render(draft: Draft) -> str:
             t.add("vocabulary", g.vocabulary)
         if g.transform != "none":
             t.add("transform", g.transform)
+        if g.reference is not None:
+            t.add("reference", list(g.reference))
         if g.outlier_median_multiple:
             t.add("outlier_median_multiple", g.outlier_median_multiple)
         for line in g.review:

@@ -10,6 +10,7 @@ rounds numbered on, nothing re-run.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedcrm.config import FederationConfig, TrainPlan
+from fedcrm.errors import ConfigError
 from fedcrm.coordinator.aggregation import (UNIT_WEIGHT_KEY, WEIGHT_KEY, aggregate_evaluate_metrics,
                                             aggregate_train_metrics)
 from fedcrm.coordinator.auditlog import AuditLog
@@ -28,8 +30,9 @@ from fedcrm.coordinator.strategy import QuorumLost, RecordingStrategy, client_le
 from fedcrm.contract.tables import load_contract
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.fedstats import FeatureStats, PartnerSums, combine
+from fedcrm.ml.vocabulary import VocabularyRelease, combine_vocabularies
 from fedcrm.ml.models import build_model
-from fedcrm.protocol import CONFIG, METRICS, QueryReply, RoundConfig
+from fedcrm.protocol import CONFIG, METRICS, VOCABULARY, QueryReply, RoundConfig
 from fedcrm.rundir import ClientLevelPoint, RunDir
 
 
@@ -72,10 +75,24 @@ def federated_statistics(grid: Grid, strategy: RecordingStrategy, plan: TrainPla
         Message(RecordDict({CONFIG: config}), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes])
     replies = list(grid.send_and_receive(messages, timeout=plan.round_timeout))
     replies = strategy.track_replies(0, "query", replies)  # a ledger rollback's sums are not combined
-    sums = [QueryReply.from_dict(m.content[METRICS]) for m in replies if not m.has_error()]
+    ok = [m for m in replies if not m.has_error()]
+    sums = [QueryReply.from_dict(m.content[METRICS]) for m in ok]
+    fixed = layout.fixed_part()
     # noised by each partner's own floor, whatever the plan asked: a charged release says so
-    return combine([PartnerSums(n=s.stat_n, sum=s.stat_sum, sumsq=s.stat_sumsq, onehot=s.stat_onehot) for s in sums],
-                   noised=any(s.epsilon is not None for s in sums), layout=layout)
+    stats = combine([PartnerSums(n=s.stat_n, sum=s.stat_sum, sumsq=s.stat_sumsq, onehot=s.stat_onehot) for s in sums],
+                    noised=any(s.epsilon is not None for s in sums), layout=fixed)
+    if not layout.unresolved():
+        return stats.model_copy(update={"layout": layout})
+    releases = []
+    for m, s in zip(ok, sums):
+        named = m.content.config_records.get(VOCABULARY)
+        try:
+            releases.append(VocabularyRelease.from_wire({k: list(v) for k, v in (named or {}).items()},  # type: ignore[arg-type]
+                                                        s.stat_vocab or []))
+        except ValueError:
+            continue  # a malformed vocabulary is left out, like a failed reply
+    levels = combine_vocabularies(releases, layout)
+    return stats.model_copy(update={"layout": layout.with_vocabularies(levels)})
 
 
 def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int,
@@ -99,21 +116,26 @@ def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int,
 def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) -> Path:
     """Round 0 evaluation, then `num_server_rounds` of FedAvg; outputs in `run_dir`."""
     names = partner_names(plan)
+    layout = run_layout(plan)
+    if layout.unresolved() and not plan.federated_stats:
+        raise ConfigError(f"contract {layout.contract!r} learns the levels of {[b.name for b in layout.unresolved()]} "
+                          "from the federation's statistics: run with federated statistics on")
     if plan.resume_from:
         run = RunDir(Path(plan.resume_from))
         recorder = RunRecorder.resume(run, names, plan, flower_run)
     else:
         run = RunDir.create(run_dir, flower_run, plan)
         recorder = RunRecorder.start(run, names, plan, flower_run)
-    layout = recorder.layout = run_layout(plan)
+    recorder.layout = layout
     resumed, offset = bool(plan.resume_from), recorder.state.completed_rounds
     audit = AuditLog(Path(plan.audit_log)) if plan.audit_log else None
     strategy, central = _strategy(plan, recorder, offset, audit)
-    if resumed:
-        initial = ArrayRecord(run.checkpoint(offset))
-    else:
-        initial = ArrayRecord(build_model(plan.model, layout.width, seed=plan.seed,
-                                          hidden=plan.model_hidden).state_dict())
+    def starting_model(layout: FeatureLayout) -> ArrayRecord:
+        return ArrayRecord(build_model(plan.model, layout.width, seed=plan.seed, hidden=plan.model_hidden).state_dict())
+
+    # learned categories get their levels with the statistics: until then the starting
+    # model stands on a layout where each has only 'other' and 'unknown'
+    initial = ArrayRecord(run.checkpoint(offset)) if resumed else starting_model(layout.with_vocabularies({}))
     latest = [initial]  # the last aggregated model: what stands if the run stops early
     if audit:
         audit.record("run-resumed" if resumed else "run-started", actor="serverapp", run_id=recorder.run_id,
@@ -150,9 +172,15 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
         if plan.federated_stats and not resumed:
             run.write_feature_stats(federated_statistics(grid, strategy, plan, recorder.run_id, layout))
         if plan.federated_stats:
-            recorder.normalisation = run.feature_stats().normalisation
+            stats = run.feature_stats()
+            recorder.normalisation = stats.normalisation
             config = config.model_copy(update={"feature_mean": recorder.normalisation.mean,
                                                "feature_std": recorder.normalisation.std})
+            if layout.unresolved():
+                layout = recorder.layout = stats.layout or layout.with_vocabularies({})
+                config = config.model_copy(update={"feature_levels": json.dumps(layout.learned_levels())})
+                if not resumed:
+                    initial = latest[0] = starting_model(layout)
         if not resumed:  # Round 0: how good is the starting model on every partner's held-out data?
             messages = strategy.configure_evaluate(0, initial, config.record(), grid)
             strategy.aggregate_evaluate(0, grid.send_and_receive(messages, timeout=plan.round_timeout))

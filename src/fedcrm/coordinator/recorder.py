@@ -156,6 +156,8 @@ class RunRecorder:
         self.flush()
         last = self.rounds[max(self.rounds)] if self.rounds else RoundRecord(round=0)
         layout = self.layout or FeatureLayout()
+        if layout.unresolved():  # the statistics never came: learned categories kept only 'other', 'unknown'
+            layout = layout.with_vocabularies({})
         meta = ModelMeta(kind=self.plan.model, hidden=self.plan.model_hidden, features=layout.names(),
                          layout=layout if self.layout else None, task=self.plan.task, normalisation=self.normalisation,
                          contract_digest=self.plan.contract_digest)

@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedcrm.contract.model import (DERIVED_FEATURES, MONTHS, OTHER, UNKNOWN, Contract, Feature, Generalise, Kind)
 
 CLIP = 5.0  # standardised values are kept within ±5 reference scales
+MAX_LEVELS = 64  # most levels a learned block keeps (the most frequent): bounds the model's width
+MAX_LEVEL_CHARS = 64  # longest spelling a learned level may have
 
 
 class Source(BaseModel):
@@ -115,6 +117,28 @@ class FeatureLayout(BaseModel):
     def unresolved(self) -> list[CategoryBlock]:
         """Learned blocks still waiting for the federation's counts."""
         return [b for b in self.categories if not b.resolved]
+
+    def fixed_part(self) -> FeatureLayout:
+        """This layout without the learned blocks still waiting for their levels: what a
+        node can build before the federation's vocabulary is in (its statistics)."""
+        return self.model_copy(update={"categories": [b for b in self.categories if b.resolved]})
+
+    def learned_levels(self) -> dict[str, list[str]]:
+        """The levels each learned block was given (without 'other' and 'unknown')."""
+        return {b.name: [v for v in b.levels if v not in (OTHER, UNKNOWN)] for b in self.categories
+                if b.learned and b.resolved}
+
+    def check_levels(self, levels: dict[str, list[str]]) -> None:
+        """Levels for this layout's learned blocks as a coordinator sends them: every learned
+        block, nothing else, at most `MAX_LEVELS` short spellings each (ValueError otherwise)."""
+        learned = {b.name for b in self.categories if b.learned}
+        if set(levels) != learned:
+            raise ValueError(f"levels for {sorted(levels)}, but the learned features are {sorted(learned)}")
+        for name, values in levels.items():
+            if not isinstance(values, list) or len(values) > MAX_LEVELS or len(set(values)) != len(values):
+                raise ValueError(f"feature {name!r}: at most {MAX_LEVELS} distinct levels")
+            if any(not isinstance(v, str) or not v or len(v) > MAX_LEVEL_CHARS for v in values):
+                raise ValueError(f"feature {name!r}: a level is a spelling of 1 to {MAX_LEVEL_CHARS} characters")
 
     # ------------------------------------------------------------ reading
     def names(self) -> list[str]:
@@ -211,10 +235,20 @@ class FeatureLayout(BaseModel):
             raise AssertionError("non-finite feature value after cleaning")
         return x
 
-    def category_values(self, frame: pd.DataFrame, as_of: date) -> dict[str, pd.Series]:
-        """The values of the learned blocks (for the federation's vocabulary counts)."""
+    def learned_counts(self, frame: pd.DataFrame, as_of: date) -> dict[str, dict[str, int]]:
+        """How many rows hold each value of each learned block still waiting for its levels
+        (missing and 'unknown' not counted; spellings longer than `MAX_LEVEL_CHARS` are
+        never candidates): what the node's vocabulary release counts."""
         values = self.values(frame, as_of)
-        return {b.name: values[b.name] for b in self.categories if b.learned and b.name in values}
+        out: dict[str, dict[str, int]] = {}
+        for b in self.unresolved():
+            if b.name not in values:
+                out[b.name] = {}
+                continue
+            v = values[b.name].astype("string")
+            v = v[v.notna() & (v != UNKNOWN) & (v != OTHER) & (v.str.len() <= MAX_LEVEL_CHARS) & (v.str.len() > 0)]
+            out[b.name] = {str(k): int(n) for k, n in v.value_counts().items()}
+        return out
 
 
 def _source(name: str, by_name: dict) -> Source:

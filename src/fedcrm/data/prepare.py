@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -58,6 +58,9 @@ class PreparedData:
     x_test: np.ndarray
     y_test: np.ndarray
     summary: PreparedSummary
+    # learned blocks still waiting for their levels: value -> training rows holding it
+    # (raw counts: node-local, never released as they are; see `fedcrm.ml.vocabulary`)
+    learned_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def dataset_fingerprint(self) -> str:
@@ -211,12 +214,10 @@ def partner_layout(cfg: PartnerConfig) -> FeatureLayout:
 def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache: bool = True,
             layout: FeatureLayout | None = None) -> PreparedData:
     """Run (or reuse) the whole pipeline for one partner and task, into `layout` (default:
-    the partner contract's, which must then have no learned vocabularies)."""
+    the partner contract's). Learned blocks still waiting for their levels are left out of
+    the matrix; their values are counted over the training rows instead (`learned_counts`)."""
     key = load_secret(cfg.secret_file)
     layout = layout or partner_layout(cfg)
-    if layout.unresolved():
-        raise ConfigError(f"features {[b.name for b in layout.unresolved()]} of contract {layout.contract!r} learn "
-                          "their levels from the federation's statistics: run with federated statistics on")
     target = label_field(cfg, task)
     fingerprint = dataset_fingerprint(cfg)
     cache_dir = cfg.work_dir / "prepared" / _cache_key(cfg, task, test_fraction, fingerprint, key, layout)
@@ -225,17 +226,18 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
 
     as_of = as_of_date(cfg)
     general, raw, cleaned, lookup = prepared_frame(cfg, task, target, key)
-    x = layout.matrix(general, as_of)
+    x = layout.fixed_part().matrix(general, as_of)
     y = general[target].to_numpy(dtype=np.float32)
     test = test_mask(general[PID], test_fraction)
+    counts = layout.learned_counts(general.loc[~test], as_of) if layout.unresolved() else {}
 
     summary = PreparedSummary(
         partner=cfg.name, task=task, dataset_fingerprint=fingerprint, as_of=as_of.isoformat(),
         n_train=int((~test).sum()), n_test=int(test.sum()),
         label_rate_train=float(y[~test].mean()) if (~test).any() else 0.0,
-        n_features=x.shape[1], features=layout.names(), cleaning=cleaned.report,
+        n_features=x.shape[1], features=layout.fixed_part().names(), cleaning=cleaned.report,
     )
-    data = PreparedData(x[~test], y[~test], x[test], y[test], summary)
+    data = PreparedData(x[~test], y[~test], x[test], y[test], summary, counts)
     _write_local_outputs(cfg, raw, cleaned.quarantine, lookup)
     _save(cache_dir, data)
     return data
@@ -313,6 +315,9 @@ def _save(cache_dir: Path, data: PreparedData) -> None:
     # each file replaced whole, so two processes preparing one partner at once cannot mix them
     with private_replace(cache_dir / "arrays.npz", "wb") as fh:
         np.savez(fh, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    if data.learned_counts:
+        with private_replace(cache_dir / "learned_counts.json", "w") as fh:
+            json.dump(data.learned_counts, fh)
     with private_replace(cache_dir / "summary.json", "w") as fh:  # written last: it marks a complete cache
         fh.write(data.summary.model_dump_json(indent=2))
 
@@ -320,6 +325,8 @@ def _save(cache_dir: Path, data: PreparedData) -> None:
 def _load(cache_dir: Path, layout: FeatureLayout) -> PreparedData:
     arrays = np.load(cache_dir / "arrays.npz")
     summary = PreparedSummary.model_validate_json((cache_dir / "summary.json").read_text())
-    if summary.features != layout.names():
+    if summary.features != layout.fixed_part().names():
         raise AssertionError(f"stale cache {cache_dir}: feature layout changed")
-    return PreparedData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], summary)
+    counts_file = cache_dir / "learned_counts.json"
+    counts = json.loads(counts_file.read_text()) if counts_file.is_file() else {}
+    return PreparedData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], summary, counts)

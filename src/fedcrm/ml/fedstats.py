@@ -88,6 +88,7 @@ class FeatureStats(BaseModel):
     category_counts: dict[str, float]
     partners: int
     noised: bool
+    layout: FeatureLayout | None = None  # the run's layout, learned categories' levels included
 
 
 NOISED_VAR_FLOOR = 0.25**2  # noised sums: no sd under a quarter of a reference scale

@@ -23,26 +23,32 @@ import time
 import traceback
 from pathlib import Path
 
-from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
-from fedcrm.data.layout import FeatureLayout, standard_layout
+from fedcrm.data.layout import MAX_LEVEL_CHARS, MAX_LEVELS, FeatureLayout, standard_layout
 from fedcrm.ml.evaluation import HIST_BINS
 from fedcrm.node.redact import redact_reason
 from fedcrm.node.runtime import node_for_context
 from fedcrm.privatefiles import private_append_line, private_dir
-from fedcrm.protocol import ARRAYS, ERROR_EGRESS, METRICS, RoundConfig, allowed_metrics, list_keys
+from fedcrm.protocol import ARRAYS, ERROR_EGRESS, METRICS, VOCABULARY, RoundConfig, allowed_metrics, list_keys
 
 
 
 def list_lengths(layout: FeatureLayout | None = None) -> dict[str, int]:
     """The exact length of every list a reply may carry, by protocol field: histograms of
-    `HIST_BINS`, feature sums of the node's own layout (numeric columns, then the rest)."""
-    layout = layout or standard_layout()
+    `HIST_BINS`, feature sums of the node's own layout (numeric columns, then the columns
+    it has before the federation's vocabulary is in). `stat_vocab` has as many counts as
+    the `vocabulary` record names values (-1 here: checked against that record)."""
+    layout = (layout or standard_layout()).fixed_part()
     k, width = layout.n_numeric, layout.width
     return {"score_hist_pos": HIST_BINS, "score_hist_neg": HIST_BINS, "stat_sum": k, "stat_sumsq": k,
-            "stat_onehot": width - k}
+            "stat_onehot": width - k, "stat_vocab": -1}
+
+
+def learned_features(layout: FeatureLayout | None) -> frozenset[str]:
+    return frozenset(b.name for b in (layout.unresolved() if layout else []))
 
 KINDS = {MessageType.TRAIN: "train", MessageType.EVALUATE: "evaluate", MessageType.QUERY: "query"}
 
@@ -52,10 +58,19 @@ class EgressViolation(Exception):
 
 
 def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None,
-                lengths: dict[str, int] | None = None) -> dict[str, object]:
-    """Validate a reply against the allow-list; return its value-free inventory."""
+                lengths: dict[str, int] | None = None, learned: frozenset[str] = frozenset()) -> dict[str, object]:
+    """Validate a reply against the allow-list; return its value-free inventory. `learned`:
+    the node's learned categories, the only features a query reply may name values of."""
     inventory: dict[str, object] = {}
+    lengths = dict(lengths or list_lengths())
+    named = 0
+    if kind == "query" and isinstance(content.get(VOCABULARY), ConfigRecord):
+        named = _check_vocabulary(content[VOCABULARY], learned)
+        inventory[VOCABULARY] = {"values": named}
+    lengths["stat_vocab"] = named
     for name, record in content.items():
+        if name == VOCABULARY and name in inventory:
+            continue
         if isinstance(record, ArrayRecord):
             if kind != "train" or name != ARRAYS:
                 raise EgressViolation(f"{kind} reply may not carry array record {name!r}")
@@ -63,7 +78,7 @@ def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None,
         elif isinstance(record, MetricRecord):
             if name != METRICS:
                 raise EgressViolation(f"unexpected metric record {name!r}")
-            inventory[name] = _check_metrics(record, kind, lengths or list_lengths())
+            inventory[name] = _check_metrics(record, kind, lengths)
         else:
             raise EgressViolation(f"{kind} reply may not carry {type(record).__name__} {name!r}")
     if METRICS not in inventory:
@@ -71,6 +86,21 @@ def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None,
     if kind == "train" and ARRAYS not in inventory:
         raise EgressViolation("train reply without model arrays")
     return inventory
+
+
+def _check_vocabulary(record: ConfigRecord, learned: frozenset[str]) -> int:
+    """Spellings of values of the node's learned categories only: a bounded list of short
+    strings per feature. Returns how many values it names."""
+    named = 0
+    for feature, values in record.items():
+        if feature not in learned:
+            raise EgressViolation(f"vocabulary names values of {feature!r}, not a learned category of this node")
+        if not isinstance(values, list) or len(values) > MAX_LEVELS or any(
+                not isinstance(v, str) or len(v) > MAX_LEVEL_CHARS for v in values):
+            raise EgressViolation(f"vocabulary of {feature!r}: at most {MAX_LEVELS} spellings of at most "
+                                  f"{MAX_LEVEL_CHARS} characters")
+        named += len(values)
+    return named
 
 
 def _check_arrays(record: ArrayRecord, sent: ArrayRecord | None) -> dict[str, list[int]]:
@@ -125,7 +155,7 @@ def egress_guard(msg: Message, context: Context, call_next: ClientAppCallable) -
     if reply.has_error():
         return redacted_error(msg, reply.error, context)
     node = node_for_context(context)
-    return checked_reply(msg, reply, node.egress_log, list_lengths(node.layout))
+    return checked_reply(msg, reply, node.egress_log, list_lengths(node.layout), learned_features(node.layout))
 
 
 def _node_paths(context: Context) -> tuple[Path | None, list[Path]]:
@@ -162,14 +192,15 @@ def redacted_error(msg: Message, error: Error, context: Context, detail: str | N
     return Message(Error(code=error.code, reason=reason), reply_to=msg)
 
 
-def checked_reply(msg: Message, reply: Message, log: Path, lengths: dict[str, int] | None = None) -> Message:
+def checked_reply(msg: Message, reply: Message, log: Path, lengths: dict[str, int] | None = None,
+                  learned: frozenset[str] = frozenset()) -> Message:
     """`reply` to `msg` if it passes the allow-list, else an error reply; logged either way."""
     kind = KINDS.get(msg.metadata.message_type, "evaluate")
     sent = msg.content.array_records.get(ARRAYS) if kind == "train" else None
     job_id, job_round = RoundConfig.of(msg.content).job_round(msg.metadata.run_id)
     entry = {"run_id": job_id, "flower_run_id": str(msg.metadata.run_id), "kind": kind, "server_round": job_round}
     try:
-        inventory = check_reply(kind, reply.content, sent, lengths)
+        inventory = check_reply(kind, reply.content, sent, lengths, learned)
     except EgressViolation as exc:
         log_egress(log, {**entry, "refused": str(exc)})
         return Message(Error(code=ERROR_EGRESS, reason=f"egress refused on node: {exc}"), reply_to=msg)

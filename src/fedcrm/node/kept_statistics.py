@@ -14,12 +14,15 @@ never sends.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from fedcrm.ml.fedstats import PartnerSums
+from fedcrm.ml.vocabulary import VocabularyRelease
+from fedcrm.data.layout import FeatureLayout
 from fedcrm.privatefiles import private_dir, private_replace
 
 
@@ -28,6 +31,14 @@ class KeptRelease(BaseModel):
     noise_multiplier: float
     run_id: str  # the run whose round 0 the release was charged to
     sums: PartnerSums
+    vocabulary: VocabularyRelease | None = None  # the frequent values of learned categories, released with the sums
+    layout: str = ""  # the columns the sums are over (`layout_key`): another contract's run needs a release of its own
+
+
+def layout_key(layout: FeatureLayout) -> str:
+    """What a kept release must match: the summed columns and the learned categories."""
+    fixed = layout.fixed_part()
+    return hashlib.sha256(json.dumps([fixed.names(), [b.name for b in layout.unresolved()]]).encode()).hexdigest()[:16]
 
 
 class KeptStatistics:
@@ -37,13 +48,13 @@ class KeptStatistics:
     def _file(self, fingerprint: str) -> Path:
         return self.folder / f"{fingerprint[:32]}.json"
 
-    def load(self, fingerprint: str, noise_multiplier: float) -> KeptRelease | None:
-        """The kept release of this dataset if it carries at least `noise_multiplier`."""
+    def load(self, fingerprint: str, noise_multiplier: float, layout: str = "") -> KeptRelease | None:
+        """The kept release of this dataset and layout if it carries at least `noise_multiplier`."""
         file = self._file(fingerprint)
         if not file.is_file():
             return None
         kept = KeptRelease.model_validate(json.loads(file.read_text()))
-        if kept.fingerprint != fingerprint or kept.noise_multiplier < noise_multiplier:
+        if kept.fingerprint != fingerprint or kept.noise_multiplier < noise_multiplier or kept.layout != layout:
             return None
         return kept
 

@@ -8,6 +8,7 @@ privacy account (`fedcrm.privacy.account`) decides and records what may be relea
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from functools import cached_property
@@ -19,13 +20,14 @@ import torch
 from fedcrm.config import PartnerConfig, PrivacyPolicy, TrainPlan
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, prepare
-from fedcrm.ml.fedstats import Normalisation, numeric_count, partner_sums, row_bound
+from fedcrm.ml.fedstats import Normalisation, partner_sums, row_bound
+from fedcrm.ml.vocabulary import VocabularyRelease, noised_vocabulary
 from fedcrm.ml.models import build_model
 from fedcrm.ml.evaluation import metrics_from_histograms, noised_histograms
 from fedcrm.ml.training import DPSettings, evaluate_local, train_local
 from fedcrm.errors import DataError, PolicyRefusal
 from fedcrm.node.policy import check, check_holdout, log_refusal
-from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics
+from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics, layout_key
 from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
 from fedcrm.privacy.accounting import RunPlan
 from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, LedgerEntry, privacy_dir
@@ -51,7 +53,7 @@ class PartnerNode:
         folder = privacy_dir(cfg)  # the ledger and kept replies: apart from the work dir (a cache)
         self.ledger = Ledger.at(folder)
         self.replies = ReplyCache(folder / REPLIES_DIR)
-        self._data: tuple[tuple[object, ...], PreparedData] | None = None
+        self._data: dict[str, tuple[tuple[object, ...], PreparedData]] = {}
 
     @property
     def policy(self) -> PrivacyPolicy:
@@ -61,23 +63,43 @@ class PartnerNode:
     def egress_log(self) -> Path:
         return self.cfg.work_dir / "egress.jsonl"
 
-    def data(self) -> PreparedData:
-        """Prepared once per node; the on-disk cache serves later processes and runs. A
-        re-exported file is prepared (and accounted) anew. The hold-out is the partner's
-        (`holdout_fraction` of its policy): the run config's `test-fraction` is ignored."""
+    def data(self, layout: FeatureLayout | None = None) -> PreparedData:
+        """Prepared once per node and layout; the on-disk cache serves later processes and
+        runs. A re-exported file is prepared (and accounted) anew. The hold-out is the
+        partner's (`holdout_fraction` of its policy): the run config's `test-fraction` is
+        ignored. Default layout: the contract's, learned categories left out (and counted)."""
+        layout = layout or self.layout
         files = [t.path for t in (self.cfg.customers, self.cfg.transactions, self.cfg.interactions) if t]
         for f in files:
             if not f.is_file():
                 raise DataError(f, f"partner {self.cfg.name!r}: the export named in its config does not exist")
         stamps = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-        if self._data is None or self._data[0] != stamps:
-            self._data = stamps, prepare(self.cfg, self.plan.task, self.policy.holdout_fraction, layout=self.layout)
-        return self._data[1]
+        key = layout.model_dump_json()
+        if key not in self._data or self._data[key][0] != stamps:
+            self._data[key] = stamps, prepare(self.cfg, self.plan.task, self.policy.holdout_fraction, layout=layout)
+        return self._data[key][1]
 
     @cached_property
     def layout(self) -> FeatureLayout:
-        """The feature layout of this node's contract: the matrix every release reads."""
+        """The feature layout of this node's contract (learned categories without levels)."""
         return partner_layout(self.cfg)
+
+    def run_layout(self, levels: str | None) -> FeatureLayout:
+        """The run's layout: this node's contract with the levels the coordinator sends for
+        its learned categories (`RoundConfig.feature_levels`), checked: every learned
+        category and no other, a bounded number of short spellings (it sets the work a
+        round costs). No learned category: the contract's layout, whatever was sent."""
+        if not self.layout.unresolved():
+            return self.layout
+        try:
+            parsed = json.loads(levels) if levels else None
+            if not isinstance(parsed, dict):
+                raise ValueError("no levels for the contract's learned categories (they come with the "
+                                 "federation's statistics: a run needs federated statistics on)")
+            self.layout.check_levels(parsed)
+        except ValueError as exc:  # JSONDecodeError is one
+            raise PolicyRefusal("train", f"feature levels: {exc}") from None
+        return self.layout.with_vocabularies(parsed)
 
     def _admit(self, kind: str, run_id: str | int | None = None, server_round: int | None = None) -> None:
         """Refuse, and log the refusal, if the run is outside the partner's privacy policy.
@@ -158,17 +180,25 @@ class PartnerNode:
 
     def _reusable_statistics(self, sigma: float, entries: list[LedgerEntry]) -> KeptRelease | None:
         """The kept release of this dataset with at least `sigma`, if the ledger shows its charge."""
-        kept = self.kept_statistics.load(self.data().dataset_fingerprint, sigma)
+        kept = self.kept_statistics.load(self.data().dataset_fingerprint, sigma, layout_key(self.layout))
         return kept if kept is not None and self.account.charged(kept.run_id, 0, entries) else None
 
     def plan_run(self, run_id: str | int | None = None) -> RunPlan:
         """What this run costs: σ calibrated against everything spent before it, ε per round."""
         return self.account.plan(self.shape(self._new_statistics_sigma()), None if run_id is None else str(run_id))
 
-    def _model(self, state: State) -> torch.nn.Module:
-        model = build_model(self.plan.model, self.data().x_train.shape[1], hidden=self.plan.model_hidden)
+    def _model(self, state: State, data: PreparedData) -> torch.nn.Module:
+        model = build_model(self.plan.model, data.x_train.shape[1], hidden=self.plan.model_hidden)
         model.load_state_dict(state)
         return model
+
+    def _resolved(self, layout: FeatureLayout | None) -> FeatureLayout:
+        """The layout a model is trained or evaluated in: every category with its levels."""
+        layout = layout or self.layout
+        if layout.unresolved():
+            raise PolicyRefusal("train", "the contract learns category levels from the federation's statistics and "
+                                         "the coordinator sent none: a run needs federated statistics on")
+        return layout
 
     @staticmethod
     def _x(x: np.ndarray, normalisation: Normalisation | None) -> np.ndarray:
@@ -176,35 +206,49 @@ class PartnerNode:
 
     # ------------------------------------------------------------ releases
     def feature_sums(self, run_id: str | int, ledger_receipt: int | None = None) -> QueryReply:
+        """The statistics reply alone (`statistics`)."""
+        return self.statistics(run_id, ledger_receipt)[0]
+
+    def statistics(self, run_id: str | int, ledger_receipt: int | None = None
+                   ) -> tuple[QueryReply, VocabularyRelease | None]:
         """Column sums over the training rows for the federation's statistics, noised with
         the larger of the run's σ and the partner's floor (`min_stats_noise_multiplier`), and
-        charged to the ledger as round 0 of the run."""
+        charged to the ledger as round 0 of the run; with them, when the contract learns
+        category levels, the frequent values of those categories (`fedcrm.ml.vocabulary`)."""
         self._admit("statistics", run_id)
-        data, sigma = self.data(), self.statistics_sigma()
+        data, sigma, fixed = self.data(), self.statistics_sigma(), self.layout.fixed_part()
+        learned = bool(self.layout.unresolved())
         if sigma <= 0:
-            sums = partner_sums(data.x_train, layout=self.layout)
+            sums = partner_sums(data.x_train, layout=fixed)
+            vocab = noised_vocabulary(data.learned_counts, self.layout, 0.0) if learned else None
             return QueryReply(partner_id=self.cfg.partner_id, num_examples=len(data.x_train), stat_n=sums.n,
-                              stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot)
+                              stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot,
+                              stat_vocab=vocab.flat_counts() if vocab else None), vocab
         # the reuse check and the charge under one hold of the ledger's lock: two runs that
         # start together on the same data pay for one release, not two
         with self.ledger.exclusive():
             entries = self.account.entries()
             reused = self._reusable_statistics(sigma, entries)
-            if reused is not None:
-                sums, after = reused.sums, entries[-1].epsilon_after  # sent again: no new charge
+            if reused is not None:  # sent again: no new charge
+                sums, vocab, after = reused.sums, reused.vocabulary, entries[-1].epsilon_after
             else:
-                release = Release(run_id=str(run_id), server_round=0, noise_multiplier=sigma, sample_rate=1.0,
-                                  steps=1, max_grad_norm=row_bound(numeric_count(self.layout), self.layout.width),
-                                  kind="statistics",
+                # sums and vocabulary counts: two Gaussian mechanisms of multiplier σ on the
+                # same rows, one of multiplier σ/√2 together (`fedcrm.ml.vocabulary`)
+                release = Release(run_id=str(run_id), server_round=0,
+                                  noise_multiplier=sigma / math.sqrt(2) if learned else sigma, sample_rate=1.0,
+                                  steps=1, max_grad_norm=row_bound(fixed.n_numeric, fixed.width), kind="statistics",
                                   scope=self.scope("training"))
                 with self.account.charge(release) as cost:
-                    sums = partner_sums(data.x_train, sigma, self.layout)
-                    self.kept_statistics.save(KeptRelease(fingerprint=data.dataset_fingerprint,
-                                                          noise_multiplier=sigma, run_id=str(run_id), sums=sums))
+                    sums = partner_sums(data.x_train, sigma, fixed)
+                    vocab = noised_vocabulary(data.learned_counts, self.layout, sigma) if learned else None
+                    self.kept_statistics.save(KeptRelease(fingerprint=data.dataset_fingerprint, noise_multiplier=sigma,
+                                                          run_id=str(run_id), sums=sums, vocabulary=vocab,
+                                                          layout=layout_key(self.layout)))
                 after = cost.after
         return QueryReply(partner_id=self.cfg.partner_id, num_examples=round(sums.n), stat_n=sums.n,
-                          stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot, epsilon=after,
-                          delta=self.policy.delta, **self.account.head(ledger_receipt).model_dump())
+                          stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot,
+                          stat_vocab=vocab.flat_counts() if vocab else None, epsilon=after,
+                          delta=self.policy.delta, **self.account.head(ledger_receipt).model_dump()), vocab
 
     @property
     def kept_statistics(self) -> KeptStatistics:
@@ -212,7 +256,7 @@ class PartnerNode:
         return KeptStatistics(self.ledger.path.parent / "statistics")
 
     def train(self, state: State, server_round: int, run_id: str | int, normalisation: Normalisation | None = None,
-              ledger_receipt: int | None = None) -> tuple[State, TrainReply]:
+              ledger_receipt: int | None = None, layout: FeatureLayout | None = None) -> tuple[State, TrainReply]:
         """One round of local training on the global `state`; with DP, charged to the ledger
         under (run_id, server_round), or, if that round was charged for this very input
         before (a resumed or retried round), the same release sent again at no cost.
@@ -220,14 +264,14 @@ class PartnerNode:
         number still has the hash the coordinator's receipt recorded."""
         started, run_id = time.perf_counter(), str(run_id)
         self._admit("train", run_id, server_round)
-        data, plan = self.data(), self.plan
+        data, plan = self.data(self._resolved(layout)), self.plan
         entries = self.account.entries() if plan.dp_enabled else []  # read and verified once before the lock
         if plan.dp_enabled and self.account.charged(run_id, server_round, entries):
             kept = self.replies.load(run_id, server_round, state)
             if kept is not None:  # otherwise `charge` below refuses the round
                 new_state, metrics = kept
                 return new_state, TrainReply.from_dict({**metrics, **self.account.head(ledger_receipt).to_dict()})
-        model, x = self._model(state), self._x(data.x_train, normalisation)
+        model, x = self._model(state, data), self._x(data.x_train, normalisation)
         common = dict(epochs=plan.local_epochs, batch_size=plan.batch_size, lr=plan.learning_rate,
                       optimizer=plan.optimizer, seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
         base = dict(partner_id=self.cfg.partner_id, num_examples=len(data.y_train), dp_enabled=int(plan.dp_enabled))
@@ -256,7 +300,8 @@ class PartnerNode:
         return out.state_dict, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
     def evaluate(self, state: State, normalisation: Normalisation | None = None, run_id: str | int | None = None,
-                 server_round: int = 0, ledger_receipt: int | None = None) -> EvaluateReply:
+                 server_round: int = 0, ledger_receipt: int | None = None,
+                 layout: FeatureLayout | None = None) -> EvaluateReply:
         """Metrics of the global `state` on the partner's own hold-out; refused when the
         hold-out is smaller than the policy's `min_holdout_rows`.
 
@@ -267,7 +312,7 @@ class PartnerNode:
         charged round is refused."""
         started = time.perf_counter()
         self._admit("evaluate", run_id, server_round)
-        data = self.data()
+        data = self.data(self._resolved(layout))
         try:
             check_holdout(len(data.y_test), self.policy)
         except PolicyRefusal as refusal:
@@ -279,7 +324,7 @@ class PartnerNode:
         entries = self.account.entries()
         sigma = self.evaluation_sigma(run_id, entries)
         if sigma <= 0:  # exact and uncharged: only a run without DP, under a policy allowing it
-            out = evaluate_local(self._model(state), self._x(data.x_test, normalisation), data.y_test)
+            out = evaluate_local(self._model(state, data), self._x(data.x_test, normalisation), data.y_test)
             return EvaluateReply(**out.metrics.model_dump(), partner_id=self.cfg.partner_id, num_examples=out.n,
                                  num_positives=int(np.sum(data.y_test)), score_hist_pos=out.pos_hist,
                                  score_hist_neg=out.neg_hist, eval_seconds=time.perf_counter() - started,
@@ -292,7 +337,7 @@ class PartnerNode:
         release = Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
                           max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
         with self.account.charge(release) as cost:
-            out = evaluate_local(self._model(state), self._x(data.x_test, normalisation), data.y_test)
+            out = evaluate_local(self._model(state, data), self._x(data.x_test, normalisation), data.y_test)
             pos, neg = noised_histograms(out.pos_hist, out.neg_hist, sigma)
             metrics = metrics_from_histograms(pos, neg)
             reply = EvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
@@ -304,7 +349,7 @@ class PartnerNode:
 
     def audit(self, run: RunDir, seed: int = 0) -> AuditResult:
         """Membership audit of the run's published model on this partner's own rows."""
-        data, run_id = self.data(), run.run_id
+        data, run_id = self.data(run.layout()), run.run_id
         spent = [e for e in self.account.entries() if e.run_id == run_id]
         norm = run.normalisation()
         return membership_audit(
