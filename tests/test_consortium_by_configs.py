@@ -80,3 +80,114 @@ def test_a_generated_export_with_random_names_by_configs_only(tmp_path: Path) ->
            "--out", str(scores))
     out = pd.read_csv(scores, dtype=str)
     assert set(out["customer_id"]) == set(pd.read_csv(exports[1], dtype=str)[spec.id_column])
+
+
+# A partner's review of its drafted mapping: UCI Bank's job titles and school grades onto
+# the banking contract's groups (`partner map` leaves them as REVIEW lines, and `partner
+# check` finds most rows 'unknown' until they are filled in).
+BANK_JOBS = {"admin.": "employed", "blue-collar": "employed", "technician": "employed", "services": "employed",
+             "management": "employed", "housemaid": "employed", "retired": "retired", "entrepreneur": "self-employed",
+             "self-employed": "self-employed", "unemployed": "unemployed", "student": "student"}
+BANK_SCHOOLS = {"high.school": "secondary", "university.degree": "tertiary", "professional.course": "tertiary",
+                "illiterate": "basic"}
+
+
+def review_values(config: Path, field_values: dict[str, dict[str, str]]) -> None:
+    import tomlkit
+
+    doc = tomlkit.parse(config.read_text())
+    for name, values in field_values.items():
+        table = doc["customers"]["values"].setdefault(name, tomlkit.table())  # type: ignore[union-attr]
+        for raw, canonical in values.items():
+            table[raw] = canonical
+    config.write_text(tomlkit.dumps(doc))
+
+
+@pytest.mark.dataset
+def test_uci_bank_marketing_on_the_shipped_banking_contract(tmp_path: Path) -> None:
+    from fedcrm.sandbox.public_data import BANK_CSV
+
+    if not BANK_CSV.is_file():
+        pytest.skip(f"UCI Bank Marketing not found at {BANK_CSV} (../shared/datasets)")
+    bank = pd.read_csv(BANK_CSV, sep=";", dtype=str).drop(columns=["duration"])  # duration leaks the label
+    bank.insert(0, "client_id", [f"B{i:06d}" for i in range(len(bank))])
+    bank = bank.sample(n=16_000, random_state=5)
+    exports = []
+    for pid in (1, 2):
+        folder = tmp_path / f"p{pid}"
+        folder.mkdir()
+        bank.iloc[pid - 1::2].to_csv(folder / "export.csv", sep=";", index=False)
+        exports.append(folder / "export.csv")
+    contract = Path(__file__).resolve().parents[1] / "contracts" / "banking.toml"
+    for pid, export in enumerate(exports, start=1):  # map, then the partner's review of the value maps
+        config = tmp_path / f"p{pid}" / "partner.toml"
+        fedcrm("partner", "map", "--contract", str(contract), "--data", str(export), "--name", f"p{pid}",
+               "--partner-id", str(pid), "--out", str(config))
+        assert "occupation" in config.read_text() and '"admin." = "?"' in config.read_text()
+        review_values(config, {"occupation": BANK_JOBS, "education": BANK_SCHOOLS})
+    members = []
+    for pid in (1, 2):
+        config = tmp_path / f"p{pid}" / "partner.toml"
+        fedcrm("partner", "init", "--config", str(config))
+        check = fedcrm("partner", "check", "--config", str(config), "--task", "propensity")
+        assert "passes: no finding" in check.stdout, check.stdout
+        members.append(f'[[members]]\npartner_id = {pid}\nname = "p{pid}"\nconfig = "p{pid}/partner.toml"\n')
+    federation = tmp_path / "federation.toml"
+    federation.write_text(f'name = "banks"\ncontract = "{contract}"\n\n' + "\n".join(members))
+    run_dir = tmp_path / "run"
+    fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
+           "--task", "propensity", "--rounds", "2", "--epsilon", "3")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["final_global"]["auc"] > 0.7, summary
+    names = json.loads((run_dir / "model.json").read_text())["features"]
+    for column in ("emp_var_rate", "cons_price_idx", "cons_conf_idx", "nr_employed", "campaign_contacts",
+                   "days_since_previous_contact", "last_contact_weekday=mon", "occupation=retired"):
+        assert column in names  # columns the old schema had no field for
+    scores = tmp_path / "scores.csv"
+    fedcrm("score", "--model", str(run_dir), "--partner-config", str(tmp_path / "p1" / "partner.toml"),
+           "--out", str(scores))
+    assert set(pd.read_csv(scores, dtype=str)["customer_id"]) == set(bank.iloc[0::2]["client_id"])
+
+
+@pytest.mark.dataset
+def test_uci_online_retail_purchase_logs_on_the_shipped_retail_contract(tmp_path: Path) -> None:
+    from fedcrm.sandbox.public_data import RETAIL_CSV
+
+    if not RETAIL_CSV.is_file():
+        pytest.skip(f"UCI Online Retail not found at {RETAIL_CSV} (../shared/datasets)")
+    log = pd.read_csv(RETAIL_CSV, dtype=str, keep_default_na=False)
+    customer = pd.to_numeric(log["CustomerID"], errors="coerce")
+    exports = []
+    for pid in (1, 2):  # two shops, each its own customers' lines (half the log: suite time); lines
+        folder = tmp_path / f"p{pid}"  # without a customer stay with shop 1
+        folder.mkdir()
+        mine = (customer % 4 == pid - 1) | (customer.isna() & (pid == 1))
+        log[mine.to_numpy()].to_csv(folder / "purchases.csv", index=False)
+        exports.append(folder / "purchases.csv")
+    contract = Path(__file__).resolve().parents[1] / "contracts" / "retail.toml"
+    members = []
+    for pid, export in enumerate(exports, start=1):
+        config = tmp_path / f"p{pid}" / "partner.toml"
+        fedcrm("partner", "map", "--contract", str(contract), "--data", str(export), "--name", f"p{pid}",
+               "--partner-id", str(pid), "--out", str(config))
+        text = config.read_text()
+        assert text.count(f'path = "purchases.csv"') == 2  # a log only: its customers are its distinct ids
+        config.write_text(text.replace('secret_file = "secret.key"', 'secret_file = "secret.key"\nas_of = "2011-12-10"'))
+        fedcrm("partner", "init", "--config", str(config))
+        check = fedcrm("partner", "check", "--config", str(config), "--task", "churn-from-purchases")
+        assert "passes: no finding" in check.stdout, check.stdout
+        members.append(f'[[members]]\npartner_id = {pid}\nname = "p{pid}"\nconfig = "p{pid}/partner.toml"\n')
+    federation = tmp_path / "federation.toml"
+    federation.write_text(f'name = "shops"\ncontract = "{contract}"\n\n' + "\n".join(members))
+    run_dir = tmp_path / "run"
+    fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
+           "--task", "churn-from-purchases", "--rounds", "2", "--epsilon", "3")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["final_global"]["auc"] > 0.65, summary
+    assert json.loads((run_dir / "model.json").read_text())["features"] == [
+        "recency_days", "frequency", "monetary", "activity_trend"]
+    scores = tmp_path / "scores.csv"
+    fedcrm("score", "--model", str(run_dir), "--partner-config", str(tmp_path / "p2" / "partner.toml"),
+           "--out", str(scores))
+    out = pd.read_csv(scores, dtype=str)
+    assert "churn_risk" in out.columns and out["customer_id"].nunique() == customer[customer % 4 == 1].nunique()

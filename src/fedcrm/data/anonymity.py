@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from datetime import date
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from fedcrm.config import Generalisation
 from fedcrm.contract.model import Contract, Generalise, Kind
+from fedcrm.data.layout import AGE_FLOOR, AGE_TOP, age_band_start
 
 PERIOD = {"month": "M", "quarter": "Q", "year": "Y"}
 
@@ -28,15 +28,11 @@ class KAnonymityReport(BaseModel):
     groups: int
 
 
-def age_band_midpoint(age: pd.Series, width: int = 10) -> pd.Series:
-    """Generalise age to the midpoint of its band (ten years: 18-27 → 22.5, …)."""
-    return (np.floor((age - 18) / width) * width + 18 + (width - 1) / 2).where(age.notna())
-
-
 def generalised_quasi_identifiers(frame: pd.DataFrame, as_of: date, gen: Generalisation | None = None,
                                   contract: Contract | None = None) -> pd.DataFrame:
     """The generalised form of each of the contract's quasi-identifiers (its sensitive
-    fields) the partner maps: what could single a customer out. Widths are the partner's."""
+    fields) the partner maps and the contract lets reach the model (a field it drops reaches
+    nothing): what could single a customer out there. Widths are the partner's."""
     from fedcrm.contract.tables import standard_contract
 
     gen = gen or Generalisation()
@@ -45,7 +41,7 @@ def generalised_quasi_identifiers(frame: pd.DataFrame, as_of: date, gen: General
     periods = pd.DataFrame(index=frame.index)  # dates last
     ages: list[str] = []
     for qi in contract.quasi_identifiers():
-        if qi.name not in frame.columns:
+        if qi.name not in frame.columns or qi.generalise == Generalise.DROP:
             continue
         col = frame[qi.name]
         if qi.generalise == Generalise.AGE_BAND:
@@ -54,8 +50,10 @@ def generalised_quasi_identifiers(frame: pd.DataFrame, as_of: date, gen: General
             ages.append(qi.name)
             age = (pd.Timestamp(as_of) - col).dt.days / 365.25 if qi.kind == Kind.DATE else col.astype("float64")
             w = gen.age_band_years
-            low = age_band_midpoint(age, w) - (w - 1) / 2
-            out["age_band"] = low.map(lambda lo: "unknown" if pd.isna(lo) else f"{int(lo)}-{int(lo) + w - 1}")
+            top = AGE_FLOOR + w * ((AGE_TOP - AGE_FLOOR) // w)
+            low = age_band_start(age, w)
+            out["age_band"] = low.map(lambda lo: "unknown" if pd.isna(lo) else
+                                      f"{int(lo)}+" if lo >= top else f"{int(lo)}-{int(lo) + w - 1}")
         elif qi.kind == Kind.DATE:
             period = col.dt.to_period(PERIOD[gen.date_granularity]).astype("string")
             periods[f"{qi.name.removesuffix('_date')}_{gen.date_granularity}"] = period.fillna("unknown")

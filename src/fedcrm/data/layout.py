@@ -182,9 +182,8 @@ class FeatureLayout(BaseModel):
         g = src.generalise
         if g == Generalise.AGE_BAND:
             age = (ref - col).dt.days / 365.25 if src.kind == Kind.DATE else col.astype("float64")
-            w = self.age_band_years
-            band = np.floor((age - 18) / w) * w + 18 + (w - 1) / 2
-            return band.where(age.notna()).fillna(band.median() if band.notna().any() else np.nan)
+            band = age_band_midpoint(age, self.age_band_years)
+            return band.fillna(band.median() if band.notna().any() else np.nan)
         if g == Generalise.TENURE_MONTHS:
             tenure = ((ref - col).dt.days / 30.4375).clip(lower=0)
             # a missing date is a non-key gap: the partner's median stands in
@@ -249,6 +248,23 @@ class FeatureLayout(BaseModel):
             v = v[v.notna() & (v != UNKNOWN) & (v != OTHER) & (v.str.len() <= MAX_LEVEL_CHARS) & (v.str.len() > 0)]
             out[b.name] = {str(k): int(n) for k, n in v.value_counts().items()}
         return out
+
+
+AGE_FLOOR, AGE_TOP = 18, 90  # bottom- and top-coding: under 18 joins the first band, 90 and over the last
+
+
+def age_band_start(age: pd.Series, width: int = 10) -> pd.Series:
+    """The first year of an age's band (18-27, 28-37, ... with width 10). Ages under 18 join
+    the first band and the band holding 90 runs on (88+): the few oldest and youngest
+    customers are exactly the ones an age would single out."""
+    top = AGE_FLOOR + width * ((AGE_TOP - AGE_FLOOR) // width)
+    clipped = age.clip(lower=AGE_FLOOR, upper=top)
+    return (np.floor((clipped - AGE_FLOOR) / width) * width + AGE_FLOOR).where(age.notna())
+
+
+def age_band_midpoint(age: pd.Series, width: int = 10) -> pd.Series:
+    """The middle of an age's band (18-27 → 22.5): what enters the model."""
+    return age_band_start(age, width) + (width - 1) / 2
 
 
 def _source(name: str, by_name: dict) -> Source:

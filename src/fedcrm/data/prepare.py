@@ -186,11 +186,29 @@ def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint:
 def load_and_clean(cfg: PartnerConfig, key_fields: list[str]) -> tuple[pd.DataFrame, Cleaned]:
     """Read, map, standardise and clean the customers export; returns the mapped raw text too."""
     raw = apply_mapping(read_table(cfg.customers), cfg.customers, cfg.name)
+    if customers_from_log(cfg):
+        raw = distinct_customers(raw)
     typed = standardise(raw, cfg.customers)
     keys = [*cfg.customers.schema.key_fields(), *(k for k in key_fields if k not in cfg.customers.schema.key_fields())]
     cleaner = Cleaner(cfg.cleaning, as_of_date(cfg), key_fields=keys, schema=cfg.customers.schema,
                       dedupe_by=cfg.dedupe_field)
     return raw, cleaner(typed.frame, typed.unreadable)
+
+
+def customers_from_log(cfg: PartnerConfig) -> bool:
+    """A partner whose only export is a purchase log maps its customers table onto the same
+    file: its customers are the log's distinct ids."""
+    return cfg.transactions is not None and cfg.customers.path == cfg.transactions.path
+
+
+def distinct_customers(raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer id of a purchase log: its latest line (the customers fields a
+    log repeats on every line, such as a country, as of the last purchase). Lines without
+    an id are the purchases table's to quarantine ('to be supplemented'), not customers."""
+    ids = raw["customer_id"].astype("string").str.strip()
+    keep = ids.notna() & (ids != "")
+    last = ~ids[keep].duplicated(keep="last")
+    return raw.loc[keep].loc[last.to_numpy()]
 
 
 def load_events(mapping: TransactionMapping | InteractionMapping, partner: str, rules: CleaningRules,
@@ -282,9 +300,17 @@ def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.Da
     return path
 
 
+def at_rows(raw: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """The raw rows with these file row numbers (`ROW`, 1-based); positional when the
+    table is the whole file, by number when it is a part (customers of a purchase log)."""
+    if len(raw) and int(raw[ROW].iloc[-1]) == len(raw):
+        return raw.iloc[rows - 1]
+    return raw.set_index(ROW, drop=False).loc[rows]
+
+
 def quarantine_rows(raw: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFrame:
     """Each quarantined row's file row number, reason and raw (mapped) values, as text."""
-    rows = raw.iloc[quarantine[ROW].to_numpy() - 1]  # ROW is the 1-based position in the file
+    rows = at_rows(raw, quarantine[ROW].to_numpy())
     rows = rows.drop(columns=[ROW]).astype("string").reset_index(drop=True)
     return pd.concat([quarantine[[ROW, REASON]].reset_index(drop=True), rows], axis=1)
 

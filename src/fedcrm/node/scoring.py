@@ -20,7 +20,7 @@ from fedcrm.config import PartnerConfig
 from fedcrm.config.tiers import TierRule
 from fedcrm.errors import ConfigError
 from fedcrm.data.ingest import ROW
-from fedcrm.data.prepare import as_of_date, prepared_frame
+from fedcrm.data.prepare import as_of_date, at_rows, prepared_frame
 from fedcrm.data.pseudonymise import PID, load_secret
 from fedcrm.rundir import RunDir
 from fedcrm.ml.training import predict
@@ -76,7 +76,8 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     # customers none of whose rows survived cleaning: listed, with the first reason
     raw_ids = raw["customer_id"].astype("string").str.strip()
     has_id = raw_ids.notna() & (raw_ids != "")
-    q = cleaned.quarantine.assign(customer_id=raw_ids.iloc[cleaned.quarantine[ROW].to_numpy() - 1].to_numpy())
+    q = cleaned.quarantine.assign(
+        customer_id=at_rows(raw.assign(customer_id=raw_ids), cleaned.quarantine[ROW].to_numpy())["customer_id"].to_numpy())
     q = q[q["customer_id"].notna() & (q["customer_id"] != "") & ~q["customer_id"].isin(set(scored["customer_id"]))]
     missing = q.drop_duplicates("customer_id")[["customer_id", REASON]]
     unscored = pd.DataFrame({"customer_id": missing["customer_id"].astype(str).to_numpy(), "score": np.nan,

@@ -67,6 +67,7 @@ def assign_partners(labels: pd.Series, partners: int, how: str, seed: int, alpha
 
 
 BANK_CSV = SHARED_DATASETS / "bank-marketing" / "bank-additional-full.csv"
+RETAIL_CSV = SHARED_DATASETS / "online-retail" / "online_retail.csv.gz"
 
 # `duration` (the call's length) is only known once the call is over and leaks the label:
 # it is never mapped. The economic indicators other than the 3-month Euribor, `pdays`
