@@ -31,6 +31,7 @@ from sklearn.metrics import roc_auc_score
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.coordinator.receipts import simulated_receipts
+from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.fedstats import combine, partner_sums
 from fedcrm.ops.launcher import simulate
 from fedcrm.ml.models import build_model
@@ -100,8 +101,8 @@ def local_only(data: list[PreparedData], s: Settings, seed: int, names: list[str
     return _auc_pair(ys, ps, names)
 
 
-def pooled(data: list[PreparedData], names: list[str]) -> Score:
-    norm = combine([partner_sums(d.x_train) for d in data]).normalisation
+def pooled(data: list[PreparedData], names: list[str], layout: FeatureLayout | None = None) -> Score:
+    norm = combine([partner_sums(d.x_train, layout=layout) for d in data], layout=layout).normalisation
     model = LogisticRegression(max_iter=5000).fit(np.vstack([norm.apply(d.x_train) for d in data]),
                                                   np.concatenate([d.y_train for d in data]))
     return _auc_pair([d.y_test for d in data], [model.predict_proba(norm.apply(d.x_test))[:, 1] for d in data], names)
