@@ -192,11 +192,11 @@ class PartnerNode:
         model.load_state_dict(state)
         return model
 
-    def _resolved(self, layout: FeatureLayout | None) -> FeatureLayout:
+    def _resolved(self, layout: FeatureLayout | None, kind: str = "train") -> FeatureLayout:
         """The layout a model is trained or evaluated in: every category with its levels."""
         layout = layout or self.layout
         if layout.unresolved():
-            raise PolicyRefusal("train", "the contract learns category levels from the federation's statistics and "
+            raise PolicyRefusal(kind, "the contract learns category levels from the federation's statistics and "
                                          "the coordinator sent none: a run needs federated statistics on")
         return layout
 
@@ -312,7 +312,7 @@ class PartnerNode:
         charged round is refused."""
         started = time.perf_counter()
         self._admit("evaluate", run_id, server_round)
-        data = self.data(self._resolved(layout))
+        data = self.data(self._resolved(layout, "evaluate"))
         try:
             check_holdout(len(data.y_test), self.policy)
         except PolicyRefusal as refusal:
