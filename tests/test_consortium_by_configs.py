@@ -63,9 +63,9 @@ def test_a_generated_export_with_random_names_by_configs_only(tmp_path: Path) ->
     layout = model["layout"]
     reached = {c["name"] for group in ("numeric", "flags", "categories") for c in layout[group]}
     assert reached == features  # every feature the contract defines is in the model
-    # every export column but the id, the label, the date (sensitive: dropped) and free text reaches it
-    kinds = {col: kind for col, kind in spec.kinds.items()}
-    assert len(reached) == sum(k not in ("date", "text") for k in kinds.values())
+    # every export column but the id, the label and free text reaches it (the date as months since it)
+    assert len(reached) == sum(k != "text" for k in spec.kinds.values())
+    assert any(c["sources"][0]["generalise"] == "tenure-months" for c in layout["numeric"])
     # the wide category: its four frequent values learned from the partners' noised counts, the
     # 36 rare ones (about 25 customers each per partner) fell to 'other'
     wide = next(c for c in layout["categories"] if len(c["levels"]) == 6)

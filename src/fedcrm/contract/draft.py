@@ -65,6 +65,8 @@ PLACE_WORDS = frozenset({"region", "city", "country", "state", "province", "coun
                          "municipality", "location", "area", "geo"})
 PERSONAL_WORDS = frozenset({"marital", "maritalstatus", "ethnicity", "race", "religion", "nationality", "health",
                             "disability", "language"})
+RECORD_WORDS = frozenset({"updated", "update", "modified", "record", "asof", "snapshot", "extract", "extracted",
+                          "loaded", "export", "exported", "lastupdate", "lastmodified"})
 SIGNUP_WORDS = frozenset({"signup", "join", "joined", "since", "start", "started", "opened", "open", "created",
                           "activation", "activated", "registered", "registration", "enrolled", "onboarded"})
 ID_WORDS = frozenset({"id", "no", "nr", "num", "number", "ref", "key", "code", "uuid", "guid"})
@@ -398,6 +400,7 @@ class Guess:
     vocabulary: str | None = None  # "learned" for categories
     transform: str = "none"
     reference: tuple[float, float] | None = None
+    feature: str | None = None  # the feature's own name (a date as months since it: several dates stay apart)
     outlier_median_multiple: float | None = None
     review: list[str] = field(default_factory=list)
     info: list[str] = field(default_factory=list)
@@ -460,10 +463,15 @@ def guess_field(prof: Profile, name: str) -> Guess:
         if words & SIGNUP_WORDS:
             g.generalise = Generalise.TENURE_MONTHS
             g.review.append("a start date: sensitive, reaches the model only as tenure in months")
-        else:
+        elif words & RECORD_WORDS:
             g.generalise = Generalise.DROP
-            g.review.append("a date: sensitive, dropped; generalise = \"tenure-months\" (months since) or "
-                            "\"month\" (month of the year) to use it")
+            g.review.append("when the record was written (metadata, not the customer's): dropped; generalise = "
+                            "\"tenure-months\" (months since) to use it")
+        else:
+            g.generalise = Generalise.TENURE_MONTHS
+            g.feature = f"{name}_months"
+            g.review.append(f"a date: sensitive, reaches the model only as the months from it to the export date "
+                            f"(feature {g.feature}); generalise = \"month\" (month of the year) or \"drop\" instead")
     if g.grade is Grade.SENSITIVE and g.kind in (Kind.TEXT, Kind.NUMBER, Kind.COUNT, Kind.MONEY, Kind.DATE) \
             and g.generalise is None:
         g.generalise = Generalise.DROP
@@ -633,6 +641,8 @@ def render(draft: Draft) -> str:
             t.add("role", g.role)
         if g.generalise:
             t.add("generalise", g.generalise.value)
+        if g.feature:
+            t.add("feature", g.feature)
         if g.vocabulary:
             for line in g.info:
                 t.add(tomlkit.comment(line))
