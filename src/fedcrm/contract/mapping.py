@@ -268,7 +268,12 @@ def _fill_details(out: TableDraft, spec_fields: list[FieldSpec], profiles: dict[
             if prof.kind is Kind.BOOL:
                 extra_true += [v for v in prof.bool_true if v not in DEFAULT_TRUE and v not in extra_true]
                 extra_false += [v for v in prof.bool_false if v not in DEFAULT_FALSE and v not in extra_false]
-            else:
+            elif (guess := flag_spellings([v for v, _ in prof.values])) is not None:
+                yes, no = guess
+                extra_true += [yes] if yes not in extra_true else []
+                extra_false += [no] if no not in extra_false else []
+                out.review.append(f"{name} ({col}) reads {yes!r} as true and {no!r} as false (guessed from the words)")
+            elif len(prof.values) >= 2:
                 a, b = (v for v, _ in prof.values[:2])
                 out.review.append(f"{name} ({col}) reads {a!r} / {b!r}: add the true one to true_values and the other "
                                   "to false_values")
@@ -289,6 +294,43 @@ def _fill_details(out: TableDraft, spec_fields: list[FieldSpec], profiles: dict[
         out.true_values = DEFAULT_TRUE + extra_true
     if extra_false:
         out.false_values = DEFAULT_FALSE + extra_false
+
+
+# Outcome words: what a two-valued label column says when it is not yes/no.
+TRUE_WORDS = frozenset({"left", "churned", "churn", "lost", "closed", "cancelled", "canceled", "gone", "exited",
+                        "quit", "terminated", "attrited", "lapsed", "bought", "purchased", "subscribed", "accepted",
+                        "responded", "converted", "success", "positive", "won", "renewed-no"})
+FALSE_WORDS = frozenset({"stayed", "active", "retained", "current", "kept", "existing", "remained", "declined",
+                         "rejected", "refused", "ignored", "negative", "none", "open"})
+
+
+def flag_spellings(values: list[str]) -> tuple[str, str] | None:
+    """(true, false) spellings of a two-valued column by outcome words ('Left' / 'Stayed',
+    'Churned' / 'Not churned', 'Subscribed' / 'Declined'), or None when the words do not say."""
+    if len(values) != 2:
+        return None
+
+    def sense(v: str) -> bool | None:
+        words = set(re.split(r"[^a-z]+", v.lower())) - {""}
+        if words & {"not", "no", "non", "never"}:
+            return False
+        if words & TRUE_WORDS:
+            return True
+        if words & FALSE_WORDS:
+            return False
+        return None
+
+    a, b = values
+    sa, sb = sense(a), sense(b)
+    if sa is True and sb is not True:
+        return a, b
+    if sb is True and sa is not True:
+        return b, a
+    if sa is False and sb is None:
+        return b, a
+    if sb is False and sa is None:
+        return a, b
+    return None
 
 
 def value_map(prof: Profile, vocabulary: list[str]) -> tuple[dict[str, str], list[str]]:
