@@ -9,9 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from fedcrm.sandbox.demo_data import generate
-from fedcrm.ops.launcher import FLWR_ENV
-from fedcrm.sandbox.public_data import TELCO_CSV, split_telco
+# One intra-op thread per torch process (this one, and every SuperNode, ClientApp and CLI
+# process the tests start, which inherit it), unless the caller set it: the suite runs
+# several torch processes at once on a small machine (three partners' nodes, Flower's
+# ServerApp, pytest itself), and OpenMP threads that spin for a core another process holds
+# turn a 10 s training into minutes (test_audit: 10 s alone, 120 s beside a busy neighbour).
+# Ray's simulation workers already run with one. Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from fedcrm.sandbox.demo_data import generate  # noqa: E402
+from fedcrm.ops.launcher import FLWR_ENV  # noqa: E402
+from fedcrm.sandbox.public_data import TELCO_CSV, split_telco  # noqa: E402
 
 os.environ.update(FLWR_ENV)
 

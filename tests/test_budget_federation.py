@@ -15,9 +15,18 @@ from fedcrm.ops.launcher import simulate
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.node.partner import PartnerNode
 from fedcrm.reports.tables import read_rounds
+from fedcrm.sandbox.demo_data import generate
 from tests.conftest import set_privacy
 
 pytestmark = pytest.mark.flower
+
+
+# One simulation serves two tests (each run costs ~40 s of Flower and Ray start-up on two
+# cores): client-level DP over partners with record-level DP-SGD underneath, evaluated
+# every 2nd round (`test_client_level_dp_is_accounted_by_flowers_accountant`), is also the
+# first run whose ε the second run of `test_epsilon_composes_across_runs...` composes with.
+FIRST_RUN = {"num-server-rounds": 2, "dp-target-epsilon": 1.0, "client-dp": True, "client-dp-noise-multiplier": 0.5,
+             "client-dp-clipping-norm": 2.0, "min-partners": 3, "evaluate-every": 2}
 
 
 def eps_series(run_dir: Path) -> dict[str, list[float]]:
@@ -25,26 +34,36 @@ def eps_series(run_dir: Path) -> dict[str, list[float]]:
     return {name: [e["epsilon"] for e in series] for name, series in partners.items()}
 
 
-def test_epsilon_composes_across_runs_and_a_reached_cap_drops_the_partner(fresh_demo: Path, tmp_path: Path) -> None:
-    members = FederationConfig.load(fresh_demo).members
-    first = tmp_path / "run-1"
-    simulate(fresh_demo, first, tmp_path / "flower", {"num-server-rounds": 2, "dp-target-epsilon": 1.0})
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A fresh demo consortium and its first run (FIRST_RUN); later runs add to its ledgers."""
+    tmp = tmp_path_factory.mktemp("budget")
+    federation = generate(tmp / "consortium")
+    run_dir = tmp / "run-1"
+    simulate(federation, run_dir, tmp / "flower", FIRST_RUN)
+    return federation, run_dir
+
+
+def test_epsilon_composes_across_runs_and_a_reached_cap_drops_the_partner(first_run: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    federation, first = first_run
+    members = FederationConfig.load(federation).members
     eps1 = eps_series(first)
     assert all(len(s) == 2 and s[0] < s[1] <= 1.0 + 1e-6 for s in eps1.values()), eps1
 
     # east-mobile lowers its cap so that the second run (planned first) fits one round, not two
     east = PartnerConfig.load(members[1].config)
-    run2 = {"num-server-rounds": 3, "dp-target-epsilon": 1.0, "min-partners": 2}
+    run2 = {"num-server-rounds": 2, "dp-target-epsilon": 1.0, "min-partners": 2}
     plan = PartnerNode(east, TrainPlan.from_run_config(run2)).plan_run()
     assert plan.spent_before == pytest.approx(eps1[east.name][-1])
     cap = (plan.projections[0].epsilon + plan.projections[1].epsilon) / 2
     set_privacy(members[1].config, epsilon_cap=round(cap, 4))
     second = tmp_path / "run-2"
-    simulate(fresh_demo, second, tmp_path / "flower", run2)
+    simulate(federation, second, tmp_path / "flower", run2)
     eps2 = eps_series(second)
     for name, series in eps2.items():  # every partner starts run 2 where run 1 left it
         assert eps1[name][-1] < series[0] and all(a < b for a, b in zip(series, series[1:])), (name, series)
-    assert len(eps2[east.name]) == 1 and len(eps2["north-telecom"]) == 3
+    assert len(eps2[east.name]) == 1 and len(eps2["north-telecom"]) == 2
     assert eps2[east.name][0] == pytest.approx(plan.projections[0].epsilon, rel=1e-9)
     summary = json.loads((second / "summary.json").read_text())
     assert summary["status"] == "completed"  # quorum allowed the run to go on without east-mobile
@@ -74,13 +93,10 @@ def test_a_cap_too_small_stops_the_run_with_the_partners_reason(fresh_demo: Path
     assert Ledger.of(PartnerConfig.load(members[2].config)).entries() == []
 
 
-def test_client_level_dp_is_accounted_by_flowers_accountant(fresh_demo: Path, tmp_path: Path) -> None:
+def test_client_level_dp_is_accounted_by_flowers_accountant(first_run: tuple[Path, Path]) -> None:
     """Central DP over partners, on top of each partner's DP-SGD: Flower clips every
     partner's update, noises the unweighted mean and composes its RDP accountant."""
-    run_dir = tmp_path / "run"
-    simulate(fresh_demo, run_dir, tmp_path / "flower",
-             {"num-server-rounds": 2, "client-dp": True, "client-dp-noise-multiplier": 0.5,
-              "client-dp-clipping-norm": 2.0, "min-partners": 3, "evaluate-every": 2})
+    federation, run_dir = first_run
     client = json.loads((run_dir / "epsilon.json").read_text())["client_level"]
     assert [c["round"] for c in client] == [1, 2]
     assert 0 < client[0]["epsilon"] < client[1]["epsilon"]
@@ -99,6 +115,7 @@ def test_client_level_dp_is_accounted_by_flowers_accountant(fresh_demo: Path, tm
     assert [(r.round, r.auc is not None) for r in rows] == [(0, True), (1, False), (2, True)]
     assert rows[1].epsilon and not any(f for r in json.loads((run_dir / "metrics.json").read_text())["rounds"]
                                        for f in r["failures"])
-    for m in FederationConfig.load(fresh_demo).members:
-        entries = Ledger.of(PartnerConfig.load(m.config)).entries()
+    # (this run's entries: the composition test may have added a second run to the ledgers)
+    for m in FederationConfig.load(federation).members:
+        entries = [e for e in Ledger.of(PartnerConfig.load(m.config)).entries() if e.run_id == summary["run_id"]]
         assert [(e.server_round, e.kind) for e in entries if e.kind == "evaluate"] == [(0, "evaluate"), (2, "evaluate")]

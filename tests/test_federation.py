@@ -23,7 +23,7 @@ pytestmark = pytest.mark.flower
 
 def test_demo_federation_three_partners(fresh_demo: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    rounds = 3
+    rounds = 2  # enough for a rising ε series and a learning curve (AUC ≈ 0.83 after round 1)
     result = simulate(fresh_demo, run_dir, tmp_path / "flower", {"num-server-rounds": rounds, "dp-target-epsilon": 3.0})
     # simulate() reads the status from `flwr ls --format json`; check it said completed
     assert result.status == "finished:completed"
@@ -107,8 +107,10 @@ def test_a_refusing_partner_fails_the_run_with_its_reason(fresh_demo: Path, tmp_
 def test_telco_by_contract_reaches_pooled_quality_under_dp(telco_federation: Path, tmp_path: Path) -> None:
     """Non-IID: one partner per contract type. ε = 3, δ = 1e-5 per partner."""
     run_dir = tmp_path / "run"
+    # 3 rounds: the published model's exact AUC was 0.820, 0.826, 0.828, 0.830, 0.830 after
+    # rounds 1-5 of a 5-round run; the last two rounds bought 0.002
     simulate(telco_federation, run_dir, tmp_path / "flower",
-             {"num-server-rounds": 5, "dp-target-epsilon": 3.0, "dp-delta": 1e-5})
+             {"num-server-rounds": 3, "dp-target-epsilon": 3.0, "dp-delta": 1e-5})
     rows = read_rounds(run_dir)
     final = rows[-1]
     # the published model, scored here on every partner's exact hold-out (the test holds all the data) ...
@@ -118,6 +120,6 @@ def test_telco_by_contract_reaches_pooled_quality_under_dp(telco_federation: Pat
     exact = roc_auc_score(np.concatenate([d.y_test for d in holdouts]),
                           np.concatenate([predict(model, norm.apply(d.x_test)) for d in holdouts]))
     assert exact >= 0.80, exact
-    # ... and as the run reported it: from the partners' noised histograms (ε ≤ 3 over 6 evaluations, σ ≥ 4)
+    # ... and as the run reported it: from the partners' noised histograms (ε ≤ 3 over 4 evaluations)
     assert abs(final.auc - exact) < 0.1, ([r.auc for r in rows], exact)
     assert max(final.epsilon.values()) <= 3.0 + 1e-6 and len(final.epsilon) == 3
