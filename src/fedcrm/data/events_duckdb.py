@@ -65,6 +65,7 @@ DISTINCT_LIMIT = int(os.environ.get("FEDCRM_DUCKDB_DISTINCT_LIMIT", "500000"))  
 MEMORY_LIMIT = os.environ.get("FEDCRM_DUCKDB_MEMORY_LIMIT", "1GB")
 THREADS = int(os.environ.get("FEDCRM_DUCKDB_THREADS", "2"))
 HISTOGRAM_LIMIT = 5_000_000  # distinct values above which a median is taken by quantile instead
+REST_LIMIT = 1_000_000  # distinct values a native reading may leave to pandas
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
 PARSED_KINDS = (Kind.DATE, Kind.MONEY, Kind.COUNT, Kind.NUMBER, Kind.BOOL, Kind.CATEGORY, Kind.ORDINAL)
 # date directives whose zero-padded spelling DuckDB's strptime reads exactly as pandas does
@@ -169,7 +170,8 @@ class _Field:
     native_total: bool = False  # `native` decides every row (typed columns, ids and text)
     lookup: str | None = None  # table of the other distinct texts, parsed by `standardise`
     distinct: int = 0  # approximate distinct raw values
-    int_nulls: bool = False  # an integer column with gaps: pandas reads it as floats
+    int_nulls: bool = False  # an integer column with gaps that pandas reads as floats ('17.0')
+    pandas_dtype: object = None  # what `read_table` makes of a Parquet column before any row (its metadata)
     value: str = ""  # SQL over `src` + lookups: the standardised value
     bad: str = "false"  # SQL: present but unreadable
     absent: str = ""  # SQL: missing or unreadable (a key field's "to be supplemented")
@@ -223,6 +225,10 @@ class _Engine:
         try:
             if m.file_format == "parquet":
                 reader = f"read_parquet({_lit(str(path))}, file_row_number = true)"
+                import pyarrow.parquet as pq
+
+                # the file's pandas metadata decides some of pandas' types (Int64 stays integers)
+                dtypes = pq.read_schema(path).empty_table().to_pandas().dtypes
                 names = [(r[0], r[1]) for r in self.rows(f"DESCRIBE SELECT * FROM {reader}")
                          if r[0] != "file_row_number"]
                 by_name = self._by_stripped_name([n for n, _ in names])
@@ -233,7 +239,8 @@ class _Engine:
                     if actual is None:
                         raise Unsupported(f"column {raw!r} is not in {path.name}")
                     select.append(f"{_ident(actual)} AS r{i}")
-                    self.fields[name] = _Field(name, self.schema[name], f"r{i}", types[actual])
+                    self.fields[name] = _Field(name, self.schema[name], f"r{i}", types[actual],
+                                               pandas_dtype=dtypes.get(actual))
                 self.con.execute(f"CREATE TEMP VIEW src AS SELECT {', '.join(select)} FROM {reader}")
             else:
                 header = self._csv_header()
@@ -316,7 +323,7 @@ class _Engine:
             row = self.rows("SELECT " + ", ".join(sql for _, _, sql in probes) + " FROM src")[0]
             seen = {(f.name, what): v for (f, what, _), v in zip(probes, row)}
         for f in self.fields.values():
-            f.int_nulls = bool(seen.get((f.name, "nulls")))
+            f.int_nulls = bool(seen.get((f.name, "nulls"))) and isinstance(f.pandas_dtype, np.dtype)
             if f.int_nulls and (seen.get((f.name, "maxabs")) or 0) >= 1e15:
                 raise Unsupported(f"the integer column of {f.name!r} has gaps and values above 1e15")
             lo, hi = seen.get((f.name, "min")), seen.get((f.name, "max"))
@@ -331,10 +338,7 @@ class _Engine:
             else:
                 if f.distinct <= self.distinct_limit:
                     f.native = None  # few distinct values: all parsed by pandas, joined back
-                elif f.native is None:
-                    raise Unsupported(f"{f.name!r} has ~{f.distinct} distinct values and no native reading for "
-                                      f"its kind ({f.spec.kind.value}) and format")
-                self._lookup(f)
+                self._lookup(f)  # the values `native` leaves (all of them without one), up to REST_LIMIT
                 lk = f.lookup
                 if f.native is None:
                     f.value, f.bad = f"{lk}.v", f"coalesce({lk}.bad, false)"
@@ -398,10 +402,11 @@ class _Engine:
     def _lookup(self, f: _Field) -> None:
         """The distinct texts `native` leaves undecided, parsed by `standardise` in pandas."""
         where = "" if f.native is None else f"WHERE {f.text} IS NOT NULL AND ({f.native}) IS NULL"
-        limit = 2 * self.distinct_limit
+        limit = max(self.distinct_limit, REST_LIMIT)
         texts = self.con.sql(f"SELECT DISTINCT {f.text} AS t FROM src {where} LIMIT {limit + 1}").to_arrow_table()
         if texts.num_rows > limit:
-            raise Unsupported(f"{f.name!r}: more than {limit} distinct values the native reading cannot decide")
+            raise Unsupported(f"{f.name!r}: more than {limit} distinct values that DuckDB cannot read as pandas does "
+                              f"({f.spec.kind.value}, formats {self.mapping.date_formats})")
         if texts.num_rows == 0:
             return
         values = texts.column("t").to_pandas()
@@ -729,7 +734,10 @@ def _quarantine(eng: _Engine, rules: list[_Rule], fill_median: list[str]) -> tup
             col = col.cast(pa.float64())  # pandas read the whole column as floats
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type):
             col = col.cast(pa.string())
-        body[f.name] = pa.table({"c": col}).to_pandas()["c"].astype("string")
+        values = pa.table({"c": col}).to_pandas()["c"]
+        if pd.api.types.is_extension_array_dtype(f.pandas_dtype) and pd.api.types.is_integer_dtype(f.pandas_dtype):
+            values = values.astype(f.pandas_dtype)  # the file's pandas metadata: nullable integers ('17')
+        body[f.name] = values.astype("string")
     frame = pd.DataFrame({ROW: table.column(ROW).to_numpy().astype("int64"),
                           REASON: pd.Series(table.column("reason").to_pylist(), dtype=object)})
     quarantine = pd.concat([frame, pd.DataFrame(body, index=frame.index)], axis=1)
