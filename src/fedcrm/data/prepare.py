@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -25,6 +27,7 @@ from fedcrm.contract.model import Task
 from fedcrm.data.activity import (activity_features, churn_labels, interaction_counts, marketing_tags, propensity_labels,
                                   purchases)
 from fedcrm.data.clean import REASON, Cleaned, Cleaner, CleaningReport
+from fedcrm.data.events_duckdb import PurchaseActivity, Unsupported, purchase_activity_duckdb
 from fedcrm.data.ingest import ROW, apply_mapping, file_fingerprint, read_table
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
@@ -32,6 +35,7 @@ from fedcrm.data.standardise import standardise
 from fedcrm.errors import ConfigError, MappingError
 from fedcrm.privatefiles import private_dir, private_replace
 
+log = logging.getLogger(__name__)
 PIPELINE_VERSION = "4"  # 4: fields, features and labels from the contract
 DERIVED_LABEL = "_label"  # the column of a label derived from purchases
 
@@ -126,27 +130,73 @@ def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str | None
             out["interactions"] = ix_counts["interactions"].reindex(ids, fill_value=0).to_numpy()
     if cfg.transactions is None:
         return out, None
-    raw_tx, tx = load_events(cfg.transactions, cfg.name, cfg.cleaning, as_of)
-    write_quarantine(cfg, "transactions", raw_tx, tx.quarantine)
-    del raw_tx
-    bought = purchases(tx.clean)  # lines → purchases once, for features and the label
-    feats = activity_features(bought, cutoff, activity)
+    label = task_of(cfg, task).label if task is not None else None
+    derived = label.derived if label is not None and label_field(cfg, task) == DERIVED_LABEL else None
+    target = (label.category or cfg.activity.target_category or "") if label is not None else ""
+    bought = purchase_activity(cfg, activity, derived, target, ids)
+    write_quarantine_rows(cfg, "transactions", bought.quarantine)
+    feats = bought.features
     joined = feats.reindex(ids)
     joined["recency_days"] = joined["recency_days"].fillna(activity.window_days)
     joined = joined.fillna(0.0)
     for col in ("recency_days", "frequency", "monetary", "activity_trend"):
         out[col] = joined[col].to_numpy()
-    label = task_of(cfg, task).label if task is not None else None
-    if label is not None and label_field(cfg, task) == DERIVED_LABEL:
-        if label.derived == "no-purchase":
-            derived = churn_labels(bought, ids, cutoff, activity.horizon_days)
-        else:
-            tx_clean = tx.clean.assign(customer_id=tx.clean["customer_id"].astype(str))
-            derived = propensity_labels(tx_clean, ids, cutoff, activity.horizon_days,
-                                        label.category or cfg.activity.target_category or "")
-        out[DERIVED_LABEL] = derived.to_numpy().astype("float64")
+    if derived is not None:
+        out[DERIVED_LABEL] = bought.label.to_numpy().astype("float64")
     recent, previous = (ix_counts["ix_recent"], ix_counts["ix_previous"]) if ix_counts is not None else (None, None)
     return out, marketing_tags(feats, activity, recent, previous)
+
+
+def events_engine() -> str:
+    """Which engine cleans and aggregates a purchases export: FEDCRM_EVENTS_ENGINE =
+    'auto' (default: DuckDB where it covers the export and the options, else pandas),
+    'duckdb' (no fallback: an uncovered export is an error) or 'pandas'."""
+    engine = os.environ.get("FEDCRM_EVENTS_ENGINE", "auto").strip().lower() or "auto"
+    if engine not in ("auto", "duckdb", "pandas"):
+        raise ConfigError(f"FEDCRM_EVENTS_ENGINE={engine!r}: use auto, duckdb or pandas")
+    return engine
+
+
+def purchase_activity(cfg: PartnerConfig, activity: ActivityConfig, label: str | None, target_category: str,
+                      ids: pd.Index, engine: str | None = None) -> PurchaseActivity:
+    """The purchases export → its quarantine and cleaning report, the per-customer purchase
+    features (`activity_features`) and the label derived from purchases (`label`:
+    'no-purchase' or 'bought-category', over the customers `ids`). DuckDB does the work
+    where it covers the export (`fedcrm.data.events_duckdb`); else pandas, with the reason
+    logged and kept in `PurchaseActivity.fallback`. Both give the same results."""
+    engine = engine or events_engine()
+    fallback = None
+    if engine != "pandas":
+        try:
+            return purchase_activity_duckdb(cfg.transactions, cfg.cleaning, as_of_date(cfg), activity, cfg.work_dir,
+                                            label, target_category, ids)
+        except Unsupported as why:
+            if engine == "duckdb":
+                raise ConfigError(f"{cfg.name}: the purchases export is not covered by the DuckDB path: {why}") from None
+            fallback = str(why)
+            log.info("%s: purchases prepared with pandas, not DuckDB: %s", cfg.name, fallback)
+    return purchase_activity_pandas(cfg.transactions, cfg.name, cfg.cleaning, as_of_date(cfg), activity, label,
+                                    target_category, ids, fallback)
+
+
+def purchase_activity_pandas(mapping: TransactionMapping, partner: str, rules: CleaningRules, as_of: date,
+                             activity: ActivityConfig, label: str | None, target_category: str, ids: pd.Index,
+                             fallback: str | None = None) -> PurchaseActivity:
+    """`purchase_activity` in pandas: every line in memory (the reference the DuckDB path matches)."""
+    cutoff = activity.cutoff_for(as_of)
+    raw_tx, tx = load_events(mapping, partner, rules, as_of)
+    quarantine = quarantine_rows(raw_tx, tx.quarantine)
+    del raw_tx
+    bought = purchases(tx.clean)  # lines → purchases once, for features and the label
+    feats = activity_features(bought, cutoff, activity)
+    derived = None
+    if label == "no-purchase":
+        derived = churn_labels(bought, ids, cutoff, activity.horizon_days)
+    elif label is not None:
+        tx_clean = tx.clean.assign(customer_id=tx.clean["customer_id"].astype(str))
+        derived = propensity_labels(tx_clean, ids, cutoff, activity.horizon_days, target_category)
+    return PurchaseActivity(report=tx.report, quarantine=quarantine, features=feats, label=derived, engine="pandas",
+                            fallback=fallback)
 
 
 def test_mask(pids: pd.Series, fraction: float) -> np.ndarray:
@@ -317,8 +367,13 @@ def quarantine_rows(raw: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFrame
 
 def write_quarantine(cfg: PartnerConfig, table: str, raw: pd.DataFrame, quarantine: pd.DataFrame) -> Path:
     """Quarantined rows with their reason and raw values, for the partner to fix; stays on the node."""
+    return write_quarantine_rows(cfg, table, quarantine_rows(raw, quarantine))
+
+
+def write_quarantine_rows(cfg: PartnerConfig, table: str, rows: pd.DataFrame) -> Path:
+    """`quarantine_rows`' frame (row number, reason, raw values) to the table's quarantine file."""
     path = cfg.work_dir / ("quarantine.parquet" if table == "customers" else f"quarantine_{table}.parquet")
-    _write_parquet(cfg, path, quarantine_rows(raw, quarantine))
+    _write_parquet(cfg, path, rows)
     return path
 
 
