@@ -3,8 +3,9 @@
 A purchases export is by far the largest thing a partner prepares (ten purchase lines per
 customer and more); pandas holds every line, typed, several times over. Here DuckDB reads
 the export where it lies (Parquet directly, CSV through `read_csv` with every column as
-text), with two threads, a memory limit and a spill folder in the partner's work dir, and
-only what `prepare.add_activity` needs comes back into pandas:
+text), with two threads (FEDCRM_DUCKDB_THREADS), a memory limit (FEDCRM_DUCKDB_MEMORY_LIMIT;
+default a quarter of the machine's memory, at least 1 GB) and a spill folder in the
+partner's work dir, and only what `prepare.add_activity` needs comes back into pandas:
 
   - the quarantined lines: file row, reason and the raw mapped values as text, exactly as
     `prepare.quarantine_rows` writes them (same reasons, same first-rule-wins order);
@@ -21,8 +22,10 @@ missing-value fills) are exact: taken from value counts, not from an interpolati
 quantile. Sums are Kahan sums, as pandas' group-by sums are; they may differ from pandas' in
 the last bits where the order of summation differs (features agree to ~1e-12 relative).
 
-What this path does not cover raises `Unsupported` with the reason, and the caller runs the
-pandas path instead (`prepare.purchase_activity`): ids case-folded (`id_case`), CSV
+Query results are streamed out in Arrow batches (a result DuckDB had to hold whole would
+count against its memory limit). Running out of that limit raises `DuckDBOutOfMemory`: the
+pandas path would need far more. What this path does not cover raises `Unsupported` with
+the reason, and the caller runs the pandas path instead (`prepare.purchase_activity`): ids case-folded (`id_case`), CSV
 delimiters other than one character, encodings other than UTF-8, compressions other than
 gzip/zstd, Parquet column types other than text, integers, doubles, booleans, dates and
 timestamps without a time zone, and any file DuckDB cannot read the way pandas does (the
@@ -62,7 +65,19 @@ log = logging.getLogger(__name__)
 CUSTOMER = "customer_id"
 WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())  # what str.strip() removes
 DISTINCT_LIMIT = int(os.environ.get("FEDCRM_DUCKDB_DISTINCT_LIMIT", "500000"))  # values parsed in pandas, per field
-MEMORY_LIMIT = os.environ.get("FEDCRM_DUCKDB_MEMORY_LIMIT", "1GB")
+
+
+def _default_memory_limit() -> str:
+    """A quarter of the machine's memory, at least 1 GB: 10M purchase lines need ~0.5 GB,
+    100M did not finish under 1 GB (aggregating 40M orders) and took 4.5 GB under 4 GB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return "1GB"
+    return f"{max(1024, total // 4 // 2**20)}MB"
+
+
+MEMORY_LIMIT = os.environ.get("FEDCRM_DUCKDB_MEMORY_LIMIT") or _default_memory_limit()
 THREADS = int(os.environ.get("FEDCRM_DUCKDB_THREADS", "2"))
 HISTOGRAM_LIMIT = 5_000_000  # distinct values above which a median is taken by quantile instead
 REST_LIMIT = 1_000_000  # distinct values a native reading may leave to pandas
@@ -76,6 +91,11 @@ _NUMBER = r"-?[0-9]{1,15}(\.[0-9]+)?"  # at most 15 digits (checked by length): 
 
 class Unsupported(Exception):
     """This export or option is not covered by the DuckDB path: the pandas path runs instead."""
+
+
+class DuckDBOutOfMemory(MemoryError):
+    """DuckDB could not finish within its memory limit. Not a case for the pandas path (it
+    holds every line, several times over): the partner raises the limit instead."""
 
 
 @dataclass
@@ -206,6 +226,7 @@ class _Engine:
         self.mapping, self.rules, self.as_of = mapping, rules, as_of
         self.schema = mapping.schema
         self.distinct_limit = distinct_limit
+        self.memory_limit = memory_limit
         self.con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit,
                                           "temp_directory": str(spill), "preserve_insertion_order": False})
         self.fields: dict[str, _Field] = {}
@@ -213,6 +234,11 @@ class _Engine:
 
     def rows(self, sql: str) -> list[tuple]:
         return self.con.sql(sql).fetchall()
+
+    def table(self, sql: str) -> pa.Table:
+        """A query's result streamed out in Arrow batches: a result DuckDB had to hold whole
+        (millions of customers) would count against its memory limit, and it cannot spill."""
+        return self.con.sql(sql).to_arrow_reader(1 << 17).read_all()
 
     # ------------------------------------------------------------ reading
     def source(self) -> None:
@@ -403,7 +429,7 @@ class _Engine:
         """The distinct texts `native` leaves undecided, parsed by `standardise` in pandas."""
         where = "" if f.native is None else f"WHERE {f.text} IS NOT NULL AND ({f.native}) IS NULL"
         limit = max(self.distinct_limit, REST_LIMIT)
-        texts = self.con.sql(f"SELECT DISTINCT {f.text} AS t FROM src {where} LIMIT {limit + 1}").to_arrow_table()
+        texts = self.table(f"SELECT DISTINCT {f.text} AS t FROM src {where} LIMIT {limit + 1}")
         if texts.num_rows > limit:
             raise Unsupported(f"{f.name!r}: more than {limit} distinct values that DuckDB cannot read as pandas does "
                               f"({f.spec.kind.value}, formats {self.mapping.date_formats})")
@@ -625,6 +651,9 @@ def purchase_activity_duckdb(mapping: TransactionMapping, rules: CleaningRules, 
         features, after, target = _aggregate(eng, rules, fills, first["to_strip"], activity.cutoff_for(as_of),
                                              activity, label, target_category)
         tick("aggregate")
+    except duckdb.OutOfMemoryException as exc:  # not a reason for pandas, which would need far more
+        raise DuckDBOutOfMemory(f"DuckDB ran out of its memory limit ({memory_limit or MEMORY_LIMIT}; FEDCRM_DUCKDB_MEMORY_LIMIT "
+                                f"raises it): {str(exc).splitlines()[0][:200]}") from None
     except duckdb.Error as exc:
         raise Unsupported(f"DuckDB failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     finally:
@@ -681,9 +710,8 @@ def _first_pass(eng: _Engine, multiples: dict[str, float], fill_median: list[str
     sigs, hist = None, {}
     for names in groups:
         values = "".join(f", v_{n} AS h_{n}" for n in names)
-        table = eng.con.sql(f"SELECT sig{''.join(f', h_{n}' for n in names)}, count(*) AS c "
-                            f"FROM (SELECT CAST({sig} AS BIGINT) AS sig{values} FROM typed) GROUP BY ALL"
-                            ).to_arrow_table()
+        table = eng.table(f"SELECT sig{''.join(f', h_{n}' for n in names)}, count(*) AS c "
+                          f"FROM (SELECT CAST({sig} AS BIGINT) AS sig{values} FROM typed) GROUP BY ALL")
         c = table.column("c").to_numpy().astype("int64")
         s = table.column("sig").to_numpy().astype("int64")
         if sigs is None:
@@ -725,8 +753,9 @@ def _quarantine(eng: _Engine, rules: list[_Rule], fill_median: list[str]) -> tup
     extra = [f"{_gap(f)} AS {_ident('_g_' + f.name)}" for f in fields if _fillable(f)] + \
             [f"v_{n} AS {_ident('_v_' + n)}" for n in fill_median]
     raw = ", ".join(f"{f.raw} AS {_ident(f.name)}" for f in fields)
-    table = eng.con.sql(f"SELECT * FROM (SELECT {ROW}, {_reason(rules)} AS reason, {raw}{''.join(', ' + e for e in extra)} "
-                        f"FROM typed) WHERE reason IS NOT NULL ORDER BY {ROW}").to_arrow_table()
+    table = eng.table(f"SELECT * FROM (SELECT {ROW}, {_reason(rules)} AS reason, {raw}{''.join(', ' + e for e in extra)} "
+                      f"FROM typed) WHERE reason IS NOT NULL")
+    table = table.take(np.argsort(table.column(ROW).to_numpy(), kind="stable"))  # file order
     body = {}
     for f in fields:
         col = table.column(f.name)
@@ -844,9 +873,10 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
            count(*) FILTER (d <= {recent} AND d > {previous}) AS freq_previous,
            bool_or(d > {end_d} AND d <= {after_end}) AS bought_after,
            bool_or(target) AS bought_target
-    FROM bought GROUP BY c ORDER BY first_row
+    FROM bought GROUP BY c
     """
-    agg = eng.con.sql(sql).to_arrow_table()
+    agg = eng.table(sql)
+    agg = agg.take(np.argsort(agg.column("first_row").to_numpy(), kind="stable"))  # `purchases`' customer order
 
     def col(name: str, dtype: str) -> np.ndarray:
         values = agg.column(name)
@@ -864,4 +894,4 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
     return out, after, target_buyers
 
 
-__all__ = ["PurchaseActivity", "Unsupported", "purchase_activity_duckdb", "date_pattern"]
+__all__ = ["DuckDBOutOfMemory", "PurchaseActivity", "Unsupported", "purchase_activity_duckdb", "date_pattern"]
