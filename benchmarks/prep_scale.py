@@ -631,6 +631,7 @@ def main() -> None:
     parser.add_argument("--stages", help=f"comma-separated, default {DEFAULT_STAGES} (generate always runs)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--data-dir", type=Path, help="keep the generated exports here (and reuse them)")
+    parser.add_argument("--merge", action="store_true", help="keep the output's other sizes (re-measure some only)")
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--customers", type=int, help=argparse.SUPPRESS)
@@ -663,9 +664,18 @@ def main() -> None:
         "sizes": [],
     }
     source_start = source_digest()
+    kept = []
+    if args.merge and args.output.is_file():  # the other sizes of an earlier run stay, with their command
+        earlier = json.loads(args.output.read_text())
+        kept = [dict(s, command=s.get("command", earlier.get("command")), date=s.get("date", earlier.get("date")))
+                for s in earlier.get("sizes", [])]
+    measured = []
     for pair in args.sizes.split(","):
         n_c, n_l = (int(x) for x in pair.split(":"))
-        out["sizes"].append(measure_size(n_c, n_l, stages, args))
+        kept = [s for s in kept if (s["customers"], s["transaction_lines"]) != (n_c, n_l)]
+        measured.append(measure_size(n_c, n_l, stages, args))
+        measured[-1].update(command=out["command"], date=time.strftime("%Y-%m-%d %H:%M:%S"))
+        out["sizes"] = sorted(kept + measured, key=lambda s: (s["customers"], s["transaction_lines"]))
         out["package_source"] = {"sha256_at_start": source_start, "sha256_at_end": source_digest()}
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(out, indent=2) + "\n")  # partial results survive a stop

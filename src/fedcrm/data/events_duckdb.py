@@ -665,11 +665,15 @@ def purchase_activity_duckdb(mapping: TransactionMapping, rules: CleaningRules, 
     report = _report(eng, quarantine, first["unreadable"], first["present"], filled)
     derived = None
     if label is not None and ids is not None:  # `churn_labels` / `propensity_labels` over `ids`
-        known = pd.Index(ids.to_numpy(dtype=object), dtype=object)  # hashed as objects: a fast `isin`
+        import pyarrow.compute as pc
+
+        known = pa.array(np.asarray(ids, dtype=object), type=pa.string())
         if label == "no-purchase":
-            derived = pd.Series((~known.isin(after)).astype(np.int8), index=ids, name="churned")
+            hit = pc.is_in(known, value_set=after).to_numpy(zero_copy_only=False)
+            derived = pd.Series((~hit).astype(np.int8), index=ids, name="churned")
         else:
-            derived = pd.Series(known.isin(target).astype(np.int8), index=ids, name="responded")
+            hit = pc.is_in(known, value_set=target).to_numpy(zero_copy_only=False)
+            derived = pd.Series(hit.astype(np.int8), index=ids, name="responded")
     tick("report+label")
     return PurchaseActivity(report=report, quarantine=quarantine, features=features, label=derived,
                             engine="duckdb", timings=timings)
@@ -829,7 +833,7 @@ def _report(eng: _Engine, quarantine: pd.DataFrame, unreadable: dict[str, int], 
 
 def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_strip: dict[str, int], cutoff: date,
                activity: ActivityConfig, label: str | None, target_category: str
-               ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+               ) -> tuple[pd.DataFrame, pa.Array, pa.Array]:
     """lines → purchases → per customer (`activity.purchases` + `activity_features`), with
     the buyers in the label horizon."""
     cols = eng.fields
@@ -889,8 +893,9 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
                                      "freq_previous")}, index=pd.Index(customers[before]))
     out["activity_trend"] = np.log((out["freq_recent"] + 1) / (out["freq_previous"] + 1))  # as activity_features
     out.index = pd.Index(out.index.astype(str), name=CUSTOMER)
-    after = customers[agg.column("bought_after").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)]
-    target_buyers = customers[agg.column("bought_target").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)]
+    ids = agg.column("customer_id").cast(pa.string())
+    after = ids.filter(agg.column("bought_after").fill_null(False)).combine_chunks()
+    target_buyers = ids.filter(agg.column("bought_target").fill_null(False)).combine_chunks()
     return out, after, target_buyers
 
 
