@@ -107,18 +107,37 @@ def current_rss_mb() -> float:
 class Steps:
     """Seconds, peak RSS and current RSS after each step of a stage."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.rows: list[dict] = []
+        self.path = path  # the steps so far, rewritten after each: what a killed stage got through
 
     def __call__(self, name: str, fn, *args, **kwargs):
         t0 = time.perf_counter()
         out = fn(*args, **kwargs)
         self.rows.append({"step": name, "seconds": round(time.perf_counter() - t0, 3),
                           "peak_rss_mb": peak_rss_mb(), "rss_after_mb": current_rss_mb()})
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.rows))
         return out
 
     def seconds(self, name: str) -> float:
         return next(r["seconds"] for r in self.rows if r["step"] == name)
+
+
+def rss_cap(limit_mb: float) -> None:
+    """Stop this stage (exit 3) when its resident set passes `limit_mb`: the machine is shared,
+    and a stage that outgrows the target by that much has failed it anyway."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            if current_rss_mb() > limit_mb:
+                print(f"prep_scale: stage stopped at {current_rss_mb():.0f} MB resident (cap {limit_mb:.0f} MB, "
+                      "PREP_SCALE_RSS_CAP_MB)", file=sys.stderr, flush=True)
+                os._exit(3)
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def source_digest() -> str:
@@ -374,11 +393,19 @@ def stage_duckdb_reference(folder: Path, args: argparse.Namespace) -> dict:
     path = cfg.transactions.path
     alive = f"""FROM read_parquet('{path}') WHERE nullif(trim(cust_id), '') IS NOT NULL
                 AND try_strptime(trim(date), '%Y-%m-%d') IS NOT NULL"""
-    price_median = con.sql(f"SELECT median(price) {alive} AND price > 0").fetchall()[0][0]
-    threshold = cfg.cleaning.outlier_spend_multiple * price_median
-    fill_q, fill_p = con.sql(f"""SELECT median(CAST(qty AS DOUBLE)), median(price) {alive}
-        AND NOT coalesce(qty < 0 OR price < 0 OR price > {threshold}
-                         OR CAST(try_strptime(trim(date), '%Y-%m-%d') AS DATE) > DATE '{as_of}', false)""").fetchall()[0]
+
+    def median(expr: str, where: str) -> float:
+        """Exact, from value counts (DuckDB's median() holds every value: out of memory at 100M)."""
+        return con.sql(f"""WITH h AS (SELECT {expr} AS v, count(*) AS c {alive} AND {where} AND {expr} IS NOT NULL
+                                      GROUP BY v),
+                                r AS (SELECT v, sum(c) OVER (ORDER BY v) AS upto, sum(c) OVER () AS n FROM h)
+                           SELECT (min(v) FILTER (upto >= (n + 1) // 2) + min(v) FILTER (upto >= n // 2 + 1)) / 2
+                           FROM r""").fetchall()[0][0]
+
+    threshold = cfg.cleaning.outlier_spend_multiple * median("price", "price > 0")
+    clean = (f"NOT coalesce(qty < 0 OR price < 0 OR price > {threshold} "
+             f"OR CAST(try_strptime(trim(date), '%Y-%m-%d') AS DATE) > DATE '{as_of}', false)")
+    fill_q, fill_p = median("CAST(qty AS DOUBLE)", clean), median("price", clean)
     days = {"cutoff": cutoff, "start": cutoff - timedelta(days=a.window_days),
             "recent": cutoff - timedelta(days=a.trend_days), "previous": cutoff - timedelta(days=2 * a.trend_days),
             "horizon": cutoff + timedelta(days=a.horizon_days), "as_of": as_of}
@@ -389,6 +416,32 @@ def stage_duckdb_reference(folder: Path, args: argparse.Namespace) -> dict:
     return {"seconds": secs, "peak_rss_mb": peak_rss_mb(), "customers_out": table.num_rows,
             "customers_with_purchases_before_cutoff": table.num_rows - table.column("recency_days").null_count,
             "memory_limit": MEMORY_LIMIT, "threads": THREADS}
+
+
+def stage_purchases(folder: Path, args: argparse.Namespace) -> dict:
+    """The part built here alone: `prepare.purchase_activity` for the churn task (DuckDB),
+    over the clean customers' ids, as `add_activity` calls it; the customers are cleaned
+    first, outside the clock, in the same process (their memory counts in the peak)."""
+    import pandas as pd
+
+    from fedcrm.config import PartnerConfig
+    from fedcrm.data import prepare as prep
+
+    cfg = PartnerConfig.load(folder / "partner.toml")
+    cfg = cfg.model_copy(update={"work_dir": cfg.work_dir.parent / "work_purchases"})
+    if getattr(args, "without_customers", False):
+        ids = pd.Index([], dtype=str)
+    else:
+        _, cleaned = prep.load_and_clean(cfg, key_fields=["churned"])
+        ids = pd.Index(cleaned.clean["customer_id"].astype(str))
+        del cleaned
+    before = peak_rss_mb()
+    out, secs = timed(prep.purchase_activity, cfg, prep.task_activity(cfg, "churn"), "no-purchase", "", ids)
+    return {"seconds": secs, "peak_rss_mb": peak_rss_mb(), "peak_rss_mb_before_purchases": before,
+            "engine": out.engine, "fallback": out.fallback, "stage_seconds": out.timings,
+            "lines": out.report.model_dump(include={"rows_in", "rows_clean", "rows_quarantined",
+                                                    "quarantined_by_reason"}),
+            "customers_with_features": len(out.features), "quarantine_rows": len(out.quarantine)}
 
 
 def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
@@ -406,7 +459,7 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
 
     cfg = PartnerConfig.load(folder / "partner.toml")
     cfg = cfg.model_copy(update={"work_dir": cfg.work_dir.parent / "work_breakdown"})
-    step = Steps()
+    step = Steps(folder / "_breakdown_partial.json")
     t_all = time.perf_counter()
     task = "churn"
     key = step("load_secret", load_secret, cfg.secret_file)
@@ -482,14 +535,17 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
 
 
 STAGES = {"generate": stage_generate, "prepare": stage_prepare, "prepare_pandas": stage_prepare_pandas,
-          "duckdb_reference": stage_duckdb_reference, "check": stage_check, "breakdown": stage_breakdown}
-DEFAULT_STAGES = "prepare,duckdb_reference,prepare_pandas,check,breakdown"
+          "purchases": stage_purchases, "duckdb_reference": stage_duckdb_reference, "check": stage_check,
+          "breakdown": stage_breakdown}
+DEFAULT_STAGES = "prepare,purchases,duckdb_reference,prepare_pandas,check,breakdown"
 
 
 def run_stage(name: str, folder: Path, args: argparse.Namespace) -> dict:
     """Run one stage in a fresh interpreter; its result comes back through a JSON file, its
     peak RSS and CPU seconds from wait4 (the child's own, whatever it reports)."""
     out = folder / f"_{name}.json"
+    for stale in (out, folder / f"_{name}_partial.json"):  # a reused folder: no earlier run's result
+        stale.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--stage", name, "--data", str(folder),
            "--customers", str(args.customers), "--transactions", str(args.transactions)]
     print(f"[prep_scale] {args.customers}/{args.transactions} {name} ...", file=sys.stderr, flush=True)
@@ -507,8 +563,12 @@ def run_stage(name: str, folder: Path, args: argparse.Namespace) -> dict:
                "load_average_1min_after": round(os.getloadavg()[0], 2)}
     if proc.returncode != 0 or not out.is_file():
         err = {"error": f"stage {name} exited with {proc.returncode}"
-                        + (" (killed: out of memory?)" if proc.returncode in (-9, 137) else ""),
+                        + (" (killed: out of memory?)" if proc.returncode in (-9, 137) else "")
+                        + (" (stopped at the RSS cap)" if proc.returncode == 3 else ""),
                "stderr_tail": stderr[-3000:], **context}
+        partial = folder / f"_{name}_partial.json"
+        if partial.is_file():
+            err["steps_before_it_stopped"] = json.loads(partial.read_text())
         print(f"[prep_scale] {name} FAILED: {err['error']}\n{err['stderr_tail']}", file=sys.stderr, flush=True)
         return err
     result = json.loads(out.read_text())
@@ -529,8 +589,13 @@ def measure_size(n_customers: int, n_lines: int, stages: list[str], args: argpar
     parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix="prep_scale-") as tmp:
         folder = Path(tmp) / "partner"
-        folder.mkdir()
-        results = {"generate": run_stage("generate", folder, args)}
+        if args.data_dir is not None:  # kept, and reused when already generated
+            folder = args.data_dir / f"{n_customers}_{n_lines}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if (folder / "_generate.json").is_file() and (folder / "transactions.parquet").is_file():
+            results = {"generate": {**json.loads((folder / "_generate.json").read_text()), "reused": str(folder)}}
+        else:
+            results = {"generate": run_stage("generate", folder, args)}
         if "error" not in results["generate"]:
             for name in stages:
                 if name in ("prepare_pandas", "check") and n_lines > PANDAS_MAX_LINES and not args.stages:
@@ -565,6 +630,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000:10000000", help="customers:lines pairs, comma-separated")
     parser.add_argument("--stages", help=f"comma-separated, default {DEFAULT_STAGES} (generate always runs)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--data-dir", type=Path, help="keep the generated exports here (and reuse them)")
+    parser.add_argument("--merge", action="store_true", help="keep the output's other sizes (re-measure some only)")
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--customers", type=int, help=argparse.SUPPRESS)
@@ -572,6 +639,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.stage:  # child process: one stage, result to <data>/_<stage>.json
+        rss_cap(float(os.environ.get("PREP_SCALE_RSS_CAP_MB", "15000")))
         before = source_digest()
         result = STAGES[args.stage](args.data, args)
         after = source_digest()
@@ -596,9 +664,18 @@ def main() -> None:
         "sizes": [],
     }
     source_start = source_digest()
+    kept = []
+    if args.merge and args.output.is_file():  # the other sizes of an earlier run stay, with their command
+        earlier = json.loads(args.output.read_text())
+        kept = [dict(s, command=s.get("command", earlier.get("command")), date=s.get("date", earlier.get("date")))
+                for s in earlier.get("sizes", [])]
+    measured = []
     for pair in args.sizes.split(","):
         n_c, n_l = (int(x) for x in pair.split(":"))
-        out["sizes"].append(measure_size(n_c, n_l, stages, args))
+        kept = [s for s in kept if (s["customers"], s["transaction_lines"]) != (n_c, n_l)]
+        measured.append(measure_size(n_c, n_l, stages, args))
+        measured[-1].update(command=out["command"], date=time.strftime("%Y-%m-%d %H:%M:%S"))
+        out["sizes"] = sorted(kept + measured, key=lambda s: (s["customers"], s["transaction_lines"]))
         out["package_source"] = {"sha256_at_start": source_start, "sha256_at_end": source_digest()}
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(out, indent=2) + "\n")  # partial results survive a stop

@@ -3,8 +3,9 @@
 A purchases export is by far the largest thing a partner prepares (ten purchase lines per
 customer and more); pandas holds every line, typed, several times over. Here DuckDB reads
 the export where it lies (Parquet directly, CSV through `read_csv` with every column as
-text), with two threads, a memory limit and a spill folder in the partner's work dir, and
-only what `prepare.add_activity` needs comes back into pandas:
+text), with two threads (FEDCRM_DUCKDB_THREADS), a memory limit (FEDCRM_DUCKDB_MEMORY_LIMIT;
+default a quarter of the machine's memory, at least 1 GB) and a spill folder in the
+partner's work dir, and only what `prepare.add_activity` needs comes back into pandas:
 
   - the quarantined lines: file row, reason and the raw mapped values as text, exactly as
     `prepare.quarantine_rows` writes them (same reasons, same first-rule-wins order);
@@ -19,14 +20,18 @@ typed Parquet numbers and timestamps) is read natively; every other distinct raw
 parsed by `standardise` itself, in pandas, and joined back. Medians (outlier thresholds,
 missing-value fills) are exact: taken from value counts, not from an interpolating
 quantile. Sums are Kahan sums, as pandas' group-by sums are; they may differ from pandas' in
-the last bits where the order of summation differs (features agree to ~1e-12 relative).
+the last bits where the order of summation differs (features agree to ~1e-12 relative;
+where two customers' sums tie in pandas, the marketing tags' rank may then break the tie
+the other way: 4 of 744,230 customers' tags at 1M customers / 10M lines).
 
-What this path does not cover raises `Unsupported` with the reason, and the caller runs the
-pandas path instead (`prepare.purchase_activity`): ids case-folded (`id_case`), CSV
-delimiters other than one character, encodings other than UTF-8, compressions other than
-gzip/zstd, Parquet column types other than text, integers, doubles, booleans, dates and
-timestamps without a time zone, and any file DuckDB cannot read the way pandas does (the
-pandas path then names the problem, as before).
+Query results are streamed out in Arrow batches (a result DuckDB had to hold whole would
+count against its memory limit). Running out of that limit raises `DuckDBOutOfMemory`: the
+pandas path would need far more. What this path does not cover raises `Unsupported` with
+the reason, and the caller runs the pandas path instead (`prepare.purchase_activity`): ids
+case-folded (`id_case`), CSV delimiters other than one character, encodings other than
+UTF-8, compressions other than gzip, Parquet column types other than text, integers,
+doubles, booleans, dates and timestamps without a time zone, and any file DuckDB cannot
+read the way pandas does (the pandas path then names the problem, as before).
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
-import logging
 import math
 import os
 import re
@@ -57,17 +61,26 @@ from fedcrm.data.ingest import ROW
 from fedcrm.data.standardise import MISSING_TOKENS, standardise
 from fedcrm.privatefiles import private_dir
 
-log = logging.getLogger(__name__)
-
 CUSTOMER = "customer_id"
 WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())  # what str.strip() removes
 DISTINCT_LIMIT = int(os.environ.get("FEDCRM_DUCKDB_DISTINCT_LIMIT", "500000"))  # values parsed in pandas, per field
-MEMORY_LIMIT = os.environ.get("FEDCRM_DUCKDB_MEMORY_LIMIT", "1GB")
+
+
+def _default_memory_limit() -> str:
+    """A quarter of the machine's memory, at least 1 GB: 10M purchase lines need ~0.5 GB,
+    100M did not finish under 1 GB (aggregating 40M orders) and took 4.5 GB under 4 GB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return "1GB"
+    return f"{max(1024, total // 4 // 2**20)}MB"
+
+
+MEMORY_LIMIT = os.environ.get("FEDCRM_DUCKDB_MEMORY_LIMIT") or _default_memory_limit()
 THREADS = int(os.environ.get("FEDCRM_DUCKDB_THREADS", "2"))
 HISTOGRAM_LIMIT = 5_000_000  # distinct values above which a median is taken by quantile instead
 REST_LIMIT = 1_000_000  # distinct values a native reading may leave to pandas
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
-PARSED_KINDS = (Kind.DATE, Kind.MONEY, Kind.COUNT, Kind.NUMBER, Kind.BOOL, Kind.CATEGORY, Kind.ORDINAL)
 # date directives whose zero-padded spelling DuckDB's strptime reads exactly as pandas does
 _DATE_PARTS = {"%Y": "(19|20|21)[0-9][0-9]", "%m": "(0[1-9]|1[0-2])", "%d": "(0[1-9]|[12][0-9]|3[01])",
                "%H": "([01][0-9]|2[0-3])", "%M": "[0-5][0-9]", "%S": "[0-5][0-9]"}
@@ -76,6 +89,11 @@ _NUMBER = r"-?[0-9]{1,15}(\.[0-9]+)?"  # at most 15 digits (checked by length): 
 
 class Unsupported(Exception):
     """This export or option is not covered by the DuckDB path: the pandas path runs instead."""
+
+
+class DuckDBOutOfMemory(MemoryError):
+    """DuckDB could not finish within its memory limit. Not a case for the pandas path (it
+    holds every line, several times over): the partner raises the limit instead."""
 
 
 @dataclass
@@ -206,6 +224,7 @@ class _Engine:
         self.mapping, self.rules, self.as_of = mapping, rules, as_of
         self.schema = mapping.schema
         self.distinct_limit = distinct_limit
+        self.memory_limit = memory_limit
         self.con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit,
                                           "temp_directory": str(spill), "preserve_insertion_order": False})
         self.fields: dict[str, _Field] = {}
@@ -213,6 +232,11 @@ class _Engine:
 
     def rows(self, sql: str) -> list[tuple]:
         return self.con.sql(sql).fetchall()
+
+    def table(self, sql: str) -> pa.Table:
+        """A query's result streamed out in Arrow batches: a result DuckDB had to hold whole
+        (millions of customers) would count against its memory limit, and it cannot spill."""
+        return self.con.sql(sql).to_arrow_reader(1 << 17).read_all()
 
     # ------------------------------------------------------------ reading
     def source(self) -> None:
@@ -403,7 +427,7 @@ class _Engine:
         """The distinct texts `native` leaves undecided, parsed by `standardise` in pandas."""
         where = "" if f.native is None else f"WHERE {f.text} IS NOT NULL AND ({f.native}) IS NULL"
         limit = max(self.distinct_limit, REST_LIMIT)
-        texts = self.con.sql(f"SELECT DISTINCT {f.text} AS t FROM src {where} LIMIT {limit + 1}").to_arrow_table()
+        texts = self.table(f"SELECT DISTINCT {f.text} AS t FROM src {where} LIMIT {limit + 1}")
         if texts.num_rows > limit:
             raise Unsupported(f"{f.name!r}: more than {limit} distinct values that DuckDB cannot read as pandas does "
                               f"({f.spec.kind.value}, formats {self.mapping.date_formats})")
@@ -625,6 +649,9 @@ def purchase_activity_duckdb(mapping: TransactionMapping, rules: CleaningRules, 
         features, after, target = _aggregate(eng, rules, fills, first["to_strip"], activity.cutoff_for(as_of),
                                              activity, label, target_category)
         tick("aggregate")
+    except duckdb.OutOfMemoryException as exc:  # not a reason for pandas, which would need far more
+        raise DuckDBOutOfMemory(f"DuckDB ran out of its memory limit ({memory_limit or MEMORY_LIMIT}; FEDCRM_DUCKDB_MEMORY_LIMIT "
+                                f"raises it): {str(exc).splitlines()[0][:200]}") from None
     except duckdb.Error as exc:
         raise Unsupported(f"DuckDB failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     finally:
@@ -636,11 +663,15 @@ def purchase_activity_duckdb(mapping: TransactionMapping, rules: CleaningRules, 
     report = _report(eng, quarantine, first["unreadable"], first["present"], filled)
     derived = None
     if label is not None and ids is not None:  # `churn_labels` / `propensity_labels` over `ids`
-        known = pd.Index(ids.to_numpy(dtype=object), dtype=object)  # hashed as objects: a fast `isin`
+        import pyarrow.compute as pc
+
+        known = pa.array(np.asarray(ids, dtype=object), type=pa.string())
         if label == "no-purchase":
-            derived = pd.Series((~known.isin(after)).astype(np.int8), index=ids, name="churned")
+            hit = pc.is_in(known, value_set=after).to_numpy(zero_copy_only=False)
+            derived = pd.Series((~hit).astype(np.int8), index=ids, name="churned")
         else:
-            derived = pd.Series(known.isin(target).astype(np.int8), index=ids, name="responded")
+            hit = pc.is_in(known, value_set=target).to_numpy(zero_copy_only=False)
+            derived = pd.Series(hit.astype(np.int8), index=ids, name="responded")
     tick("report+label")
     return PurchaseActivity(report=report, quarantine=quarantine, features=features, label=derived,
                             engine="duckdb", timings=timings)
@@ -681,9 +712,8 @@ def _first_pass(eng: _Engine, multiples: dict[str, float], fill_median: list[str
     sigs, hist = None, {}
     for names in groups:
         values = "".join(f", v_{n} AS h_{n}" for n in names)
-        table = eng.con.sql(f"SELECT sig{''.join(f', h_{n}' for n in names)}, count(*) AS c "
-                            f"FROM (SELECT CAST({sig} AS BIGINT) AS sig{values} FROM typed) GROUP BY ALL"
-                            ).to_arrow_table()
+        table = eng.table(f"SELECT sig{''.join(f', h_{n}' for n in names)}, count(*) AS c "
+                          f"FROM (SELECT CAST({sig} AS BIGINT) AS sig{values} FROM typed) GROUP BY ALL")
         c = table.column("c").to_numpy().astype("int64")
         s = table.column("sig").to_numpy().astype("int64")
         if sigs is None:
@@ -725,8 +755,9 @@ def _quarantine(eng: _Engine, rules: list[_Rule], fill_median: list[str]) -> tup
     extra = [f"{_gap(f)} AS {_ident('_g_' + f.name)}" for f in fields if _fillable(f)] + \
             [f"v_{n} AS {_ident('_v_' + n)}" for n in fill_median]
     raw = ", ".join(f"{f.raw} AS {_ident(f.name)}" for f in fields)
-    table = eng.con.sql(f"SELECT * FROM (SELECT {ROW}, {_reason(rules)} AS reason, {raw}{''.join(', ' + e for e in extra)} "
-                        f"FROM typed) WHERE reason IS NOT NULL ORDER BY {ROW}").to_arrow_table()
+    table = eng.table(f"SELECT * FROM (SELECT {ROW}, {_reason(rules)} AS reason, {raw}{''.join(', ' + e for e in extra)} "
+                      f"FROM typed) WHERE reason IS NOT NULL")
+    table = table.take(np.argsort(table.column(ROW).to_numpy(), kind="stable"))  # file order
     body = {}
     for f in fields:
         col = table.column(f.name)
@@ -800,7 +831,7 @@ def _report(eng: _Engine, quarantine: pd.DataFrame, unreadable: dict[str, int], 
 
 def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_strip: dict[str, int], cutoff: date,
                activity: ActivityConfig, label: str | None, target_category: str
-               ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+               ) -> tuple[pd.DataFrame, pa.Array, pa.Array]:
     """lines → purchases → per customer (`activity.purchases` + `activity_features`), with
     the buyers in the label horizon."""
     cols = eng.fields
@@ -844,9 +875,10 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
            count(*) FILTER (d <= {recent} AND d > {previous}) AS freq_previous,
            bool_or(d > {end_d} AND d <= {after_end}) AS bought_after,
            bool_or(target) AS bought_target
-    FROM bought GROUP BY c ORDER BY first_row
+    FROM bought GROUP BY c
     """
-    agg = eng.con.sql(sql).to_arrow_table()
+    agg = eng.table(sql)
+    agg = agg.take(np.argsort(agg.column("first_row").to_numpy(), kind="stable"))  # `purchases`' customer order
 
     def col(name: str, dtype: str) -> np.ndarray:
         values = agg.column(name)
@@ -859,9 +891,10 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
                                      "freq_previous")}, index=pd.Index(customers[before]))
     out["activity_trend"] = np.log((out["freq_recent"] + 1) / (out["freq_previous"] + 1))  # as activity_features
     out.index = pd.Index(out.index.astype(str), name=CUSTOMER)
-    after = customers[agg.column("bought_after").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)]
-    target_buyers = customers[agg.column("bought_target").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)]
+    ids = agg.column("customer_id").cast(pa.string())
+    after = ids.filter(agg.column("bought_after").fill_null(False)).combine_chunks()
+    target_buyers = ids.filter(agg.column("bought_target").fill_null(False)).combine_chunks()
     return out, after, target_buyers
 
 
-__all__ = ["PurchaseActivity", "Unsupported", "purchase_activity_duckdb", "date_pattern"]
+__all__ = ["DuckDBOutOfMemory", "PurchaseActivity", "Unsupported", "purchase_activity_duckdb", "date_pattern"]
