@@ -43,15 +43,11 @@ from fedcrm.data.layout import FeatureLayout  # noqa: E402
 from fedcrm.data.prepare import prepare  # noqa: E402
 from fedcrm.data.pseudonymise import create_secret  # noqa: E402
 from fedcrm.ops.launcher import FLWR_ENV  # noqa: E402
-from fedcrm.sandbox.public_data import BANK_CSV, BENCHMARK_POLICY, RETAIL_CSV, TELCO_CSV  # noqa: E402
+from fedcrm.sandbox.public_data import (BANK_CSV, BANK_REVIEW, BENCHMARK_POLICY, RETAIL_CSV, TELCO_CSV,  # noqa: E402
+                                        review_values)
 from fedcrm.sandbox.utility import Settings, federated, pooled  # noqa: E402
 
 PARTNERS = 3
-BANK_JOBS = {"admin.": "employed", "blue-collar": "employed", "technician": "employed", "services": "employed",
-             "management": "employed", "housemaid": "employed", "retired": "retired", "entrepreneur": "self-employed",
-             "self-employed": "self-employed", "unemployed": "unemployed", "student": "student"}
-BANK_SCHOOLS = {"high.school": "secondary", "university.degree": "tertiary", "professional.course": "tertiary",
-                "illiterate": "basic"}
 
 
 def split(name: str, folder: Path) -> tuple[list[Path], str, int, str | None]:
@@ -87,10 +83,7 @@ def onboard(name: str, contract: Path, paths: list[Path], delimiter: str | None,
         doc = tomlkit.parse(text)
         doc["contract"] = str(contract)
         if name == "bank":  # the partner's review of the value maps `partner check` flagged
-            for field, values in (("occupation", BANK_JOBS), ("education", BANK_SCHOOLS)):
-                table = doc["customers"]["values"].setdefault(field, tomlkit.table())  # type: ignore[union-attr]
-                for raw, canonical in values.items():
-                    table[raw] = canonical
+            review_values(doc, BANK_REVIEW)
         if name == "retail":
             doc["as_of"] = "2011-12-10"  # the log's export date (its last day is 2011-12-09)
         doc["work_dir"] = f"p{i}-work"

@@ -9,12 +9,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomlkit
 
 from fedcrm.contract.model import Contract
+from fedcrm.sandbox.public_data import BANK_REVIEW, review_values
 from fedcrm.sandbox.random_export import random_export
 
 pytestmark = [pytest.mark.flower]
@@ -27,17 +30,22 @@ def fedcrm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return proc
 
 
-def onboard(tmp_path: Path, contract: Path, exports: list[Path], task: str, delimiter: str | None = None) -> Path:
-    """Map, init and check every partner under `contract`; the federation config naming it."""
+def onboard(tmp_path: Path, contract: Path, exports: list[Path], task: str, delimiter: str | None = None,
+            review: Callable[[Path], None] | None = None) -> Path:
+    """Map, init and check every partner under `contract`; the federation config naming it.
+    `review` is the partner's own edit of its drafted config between `map` and `init`."""
     members = []
     for pid, export in enumerate(exports, start=1):
         folder = tmp_path / f"p{pid}"
         folder.mkdir(exist_ok=True)
+        config = folder / "partner.toml"
         extra = ["--delimiter", delimiter] if delimiter else []
         fedcrm("partner", "map", "--contract", str(contract), "--data", str(export), "--name", f"p{pid}",
-               "--partner-id", str(pid), "--out", str(folder / "partner.toml"), *extra)
-        fedcrm("partner", "init", "--config", str(folder / "partner.toml"))
-        check = fedcrm("partner", "check", "--config", str(folder / "partner.toml"), "--task", task)
+               "--partner-id", str(pid), "--out", str(config), *extra)
+        if review is not None:
+            review(config)
+        fedcrm("partner", "init", "--config", str(config))
+        check = fedcrm("partner", "check", "--config", str(config), "--task", task)
         assert "passes: no finding" in check.stdout, check.stdout  # the contract's gate (exit 1 on a finding)
         members.append(f'[[members]]\npartner_id = {pid}\nname = "p{pid}"\nconfig = "p{pid}/partner.toml"\n')
     federation = tmp_path / "federation.toml"
@@ -82,27 +90,6 @@ def test_a_generated_export_with_random_names_by_configs_only(tmp_path: Path) ->
     assert set(out["customer_id"]) == set(pd.read_csv(exports[1], dtype=str)[spec.id_column])
 
 
-# A partner's review of its drafted mapping: UCI Bank's job titles and school grades onto
-# the banking contract's groups (`partner map` leaves them as REVIEW lines, and `partner
-# check` finds most rows 'unknown' until they are filled in).
-BANK_JOBS = {"admin.": "employed", "blue-collar": "employed", "technician": "employed", "services": "employed",
-             "management": "employed", "housemaid": "employed", "retired": "retired", "entrepreneur": "self-employed",
-             "self-employed": "self-employed", "unemployed": "unemployed", "student": "student"}
-BANK_SCHOOLS = {"high.school": "secondary", "university.degree": "tertiary", "professional.course": "tertiary",
-                "illiterate": "basic"}
-
-
-def review_values(config: Path, field_values: dict[str, dict[str, str]]) -> None:
-    import tomlkit
-
-    doc = tomlkit.parse(config.read_text())
-    for name, values in field_values.items():
-        table = doc["customers"]["values"].setdefault(name, tomlkit.table())  # type: ignore[union-attr]
-        for raw, canonical in values.items():
-            table[raw] = canonical
-    config.write_text(tomlkit.dumps(doc))
-
-
 @pytest.mark.dataset
 def test_uci_bank_marketing_on_the_shipped_banking_contract(tmp_path: Path) -> None:
     from fedcrm.sandbox.public_data import BANK_CSV
@@ -119,21 +106,14 @@ def test_uci_bank_marketing_on_the_shipped_banking_contract(tmp_path: Path) -> N
         bank.iloc[pid - 1::2].to_csv(folder / "export.csv", sep=";", index=False)
         exports.append(folder / "export.csv")
     contract = Path(__file__).resolve().parents[1] / "contracts" / "banking.toml"
-    for pid, export in enumerate(exports, start=1):  # map, then the partner's review of the value maps
-        config = tmp_path / f"p{pid}" / "partner.toml"
-        fedcrm("partner", "map", "--contract", str(contract), "--data", str(export), "--name", f"p{pid}",
-               "--partner-id", str(pid), "--out", str(config))
+
+    def review(config: Path) -> None:  # the partner's review of the value maps the draft left open
         assert "occupation" in config.read_text() and '"admin." = "?"' in config.read_text()
-        review_values(config, {"occupation": BANK_JOBS, "education": BANK_SCHOOLS})
-    members = []
-    for pid in (1, 2):
-        config = tmp_path / f"p{pid}" / "partner.toml"
-        fedcrm("partner", "init", "--config", str(config))
-        check = fedcrm("partner", "check", "--config", str(config), "--task", "propensity")
-        assert "passes: no finding" in check.stdout, check.stdout
-        members.append(f'[[members]]\npartner_id = {pid}\nname = "p{pid}"\nconfig = "p{pid}/partner.toml"\n')
-    federation = tmp_path / "federation.toml"
-    federation.write_text(f'name = "banks"\ncontract = "{contract}"\n\n' + "\n".join(members))
+        doc = tomlkit.parse(config.read_text())
+        review_values(doc, BANK_REVIEW)
+        config.write_text(tomlkit.dumps(doc))
+
+    federation = onboard(tmp_path, contract, exports, "propensity", review=review)
     run_dir = tmp_path / "run"
     fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
            "--task", "propensity", "--rounds", "2", "--epsilon", "3")
@@ -165,20 +145,13 @@ def test_uci_online_retail_purchase_logs_on_the_shipped_retail_contract(tmp_path
         log[mine.to_numpy()].to_csv(folder / "purchases.csv", index=False)
         exports.append(folder / "purchases.csv")
     contract = Path(__file__).resolve().parents[1] / "contracts" / "retail.toml"
-    members = []
-    for pid, export in enumerate(exports, start=1):
-        config = tmp_path / f"p{pid}" / "partner.toml"
-        fedcrm("partner", "map", "--contract", str(contract), "--data", str(export), "--name", f"p{pid}",
-               "--partner-id", str(pid), "--out", str(config))
+
+    def review(config: Path) -> None:  # the log's export date (its last day is 2011-12-09)
         text = config.read_text()
-        assert text.count(f'path = "purchases.csv"') == 2  # a log only: its customers are its distinct ids
+        assert text.count('path = "purchases.csv"') == 2  # a log only: its customers are its distinct ids
         config.write_text(text.replace('secret_file = "secret.key"', 'secret_file = "secret.key"\nas_of = "2011-12-10"'))
-        fedcrm("partner", "init", "--config", str(config))
-        check = fedcrm("partner", "check", "--config", str(config), "--task", "churn-from-purchases")
-        assert "passes: no finding" in check.stdout, check.stdout
-        members.append(f'[[members]]\npartner_id = {pid}\nname = "p{pid}"\nconfig = "p{pid}/partner.toml"\n')
-    federation = tmp_path / "federation.toml"
-    federation.write_text(f'name = "shops"\ncontract = "{contract}"\n\n' + "\n".join(members))
+
+    federation = onboard(tmp_path, contract, exports, "churn-from-purchases", review=review)
     run_dir = tmp_path / "run"
     fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
            "--task", "churn-from-purchases", "--rounds", "3", "--epsilon", "3")

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from fedcrm.sandbox.consortium import TELCO_STYLE_VALUES, init_partner_folder, with_privacy_policy, write_federation
+
+if TYPE_CHECKING:
+    import tomlkit
 
 SHARED_DATASETS = Path(__file__).resolve().parents[4] / "shared" / "datasets"
 TELCO_CSV = SHARED_DATASETS / "telco-churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
@@ -68,6 +72,29 @@ def assign_partners(labels: pd.Series, partners: int, how: str, seed: int, alpha
 
 BANK_CSV = SHARED_DATASETS / "bank-marketing" / "bank-additional-full.csv"
 RETAIL_CSV = SHARED_DATASETS / "online-retail" / "online_retail.csv.gz"
+
+# A bank partner's review of the value maps `partner map` drafts for UCI Bank Marketing on
+# the shipped banking contract: its job titles and school grades onto the contract's
+# groups (left as REVIEW lines by the draft; `partner check` finds most rows 'unknown'
+# until they are filled in).
+BANK_REVIEW: dict[str, dict[str, str]] = {
+    "occupation": {"admin.": "employed", "blue-collar": "employed", "technician": "employed",
+                   "services": "employed", "management": "employed", "housemaid": "employed",
+                   "retired": "retired", "entrepreneur": "self-employed", "self-employed": "self-employed",
+                   "unemployed": "unemployed", "student": "student"},
+    "education": {"high.school": "secondary", "university.degree": "tertiary", "professional.course": "tertiary",
+                  "illiterate": "basic"},
+}
+
+
+def review_values(doc: tomlkit.TOMLDocument, field_values: dict[str, dict[str, str]]) -> None:
+    """Fill a drafted partner config's value maps (`[customers.values.<field>]`), in place."""
+    import tomlkit
+
+    for name, values in field_values.items():
+        table = doc["customers"]["values"].setdefault(name, tomlkit.table())  # type: ignore[union-attr]
+        for raw, canonical in values.items():
+            table[raw] = canonical
 
 # `duration` (the call's length) is only known once the call is over and leaks the label:
 # it is never mapped. The economic indicators other than the 3-month Euribor, `pdays`
