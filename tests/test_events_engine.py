@@ -23,6 +23,7 @@ from fedcrm.config.activity import ActivityConfig
 from fedcrm.data.activity import marketing_tags
 from fedcrm.data.events_duckdb import PurchaseActivity, Unsupported, date_pattern, purchase_activity_duckdb
 from fedcrm.data.prepare import as_of_date, load_and_clean, prepare, purchase_activity, task_activity
+from fedcrm.data.quality import check_partner
 from fedcrm.errors import ConfigError
 from fedcrm.sandbox.demo_data import generate
 
@@ -99,6 +100,13 @@ def test_demo_consortium_purchases_agree_and_prepare_is_unchanged(tmp_path: Path
         assert a.summary == b.summary
         pd.testing.assert_frame_equal(qa, qb)
         pd.testing.assert_frame_equal(ta, tb)
+        # `partner check` reads its purchase lines through the same engine, with the same report
+        checked = {}
+        for engine in ("duckdb", "pandas"):
+            monkeypatch.setenv("FEDCRM_EVENTS_ENGINE", engine)
+            checked[engine] = check_partner(PartnerConfig.load(tmp_path / engine / config.parent.name / "partner.toml"),
+                                            "churn").transactions
+        assert checked["duckdb"] == checked["pandas"] == p.report and p.report.rows_in > 0
 
 
 # ---------------------------------------------------------------- prep_scale's generated export

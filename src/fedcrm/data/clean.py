@@ -188,7 +188,7 @@ def fill_missing(frame: pd.DataFrame, unreadable: pd.DataFrame, rules: CleaningR
             value = 0.0
         elif spec.kind is Kind.ORDINAL and isinstance(rule, str) and rule in (spec.levels or {}):
             value = float((spec.levels or {})[rule])
-        elif isinstance(rule, bool | int | float) and not (rule == "median"):
+        elif isinstance(rule, bool | int | float):
             value = float(rule)
         else:
             median = col.median()

@@ -16,8 +16,8 @@ from fedcrm.config import PartnerConfig
 from fedcrm.contract.model import OTHER, UNKNOWN
 from fedcrm.data.anonymity import KAnonymityReport, generalised_quasi_identifiers, k_anonymity
 from fedcrm.data.clean import CleaningReport
-from fedcrm.data.prepare import DERIVED_LABEL, as_of_date, label_field, load_and_clean, load_events, partner_layout, \
-    quarantine_rows
+from fedcrm.data.prepare import (DERIVED_LABEL, as_of_date, label_field, load_and_clean, load_events, partner_layout,
+                                 purchase_activity, quarantine_rows)
 from fedcrm.privatefiles import private_replace
 
 MIN_KEY_READABLE_PCT = 95.0  # a key field (id, label) readable on fewer rows is a finding
@@ -124,8 +124,8 @@ def findings(report: QualityReport, keys: list[str]) -> list[str]:
 def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int | None = None,
                   quarantine_out: Path | None = None) -> QualityReport:
     """Validate and clean without writing anything (but `quarantine_out`: the quarantined
-    customers' rows with row number and reason, owner-only); MappingError when the mapping
-    cannot apply."""
+    customers' rows with row number and reason, owner-only; and DuckDB's spill folder in the
+    work dir while it runs); MappingError when the mapping cannot apply."""
     label_col = label_field(cfg, task) if task else None
     keys = ["customer_id"] + ([label_col] if label_col and label_col != DERIVED_LABEL else [])
     raw, cleaned = load_and_clean(cfg, key_fields=keys)
@@ -133,8 +133,11 @@ def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int 
         write_rows(quarantine_rows(raw, cleaned.quarantine), quarantine_out)
     gate = gate_for(cfg, k_threshold)
     qi = generalised_quasi_identifiers(cleaned.clean, as_of_date(cfg), cfg.generalisation, cfg.contract_model)
-    tx, ix = (load_events(events, cfg.name, cfg.cleaning, as_of_date(cfg))[1].report if events else None
-              for events in (cfg.transactions, cfg.interactions))
+    # purchases through the engine `prepare` uses (DuckDB where it covers the export): a
+    # partner checking ten million lines should not need pandas' memory for it
+    tx = (purchase_activity(cfg, cfg.activity, None, "", pd.Index(cleaned.clean["customer_id"].astype(str))).report
+          if cfg.transactions is not None else None)
+    ix = load_events(cfg.interactions, cfg.name, cfg.cleaning, as_of_date(cfg))[1].report if cfg.interactions else None
     label = keys[1] if len(keys) > 1 else None  # None: derived from purchases when prepared
     rate = float(cleaned.clean[label].mean()) if label and len(cleaned.clean) else None
     report = QualityReport(partner=cfg.name, file=cfg.customers.path, task=task, label_rate=rate,
