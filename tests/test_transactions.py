@@ -53,6 +53,16 @@ def test_rfm_by_hand() -> None:
     assert y.to_dict() == {"a": 0, "b": 1}
 
 
+def test_empty_windows_with_many_customers() -> None:
+    """300 customers whose last purchase is years before the cutoff: every window is empty
+    (pandas 3.1 once failed reindexing an empty group-by over more than 127 categories)."""
+    tx = tx_frame([(f"c{i:03d}", "2019-03-01", f"o{i}", 10.0 + i) for i in range(300)])
+    f = activity_features(purchases(tx), date(2024, 6, 30), ActivityConfig())
+    assert len(f) == 300 and (f[["frequency", "freq_recent", "freq_previous"]] == 0).all().all()
+    assert (f["monetary"] == 0.0).all() and (f["activity_trend"] == 0.0).all()
+    assert f.loc["c007", "recency_days"] == (date(2024, 6, 30) - date(2019, 3, 1)).days
+
+
 def test_tags_follow_the_rules() -> None:
     cfg = ActivityConfig()
     f = pd.DataFrame({

@@ -55,11 +55,19 @@ def activity_features(p: pd.DataFrame, cutoff: date, cfg: ActivityConfig) -> pd.
         "recency_days": (end - per["date"].max()).dt.days,
         "customer_days": (end - per["date"].min()).dt.days,
     })
-    in_window = p[p["date"] > start].groupby(CUSTOMER, observed=True)
-    out["frequency"] = in_window.size().reindex(out.index, fill_value=0)
-    out["monetary"] = in_window["value"].sum().reindex(out.index, fill_value=0.0)
-    out["freq_recent"] = _count_between(p, end - t, end).reindex(out.index, fill_value=0)
-    out["freq_previous"] = _count_between(p, end - 2 * t, end - t).reindex(out.index, fill_value=0)
+    # the windows' counts and sums by category code, taken at the customers seen: an empty
+    # window's group-by has an index of another code width, which pandas cannot reindex by
+    codes, seen = p[CUSTOMER].cat.codes.to_numpy(), out.index.codes
+    n = len(p[CUSTOMER].cat.categories)
+
+    def count(mask: pd.Series) -> np.ndarray:
+        return np.bincount(codes[mask.to_numpy()], minlength=n)[seen]
+
+    window = p["date"] > start
+    out["frequency"] = count(window)
+    out["monetary"] = p.loc[window].groupby(CUSTOMER, observed=False)["value"].sum().to_numpy()[seen]
+    out["freq_recent"] = count(p["date"] > end - t)
+    out["freq_previous"] = count((p["date"] > end - 2 * t) & (p["date"] <= end - t))
     out["activity_trend"] = np.log((out["freq_recent"] + 1) / (out["freq_previous"] + 1))
     out.index = pd.Index(out.index.astype(str), name=CUSTOMER)
     return out
