@@ -24,6 +24,7 @@ from fedcrm.contract import Contract, Grade, Kind
 from fedcrm.contract.draft import draft_contract, snake_case
 from fedcrm.config import PartnerConfig
 from fedcrm.contract.mapping import draft_mapping, draft_partner_config
+from fedcrm.data.layout import FeatureLayout
 from fedcrm.errors import ConfigError, DataError
 from fedcrm.sandbox.public_data import BANK, BANK_MAPPING, SHARED_DATASETS, TELCO_CSV, TELCO_MAPPING, read_export
 
@@ -242,6 +243,10 @@ fields = [{name = "customer_id", kind = "id", grade = "core-sensitive", key = tr
     (lambda t: t.replace('{field = "churned"}', '{derived = "no-purchase"}'), "tasks.churn.label.derived"),
     (lambda t: t + TX.replace('role = "date"', 'role = "when"'), "transactions.fields.tx_date.role"),
     (lambda t: t + TX.replace(', role = "amount"', ''), "transactions.fields: a purchase needs a value"),
+    (lambda t: t + TX + 'features = [{name = "lifetime_value"}]\n', "transactions.features.lifetime_value: the "
+     "transactions table derives recency_days, frequency, monetary, activity_trend"),
+    (lambda t: t + TX + 'features = [{name = "monetary", reference = [6.0, 0.0]}]\n',
+     "transactions.features.monetary.reference"),
     (lambda t: t.replace('kind = "money"\ngrade = "non-sensitive"', 'kind = "money"\ngrade = "non-sensitive"\nmissing = "maybe"'),
      "fields.monthly_spend.missing"),
     (lambda t: t.replace('kind = "money"\ngrade = "non-sensitive"', 'kind = "money"\ngrade = "non-sensitive"\nclip = [5, 1]'),
@@ -268,6 +273,21 @@ def test_unreadable_contract_files(tmp_path: Path) -> None:
     (tmp_path / "broken.toml").write_text("[contract\nname = 1")
     with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
         Contract.load(tmp_path / "broken.toml")
+
+
+def test_derived_features_are_the_contracts() -> None:
+    """The event tables' features, their transforms and scales come from the contract: all
+    four untransformed when it lists none, only those listed otherwise, none for []."""
+    def derived(text: str) -> dict[str, tuple[str, tuple[float, float] | None]]:
+        return {f.name: (f.transform, f.reference) for f in Contract.loads(text).features() if f.field_kind == "derived"}
+
+    assert derived(BASE + TX) == {n: ("none", None) for n in ("recency_days", "frequency", "monetary", "activity_trend")}
+    listed = BASE + TX + 'features = [{name = "monetary", transform = "log1p", reference = [9.0, 2.0]}]\n'
+    assert derived(listed) == {"monetary": ("log1p", (9.0, 2.0))}
+    assert derived(BASE + TX + "features = []\n") == {}
+    layout = FeatureLayout.from_contract(Contract.loads(listed))
+    monetary = next(c for c in layout.numeric if c.name == "monetary")
+    assert (monetary.center, monetary.scale) == (9.0, 2.0)  # in the consortium's units, not the package's
 
 
 def test_ordinal_and_shared_features() -> None:

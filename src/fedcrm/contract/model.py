@@ -356,10 +356,38 @@ def _spelling_problems(key: str, spellings: list[str]) -> list[str]:
     return out
 
 
+# The per-customer features `fedcrm.data.activity` computes from each event table: what a
+# contract's `[transactions] features` / `[interactions] features` may choose from.
+DERIVABLE: dict[str, tuple[str, ...]] = {
+    "transactions": ("recency_days", "frequency", "monetary", "activity_trend"),
+    "interactions": ("interactions",),
+}
+
+
+class DerivedFeature(_Strict):
+    """A feature derived from an event table, as the model takes it: its transform and the
+    reference centre and scale it is standardised with before the federation's statistics
+    (in the consortium's units: a monetary reference in cents is not one in euros)."""
+
+    name: str
+    transform: Literal["none", "log1p"] = "none"
+    reference: tuple[float, float] | None = None
+    description: str = ""
+
+
 class EventTable(_Strict):
     """A purchases or interactions table: many rows per customer, fields found by role."""
 
     fields: list[FieldSpec] = Field(min_length=1)
+    features: list[DerivedFeature] | None = Field(
+        None, description="the derived features that enter the model; unset: every feature the table derives, "
+                          "untransformed, scaled by the federation's statistics alone; [] : none (labels only)")
+
+    def derived(self, table: str) -> list[DerivedFeature]:
+        """The features this table gives the model (see `features`)."""
+        if self.features is None:
+            return [DerivedFeature(name=n) for n in DERIVABLE[table]]
+        return list(self.features)
 
     def by_role(self, role: str) -> FieldSpec | None:
         return next((f for f in self.fields if f.role == role), None)
@@ -407,15 +435,6 @@ class Feature:
         if self.learned or self.vocabulary is None:
             raise ValueError(f"feature {self.name!r} has a learned vocabulary: its columns come from the federation")
         return [f"{self.name}={v}" for v in (*self.vocabulary, UNKNOWN)]
-
-
-# Features derived from the event tables (`fedcrm.data.activity` computes them), with the
-# reference scales a numeric feature is standardised with before the federation's statistics.
-DERIVED_FEATURES: dict[str, tuple[tuple[str, str, tuple[float, float]], ...]] = {
-    "transactions": (("recency_days", "none", (90.0, 90.0)), ("frequency", "log1p", (1.0, 1.0)),
-                     ("monetary", "log1p", (6.0, 2.0)), ("activity_trend", "none", (0.0, 1.0))),
-    "interactions": (("interactions", "log1p", (1.0, 1.0)),),
-}
 
 
 @dataclass(frozen=True)
@@ -523,6 +542,16 @@ class Contract(_Strict):
                     out.append(f"{name}.fields: no field has role = {role!r} (every {name} row needs one)")
                 elif not f.key:
                     out.append(f"{name}.fields.{f.name}.key: the {role} field must be a key field (key = true)")
+            seen: set[str] = set()
+            for d in table.features or []:
+                key = f"{name}.features.{d.name}"
+                if d.name not in DERIVABLE[name]:
+                    out.append(f"{key}: the {name} table derives {', '.join(DERIVABLE[name])}, not {d.name!r}")
+                if d.name in seen:
+                    out.append(f"{key}: listed twice")
+                if d.reference is not None and not d.reference[1] > 0:
+                    out.append(f"{key}.reference: the scale (second value) must be positive")
+                seen.add(d.name)
             if name == "transactions" and table.by_role("amount") is None and not (
                     table.by_role("quantity") and table.by_role("unit_price")):
                 out.append("transactions.fields: a purchase needs a value: a field with role \"amount\", or "
@@ -592,10 +621,10 @@ class Contract(_Strict):
         for table in ("interactions", "transactions"):
             if getattr(self, table) is None:
                 continue
-            for name, transform, ref in DERIVED_FEATURES[table]:
-                feat = Feature(name=name, kind="numeric", sources=(f"{table}:{name}",), field_kind="derived",
-                               transform=transform, reference=ref)
-                groups.setdefault(name, []).append((feat.sources[0], feat))
+            for d in getattr(self, table).derived(table):
+                feat = Feature(name=d.name, kind="numeric", sources=(f"{table}:{d.name}",), field_kind="derived",
+                               transform=d.transform, reference=d.reference)
+                groups.setdefault(d.name, []).append((feat.sources[0], feat))
         return groups
 
     # ------------------------------------------------------------ what the pipeline asks

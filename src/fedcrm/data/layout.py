@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedcrm.contract.model import (DERIVED_FEATURES, MONTHS, OTHER, UNKNOWN, Contract, Feature, Generalise, Kind)
+from fedcrm.contract.model import (MONTHS, OTHER, UNKNOWN, Contract, Feature, Generalise, Kind)
 
 CLIP = 5.0  # standardised values are kept within ±5 reference scales
 MAX_LEVELS = 64  # most levels a learned block keeps (the most frequent): bounds the model's width
@@ -90,7 +90,7 @@ class FeatureLayout(BaseModel):
         for feat in contract.features():
             sources = [_source(s, by_name) for s in feat.sources]
             if feat.kind == "numeric":
-                numeric.append(_numeric(feat, by_name, sources))
+                numeric.append(_numeric(feat, contract, by_name, sources))
             elif feat.kind == "bool":
                 flags.append(FlagColumn(name=feat.name, sources=sources))
             else:
@@ -275,7 +275,7 @@ def _source(name: str, by_name: dict) -> Source:
     return Source(column=name, kind=f.kind.value, generalise=f.generalise.value if f.generalise else None)
 
 
-def _numeric(feat: Feature, by_name: dict, sources: list[Source]) -> NumericColumn:
+def _numeric(feat: Feature, contract: Contract, by_name: dict, sources: list[Source]) -> NumericColumn:
     """Centre and scale: the contract's reference (the first source declaring one), else
     the middle and a quarter of the range of finite bounds, else 0 and 1 (the federation's
     statistics then do all the scaling, within ±5)."""
@@ -283,7 +283,7 @@ def _numeric(feat: Feature, by_name: dict, sources: list[Source]) -> NumericColu
     for s in feat.sources:
         if ":" in s:
             table, col = s.split(":", 1)
-            ref = ref or next((r for n, _, r in DERIVED_FEATURES[table] if n == col), None)
+            ref = ref or next((d.reference for d in getattr(contract, table).derived(table) if d.name == col), None)
         elif by_name[s].reference is not None:
             ref = ref or by_name[s].reference
     declared = ref is not None
