@@ -53,3 +53,26 @@ def test_every_customer_once_with_its_own_id(demo_federation: Path, tmp_path: Pa
         assert set(scored["churn_risk"]) <= {"high", "medium", "low"}
     else:
         assert sorted(scored["propensity_decile"].unique()) == list(range(1, 11))
+
+
+def test_the_contract_says_how_a_task_is_scored(demo_federation: Path, tmp_path: Path) -> None:
+    """Risk tiers or deciles is the task's `scores` in the contract, not its name: a
+    consortium whose 'churn' task asks for deciles gets deciles."""
+    import tomlkit
+
+    from importlib.resources import files
+
+    from tests.conftest import copy_partner
+
+    standard = files("fedcrm.contract").joinpath("standard.toml").read_text(encoding="utf-8")
+    contract = tmp_path / "contract.toml"
+    contract.write_text(standard.replace('scores = "risk-tiers"', 'scores = "deciles"'))
+    config = copy_partner(FederationConfig.load(demo_federation).members[0].config, tmp_path / "p")
+    doc = tomlkit.parse(config.read_text())
+    doc["contract"] = str(contract)
+    config.write_text(tomlkit.dumps(doc))
+    cfg = PartnerConfig.load(config)
+    assert cfg.contract_model.task("churn").scores == "deciles"
+    summary = score_partner(cfg, a_run_dir(tmp_path / "run", "churn"), TierRule(), tmp_path / "scores.csv")
+    out = pd.read_csv(tmp_path / "scores.csv")
+    assert "churn_risk" not in out.columns and sorted(summary.by_tier) == sorted(str(d) for d in range(1, 11))

@@ -664,6 +664,7 @@ def render(draft: Draft) -> str:
     label = tomlkit.inline_table()
     label.update({"field": draft.label_field})
     task.add("label", label)
+    task.add("scores", "risk-tiers" if draft.task == "churn" else "deciles")
     tasks.append(task)
     doc.add("tasks", tasks)
     text = tomlkit.dumps(doc)

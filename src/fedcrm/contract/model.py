@@ -408,6 +408,9 @@ class Task(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")]
     description: str = ""
     label: Label
+    scores: Literal["risk-tiers", "deciles"] | None = Field(
+        None, description="how `fedcrm score` gives marketing this task's scores: churn-risk tiers (high, medium, "
+                          "low) or deciles (1 = the top 10 %); unset: risk tiers for a no-purchase label, else deciles")
 
 
 @dataclass(frozen=True)
@@ -736,9 +739,12 @@ def _plain(value: Any) -> Any:
 
 
 def _resolved_task(t: Task) -> Task:
+    update: dict[str, Any] = {}
     if t.label.derived is not None and t.label.horizon_days is None:
-        return t.model_copy(update={"label": t.label.model_copy(update={"horizon_days": DEFAULT_HORIZON_DAYS})})
-    return t
+        update["label"] = t.label.model_copy(update={"horizon_days": DEFAULT_HORIZON_DAYS})
+    if t.scores is None:
+        update["scores"] = "risk-tiers" if t.label.derived == "no-purchase" else "deciles"
+    return t.model_copy(update=update) if update else t
 
 
 def _pretty(exc: ValidationError, raw: dict[str, Any]) -> str:

@@ -66,7 +66,7 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
 
     ids = pd.Series(lookup["customer_id"].to_numpy(), index=lookup[PID].to_numpy())
     scored = pd.DataFrame({"customer_id": pseudo[PID].map(ids).astype(str).to_numpy(), "score": scores})
-    churn_like = "churn" in plan.task  # a churn task's scores are risk tiers; any other, deciles
+    churn_like = cfg.contract_model.task(plan.task).scores == "risk-tiers"  # the contract says how
     if churn_like:
         scored["churn_risk"] = churn_tiers(scores, rule)
     else:
