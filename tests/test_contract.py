@@ -570,6 +570,14 @@ def test_map_refuses_what_does_not_fit(tmp_path: Path) -> None:
     assert "Churned" in (t.true_values or []) and "Stayed" in (t.false_values or [])
     assert t.money_unit == "cents"
     assert "column 'colour': not used" in draft.leftovers()
+    # a second export that holds no purchase lines: named, with what the event table needs
+    odd_events = tmp_path / "visits.csv"
+    odd_events.write_text("client_ref,colour\n" + "".join(f"c{i},red\n" for i in range(40)))
+    with pytest.raises(DataError, match=r"visits\.csv.*matches none of the contract's event tables: transactions "
+                                        r"\(needs columns for customer_id, tx_date; matched customer_id\)"):
+        draft_mapping(Contract.loads(BASE + TX), path, events=[odd_events])
+    with pytest.raises(DataError, match="has no event table left"):
+        draft_mapping(Contract.loads(BASE), path, events=[odd_events])
 
 
 # ============================================================== the commands

@@ -27,12 +27,16 @@ def test_partner_map_drafts_the_demo_configs(tmp_path: Path, member: str, export
     demo = generate(tmp_path / "c").parent
     hand = tomllib.loads((demo / member / "partner.toml").read_text())
     out = tmp_path / f"{member}.toml"
+    events = ["--events", str(demo / member / hand["transactions"]["path"])] if "transactions" in hand else []
     res = CliRunner().invoke(partner, ["map", "--contract", str(STANDARD), "--data", str(demo / member / export),
-                                       "--name", member, "--partner-id", "1", "--out", str(out)])
+                                       "--name", member, "--partner-id", "1", "--out", str(out), *events])
     assert res.exit_code == 0, res.output
     text = out.read_text()
     drafted = tomllib.loads(text)
     assert drafted["customers"]["columns"] == hand["customers"]["columns"]
+    if events:  # north's top-ups export, a second file, onto the contract's purchases table
+        assert Path(drafted["transactions"]["path"]).name == hand["transactions"]["path"]
+        assert drafted["transactions"]["columns"] == hand["transactions"]["columns"]
     review = {normalise_token(m) for m in re.findall(r'^# "(.*)" = "\?"', text, flags=re.M)}  # left to the partner
     frame = (pd.read_parquet(demo / member / export) if export.endswith(".parquet")
              else pd.read_csv(demo / member / export, dtype=str, sep=hand["customers"].get("delimiter", ",")))

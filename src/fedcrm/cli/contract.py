@@ -87,6 +87,9 @@ def partner_map(
     name: Annotated[str, typer.Option(help="the partner's name (lower case, digits, - and _)")],
     partner_id: Annotated[int, typer.Option(help="the partner's member number in the consortium")],
     delimiter: DelimiterOpt = None,
+    events: Annotated[list[Path] | None, typer.Option(
+        "--events", help="a purchases or interactions export beside --data, mapped onto the contract's event "
+                         "table it fits (repeat for both; delimiter sniffed)")] = None,
     out: Annotated[Path, typer.Option(help="the partner config to write")] = Path("partner.toml"),
     force: ForceOpt = False,
 ) -> None:
@@ -105,11 +108,12 @@ def partner_map(
         raise _fail(f"--partner-id {partner_id}: a member number is 0 or more")
     _check_out(out, force)
     try:
-        draft = draft_mapping(Contract.load(contract), data, delimiter)
+        draft = draft_mapping(Contract.load(contract), data, delimiter, events=events or [])
         text = draft.toml(name, partner_id, base=out.parent)
     except FedcrmError as exc:
         raise _fail(str(exc)) from None
-    table = Table(title=f"{data.name} onto contract {draft.contract.name!r}", title_justify="left")
+    sources = " + ".join(p.name for p in [data, *(events or [])])
+    table = Table(title=f"{sources} onto contract {draft.contract.name!r}", title_justify="left")
     for col in ("table", "contract field", "export column", "matched by"):
         table.add_column(col)
     for t in draft.tables:

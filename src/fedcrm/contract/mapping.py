@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fedcrm.contract.draft import DEFAULT_FALSE, DEFAULT_TRUE, Profile, Sample, profile, read_sample, split_words
 from fedcrm.contract.model import Contract, FieldSpec, Kind, normalise_token
+from fedcrm.errors import DataError
 
 # contract field -> other names it goes by (compared with case and punctuation removed)
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -166,6 +167,7 @@ class TableDraft:
     values: dict[str, dict[str, str]] = field(default_factory=dict)  # field -> {raw: canonical}
     unresolved: dict[str, list[str]] = field(default_factory=dict)  # field -> raw spellings not placed
     review: list[str] = field(default_factory=list)
+    sample: Sample | None = None  # the export this table reads, when not the customers export
 
 
 @dataclass
@@ -385,6 +387,29 @@ def match_export(contract: Contract, sample: Sample) -> MappingDraft:
     return MappingDraft(sample=sample, contract=contract, tables=tables, unused=unused, notes=notes)
 
 
+def match_events(contract: Contract, sample: Sample, taken: set[str]) -> tuple[TableDraft, list[str]]:
+    """A separate events export (purchases or interactions) onto the first of the
+    contract's event tables not `taken` whose customer and date fields it has; returns the
+    table and the export's unused columns."""
+    profiles = profile(sample)
+    tried = []
+    for name in ("transactions", "interactions"):
+        events = getattr(contract, name)
+        if events is None or name in taken:
+            continue
+        t = match_table(events.fields, profiles, name)
+        needed = [f.name for f in events.fields if f.role in ("customer", "date")]
+        if all(n in t.columns for n in needed):
+            _fill_details(t, contract.table(name), profiles)  # type: ignore[arg-type]
+            t.sample = sample
+            used = set(t.columns.values())
+            return t, [c for c in sample.frame.columns if c not in used]
+        tried.append(f"{name} (needs columns for {', '.join(needed)}; matched {', '.join(t.columns) or 'none'})")
+    if not tried:
+        raise DataError(sample.path, f"contract {contract.name!r} has no event table left to map this export onto")
+    raise DataError(sample.path, "matches none of the contract's event tables: " + "; ".join(tried))
+
+
 def _fallbacks(contract: Contract, customers: TableDraft, profiles: dict[str, Profile]) -> None:
     """When no name matches: the customer id is the one column whose values are all
     distinct, and a task's label the one flag column nothing else took (each a REVIEW)."""
@@ -414,19 +439,28 @@ def _fallbacks(contract: Contract, customers: TableDraft, profiles: dict[str, Pr
 
 
 def draft_mapping(contract: Contract | str | Path, data_path: str | Path, delimiter: str | None = None,
-                  sample_rows: int = 50_000) -> MappingDraft:
+                  sample_rows: int = 50_000, events: list[Path] | tuple[Path, ...] = ()) -> MappingDraft:
+    """The customers export (or a purchase log) onto the contract; each of `events` (a
+    purchases or interactions export beside it, its delimiter sniffed) onto an event table."""
     if not isinstance(contract, Contract):
         contract = Contract.load(contract)
     sample = read_sample(Path(data_path), delimiter, sample_rows)
-    return match_export(contract, sample)
+    draft = match_export(contract, sample)
+    for path in events:
+        taken = {t.table for t in draft.tables}
+        table, unused = match_events(contract, read_sample(Path(path), None, sample_rows), taken)
+        draft.tables.append(table)
+        draft.unused += [f"{Path(path).name}: {col}" for col in unused]
+    return draft
 
 
 def draft_partner_config(contract: Contract | str | Path, data_path: str | Path, name: str, partner_id: int,
-                         delimiter: str | None = None, base: Path | None = None) -> tuple[str, list[str]]:
+                         delimiter: str | None = None, base: Path | None = None,
+                         events: list[Path] | tuple[Path, ...] = ()) -> tuple[str, list[str]]:
     """A partner.toml (today's PartnerConfig format) mapping the export onto the contract,
     and the contract fields it could not map and export columns it did not use. `base`:
     the folder the partner.toml will be in (the data path is written relative to it)."""
-    draft = draft_mapping(contract, data_path, delimiter)
+    draft = draft_mapping(contract, data_path, delimiter, events=events)
     return draft.toml(name, partner_id, base), draft.leftovers()
 
 
@@ -443,6 +477,11 @@ def _path_text(path: Path, base: Path | None) -> str:
     return path.as_posix()
 
 
+def _sources(draft: MappingDraft) -> str:
+    names = [draft.sample.path.name] + [t.sample.path.name for t in draft.tables if t.sample is not None]
+    return " and ".join(names)
+
+
 def render(draft: MappingDraft, name: str, partner_id: int, base: Path | None = None) -> str:
     """The drafted partner config as TOML, with a REVIEW comment on every inference."""
     import tomlkit
@@ -450,7 +489,7 @@ def render(draft: MappingDraft, name: str, partner_id: int, base: Path | None = 
     s, c = draft.sample, draft.contract
     doc = tomlkit.document()
     for line in (
-        f"Drafted by `fedcrm partner map` from {s.path.name} against contract {c.name!r} v{c.version} "
+        f"Drafted by `fedcrm partner map` from {_sources(draft)} against contract {c.name!r} v{c.version} "
         f"(digest {c.digest()[:12]}).",
         "Every `# REVIEW:` line is an inference to confirm (then delete the line); [privacy] takes its defaults.",
     ):
@@ -467,13 +506,13 @@ def render(draft: MappingDraft, name: str, partner_id: int, base: Path | None = 
         doc.add(tomlkit.comment(f"REVIEW: {note}"))
     for col in draft.unused:
         doc.add(tomlkit.comment(f"export column {col!r} is not used"))
-    path_text = _path_text(s.path, base)
     for t in draft.tables:
+        source = t.sample or s
         table = tomlkit.table()
-        table.add("path", path_text)
-        table.add("format", s.format)
-        if s.format == "csv":
-            table.add("delimiter", s.delimiter or ",")
+        table.add("path", _path_text(source.path, base))
+        table.add("format", source.format)
+        if source.format == "csv":
+            table.add("delimiter", source.delimiter or ",")
         if t.date_formats:
             table.add("date_formats", t.date_formats)
             table["date_formats"].comment("REVIEW: inferred from the sample; tried in order")
