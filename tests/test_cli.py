@@ -73,8 +73,8 @@ def test_run_help_shows_the_train_plans_defaults() -> None:
         assert f"[default: {expected}]" in line, line
         assert TrainPlan.model_fields[field].description in line, line
         shown += 1
-    assert shown == 10
-    assert "[logistic|mlp]" in proc.stdout and "a task of the consortium's contract" in proc.stdout
+    assert shown == 12
+    assert "[logistic|mlp|gbdt]" in proc.stdout and "a task of the consortium's contract" in proc.stdout
 
 
 def test_train_plan_round_trips_through_the_run_config() -> None:

@@ -42,6 +42,7 @@ PLAN, STATE, METRICS, EPSILON, RECEIVED = "plan.json", "state.json", "metrics.js
 HISTOGRAMS, FEATURE_STATS, SUMMARY = "histograms.json", "feature_stats.json", "summary.json"
 MODEL_META, MODEL_WEIGHTS, CHECKPOINTS, AUDITS, BASELINES = "model.json", "model.pt", "checkpoints", "audits", "baselines.json"
 LEDGER_RECEIPTS = "ledger_receipts.json"
+TREES = "trees.json"  # boosted trees as plain data (model.pt holds the same arrays)
 
 
 class PlanFile(BaseModel):
@@ -263,14 +264,13 @@ class RunDir:
         """The published global model, as every partner received it."""
         import torch
 
-        from fedcrm.ml.models import build_model
+        from fedcrm.ml.models import model_with_state
 
         meta = self.model_meta()
         if meta.layout is not None and meta.layout.names() != meta.features:
             raise ConfigError(f"{self.path}/{MODEL_META}: the model's feature layout does not match its feature list")
-        model = build_model(meta.kind, len(meta.features), hidden=meta.hidden)
-        model.load_state_dict(torch.load(self.path / MODEL_WEIGHTS, weights_only=True))
-        return model
+        return model_with_state(meta.kind, len(meta.features), torch.load(self.path / MODEL_WEIGHTS, weights_only=True),
+                                hidden=meta.hidden)
 
     def checkpoint(self, server_round: int) -> dict[str, torch.Tensor]:
         import torch
@@ -316,6 +316,12 @@ class RunDir:
 
         torch.save(state, self.path / MODEL_WEIGHTS)
         _write(self.path / MODEL_META, meta)
+        if meta.kind == "gbdt":  # the trees as plain data, for a partner's own tools
+            from fedcrm.ml.tree_ensemble import to_plain
+
+            tmp = (self.path / TREES).with_suffix(".tmp")
+            tmp.write_text(json.dumps(to_plain(state, meta.features), indent=1))
+            tmp.replace(self.path / TREES)
         _write(self.path / SUMMARY, summary)
 
 

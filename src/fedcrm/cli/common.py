@@ -48,6 +48,7 @@ PLAN_PARAMS = {  # CLI parameter -> TrainPlan field
     "max_grad_norm": "dp_max_grad_norm", "task": "task", "model": "model", "local_epochs": "local_epochs",
     "batch_size": "batch_size", "learning_rate": "learning_rate", "min_partners": "min_partners",
     "round_timeout": "round_timeout", "evaluate_every": "evaluate_every",
+    "trees_per_round": "gbdt_trees_per_round", "depth": "gbdt_depth",
 }
 
 

@@ -41,6 +41,7 @@ def run(
     epsilon: float = plan_option("epsilon"), delta: float = plan_option("delta"), dp: bool = plan_option("dp"),
     local_epochs: int = plan_option("local_epochs"), batch_size: int = plan_option("batch_size"),
     learning_rate: float = plan_option("learning_rate"), evaluate_every: int = plan_option("evaluate_every"),
+    trees_per_round: int = plan_option("trees_per_round"), depth: int = plan_option("depth"),
     cpus_per_node: int = 1,
 ) -> None:
     """Run a simulated federation (Flower simulation engine, one node per member)."""

@@ -42,8 +42,26 @@ class TrainPlan(Strict):
 
     task: str = Field("churn", pattern=r"^[a-z][a-z0-9_-]*$",
                       description="what the model predicts: a task of the consortium's contract")
-    model: Literal["logistic", "mlp"] = Field("logistic", description="logistic regression or a small MLP")
+    model: Literal["logistic", "mlp", "gbdt"] = Field(
+        "logistic", description="logistic regression, a small MLP, or gradient-boosted trees")
     model_hidden: int = Field(32, ge=2, le=1024, description="width of the MLP's first hidden layer")
+    # Boosted trees (`fedcrm.ml.tree_rounds`). Bounds: 2^8 leaves a tree.
+    gbdt_splits: Literal["auto", "histogram", "random"] = Field(
+        "auto", description="gbdt: 'histogram' grows each tree level by level from the partners' gradient "
+        "histograms (depth + 1 rounds a tree); 'random' picks random splits (a round adds a batch of trees); "
+        "'auto': random with DP, histogram without")
+    gbdt_depth: int = Field(4, ge=1, le=8, description="gbdt: depth of every tree (2^depth leaves)")
+    gbdt_trees_per_round: int = Field(40, ge=1, le=64, description="gbdt, random splits: trees a round adds (one "
+                                      "release of their leaf sums)")
+    gbdt_learning_rate: float = Field(0.0, ge=0, le=10, description="gbdt: shrinkage (0: 1.0 on a random batch's "
+                                      "average, 0.3 a tree with histogram splits)")
+    gbdt_bins: int = Field(16, ge=2, le=256, description="gbdt: candidate thresholds of a numeric column (its "
+                           "standard-normal quantiles after the federation's normalisation)")
+    gbdt_grad_clip: float = Field(1.0, gt=0, le=1.0, description="gbdt: per-row gradient clip (sets the release's "
+                                  "sensitivity)")
+    gbdt_l2: float = Field(1.0, ge=0, le=1e6, description="gbdt: L2 penalty on leaf values")
+    gbdt_min_hessian: float = Field(5.0, ge=0, le=1e6, description="gbdt: least hessian sum a leaf value divides by "
+                                    "(noise can make a sum small or negative)")
     num_server_rounds: int = Field(5, ge=1, le=200, description="federated rounds")
     local_epochs: int = Field(1, ge=1, le=100, description="passes over its own rows per round on every partner")
     batch_size: int = Field(64, ge=8, le=4096, description="rows per local step (expected size under DP's Poisson sampling)")
@@ -64,8 +82,8 @@ class TrainPlan(Strict):
     client_dp_max_epsilon: float = Field(0.0, ge=0, le=1000, description="0: no limit")
     round_timeout: float = Field(600.0, ge=1, le=86_400, description="seconds a round waits for replies")
     evaluate_every: int = Field(
-        1, ge=1, le=200, description="evaluate every this many rounds (and the first and last): each is a charged "
-        "DP release")
+        1, ge=1, le=200, description="evaluate every this many rounds (and the first and last; gbdt with histogram "
+        "splits: every this many trees): each is a charged DP release")
     federated_stats: bool = Field(True, description="normalise with statistics over all partners' rows")
     stats_noise_multiplier: float = Field(0.0, ge=0, le=NOISE_MAX, description="noise on the partners' sums (0: none); charged to ledgers")
     federation_config: str = Field("", description="the federation config, as the nodes see its path")
@@ -83,6 +101,39 @@ class TrainPlan(Strict):
         return value
 
     @model_validator(mode="after")
+    def _trees(self) -> TrainPlan:
+        if self.model != "gbdt":
+            return self
+        if self.client_dp:
+            raise ValueError("client-level DP clips and noises averaged model updates; boosted trees send leaf sums, "
+                             "noised on every partner: use record-level DP (dp-enabled) with gbdt")
+        if self.tree_splits == "histogram" and self.num_server_rounds % self.rounds_per_tree:
+            raise ValueError(f"with histogram splits a tree of depth {self.gbdt_depth} takes {self.rounds_per_tree} "
+                             f"rounds: num-server-rounds must be a multiple of it (not {self.num_server_rounds})")
+        return self
+
+    @property
+    def tree_splits(self) -> Literal["histogram", "random"]:
+        """How a gbdt run picks splits (`gbdt_splits`, 'auto' resolved): with DP, random
+        splits leave the whole budget to leaf values, which measured better at ε ≤ 3
+        (benchmarks/results/gbdt_utility.md); without DP, histogram splits are the pooled ones."""
+        if self.gbdt_splits != "auto":
+            return self.gbdt_splits
+        return "random" if self.dp_enabled else "histogram"
+
+    @property
+    def tree_learning_rate(self) -> float:
+        if self.gbdt_learning_rate > 0:
+            return self.gbdt_learning_rate
+        return 1.0 if self.tree_splits == "random" else 0.3
+
+    @property
+    def rounds_per_tree(self) -> int:
+        """Rounds one step of the model takes: a tree's levels and its leaves with histogram
+        splits, one round otherwise."""
+        return self.gbdt_depth + 1 if self.model == "gbdt" and self.tree_splits == "histogram" else 1
+
+    @model_validator(mode="after")
     def _bounded_per_sample_gradients(self) -> TrainPlan:
         if self.model == "mlp" and self.dp_enabled:
             floats = self.batch_size * self.model_hidden * (self.model_hidden // 2 + _FEATURES_APPROX)
@@ -95,8 +146,8 @@ class TrainPlan(Strict):
         """The job rounds whose model the partners evaluate: 0 (the starting model), every
         `evaluate_every`-th, and the last. A node calibrates its evaluation noise to this
         many releases and refuses an evaluation at any other round."""
-        return sorted({0, self.num_server_rounds} | set(range(self.evaluate_every, self.num_server_rounds,
-                                                                self.evaluate_every)))
+        every = self.evaluate_every * self.rounds_per_tree  # trees grown level by level: whole trees only
+        return sorted({0, self.num_server_rounds} | set(range(every, self.num_server_rounds, every)))
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> TrainPlan:

@@ -24,6 +24,7 @@ from fedcrm.errors import ConfigError
 from fedcrm.coordinator.aggregation import (UNIT_WEIGHT_KEY, WEIGHT_KEY, aggregate_evaluate_metrics,
                                             aggregate_train_metrics)
 from fedcrm.coordinator.auditlog import AuditLog
+from fedcrm.coordinator.boosting import FedBoost
 from fedcrm.coordinator.receipts import ReceiptBook, receipts_path
 from fedcrm.coordinator.recorder import RunRecorder
 from fedcrm.coordinator.strategy import QuorumLost, RecordingStrategy, client_level_dp
@@ -95,9 +96,9 @@ def federated_statistics(grid: Grid, strategy: RecordingStrategy, plan: TrainPla
     return stats.model_copy(update={"layout": layout.with_vocabularies(levels)})
 
 
-def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int,
-              audit: AuditLog | None = None) -> tuple[RecordingStrategy, Strategy | None]:
-    inner = FedAvg(
+def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int, audit: AuditLog | None = None,
+              layout: FeatureLayout | None = None) -> tuple[RecordingStrategy, Strategy | None]:
+    fedavg = dict(
         fraction_train=1.0, fraction_evaluate=1.0,
         min_train_nodes=plan.min_partners, min_evaluate_nodes=plan.min_partners,
         min_available_nodes=plan.min_partners,
@@ -105,6 +106,7 @@ def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int,
         weighted_by_key=UNIT_WEIGHT_KEY if plan.client_dp else WEIGHT_KEY,
         train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=aggregate_evaluate_metrics,
     )
+    inner = FedBoost(plan, layout or run_layout(plan), offset, **fedavg) if plan.model == "gbdt" else FedAvg(**fedavg)
     central = client_level_dp(inner, plan, len(recorder.names)) if plan.client_dp else None
     book = receipts_path(plan.audit_log, plan.federation_config)
     recorder.receipts = ReceiptBook(book) if book else None
@@ -129,9 +131,11 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
     recorder.layout = layout
     resumed, offset = bool(plan.resume_from), recorder.state.completed_rounds
     audit = AuditLog(Path(plan.audit_log)) if plan.audit_log else None
-    strategy, central = _strategy(plan, recorder, offset, audit)
+    strategy, central = _strategy(plan, recorder, offset, audit, layout)
+
     def starting_model(layout: FeatureLayout) -> ArrayRecord:
-        return ArrayRecord(build_model(plan.model, layout.width, seed=plan.seed, hidden=plan.model_hidden).state_dict())
+        model = build_model(plan.model, layout.width, seed=plan.seed, hidden=plan.model_hidden, depth=plan.gbdt_depth)
+        return ArrayRecord(model.state_dict())
 
     # learned categories get their levels with the statistics: until then the starting
     # model stands on a layout where each has only 'other' and 'unknown'
@@ -184,6 +188,8 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
         if not resumed:  # Round 0: how good is the starting model on every partner's held-out data?
             messages = strategy.configure_evaluate(0, initial, config.record(), grid)
             strategy.aggregate_evaluate(0, grid.send_and_receive(messages, timeout=plan.round_timeout))
+        if isinstance(strategy.inner, FedBoost):
+            strategy.inner.use_layout(layout)  # learned categories' columns included
         remaining = plan.num_server_rounds - offset
         if remaining > 0:
             result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=remaining,

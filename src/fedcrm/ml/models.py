@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-ModelKind = Literal["logistic", "mlp"]
+ModelKind = Literal["logistic", "mlp", "gbdt"]
 
 
 class LogisticModel(nn.Module):
@@ -36,11 +36,29 @@ class MLPModel(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def build_model(kind: ModelKind, n_features: int, seed: int = 0, hidden: int = 32) -> nn.Module:
-    """Same seed → same initial weights on the server, so round 0 is reproducible."""
+def build_model(kind: ModelKind, n_features: int, seed: int = 0, hidden: int = 32, depth: int = 3) -> nn.Module:
+    """Same seed → same initial weights on the server, so round 0 is reproducible. Boosted
+    trees start with no tree (`depth`: of the trees to come; a loaded state sets it)."""
     torch.manual_seed(seed)
     if kind == "logistic":
         return LogisticModel(n_features)
     if kind == "mlp":
         return MLPModel(n_features, hidden)
-    raise ValueError(f"unknown model {kind!r}; choose 'logistic' or 'mlp'")
+    if kind == "gbdt":
+        from fedcrm.ml.tree_ensemble import BoostedTrees
+
+        return BoostedTrees(n_features, depth)
+    raise ValueError(f"unknown model {kind!r}; choose 'logistic', 'mlp' or 'gbdt'")
+
+
+def model_with_state(kind: ModelKind, n_features: int, state: dict[str, torch.Tensor], hidden: int = 32) -> nn.Module:
+    """The model of `kind` holding `state` (a checkpoint, a message's arrays): boosted trees
+    take their depth from the state; a state that does not fit raises ValueError."""
+    depth = 3
+    if kind == "gbdt":
+        from fedcrm.ml.tree_ensemble import depth_of
+
+        depth = depth_of(state)
+    model = build_model(kind, n_features, hidden=hidden, depth=depth)
+    model.load_state_dict(state)
+    return model

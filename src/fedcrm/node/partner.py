@@ -22,9 +22,11 @@ from fedcrm.data.layout import FeatureLayout
 from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, prepare
 from fedcrm.ml.fedstats import Normalisation, partner_sums, row_bound
 from fedcrm.ml.vocabulary import VocabularyRelease, noised_vocabulary
-from fedcrm.ml.models import build_model
+from fedcrm.ml.models import model_with_state
 from fedcrm.ml.evaluation import metrics_from_histograms, noised_histograms
 from fedcrm.ml.training import DPSettings, evaluate_local, train_local
+from fedcrm.ml.tree_rounds import (GROW_GRAD, GROW_HESS, HIST_GRAD, HIST_HESS, bin_codes, candidate_thresholds,
+                                   check_request, gradients, histograms, leaf_sums, node_at_level, sensitivity)
 from fedcrm.errors import DataError, PolicyRefusal
 from fedcrm.node.policy import check, check_holdout, log_refusal
 from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics, layout_key
@@ -32,6 +34,7 @@ from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
 from fedcrm.privacy.accounting import RunPlan
 from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, LedgerEntry, privacy_dir
 from fedcrm.privacy.membership import AuditResult, membership_audit
+from fedcrm.privacy.noise import os_normal
 from fedcrm.privacy.parallel import Scope, Side
 from fedcrm.privacy.replies import ReplyCache
 from fedcrm.protocol import EvaluateReply, QueryReply, TrainReply
@@ -150,12 +153,23 @@ class PartnerNode:
         the run has started, its statistics are in the ledger."""
         plan = self.plan
         noised = self.policy.min_eval_noise_multiplier > 0 or plan.dp_enabled
-        return RunShape(rows=len(self.data().x_train), batch_size=plan.batch_size, local_epochs=plan.local_epochs,
+        rows = len(self.data().x_train)
+        # a boosting round is one Gaussian release over every training row: one step at sample rate 1
+        batch, epochs = (max(rows, 1), 1) if plan.model == "gbdt" else (plan.batch_size, plan.local_epochs)
+        return RunShape(rows=rows, batch_size=batch, local_epochs=epochs,
                         rounds=plan.num_server_rounds, target_run_epsilon=plan.dp_target_epsilon,
-                        max_grad_norm=plan.dp_max_grad_norm, statistics_noise=statistics_noise,
+                        max_grad_norm=self.release_sensitivity(), statistics_noise=statistics_noise,
                         evaluations=len(plan.evaluation_rounds()) if "evaluate" in self.policy.releases else 0,
                         evaluation_floor=self.policy.min_eval_noise_multiplier if noised else -1.0,
                         training=self.scope("training"), holdout=self.scope("holdout"))
+
+    def release_sensitivity(self) -> float:
+        """The L2 bound on one row's contribution to a training release: DP-SGD's clipping
+        norm, or the boosting round's bound on its leaf sums (`fedcrm.ml.tree_rounds`)."""
+        if self.plan.model == "gbdt":  # the larger of a round's two kinds
+            copies = self.layout.width if self.plan.tree_splits == "histogram" else self.plan.gbdt_trees_per_round
+            return sensitivity(copies, self.plan.gbdt_grad_clip)
+        return self.plan.dp_max_grad_norm
 
     def evaluation_sigma(self, run_id: str, entries: list[LedgerEntry] | None = None) -> float:
         """σ on the counts of this run's evaluations. With DP: calibrated so the run's
@@ -188,9 +202,10 @@ class PartnerNode:
         return self.account.plan(self.shape(self._new_statistics_sigma()), None if run_id is None else str(run_id))
 
     def _model(self, state: State, data: PreparedData) -> torch.nn.Module:
-        model = build_model(self.plan.model, data.x_train.shape[1], hidden=self.plan.model_hidden)
-        model.load_state_dict(state)
-        return model
+        try:
+            return model_with_state(self.plan.model, data.x_train.shape[1], state, hidden=self.plan.model_hidden)
+        except ValueError as exc:  # trees the checks refuse (out-of-range columns, too many, ...)
+            raise PolicyRefusal("train", f"the model sent: {exc}") from None
 
     def _resolved(self, layout: FeatureLayout | None, kind: str = "train") -> FeatureLayout:
         """The layout a model is trained or evaluated in: every category with its levels."""
@@ -272,6 +287,8 @@ class PartnerNode:
                 new_state, metrics = kept
                 return new_state, TrainReply.from_dict({**metrics, **self.account.head(ledger_receipt).to_dict()})
         model, x = self._model(state, data), self._x(data.x_train, normalisation)
+        if plan.model == "gbdt":
+            return self._boost(state, model, x, data, run_id, server_round, entries, ledger_receipt, started)
         common = dict(epochs=plan.local_epochs, batch_size=plan.batch_size, lr=plan.learning_rate,
                       optimizer=plan.optimizer, seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
         base = dict(partner_id=self.cfg.partner_id, num_examples=len(data.y_train), dp_enabled=int(plan.dp_enabled))
@@ -298,6 +315,62 @@ class PartnerNode:
             # the release is kept before it is charged, so every charged round can be re-sent
             self.replies.save(run_id, server_round, state, out.state_dict, reply.to_dict())
         return out.state_dict, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
+
+    def _boost(self, state: State, model: torch.nn.Module, x: np.ndarray, data: PreparedData, run_id: str,
+               server_round: int, entries: list[LedgerEntry], ledger_receipt: int | None, started: float
+               ) -> tuple[State, TrainReply]:
+        """A boosting round: the clipped gradient and hessian sums of the training rows in
+        every leaf of the trees the coordinator sent, or in every bin of every column of a
+        tree level's nodes; noised with the run's σ times the round's sensitivity, charged
+        as one release, returned in the arrays it was sent (`fedcrm.ml.tree_rounds`)."""
+        plan = self.plan
+        try:
+            req = check_request(state, x.shape[1], plan.gbdt_bins)
+        except ValueError as exc:
+            raise PolicyRefusal("train", f"the boosting round sent: {exc}") from None
+        trees = req.feature.shape[0]
+        # every release's sensitivity is one the run was planned with: histogram splits grow
+        # one tree at a time; random splits send the plan's batch, leaf sums only
+        planned = trees == 1 if plan.tree_splits == "histogram" else (
+            req.level is None and trees == plan.gbdt_trees_per_round)
+        if not planned:
+            asked = "histograms" if req.level is not None else "leaf sums"
+            raise PolicyRefusal("train", f"the round asks for {asked} of {trees} trees, which the run's plan "
+                                         f"({plan.tree_splits} splits) does not")
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        with torch.no_grad():
+            margin = model(xt)
+        g, h = gradients(margin, data.y_train, plan.gbdt_grad_clip)
+        if req.level is None:
+            sums, keys = leaf_sums(g, h, xt, req.feature, req.threshold, req.depth), (GROW_GRAD, GROW_HESS)
+            bound = sensitivity(trees, plan.gbdt_grad_clip)
+        else:
+            codes = bin_codes(x, candidate_thresholds(self.layout.n_numeric, x.shape[1], plan.gbdt_bins))
+            node = node_at_level(xt, req.feature, req.threshold, req.level)
+            sums = histograms(g, h, codes, node, 2**req.level, plan.gbdt_bins)
+            keys, bound = (HIST_GRAD, HIST_HESS), sensitivity(x.shape[1], plan.gbdt_grad_clip)
+        out = dict(state)
+        base = dict(partner_id=self.cfg.partner_id, num_examples=len(data.y_train), dp_enabled=int(plan.dp_enabled))
+        if not plan.dp_enabled:
+            for key, value in zip(keys, sums):
+                out[key] = torch.as_tensor(value, dtype=torch.float32)
+            loss = float(torch.nn.functional.binary_cross_entropy_with_logits(margin, torch.from_numpy(data.y_train)))
+            return out, TrainReply(**base, train_loss=loss, local_steps=1, train_seconds=time.perf_counter() - started)
+        noise = self.account.noise(run_id, self.shape(), entries)
+        release = Release(run_id=run_id, server_round=server_round, noise_multiplier=noise.noise_multiplier,
+                          sample_rate=1.0, steps=1, max_grad_norm=bound, kind="train", scope=self.scope("training"))
+        with self.account.charge(release) as cost:
+            std = release.noise_multiplier * bound
+            for key, value in zip(keys, sums):
+                out[key] = torch.as_tensor(value + os_normal(std, value.shape), dtype=torch.float32)
+            reply = TrainReply(
+                **base, train_loss=math.nan, local_steps=1, epsilon=cost.after, epsilon_prv=cost.after_prv,
+                epsilon_rdp=cost.after_rdp, epsilon_run=cost.after - noise.spent_before,
+                epsilon_cap=self.policy.epsilon_cap, epsilon_remaining=max(self.policy.epsilon_cap - cost.after, 0.0),
+                delta=self.policy.delta, noise_multiplier=release.noise_multiplier, sample_rate=1.0,
+                max_grad_norm=bound, train_seconds=time.perf_counter() - started)
+            self.replies.save(run_id, server_round, state, out, reply.to_dict())
+        return out, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
     def evaluate(self, state: State, normalisation: Normalisation | None = None, run_id: str | int | None = None,
                  server_round: int = 0, ledger_receipt: int | None = None,

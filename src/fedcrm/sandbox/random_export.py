@@ -47,9 +47,11 @@ def _name(rng: np.random.Generator, taken: set[str]) -> str:
 
 
 def random_export(path: Path, rows: int = 3000, fields: int = 12, seed: int = 0,
-                  partners: int = 1) -> tuple[RandomExport, list[Path]]:
+                  partners: int = 1, interaction: bool = False) -> tuple[RandomExport, list[Path]]:
     """Write `partners` CSV files (the rows split among them, same columns) of one
-    random export; returns its description and the paths. `fields`: 5 to 60 besides id and label."""
+    random export; returns its description and the paths. `fields`: 5 to 60 besides id and
+    label. `interaction`: the label follows only whether the first two number columns lie
+    on the same side of their centre (an XOR: no linear model of the columns can read it)."""
     if not 5 <= fields <= 60:
         raise ValueError("fields: 5 to 60")
     rng = np.random.default_rng(seed)
@@ -62,11 +64,14 @@ def random_export(path: Path, rows: int = 3000, fields: int = 12, seed: int = 0,
     for kind in kinds:
         col = _name(rng, taken)
         spec.kinds[col] = kind
-        signal = kind in ("number", "money", "category", "flag") and len(spec.signal) < 4
+        signal = kind in (("number",) if interaction else ("number", "money", "category", "flag")) and (
+            len(spec.signal) < (2 if interaction else 4))
         if kind == "number":
             v = rng.normal(50, 12, rows)
             data[col] = np.round(v, 2)
-            if signal:
+            if signal and interaction:
+                logit *= np.where(v > 50, 1.0, -1.0)  # -1 → ±1 → ±(±1): same side, or not
+            elif signal:
                 logit += 0.08 * (v - 50)
         elif kind == "count":
             data[col] = rng.poisson(3, rows)
@@ -97,6 +102,10 @@ def random_export(path: Path, rows: int = 3000, fields: int = 12, seed: int = 0,
             data[col] = [f"note {w}" for w in rng.integers(0, 10_000, rows)]
         if signal:
             spec.signal.append(col)
+    if interaction:
+        if len(spec.signal) < 2:
+            raise ValueError("an interaction needs two number columns: ask for more fields")
+        logit = 2.5 * logit  # ±2.5: 92 % against 8 %
     y = rng.random(rows) < 1 / (1 + np.exp(-logit))
     data[spec.label_column] = np.where(y, "yes", "no")
     spec.label_rate = float(y.mean())
