@@ -58,6 +58,31 @@ def test_trees_route_rows_as_their_plain_form_says() -> None:
     assert again.n_trees == 4 and again(x).tolist() == pytest.approx(model(x).tolist())
 
 
+def test_the_lightgbm_export_scores_the_unstandardised_matrix_alike() -> None:
+    """`trees.lightgbm.txt` loaded by LightGBM itself, on the partner's own (unstandardised)
+    columns, gives this model's margins on their standardised form: values beyond the clip,
+    on a threshold and binary columns included."""
+    lightgbm = pytest.importorskip("lightgbm", reason="pip install lightgbm (test extra)")
+    from fedcrm.ml.fedstats import VALUE_CLIP, Normalisation
+    from fedcrm.ml.tree_ensemble import to_lightgbm
+
+    rng = np.random.default_rng(5)
+    norm = Normalisation(mean=[1.0, -2.0, 0.5], std=[2.0, 0.5, 3.0])
+    x = np.hstack([rng.normal(0, 4, size=(500, 3)), rng.random((500, 2)) < 0.5]).astype(np.float32)
+    x[:5, 0] = [9.0, -9.0, 1.0, 1.0 + 2.0 * 0.5, 40.0]  # beyond the clip, and on thresholds
+    thresholds = candidate_thresholds(3, 5, 8)
+    thresholds[0] = np.append(thresholds[0], [0.5, 3.0]).astype(np.float32)  # raw 2.0; raw 7.0 > the clip
+    state = with_trees(empty_ensemble(3, base=-0.4), *random_splits(rng, 30, 3, thresholds), rng.normal(0, 1, (30, 8)))
+    model = BoostedTrees(5, 3)
+    model.load_state_dict(state)
+    ours = model(torch.from_numpy(norm.apply(x))).numpy()
+    text = to_lightgbm(state, ["a", "b b", "c=1", "d", "e"], norm.mean, norm.std, VALUE_CLIP)
+    theirs = lightgbm.Booster(model_str=text).predict(x.astype(np.float64), raw_score=True)
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
+    empty = lightgbm.Booster(model_str=to_lightgbm(empty_ensemble(3, base=0.7), list("abcde")))
+    np.testing.assert_allclose(empty.predict(x.astype(np.float64), raw_score=True), 0.7)
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s[FEATURE].fill_(2.0), "column numbers 0 … 1"),
     (lambda s: s[FEATURE].fill_(0.5), "column numbers"),
@@ -255,6 +280,11 @@ def test_federated_trees_learn_an_interaction_logistic_regression_cannot(tmp_pat
     x_train, y_train = np.vstack([norm.apply(d.x_train) for d in data]), np.concatenate([d.y_train for d in data])
     x_test, y_test = np.vstack([norm.apply(d.x_test) for d in data]), np.concatenate([d.y_test for d in data])
     trees_auc = roc_auc_score(y_test, predict(model, x_test))
+    import lightgbm  # the exported model scores the partners' own columns alike
+
+    raw_test = np.vstack([d.x_test for d in data]).astype(np.float64)
+    exported = lightgbm.Booster(model_file=str(run_dir / "trees.lightgbm.txt")).predict(raw_test)
+    np.testing.assert_allclose(exported, predict(model, x_test), atol=1e-5)
     lr_auc = roc_auc_score(y_test, LogisticRegression(max_iter=2000).fit(x_train, y_train).predict_proba(x_test)[:, 1])
     assert trees_auc > 0.85 and lr_auc < 0.6, (trees_auc, lr_auc)
 

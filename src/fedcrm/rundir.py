@@ -43,6 +43,7 @@ HISTOGRAMS, FEATURE_STATS, SUMMARY = "histograms.json", "feature_stats.json", "s
 MODEL_META, MODEL_WEIGHTS, CHECKPOINTS, AUDITS, BASELINES = "model.json", "model.pt", "checkpoints", "audits", "baselines.json"
 LEDGER_RECEIPTS = "ledger_receipts.json"
 TREES = "trees.json"  # boosted trees as plain data (model.pt holds the same arrays)
+TREES_LIGHTGBM = "trees.lightgbm.txt"  # the same trees as a LightGBM model of the unstandardised columns
 
 
 class PlanFile(BaseModel):
@@ -316,12 +317,17 @@ class RunDir:
 
         torch.save(state, self.path / MODEL_WEIGHTS)
         _write(self.path / MODEL_META, meta)
-        if meta.kind == "gbdt":  # the trees as plain data, for a partner's own tools
-            from fedcrm.ml.tree_ensemble import to_plain
+        if meta.kind == "gbdt":  # the trees as plain data and as LightGBM reads them, for a partner's own tools
+            from fedcrm.ml.fedstats import VALUE_CLIP
+            from fedcrm.ml.tree_ensemble import to_lightgbm, to_plain
 
-            tmp = (self.path / TREES).with_suffix(".tmp")
-            tmp.write_text(json.dumps(to_plain(state, meta.features), indent=1))
-            tmp.replace(self.path / TREES)
+            norm = meta.normalisation
+            for name, text in ((TREES, json.dumps(to_plain(state, meta.features), indent=1)),
+                               (TREES_LIGHTGBM, to_lightgbm(state, meta.features, norm.mean if norm else None,
+                                                            norm.std if norm else None, VALUE_CLIP))):
+                tmp = (self.path / name).with_suffix(".tmp")
+                tmp.write_text(text)
+                tmp.replace(self.path / name)
         _write(self.path / SUMMARY, summary)
 
 

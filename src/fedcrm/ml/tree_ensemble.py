@@ -19,6 +19,7 @@ that should not split (a tree grown less deep) has threshold +inf: everything go
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import torch
@@ -140,3 +141,57 @@ def to_plain(state: dict[str, torch.Tensor], names: list[str]) -> dict:
                    "threshold": [None if not np.isfinite(v) else float(v) for v in threshold[t]],
                    "value": state[VALUE][t].numpy().astype(float).tolist()} for t in range(feature.shape[0])],
     }
+
+
+def to_lightgbm(state: dict[str, torch.Tensor], names: list[str], mean: list[float] | None = None,
+                std: list[float] | None = None, value_clip: float = math.inf) -> str:
+    """The ensemble as a LightGBM text model (binary objective) that scores the partner's
+    own feature matrix, unstandardised: `lightgbm.Booster(model_str=...)` predicts the same
+    probabilities from the layout's columns as this model from their standardised form.
+    The numeric columns' thresholds are mapped back through the normalisation (`mean`,
+    `std` of the first len(mean) columns, raw values clipped at ±`value_clip` first); the
+    base margin is added to the first tree's leaves (LightGBM's text format has no intercept).
+    LightGBM sends x <= threshold left, as these trees do."""
+    depth = depth_of(state)
+    inner, leaves = 2**depth - 1, 2**depth
+    feature, threshold = state[FEATURE].long().numpy(), state[THRESHOLD].double().numpy()
+    value, base = state[VALUE].double().numpy(), float(state[BASE][0])
+    mean, std = list(mean or []), list(std or [])
+    if not len(feature):  # no tree yet: one tree of two equal leaves holding the base margin
+        feature, threshold, value = np.zeros((1, inner), int), np.full((1, inner), np.inf), np.zeros((1, leaves))
+    big = np.finfo(np.float64).max
+
+    def raw(j: int, t: float) -> float:
+        if j < len(mean) and np.isfinite(t):
+            t = t * std[j] + mean[j]
+            if t >= value_clip:  # standardised rows never pass it: neither may raw ones
+                return big
+            if t < -value_clip:
+                return -big
+        return float(t) if np.isfinite(t) else big
+
+    def child(node: int) -> int:
+        return node if node < inner else ~(node - inner)
+
+    def numbers(values: list) -> str:
+        return " ".join(repr(float(v)) if isinstance(v, float | np.floating) else str(int(v)) for v in values)
+
+    trees = []
+    for i in range(len(feature)):
+        trees.append("\n".join([
+            f"Tree={i}", f"num_leaves={leaves}", "num_cat=0",
+            "split_feature=" + numbers([int(f) for f in feature[i]]),
+            "split_gain=" + numbers([0.0] * inner),
+            "threshold=" + numbers([raw(int(f), float(t)) for f, t in zip(feature[i], threshold[i])]),
+            "decision_type=" + numbers([2] * inner),  # numerical, missing values as zero
+            "left_child=" + numbers([child(2 * n + 1) for n in range(inner)]),
+            "right_child=" + numbers([child(2 * n + 2) for n in range(inner)]),
+            "leaf_value=" + numbers([float(v) + (base if i == 0 else 0.0) for v in value[i]]),
+            "leaf_weight=" + numbers([0.0] * leaves), "leaf_count=" + numbers([0] * leaves),
+            "internal_value=" + numbers([0.0] * inner), "internal_weight=" + numbers([0.0] * inner),
+            "internal_count=" + numbers([0] * inner), "is_linear=0", "shrinkage=1"]) + "\n\n")
+    header = ["tree", "version=v4", "num_class=1", "num_tree_per_iteration=1", "label_index=0",
+              f"max_feature_idx={len(names) - 1}", "objective=binary sigmoid:1",
+              "feature_names=" + " ".join(re.sub(r"[^0-9A-Za-z_]", "_", n) for n in names),  # LightGBM's charset
+              "feature_infos=" + " ".join(["none"] * len(names))]
+    return "\n".join(header) + "\n\n" + "".join(trees) + "end of trees\n\npandas_categorical:null\n"
