@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fedcrm.cli.common import ConfigOpt, FederationOpt, Task, console, plan_from, plan_option, typer_app
+from fedcrm.cli.common import ConfigOpt, FederationOpt, Model, Task, console, plan_from, plan_option, typer_app
 from fedcrm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ def privacy_plan(
     rounds: int = plan_option("rounds"), epsilon: float = plan_option("epsilon"), task: Task = plan_option("task"),
     local_epochs: int = plan_option("local_epochs"), batch_size: int = plan_option("batch_size"),
     max_grad_norm: float = plan_option("max_grad_norm"), evaluate_every: int = plan_option("evaluate_every"),
+    model: Model = plan_option("model"), trees_per_round: int = plan_option("trees_per_round"),
+    depth: int = plan_option("depth"),
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the plans as JSON")] = None,
 ) -> None:
     """Before a run: the noise each partner will use and its ε after every round, against its cap."""
