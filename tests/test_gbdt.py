@@ -242,32 +242,52 @@ def fedcrm(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def onboard_in_process(folder: Path, exports: list[Path], spec) -> Path:  # noqa: ANN001
+    """draft → map → init through the Python API (the commands' own tests run them as
+    commands), each partner's policy allowing a run without DP."""
+    from fedcrm.contract.draft import draft_contract
+    from fedcrm.contract.mapping import draft_partner_config
+    from fedcrm.data.pseudonymise import create_secret
+    from fedcrm.sandbox.public_data import BENCHMARK_POLICY
+
+    contract = folder / "contract.toml"
+    contract.write_text(draft_contract(exports[0], spec.id_column, spec.label_column, "churn"))
+    members = []
+    for pid, export in enumerate(exports, start=1):
+        config = folder / f"p{pid}" / "partner.toml"
+        config.parent.mkdir()
+        config.write_text(draft_partner_config(contract, export, f"p{pid}", pid, base=config.parent)[0])
+        set_privacy(config, **BENCHMARK_POLICY)
+        create_secret(PartnerConfig.load(config).secret_file)
+        members.append(f'[[members]]\npartner_id = {pid}\nname = "p{pid}"\nconfig = "p{pid}/partner.toml"\n')
+    federation = folder / "federation.toml"
+    federation.write_text(f'name = "xor"\ncontract = "{contract}"\n\n' + "\n".join(members))
+    return federation
+
+
 @pytest.mark.flower
 def test_federated_trees_learn_an_interaction_logistic_regression_cannot(tmp_path: Path) -> None:
     """Three partners of a random export whose label is an XOR of two number columns: the
     federated trees (no DP, so histogram splits: the partners' policies allow a non-private
     run) score it at AUC > 0.85 on the partners' exact hold-outs, pooled logistic regression
-    on the same rows at chance; scoring, trees.json and the run report work on the model."""
+    on the same rows at chance; the LightGBM export, scoring and the run report work on it."""
+    import lightgbm
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
+    from fedcrm.config.tiers import TierRule
     from fedcrm.data.prepare import prepare
     from fedcrm.ml.training import predict
+    from fedcrm.node.scoring import score_partner
+    from fedcrm.reports.run_report import write
     from fedcrm.rundir import RunDir
-    from fedcrm.sandbox.public_data import BENCHMARK_POLICY
     from fedcrm.sandbox.random_export import random_export
-    from tests.test_consortium_by_configs import onboard
 
     spec, exports = random_export(tmp_path / "data", rows=6000, fields=12, seed=4, partners=3, interaction=True)
-    contract = tmp_path / "contract.toml"
-    fedcrm("contract", "draft", "--data", str(exports[0]), "--id", spec.id_column, "--label", spec.label_column,
-           "--task", "churn", "--out", str(contract))
-    federation = onboard(tmp_path, contract, exports, "churn",
-                         review=lambda config: set_privacy(config, **BENCHMARK_POLICY))
+    federation = onboard_in_process(tmp_path, exports, spec)
     run_dir = tmp_path / "run"
     fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
-           "--model", "gbdt", "--rounds", "60", "--depth", "3", "--no-dp",
-           "--evaluate-every", "5")
+           "--model", "gbdt", "--rounds", "60", "--depth", "3", "--no-dp", "--evaluate-every", "5")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed", summary
     trees = json.loads((run_dir / "trees.json").read_text())
@@ -275,24 +295,19 @@ def test_federated_trees_learn_an_interaction_logistic_regression_cannot(tmp_pat
 
     run = RunDir(run_dir)
     model, norm = run.model(), run.normalisation()
-    data = [prepare(PartnerConfig.load(tmp_path / f"p{i}" / "partner.toml"), "churn", layout=run.layout())
-            for i in (1, 2, 3)]
+    configs = [PartnerConfig.load(tmp_path / f"p{i}" / "partner.toml") for i in (1, 2, 3)]
+    data = [prepare(c, "churn", layout=run.layout()) for c in configs]
     x_train, y_train = np.vstack([norm.apply(d.x_train) for d in data]), np.concatenate([d.y_train for d in data])
     x_test, y_test = np.vstack([norm.apply(d.x_test) for d in data]), np.concatenate([d.y_test for d in data])
     trees_auc = roc_auc_score(y_test, predict(model, x_test))
-    import lightgbm  # the exported model scores the partners' own columns alike
-
-    raw_test = np.vstack([d.x_test for d in data]).astype(np.float64)
-    exported = lightgbm.Booster(model_file=str(run_dir / "trees.lightgbm.txt")).predict(raw_test)
-    np.testing.assert_allclose(exported, predict(model, x_test), atol=1e-5)
     lr_auc = roc_auc_score(y_test, LogisticRegression(max_iter=2000).fit(x_train, y_train).predict_proba(x_test)[:, 1])
     assert trees_auc > 0.85 and lr_auc < 0.6, (trees_auc, lr_auc)
+    raw_test = np.vstack([d.x_test for d in data]).astype(np.float64)  # the partners' own columns
+    exported = lightgbm.Booster(model_file=str(run_dir / "trees.lightgbm.txt")).predict(raw_test)
+    np.testing.assert_allclose(exported, predict(model, x_test), atol=1e-5)
 
-    scores = tmp_path / "scores.csv"
-    fedcrm("score", "--model", str(run_dir), "--partner-config", str(tmp_path / "p2" / "partner.toml"),
-           "--out", str(scores))
-    out = pd.read_csv(scores, dtype=str)
+    scored = score_partner(configs[1], run, TierRule(), tmp_path / "scores.csv")
+    out = pd.read_csv(tmp_path / "scores.csv", dtype=str)
     assert set(out["customer_id"]) == set(pd.read_csv(exports[1], dtype=str)[spec.id_column])
-    assert "churn_risk" in out.columns
-    fedcrm("report", "run", str(run_dir))
-    assert "gbdt" in (run_dir / "report.html").read_text()
+    assert "churn_risk" in out.columns and scored.scored > 0.95 * len(out)
+    assert "gbdt" in write(run_dir).read_text()
