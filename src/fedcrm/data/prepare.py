@@ -377,7 +377,7 @@ def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.Da
             fresh = pa.array(pseudonyms(ids[rows < 0], key), type=pa.large_string())
             pid = pc.replace_with_mask(pid, pa.array(rows < 0), fresh)
     out = tags.reset_index(drop=True)
-    out.insert(0, PID, pd.arrays.ArrowStringArray(pid, dtype=pd.StringDtype("pyarrow", na_value=np.nan)))
+    out.insert(0, PID, pid.to_pandas())
     path = cfg.work_dir / "tags.parquet"
     _write_parquet(cfg, path, out)
     return path

@@ -79,8 +79,9 @@ def _hex_strings(digests: bytes, width: int, index: pd.Index) -> pd.Series:
     text = digests.hex().encode("ascii")
     offsets = np.arange(0, 2 * width * (n + 1), 2 * width, dtype=np.int64)
     hexes = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
-    return pd.Series(pd.arrays.ArrowStringArray(hexes, dtype=pd.StringDtype("pyarrow", na_value=np.nan)),
-                     index=index)
+    out = hexes.to_pandas()  # pandas' own text dtype: Arrow-backed (no copy) from pandas 3 on
+    out.index = index
+    return out
 
 
 def pseudonyms(ids: pd.Series, key: bytes) -> pd.Series:
