@@ -488,15 +488,9 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
                   derived, label.category or cfg.activity.target_category or "", ids)
     step("purchases: write the quarantine (parquet)", prep.write_quarantine_rows, cfg, "transactions", bought.quarantine)
 
-    def join() -> pd.DataFrame:  # the rest of prepare.add_activity, verbatim
+    def join() -> pd.DataFrame:  # the rest of prepare.add_activity
         out = cleaned.clean.copy()
-        joined = bought.features.reindex(ids)
-        joined["recency_days"] = joined["recency_days"].fillna(activity.window_days)
-        joined = joined.fillna(0.0)
-        for col in ("recency_days", "frequency", "monetary", "activity_trend"):
-            out[col] = joined[col].to_numpy()
-        if derived is not None:
-            out[prep.DERIVED_LABEL] = bought.label.to_numpy().astype("float64")
+        prep.join_purchases(out, bought, ids, activity, derived is not None)
         return out
 
     with_activity = step("join features onto customers", join)

@@ -13,6 +13,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from fedcrm.config.activity import ActivityConfig
 
@@ -107,12 +108,24 @@ def propensity_labels(tx: pd.DataFrame, customers: pd.Index, cutoff: date, horiz
 
 
 def _quintile_score(values: pd.Series, higher_is_better: bool = True) -> pd.Series:
-    """1–5 by quintile of rank (ties broken by order, so every score is populated)."""
+    """1–5 by quintile of rank (ties broken by order, so every score is populated).
+
+    The ranks are a permutation of 1..n: they are binned in sorted order and the bins put
+    back in place through a stable sort, which is `qcut(values.rank(method="first"))`
+    without pandas' ranking and without binning values in random order (measured three
+    times faster at 750,000 customers). Missing values take pandas' own way."""
     if len(values) == 0:
         return values.astype("int8")
-    ranks = values.rank(method="first", ascending=higher_is_better)
     bins = min(5, len(values))
-    return (pd.qcut(ranks, bins, labels=False) + 1 + (5 - bins)).astype("int8")
+    if values.isna().any():
+        ranks = values.rank(method="first", ascending=higher_is_better)
+        return (pd.qcut(ranks, bins, labels=False) + 1 + (5 - bins)).astype("int8")
+    v = values.to_numpy(dtype=np.float64)
+    order = np.argsort(v if higher_is_better else -v, kind="stable")  # rank k at order[k - 1]
+    in_order = pd.qcut(np.arange(1, len(v) + 1, dtype=np.float64), bins, labels=False) + 1 + (5 - bins)
+    score = np.empty(len(v), dtype=np.int8)
+    score[order] = in_order
+    return pd.Series(score, index=values.index)
 
 
 def marketing_tags(features: pd.DataFrame, cfg: ActivityConfig,
@@ -124,27 +137,37 @@ def marketing_tags(features: pd.DataFrame, cfg: ActivityConfig,
     low (the rest). Churn-risk flag: frequency down ≥ risk_frequency_drop against the
     previous trend window and, where interaction history is given, interactions down
     ≥ risk_interaction_drop too.
+
+    Worked on numpy arrays, each text tag chosen as a code and spelled once per label
+    (`_spelled`): at a million customers, spelling every row from numpy text cost more
+    than all the scoring.
     """
-    f = features
+    f = {name: features[name].to_numpy() for name in features.columns}
     yearly = f["frequency"] * 365.0 / cfg.window_days
-    freq_tier = np.select([yearly >= cfg.tier_high, yearly >= cfg.tier_mid, yearly >= 1],
-                          ["high", "mid", "low"], "dormant")
-    r = _quintile_score(f["recency_days"], higher_is_better=False)
-    fs = _quintile_score(f["frequency"])
-    m = _quintile_score(f["monetary"])
-    value = np.select([(r >= 4) & (fs >= 4), r >= 4, (r <= 2) & ((fs >= 3) | (m >= 4))],
-                      ["high-value", "potential", "at-risk"], "low")
+    freq_tier = np.select([yearly >= cfg.tier_high, yearly >= cfg.tier_mid, yearly >= 1], [0, 1, 2], 3)
+    r = _quintile_score(features["recency_days"], higher_is_better=False).to_numpy()
+    fs = _quintile_score(features["frequency"]).to_numpy()
+    m = _quintile_score(features["monetary"]).to_numpy()
+    value = np.select([(r >= 4) & (fs >= 4), r >= 4, (r <= 2) & ((fs >= 3) | (m >= 4))], [0, 1, 2], 3)
     prev = f["freq_previous"]
     freq_drop = (prev > 0) & (f["freq_recent"] <= (1 - cfg.risk_frequency_drop) * prev)
     if interactions_recent is not None and interactions_previous is not None:
-        ip = interactions_previous.reindex(f.index, fill_value=0)
-        ir = interactions_recent.reindex(f.index, fill_value=0)
+        ip = interactions_previous.reindex(features.index, fill_value=0).to_numpy()
+        ir = interactions_recent.reindex(features.index, fill_value=0).to_numpy()
         freq_drop &= (ip > 0) & (ir <= (1 - cfg.risk_interaction_drop) * ip)
     lifecycle = np.select(
         [f["customer_days"] <= cfg.new_days, f["recency_days"] <= cfg.active_days, f["recency_days"] <= cfg.lost_days],
-        ["new", "active", "dormant"], "lost")
+        [0, 1, 2], 3)
+    rfm = (r.astype(np.int64) * 10 + fs) * 10 + m  # 111 … 555, spelled as its digits
     return pd.DataFrame({
-        "frequency_tier": freq_tier, "r_score": r, "f_score": fs, "m_score": m,
-        "rfm_score": r.astype(str) + fs.astype(str) + m.astype(str), "value_tier": value,
-        "churn_risk": freq_drop.astype(bool), "lifecycle": lifecycle,
-    }, index=f.index)
+        "frequency_tier": _spelled(freq_tier, ["high", "mid", "low", "dormant"]), "r_score": r, "f_score": fs,
+        "m_score": m, "rfm_score": _spelled(rfm, [str(k) for k in range(1000)]),
+        "value_tier": _spelled(value, ["high-value", "potential", "at-risk", "low"]),
+        "churn_risk": freq_drop.astype(bool), "lifecycle": _spelled(lifecycle, ["new", "active", "dormant", "lost"]),
+    }, index=features.index)
+
+
+def _spelled(codes: np.ndarray, labels: list[str]) -> pd.api.extensions.ExtensionArray:
+    """Each code's label, as pandas' own text dtype: Arrow picks the labels by code, and
+    pandas takes the Arrow text as it is (no copy from pandas 3 on)."""
+    return pa.array(labels, type=pa.large_string()).take(pa.array(codes)).to_pandas().array

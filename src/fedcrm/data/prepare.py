@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
@@ -135,16 +137,42 @@ def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str | None
     target = (label.category or cfg.activity.target_category or "") if label is not None else ""
     bought = purchase_activity(cfg, activity, derived, target, ids)
     write_quarantine_rows(cfg, "transactions", bought.quarantine)
-    feats = bought.features
-    joined = feats.reindex(ids)
-    joined["recency_days"] = joined["recency_days"].fillna(activity.window_days)
-    joined = joined.fillna(0.0)
-    for col in ("recency_days", "frequency", "monetary", "activity_trend"):
-        out[col] = joined[col].to_numpy()
-    if derived is not None:
-        out[DERIVED_LABEL] = bought.label.to_numpy().astype("float64")
+    join_purchases(out, bought, ids, activity, derived is not None)
     recent, previous = (ix_counts["ix_recent"], ix_counts["ix_previous"]) if ix_counts is not None else (None, None)
-    return out, marketing_tags(feats, activity, recent, previous)
+    return out, marketing_tags(bought.features, activity, recent, previous)
+
+
+def join_purchases(out: pd.DataFrame, bought: PurchaseActivity, ids: pd.Index, activity: ActivityConfig,
+                   label: bool) -> None:
+    """Each customer's purchase features (and the derived label, if `label`) into `out`,
+    whose rows are the customers `ids`: a customer without purchases before the cutoff
+    gets the window as its recency and 0 for the rest. By row positions (`positions`),
+    not by reindexing a frame on a million text ids: the same values, a third of the time."""
+    feats = bought.features
+    rows = positions(ids, feats.index)
+    fills = {"recency_days": float(activity.window_days), "frequency": 0.0, "monetary": 0.0, "activity_trend": 0.0}
+    for col, fill in fills.items():
+        out[col] = taken(feats[col], rows, fill)
+    if label:
+        out[DERIVED_LABEL] = bought.label.to_numpy().astype("float64")
+
+
+def positions(ids: pd.Index | pd.Series, index: pd.Index | pd.Series) -> np.ndarray:
+    """The row in `index` of each of `ids` (the first, if `index` repeats it; -1 where
+    none). Arrow's hash lookup: at a million text ids about twice as fast as
+    `Index.get_indexer`, and it takes an index with repeats."""
+    found = pc.index_in(pa.array(ids, type=pa.large_string()), value_set=pa.array(index, type=pa.large_string()))
+    return found.fill_null(-1).to_numpy().astype(np.int64)
+
+
+def taken(values: pd.Series, rows: np.ndarray, fill: float) -> np.ndarray:
+    """`values` at `rows` as float64, `fill` where a row is -1 or the value missing: what
+    `values.reindex(...).fillna(fill)` gives, by positions."""
+    out = np.full(len(rows), fill, dtype=np.float64)
+    hit = rows >= 0
+    out[hit] = values.to_numpy(dtype=np.float64)[rows[hit]]
+    out[np.isnan(out)] = fill
+    return out
 
 
 def events_engine() -> str:
@@ -335,18 +363,23 @@ def dataset_fingerprint(cfg: PartnerConfig) -> str:
 def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.DataFrame | None = None) -> Path:
     """Marketing tags keyed by pseudonym: the file marketing may take off the node.
 
-    Pseudonyms already computed for the customers table are reused from `lookup`; only
-    buyers missing from it (e.g. quarantined customers) are hashed here."""
-    out = tags.reset_index(names="customer_id")
-    out["customer_id"] = out["customer_id"].astype(str)
-    known = pd.Series(lookup[PID].to_numpy(), index=lookup["customer_id"].to_numpy()) if lookup is not None else pd.Series(dtype=object)
-    pid = out["customer_id"].map(known[~known.index.duplicated()]).astype(object)  # same id, same pseudonym
-    todo = pid.isna()
-    if todo.any():
-        pid[todo] = pseudonyms(out.loc[todo, "customer_id"], key)
-    out.insert(0, PID, pid.astype(object))
+    Pseudonyms already computed for the customers table are reused from `lookup` (found
+    by `positions`, kept as Arrow text: no Python string per customer); only buyers
+    missing from it (e.g. quarantined customers) are hashed here."""
+    ids = pd.Series(tags.index.astype(str))
+    if lookup is None:
+        pid = pa.array(pseudonyms(ids, key), type=pa.large_string())
+    else:
+        rows = positions(ids, lookup["customer_id"])  # same id, same pseudonym
+        known = pa.array(lookup[PID], type=pa.large_string())
+        pid = known.take(pa.array(rows, mask=rows < 0))
+        if (rows < 0).any():
+            fresh = pa.array(pseudonyms(ids[rows < 0], key), type=pa.large_string())
+            pid = pc.replace_with_mask(pid, pa.array(rows < 0), fresh)
+    out = tags.reset_index(drop=True)
+    out.insert(0, PID, pid.to_pandas())
     path = cfg.work_dir / "tags.parquet"
-    _write_parquet(cfg, path, out.drop(columns=["customer_id"]))
+    _write_parquet(cfg, path, out)
     return path
 
 
