@@ -187,6 +187,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--epsilons", nargs="*", type=float, default=list(EPSILONS))
     parser.add_argument("--out", type=Path, default=RESULTS / "gbdt_utility")
+    parser.add_argument("--merge", action="store_true", help="keep the output's other rows (dataset, split, seed)")
     args = parser.parse_args()
     os.environ.update(FLWR_ENV)
     rows = []
@@ -201,6 +202,12 @@ def main() -> None:
             for seed in args.seeds:
                 rows.append(measure(name, how, seed, tuple(args.epsilons)))
     command = "benchmarks/gbdt_utility.py " + " ".join(sys.argv[1:])
+    previous = args.out.with_suffix(".json")
+    if args.merge and previous.is_file():
+        old = json.loads(previous.read_text())
+        done = {(r["dataset"], r["split"], r["seed"]) for r in rows}
+        rows = [r for r in old["rows"] if (r["dataset"], r["split"], r["seed"]) not in done] + rows
+        command = "; ".join(c for c in (old.get("command"), command) if c)
     summ = summary(rows)
     args.out.parent.mkdir(exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(
