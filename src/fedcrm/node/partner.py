@@ -201,11 +201,11 @@ class PartnerNode:
         """What this run costs: σ calibrated against everything spent before it, ε per round."""
         return self.account.plan(self.shape(self._new_statistics_sigma()), None if run_id is None else str(run_id))
 
-    def _model(self, state: State, data: PreparedData) -> torch.nn.Module:
+    def _model(self, state: State, data: PreparedData, kind: str = "train") -> torch.nn.Module:
         try:
             return model_with_state(self.plan.model, data.x_train.shape[1], state, hidden=self.plan.model_hidden)
         except ValueError as exc:  # trees the checks refuse (out-of-range columns, too many, ...)
-            raise PolicyRefusal("train", f"the model sent: {exc}") from None
+            raise PolicyRefusal(kind, f"the model sent: {exc}") from None
 
     def _resolved(self, layout: FeatureLayout | None, kind: str = "train") -> FeatureLayout:
         """The layout a model is trained or evaluated in: every category with its levels."""
@@ -303,18 +303,22 @@ class PartnerNode:
         with self.account.charge(release) as cost:
             dp = DPSettings(release.noise_multiplier, plan.dp_max_grad_norm, self.policy.delta, cost.history)
             out = train_local(model, x, data.y_train, dp=dp, **common)
-            reply = TrainReply(
-                # the mean loss over the round's batches is a statistic of private rows that no
-                # noise covers: a DP round does not release it (the hold-out log-loss is DP)
-                **base, train_loss=math.nan, local_steps=out.steps, epsilon=cost.after,
-                epsilon_prv=cost.after_prv, epsilon_rdp=cost.after_rdp, epsilon_run=cost.after - noise.spent_before,
-                epsilon_cap=self.policy.epsilon_cap, epsilon_remaining=max(self.policy.epsilon_cap - cost.after, 0.0),
-                delta=self.policy.delta, noise_multiplier=release.noise_multiplier, sample_rate=out.sample_rate,
-                max_grad_norm=plan.dp_max_grad_norm,
-                train_seconds=time.perf_counter() - started)  # data, noise planning, DP-SGD
+            reply = self._dp_reply(base, cost, noise.spent_before, release, out.steps, out.sample_rate, started)
             # the release is kept before it is charged, so every charged round can be re-sent
             self.replies.save(run_id, server_round, state, out.state_dict, reply.to_dict())
         return out.state_dict, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
+
+    def _dp_reply(self, base: dict, cost, spent_before: float, release: Release, steps: int,  # noqa: ANN001
+                  sample_rate: float, started: float) -> TrainReply:
+        """A charged training round's reply: where the partner's ε stands, and the mechanism.
+        The mean loss over the round's rows is a statistic no noise covers: a DP round does
+        not release it (the hold-out log-loss is DP)."""
+        return TrainReply(
+            **base, train_loss=math.nan, local_steps=steps, epsilon=cost.after, epsilon_prv=cost.after_prv,
+            epsilon_rdp=cost.after_rdp, epsilon_run=cost.after - spent_before, epsilon_cap=self.policy.epsilon_cap,
+            epsilon_remaining=max(self.policy.epsilon_cap - cost.after, 0.0), delta=self.policy.delta,
+            noise_multiplier=release.noise_multiplier, sample_rate=sample_rate, max_grad_norm=release.max_grad_norm,
+            train_seconds=time.perf_counter() - started)  # data, noise planning, the release
 
     def _boost(self, state: State, model: torch.nn.Module, x: np.ndarray, data: PreparedData, run_id: str,
                server_round: int, entries: list[LedgerEntry], ledger_receipt: int | None, started: float
@@ -363,12 +367,7 @@ class PartnerNode:
             std = release.noise_multiplier * bound
             for key, value in zip(keys, sums):
                 out[key] = torch.as_tensor(value + os_normal(std, value.shape), dtype=torch.float32)
-            reply = TrainReply(
-                **base, train_loss=math.nan, local_steps=1, epsilon=cost.after, epsilon_prv=cost.after_prv,
-                epsilon_rdp=cost.after_rdp, epsilon_run=cost.after - noise.spent_before,
-                epsilon_cap=self.policy.epsilon_cap, epsilon_remaining=max(self.policy.epsilon_cap - cost.after, 0.0),
-                delta=self.policy.delta, noise_multiplier=release.noise_multiplier, sample_rate=1.0,
-                max_grad_norm=bound, train_seconds=time.perf_counter() - started)
+            reply = self._dp_reply(base, cost, noise.spent_before, release, 1, 1.0, started)
             self.replies.save(run_id, server_round, state, out, reply.to_dict())
         return out, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
@@ -397,7 +396,7 @@ class PartnerNode:
         entries = self.account.entries()
         sigma = self.evaluation_sigma(run_id, entries)
         if sigma <= 0:  # exact and uncharged: only a run without DP, under a policy allowing it
-            out = evaluate_local(self._model(state, data), self._x(data.x_test, normalisation), data.y_test)
+            out = evaluate_local(self._model(state, data, "evaluate"), self._x(data.x_test, normalisation), data.y_test)
             return EvaluateReply(**out.metrics.model_dump(), partner_id=self.cfg.partner_id, num_examples=out.n,
                                  num_positives=int(np.sum(data.y_test)), score_hist_pos=out.pos_hist,
                                  score_hist_neg=out.neg_hist, eval_seconds=time.perf_counter() - started,
@@ -410,7 +409,7 @@ class PartnerNode:
         release = Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
                           max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
         with self.account.charge(release) as cost:
-            out = evaluate_local(self._model(state, data), self._x(data.x_test, normalisation), data.y_test)
+            out = evaluate_local(self._model(state, data, "evaluate"), self._x(data.x_test, normalisation), data.y_test)
             pos, neg = noised_histograms(out.pos_hist, out.neg_hist, sigma)
             metrics = metrics_from_histograms(pos, neg)
             reply = EvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
