@@ -146,6 +146,42 @@ def test_histogram_splits_find_what_a_pooled_search_finds() -> None:
     assert column[0] == 1 and abs(threshold[0] - 0.3) < 0.2  # the quantile nearest the planted cut
 
 
+def test_the_sketch_cuts_a_skewed_column_at_its_quantiles() -> None:
+    """Grid counts of a skewed column (most rows near its low end): the cuts fall at its
+    quantiles (within a grid cell), not at a normal's; noise keeps them ascending."""
+    from fedcrm.ml.sketch import CELLS, grid, sketch_counts, split_points
+
+    rng = np.random.default_rng(2)
+    x = np.clip(np.column_stack([rng.exponential(0.5, 20_000) - 2.0, rng.normal(0, 1, 20_000)]), -5, 5)
+    counts = sketch_counts(x)
+    assert counts.shape == (2, CELLS) and counts.sum() == 2 * 20_000
+    cuts = split_points(counts, 8)
+    cell = grid()[1] - grid()[0]
+    for j in range(2):
+        quantiles = np.quantile(x[:, j], np.arange(1, 8) / 8)
+        assert len(cuts[j]) == 7 and np.abs(np.array(cuts[j]) - quantiles).max() <= cell / 4  # interpolated
+    noised = split_points(sketch_counts(x, noise_multiplier=8.0), 8)
+    assert all(list(c) == sorted(c) for c in noised) and np.abs(np.array(noised[0]) - cuts[0]).max() < 0.5
+
+
+def test_a_gbdt_runs_statistics_carry_the_sketch_charged_as_one_more_mechanism(fresh_demo: Path) -> None:
+    from fedcrm.ml.sketch import CELLS
+
+    cfg = PartnerConfig.load(FederationConfig.load(fresh_demo).members[0].config)
+    node = PartnerNode(cfg, TrainPlan(model="gbdt"))
+    reply, _ = node.statistics("run-sketch")
+    k = node.layout.fixed_part().n_numeric
+    assert reply.stat_sketch is not None and len(reply.stat_sketch) == k * CELLS
+    sigma = node.statistics_sigma()
+    mechanisms = 2 + bool(node.layout.unresolved())
+    [entry] = Ledger.of(cfg).entries()
+    assert entry.kind == "statistics" and entry.noise_multiplier == pytest.approx(sigma / math.sqrt(mechanisms))
+    again, _ = node.statistics("run-sketch-2")  # the kept release, sketch included, at no new charge
+    assert again.stat_sketch == reply.stat_sketch and len(Ledger.of(cfg).entries()) == 1
+    logistic, _ = PartnerNode(cfg, TrainPlan()).statistics("run-lr")  # sums only, from the same release
+    assert logistic.stat_sketch is None and logistic.stat_sum == reply.stat_sum and len(Ledger.of(cfg).entries()) == 1
+
+
 def boost_plan(**kw: object) -> TrainPlan:
     return TrainPlan(model="gbdt", federated_stats=False, **{"gbdt_splits": "histogram", **kw})  # type: ignore[arg-type]
 
@@ -153,7 +189,8 @@ def boost_plan(**kw: object) -> TrainPlan:
 def request(node: PartnerNode, state: dict[str, torch.Tensor], level: int | None, plan: TrainPlan
             ) -> dict[str, torch.Tensor]:
     f, t = unsplit_tree(plan.gbdt_depth)
-    return {**state, **grow_request(f, t, level, node.data().x_train.shape[1], plan.gbdt_bins)}
+    thresholds = candidate_thresholds(node.layout.n_numeric, node.data().x_train.shape[1], plan.gbdt_bins)
+    return {**state, **grow_request(f, t, level, thresholds, plan.gbdt_bins)}
 
 
 def test_a_boosting_run_is_charged_per_round_and_matches_dp_accounting(fresh_demo: Path) -> None:
@@ -207,12 +244,15 @@ def test_the_node_refuses_rounds_its_plan_did_not_price(fresh_demo: Path) -> Non
     thresholds = candidate_thresholds(3, width, 16)
     batch = {**empty_ensemble(3), **grow_request(*random_splits(np.random.default_rng(0), 5, 3, thresholds))}
     bad_column = {**batch, "grow.feature": batch["grow.feature"] + width}
+    histogram = request(PartnerNode(cfg, hist_plan), empty_ensemble(3), 0, hist_plan)
+    bad_cuts = {**histogram, "grow.candidates": histogram["grow.candidates"].flip(1)}  # descending
     for plan, sent, why in ((hist_plan, batch, "leaf sums of 5 trees"),
                             (random_plan, request(PartnerNode(cfg, random_plan), empty_ensemble(3), 0, random_plan),
                              "histograms of 1 trees"),
                             (boost_plan(gbdt_splits="random", gbdt_depth=3, gbdt_trees_per_round=4), batch,
                              "leaf sums of 5"),
-                            (random_plan, bad_column, "column numbers")):
+                            (random_plan, bad_column, "column numbers"),
+                            (hist_plan, bad_cuts, "ascending numbers")):
         with pytest.raises(PolicyRefusal, match=why):
             PartnerNode(cfg, plan).train(sent, 1, "run-bad")
     assert Ledger.of(cfg).entries() == []

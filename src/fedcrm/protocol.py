@@ -200,7 +200,8 @@ class EvaluateReply(HeldOutMetrics, LedgerHead):
 class QueryReply(LedgerHead):
     """Column sums over the training rows, for the federation's feature statistics."""
 
-    list_fields: ClassVar[frozenset[str]] = frozenset({"stat_sum", "stat_sumsq", "stat_onehot", "stat_vocab"})
+    list_fields: ClassVar[frozenset[str]] = frozenset({"stat_sum", "stat_sumsq", "stat_onehot", "stat_vocab",
+                                                       "stat_sketch"})
 
     partner_id: int
     num_examples: int
@@ -209,6 +210,7 @@ class QueryReply(LedgerHead):
     stat_sumsq: list[float]
     stat_onehot: list[float]
     stat_vocab: list[float] | None = None  # noised counts of the `vocabulary` record's values, in its order
+    stat_sketch: list[float] | None = None  # gbdt runs: noised rows per grid cell of each numeric column (`fedcrm.ml.sketch`)
     epsilon: float | None = None
     delta: float | None = None
 

@@ -24,6 +24,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedcrm.config import TrainPlan
 from fedcrm.data.layout import FeatureLayout
+from fedcrm.ml.fedstats import FeatureStats
 from fedcrm.ml.tree_ensemble import TREE_KEYS, depth_of
 from fedcrm.ml.tree_rounds import (GROW_FEATURE, GROW_GRAD, GROW_HESS, GROW_THRESHOLD, HIST_GRAD, HIST_HESS,
                                    best_splits, candidate_thresholds, grow_request, leaf_values, random_splits,
@@ -42,13 +43,16 @@ class FedBoost(FedAvg):
         self.use_layout(layout)
         self.pending: dict[int, dict[str, torch.Tensor]] = {}  # round -> what it sent
 
-    def use_layout(self, layout: FeatureLayout) -> None:
-        """The run's columns; a layout whose learned categories have no levels yet has none
-        (`run_federation` gives the strategy the resolved layout before the first round)."""
+    def use_layout(self, layout: FeatureLayout, stats: FeatureStats | None = None) -> None:
+        """The run's columns and where they may split; a layout whose learned categories have
+        no levels yet has none (`run_federation` gives the strategy the resolved layout and
+        the federation's statistics, with their quantile cuts, before the first round)."""
         if layout.unresolved():
             return
-        self.columns = layout.width
-        self.thresholds = candidate_thresholds(layout.n_numeric, layout.width, self.plan.gbdt_bins)
+        norm = stats.normalisation if stats is not None and stats.split_points is not None else None
+        self.thresholds = candidate_thresholds(layout.n_numeric, layout.width, self.plan.gbdt_bins,
+                                               stats.split_points if norm else None,
+                                               norm.mean if norm else None, norm.std if norm else None)
 
     def level(self, server_round: int) -> int | None:
         """The tree level a histogram round asks about (None: a leaf-sums round)."""
@@ -70,7 +74,7 @@ class FedBoost(FedAvg):
             level = self.level(server_round)
             feature, threshold = ((state[PARTIAL_FEATURE], state[PARTIAL_THRESHOLD])
                                   if PARTIAL_FEATURE in state and level != 0 else unsplit_tree(depth))
-            request = {**ensemble, **grow_request(feature, threshold, level, self.columns, self.plan.gbdt_bins)}
+            request = {**ensemble, **grow_request(feature, threshold, level, self.thresholds, self.plan.gbdt_bins)}
         self.pending[server_round] = request
         return super().configure_train(server_round, ArrayRecord(request), config, grid)
 

@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import PrivacyBudgetExhausted
@@ -31,6 +32,7 @@ from fedcrm.coordinator.strategy import QuorumLost, RecordingStrategy, client_le
 from fedcrm.contract.tables import load_contract
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.fedstats import FeatureStats, PartnerSums, combine
+from fedcrm.ml.sketch import split_points
 from fedcrm.ml.vocabulary import VocabularyRelease, combine_vocabularies
 from fedcrm.ml.models import build_model
 from fedcrm.protocol import CONFIG, METRICS, VOCABULARY, QueryReply, RoundConfig
@@ -82,6 +84,9 @@ def federated_statistics(grid: Grid, strategy: RecordingStrategy, plan: TrainPla
     # noised by each partner's own floor, whatever the plan asked: a charged release says so
     stats = combine([PartnerSums(n=s.stat_n, sum=s.stat_sum, sumsq=s.stat_sumsq, onehot=s.stat_onehot) for s in sums],
                     noised=any(s.epsilon is not None for s in sums), layout=fixed)
+    sketches = [np.asarray(s.stat_sketch, dtype=np.float64).reshape(fixed.n_numeric, -1) for s in sums if s.stat_sketch]
+    if plan.model == "gbdt" and sketches:
+        stats = stats.model_copy(update={"split_points": split_points(sum(sketches), plan.gbdt_bins)})
     if not layout.unresolved():
         return stats.model_copy(update={"layout": layout})
     releases = []
@@ -188,8 +193,8 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
         if not resumed:  # Round 0: how good is the starting model on every partner's held-out data?
             messages = strategy.configure_evaluate(0, initial, config.record(), grid)
             strategy.aggregate_evaluate(0, grid.send_and_receive(messages, timeout=plan.round_timeout))
-        if isinstance(strategy.inner, FedBoost):
-            strategy.inner.use_layout(layout)  # learned categories' columns included
+        if isinstance(strategy.inner, FedBoost):  # learned categories' columns included, and the sketch's cuts
+            strategy.inner.use_layout(layout, run.feature_stats() if plan.federated_stats else None)
         remaining = plan.num_server_rounds - offset
         if remaining > 0:
             result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=remaining,

@@ -89,6 +89,7 @@ class FeatureStats(BaseModel):
     partners: int
     noised: bool
     layout: FeatureLayout | None = None  # the run's layout, learned categories' levels included
+    split_points: list[list[float]] | None = None  # gbdt runs: per numeric column, quantile cuts (matrix units)
 
 
 NOISED_VAR_FLOOR = 0.25**2  # noised sums: no sd under a quarter of a reference scale

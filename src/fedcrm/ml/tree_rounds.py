@@ -38,18 +38,41 @@ from fedcrm.ml.tree_ensemble import BASE, FEATURE, THRESHOLD, VALUE, check_ensem
 
 GROW_FEATURE, GROW_THRESHOLD, GROW_GRAD, GROW_HESS = "grow.feature", "grow.threshold", "grow.grad", "grow.hess"
 GROW_KEYS = (GROW_FEATURE, GROW_THRESHOLD, GROW_GRAD, GROW_HESS)
-# a histogram round: [nodes of the level, columns, bins] sums instead of leaf sums
-HIST_GRAD, HIST_HESS = "grow.hist_grad", "grow.hist_hess"
+# a histogram round: [nodes of the level, columns, bins] sums instead of leaf sums, over the
+# candidate thresholds it sends ([columns, bins - 1], +inf where a column has fewer)
+HIST_GRAD, HIST_HESS, CANDIDATES = "grow.hist_grad", "grow.hist_hess", "grow.candidates"
 MAX_BATCH = 64  # new trees one round may ask for
 HESS_MAX = 0.25  # p(1 - p) never exceeds it
 
 
-def candidate_thresholds(n_numeric: int, width: int, bins: int) -> list[np.ndarray]:
-    """Thresholds every column may split at, fixed before the run and free of any data:
-    standardised numeric columns at the standard normal's `bins`-quantiles, 0/1 columns at
-    1/2. (The federation's normalisation makes a numeric column roughly standard.)"""
-    numeric = norm.ppf(np.arange(1, bins) / bins).astype(np.float32)
-    return [numeric if j < n_numeric else np.array([0.5], np.float32) for j in range(width)]
+def candidate_thresholds(n_numeric: int, width: int, bins: int, cuts: list[list[float]] | None = None,
+                         mean: list[float] | None = None, std: list[float] | None = None) -> list[np.ndarray]:
+    """Thresholds every column may split at: 0/1 columns at 1/2; numeric columns at the
+    federation's quantile cuts (`fedcrm.ml.sketch`, matrix units, standardised here with
+    `mean` and `std`), or without a sketch at the standard normal's `bins`-quantiles (the
+    federation's normalisation makes a numeric column roughly standard)."""
+    normal = norm.ppf(np.arange(1, bins) / bins).astype(np.float32)
+    out = []
+    for j in range(width):
+        if j >= n_numeric:
+            out.append(np.array([0.5], np.float32))
+        elif cuts is not None and mean is not None and std is not None:
+            out.append(np.unique((np.asarray(cuts[j], np.float64) - mean[j]) / std[j]).astype(np.float32)[:bins - 1])
+        else:
+            out.append(normal)
+    return out
+
+
+def padded(thresholds: list[np.ndarray], bins: int) -> torch.Tensor:
+    """[columns, bins - 1]: the candidate thresholds as one array, +inf after a column's own."""
+    out = torch.full((len(thresholds), bins - 1), math.inf)
+    for j, t in enumerate(thresholds):
+        out[j, :len(t)] = torch.as_tensor(t)
+    return out
+
+
+def unpadded(candidates: torch.Tensor) -> list[np.ndarray]:
+    return [row[np.isfinite(row)] for row in candidates.numpy().astype(np.float32)]
 
 
 def random_splits(rng: np.random.Generator, trees: int, depth: int, thresholds: list[np.ndarray]
@@ -57,19 +80,22 @@ def random_splits(rng: np.random.Generator, trees: int, depth: int, thresholds: 
     """`trees` complete trees of `depth`: every split a uniformly random column, and one of
     its candidate thresholds at random."""
     inner = 2**depth - 1
-    feature = rng.integers(0, len(thresholds), size=(trees, inner))
+    splittable = np.array([j for j, t in enumerate(thresholds) if len(t)])
+    feature = splittable[rng.integers(0, len(splittable), size=(trees, inner))]
     threshold = np.array([[rng.choice(thresholds[f]) for f in row] for row in feature], dtype=np.float32)
     return torch.as_tensor(feature, dtype=torch.float32), torch.as_tensor(threshold.reshape(trees, inner))
 
 
-def grow_request(feature: torch.Tensor, threshold: torch.Tensor, level: int | None = None, columns: int = 0,
-                 bins: int = 0) -> dict[str, torch.Tensor]:
+def grow_request(feature: torch.Tensor, threshold: torch.Tensor, level: int | None = None,
+                 thresholds: list[np.ndarray] | None = None, bins: int = 0) -> dict[str, torch.Tensor]:
     """The arrays a round sends besides the ensemble: the trees' splits and zeroed sums for
     the partner to fill (a reply carries exactly the arrays it was sent): leaf sums, or a
-    level's histograms (`level`, with the run's `columns` and `bins`)."""
+    level's histograms (`level`) over the run's candidate `thresholds` in `bins` bins."""
     if level is not None:
-        zeros = torch.zeros(2**level, columns, bins)
-        return {GROW_FEATURE: feature, GROW_THRESHOLD: threshold, HIST_GRAD: zeros, HIST_HESS: zeros.clone()}
+        assert thresholds is not None
+        zeros = torch.zeros(2**level, len(thresholds), bins)
+        return {GROW_FEATURE: feature, GROW_THRESHOLD: threshold, HIST_GRAD: zeros, HIST_HESS: zeros.clone(),
+                CANDIDATES: padded(thresholds, bins)}
     leaves = feature.shape[1] + 1
     zeros = torch.zeros(feature.shape[0], leaves)
     return {GROW_FEATURE: feature, GROW_THRESHOLD: threshold, GROW_GRAD: zeros, GROW_HESS: zeros.clone()}
@@ -90,6 +116,7 @@ class Request:
     threshold: torch.Tensor
     level: int | None  # a histogram round: the level whose nodes' histograms are asked for; None: leaf sums
     bins: int = 0  # a histogram round: bins per column
+    thresholds: list[np.ndarray] | None = None  # a histogram round: each column's candidate thresholds
 
 
 def check_request(state: dict[str, torch.Tensor], n_features: int, bins: int) -> Request:
@@ -114,7 +141,12 @@ def check_request(state: dict[str, torch.Tensor], n_features: int, bins: int) ->
         if (batch != 1 or nodes != 2**level or not 0 <= level < depth or shape != (nodes, n_features, bins)
                 or tuple(state.get(HIST_HESS, torch.zeros(0)).shape) != shape or GROW_GRAD in state):
             raise ValueError(f"histograms must be [2^level, {n_features}, {bins}] for one tree, level < {depth}")
-        return Request(depth, feature, threshold, level, bins)
+        candidates = torch.as_tensor(state.get(CANDIDATES, torch.zeros(0)), dtype=torch.float32)
+        if (tuple(candidates.shape) != (n_features, bins - 1) or torch.isnan(candidates).any()
+                or (candidates == -math.inf).any() or (candidates.diff(dim=1) < 0).any()):
+            raise ValueError(f"candidate thresholds must be [{n_features}, {bins - 1}], ascending numbers "
+                             "(+inf after a column's last)")
+        return Request(depth, feature, threshold, level, bins, unpadded(candidates))
     for k in (GROW_GRAD, GROW_HESS):
         if k not in state or tuple(state[k].shape) != (batch, 2**depth):
             raise ValueError(f"{k} must be [{batch}, {2**depth}]")

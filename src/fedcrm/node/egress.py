@@ -29,6 +29,7 @@ from flwr.common.constant import ErrorCode
 
 from fedcrm.data.layout import MAX_LEVEL_CHARS, MAX_LEVELS, FeatureLayout, standard_layout
 from fedcrm.ml.evaluation import HIST_BINS
+from fedcrm.ml.sketch import CELLS as SKETCH_CELLS
 from fedcrm.node.redact import redact_reason
 from fedcrm.node.runtime import node_for_context
 from fedcrm.privatefiles import private_append_line, private_dir
@@ -44,7 +45,7 @@ def list_lengths(layout: FeatureLayout | None = None) -> dict[str, int]:
     layout = (layout or standard_layout()).fixed_part()
     k, width = layout.n_numeric, layout.width
     return {"score_hist_pos": HIST_BINS, "score_hist_neg": HIST_BINS, "stat_sum": k, "stat_sumsq": k,
-            "stat_onehot": width - k, "stat_vocab": -1}
+            "stat_onehot": width - k, "stat_vocab": -1, "stat_sketch": k * SKETCH_CELLS}
 
 
 def learned_features(layout: FeatureLayout | None) -> frozenset[str]:

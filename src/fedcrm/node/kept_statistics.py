@@ -33,6 +33,7 @@ class KeptRelease(BaseModel):
     sums: PartnerSums
     vocabulary: VocabularyRelease | None = None  # the frequent values of learned categories, released with the sums
     layout: str = ""  # the columns the sums are over (`layout_key`): another contract's run needs a release of its own
+    sketch: list[float] | None = None  # gbdt runs: the numeric columns' noised grid counts (`fedcrm.ml.sketch`)
 
 
 def layout_key(layout: FeatureLayout) -> str:
@@ -48,13 +49,17 @@ class KeptStatistics:
     def _file(self, fingerprint: str) -> Path:
         return self.folder / f"{fingerprint[:32]}.json"
 
-    def load(self, fingerprint: str, noise_multiplier: float, layout: str = "") -> KeptRelease | None:
-        """The kept release of this dataset and layout if it carries at least `noise_multiplier`."""
+    def load(self, fingerprint: str, noise_multiplier: float, layout: str = "", sketch: bool = False
+             ) -> KeptRelease | None:
+        """The kept release of this dataset and layout if it carries at least `noise_multiplier`
+        (and, for a run that needs one, a sketch)."""
         file = self._file(fingerprint)
         if not file.is_file():
             return None
         kept = KeptRelease.model_validate(json.loads(file.read_text()))
         if kept.fingerprint != fingerprint or kept.noise_multiplier < noise_multiplier or kept.layout != layout:
+            return None
+        if sketch and kept.sketch is None:
             return None
         return kept
 

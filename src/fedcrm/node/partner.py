@@ -21,12 +21,13 @@ from fedcrm.config import PartnerConfig, PrivacyPolicy, TrainPlan
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, prepare
 from fedcrm.ml.fedstats import Normalisation, partner_sums, row_bound
+from fedcrm.ml.sketch import sketch_counts
 from fedcrm.ml.vocabulary import VocabularyRelease, noised_vocabulary
 from fedcrm.ml.models import model_with_state
 from fedcrm.ml.evaluation import metrics_from_histograms, noised_histograms
 from fedcrm.ml.training import DPSettings, evaluate_local, train_local
-from fedcrm.ml.tree_rounds import (GROW_GRAD, GROW_HESS, HIST_GRAD, HIST_HESS, bin_codes, candidate_thresholds,
-                                   check_request, gradients, histograms, leaf_sums, node_at_level, sensitivity)
+from fedcrm.ml.tree_rounds import (GROW_GRAD, GROW_HESS, HIST_GRAD, HIST_HESS, bin_codes, check_request,
+                                   gradients, histograms, leaf_sums, node_at_level, sensitivity)
 from fedcrm.errors import DataError, PolicyRefusal
 from fedcrm.node.policy import check, check_holdout, log_refusal
 from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics, layout_key
@@ -190,11 +191,14 @@ class PartnerNode:
         sigma = self.statistics_sigma()
         if not self.plan.federated_stats or sigma <= 0:
             return 0.0
-        return 0.0 if self._reusable_statistics(sigma, self.account.entries()) is not None else sigma
+        if self._reusable_statistics(sigma, self.account.entries()) is not None:
+            return 0.0
+        return sigma / math.sqrt(1 + bool(self.layout.unresolved()) + self.wants_sketch)  # as `statistics` charges it
 
     def _reusable_statistics(self, sigma: float, entries: list[LedgerEntry]) -> KeptRelease | None:
         """The kept release of this dataset with at least `sigma`, if the ledger shows its charge."""
-        kept = self.kept_statistics.load(self.data().dataset_fingerprint, sigma, layout_key(self.layout))
+        kept = self.kept_statistics.load(self.data().dataset_fingerprint, sigma, layout_key(self.layout),
+                                         sketch=self.wants_sketch)
         return kept if kept is not None and self.account.charged(kept.run_id, 0, entries) else None
 
     def plan_run(self, run_id: str | int | None = None) -> RunPlan:
@@ -233,12 +237,14 @@ class PartnerNode:
         self._admit("statistics", run_id)
         data, sigma, fixed = self.data(), self.statistics_sigma(), self.layout.fixed_part()
         learned = bool(self.layout.unresolved())
+        numeric = data.x_train[:, :fixed.n_numeric]
         if sigma <= 0:
             sums = partner_sums(data.x_train, layout=fixed)
             vocab = noised_vocabulary(data.learned_counts, self.layout, 0.0) if learned else None
+            sketch = sketch_counts(numeric).ravel().tolist() if self.wants_sketch else None
             return QueryReply(partner_id=self.cfg.partner_id, num_examples=len(data.x_train), stat_n=sums.n,
                               stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot,
-                              stat_vocab=vocab.flat_counts() if vocab else None), vocab
+                              stat_vocab=vocab.flat_counts() if vocab else None, stat_sketch=sketch), vocab
         # the reuse check and the charge under one hold of the ledger's lock: two runs that
         # start together on the same data pay for one release, not two
         with self.ledger.exclusive():
@@ -246,24 +252,32 @@ class PartnerNode:
             reused = self._reusable_statistics(sigma, entries)
             if reused is not None:  # sent again: no new charge
                 sums, vocab, after = reused.sums, reused.vocabulary, entries[-1].epsilon_after
+                sketch = reused.sketch if self.wants_sketch else None
             else:
-                # sums and vocabulary counts: two Gaussian mechanisms of multiplier σ on the
-                # same rows, one of multiplier σ/√2 together (`fedcrm.ml.vocabulary`)
-                release = Release(run_id=str(run_id), server_round=0,
-                                  noise_multiplier=sigma / math.sqrt(2) if learned else sigma, sample_rate=1.0,
-                                  steps=1, max_grad_norm=row_bound(fixed.n_numeric, fixed.width), kind="statistics",
-                                  scope=self.scope("training"))
+                # sums, vocabulary counts (learned categories) and grid counts (gbdt runs):
+                # m Gaussian mechanisms of multiplier σ on the same rows, one of multiplier
+                # σ/√m together (`fedcrm.ml.vocabulary`, `fedcrm.ml.sketch`)
+                mechanisms = 1 + learned + self.wants_sketch
+                release = Release(run_id=str(run_id), server_round=0, noise_multiplier=sigma / math.sqrt(mechanisms),
+                                  sample_rate=1.0, steps=1, max_grad_norm=row_bound(fixed.n_numeric, fixed.width),
+                                  kind="statistics", scope=self.scope("training"))
                 with self.account.charge(release) as cost:
                     sums = partner_sums(data.x_train, sigma, fixed)
                     vocab = noised_vocabulary(data.learned_counts, self.layout, sigma) if learned else None
+                    sketch = sketch_counts(numeric, sigma).ravel().tolist() if self.wants_sketch else None
                     self.kept_statistics.save(KeptRelease(fingerprint=data.dataset_fingerprint, noise_multiplier=sigma,
                                                           run_id=str(run_id), sums=sums, vocabulary=vocab,
-                                                          layout=layout_key(self.layout)))
+                                                          layout=layout_key(self.layout), sketch=sketch))
                 after = cost.after
         return QueryReply(partner_id=self.cfg.partner_id, num_examples=round(sums.n), stat_n=sums.n,
                           stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot,
-                          stat_vocab=vocab.flat_counts() if vocab else None, epsilon=after,
+                          stat_vocab=vocab.flat_counts() if vocab else None, stat_sketch=sketch, epsilon=after,
                           delta=self.policy.delta, **self.account.head(ledger_receipt).model_dump()), vocab
+
+    @property
+    def wants_sketch(self) -> bool:
+        """A gbdt run's statistics carry the numeric columns' grid counts (`fedcrm.ml.sketch`)."""
+        return self.plan.model == "gbdt"
 
     @property
     def kept_statistics(self) -> KeptStatistics:
@@ -349,7 +363,7 @@ class PartnerNode:
             sums, keys = leaf_sums(g, h, xt, req.feature, req.threshold, req.depth), (GROW_GRAD, GROW_HESS)
             bound = sensitivity(trees, plan.gbdt_grad_clip)
         else:
-            codes = bin_codes(x, candidate_thresholds(self.layout.n_numeric, x.shape[1], plan.gbdt_bins))
+            codes = bin_codes(x, req.thresholds)  # the coordinator's cuts: any numbers cost the same
             node = node_at_level(xt, req.feature, req.threshold, req.level)
             sums = histograms(g, h, codes, node, 2**req.level, plan.gbdt_bins)
             keys, bound = (HIST_GRAD, HIST_HESS), sensitivity(x.shape[1], plan.gbdt_grad_clip)
