@@ -168,7 +168,8 @@ def test_a_gbdt_runs_statistics_carry_the_sketch_charged_as_one_more_mechanism(f
     from fedcrm.ml.sketch import CELLS
 
     cfg = PartnerConfig.load(FederationConfig.load(fresh_demo).members[0].config)
-    node = PartnerNode(cfg, TrainPlan(model="gbdt"))
+    node = PartnerNode(cfg, TrainPlan(model="gbdt", gbdt_splits="histogram", num_server_rounds=5))
+    assert not PartnerNode(cfg, TrainPlan(model="gbdt", gbdt_splits="random")).wants_sketch
     reply, _ = node.statistics("run-sketch")
     k = node.layout.fixed_part().n_numeric
     assert reply.stat_sketch is not None and len(reply.stat_sketch) == k * CELLS

@@ -276,8 +276,11 @@ class PartnerNode:
 
     @property
     def wants_sketch(self) -> bool:
-        """A gbdt run's statistics carry the numeric columns' grid counts (`fedcrm.ml.sketch`)."""
-        return self.plan.model == "gbdt"
+        """The statistics of a gbdt run with histogram splits carry the numeric columns' grid
+        counts (`fedcrm.ml.sketch`). Random splits do without: with DP the counts' noise
+        blurs the cuts, and the third mechanism would take ε from the leaf values (measured:
+        Telco ε = 3, 0.801 with the sketch against 0.808 without)."""
+        return self.plan.model == "gbdt" and self.plan.tree_splits == "histogram"
 
     @property
     def kept_statistics(self) -> KeptStatistics:
