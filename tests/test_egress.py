@@ -76,6 +76,17 @@ def test_guard_refuses_anything_else() -> None:
             check_reply("train", content, arrays)
     with pytest.raises(EgressViolation, match="array"):
         check_reply("evaluate", ok, None)
+    # a gbdt run's grid counts: exactly CELLS per numeric column of the node's layout, no more
+    from fedcrm.ml.sketch import CELLS
+
+    k = standard_layout().n_numeric
+    for cells, fine in ((k * CELLS, True), (k * CELLS + 1, False)):
+        sketch = RecordDict({"metrics": MetricRecord({"num-examples": 10, "stat-sketch": [0.0] * cells})})
+        if fine:
+            check_reply("query", sketch, None)
+        else:
+            with pytest.raises(EgressViolation, match="stat-sketch"):
+                check_reply("query", sketch, None)
 
 
 def test_a_violating_reply_becomes_an_error_on_the_node(fresh_demo: Path) -> None:

@@ -38,7 +38,7 @@ def test_no_module_spells_a_wire_key() -> None:
 def test_allow_lists_are_the_reply_models() -> None:
     assert allowed_metrics("train") == TrainReply.keys() and "epsilon-cap" in allowed_metrics("train")
     assert allowed_metrics("evaluate") == EvaluateReply.keys() and "score-hist-pos" in allowed_metrics("evaluate")
-    assert set(list_keys("query")) == {"stat-sum", "stat-sumsq", "stat-onehot", "stat-vocab"}
+    assert set(list_keys("query")) == {"stat-sum", "stat-sumsq", "stat-onehot", "stat-vocab", "stat-sketch"}
     assert set(list_keys("train")) == set()
 
 
