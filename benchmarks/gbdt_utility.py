@@ -42,12 +42,10 @@ from contract_utility import CONTRACTS, PARTNERS, onboard, set_policy, split  # 
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan  # noqa: E402
 from fedcrm.data.prepare import prepare  # noqa: E402
-from fedcrm.ml.training import predict  # noqa: E402
-from fedcrm.ops.launcher import FLWR_ENV, simulate  # noqa: E402
-from fedcrm.rundir import RunDir  # noqa: E402
+from fedcrm.ops.launcher import FLWR_ENV  # noqa: E402
 from fedcrm.sandbox.public_data import (BANK_CSV, BENCHMARK_POLICY, RETAIL_CSV, TELCO_CSV,  # noqa: E402
                                         assign_partners)
-from fedcrm.coordinator.receipts import simulated_receipts  # noqa: E402
+from fedcrm.sandbox.utility import scored_run, simulate_fresh  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CONTRACT = {"telco": "telecom", "bank": "banking", "retail": "retail"}
@@ -92,26 +90,19 @@ def pooled(data: list) -> dict[str, float]:
 
 def federated(fed: Path, work: Path, task: str, seed: int, settings: dict, epsilon: float | None, data: list,
               tag: str) -> dict[str, float]:
-    """One real `flwr run`, its published model scored on the partners' exact hold-outs."""
-    from sklearn.metrics import roc_auc_score
-
-    for m in FederationConfig.load(fed).members:  # fresh ledgers: each variant starts at ε = 0
-        shutil.rmtree(PartnerConfig.load(m.config).privacy_dir, ignore_errors=True)
-    simulated_receipts(fed).unlink(missing_ok=True)
+    """One real `flwr run` on fresh ledgers, its published model scored on the partners'
+    exact hold-outs; its wall time and the largest ε it left."""
     plan = TrainPlan(task=task, seed=seed, min_partners=PARTNERS, dp_enabled=epsilon is not None,
                      dp_target_epsilon=epsilon or 1.0, **settings)
     run_dir = work / f"run-{tag}"
-    shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
-    simulate(fed, run_dir, work / "flower", plan.to_run_config())
+    simulate_fresh(fed, run_dir, work, plan)
     seconds = time.perf_counter() - t0
-    run = RunDir(run_dir)
-    model, norm = run.model(), run.normalisation()
-    scores = np.concatenate([predict(model, norm.apply(d.x_test)) for d in data])
+    score = scored_run(run_dir, data, [f"p{i}" for i in range(len(data))])
     eps = [max(points, key=lambda p: p["round"])["epsilon"] for points in
            json.loads((run_dir / "epsilon.json").read_text())["partners"].values()] if epsilon else []
-    return {"auc": roc_auc_score(np.concatenate([d.y_test for d in data]), scores), "seconds": round(seconds, 1),
-            "rounds": plan.num_server_rounds, "epsilon_max": max(eps) if eps else None}
+    return {"auc": score.auc, "seconds": round(seconds, 1), "rounds": plan.num_server_rounds,
+            "epsilon_max": max(eps) if eps else None}
 
 
 def measure(name: str, how: str, seed: int, epsilons: tuple[float, ...]) -> dict:

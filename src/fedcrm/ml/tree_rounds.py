@@ -37,7 +37,6 @@ from scipy.stats import norm
 from fedcrm.ml.tree_ensemble import BASE, FEATURE, THRESHOLD, VALUE, check_ensemble, depth_of, leaf_index
 
 GROW_FEATURE, GROW_THRESHOLD, GROW_GRAD, GROW_HESS = "grow.feature", "grow.threshold", "grow.grad", "grow.hess"
-GROW_KEYS = (GROW_FEATURE, GROW_THRESHOLD, GROW_GRAD, GROW_HESS)
 # a histogram round: [nodes of the level, columns, bins] sums instead of leaf sums, over the
 # candidate thresholds it sends ([columns, bins - 1], +inf where a column has fewer)
 HIST_GRAD, HIST_HESS, CANDIDATES = "grow.hist_grad", "grow.hist_hess", "grow.candidates"
@@ -115,7 +114,6 @@ class Request:
     feature: torch.Tensor  # [B, 2^depth - 1] the new trees' splits (a histogram round: the one tree so far)
     threshold: torch.Tensor
     level: int | None  # a histogram round: the level whose nodes' histograms are asked for; None: leaf sums
-    bins: int = 0  # a histogram round: bins per column
     thresholds: list[np.ndarray] | None = None  # a histogram round: each column's candidate thresholds
 
 
@@ -146,7 +144,7 @@ def check_request(state: dict[str, torch.Tensor], n_features: int, bins: int) ->
                 or (candidates == -math.inf).any() or (candidates.diff(dim=1) < 0).any()):
             raise ValueError(f"candidate thresholds must be [{n_features}, {bins - 1}], ascending numbers "
                              "(+inf after a column's last)")
-        return Request(depth, feature, threshold, level, bins, unpadded(candidates))
+        return Request(depth, feature, threshold, level, unpadded(candidates))
     for k in (GROW_GRAD, GROW_HESS):
         if k not in state or tuple(state[k].shape) != (batch, 2**depth):
             raise ValueError(f"{k} must be [{batch}, {2**depth}]")

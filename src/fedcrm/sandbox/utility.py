@@ -110,18 +110,28 @@ def pooled(data: list[PreparedData], names: list[str], layout: FeatureLayout | N
 
 def federated(fed: Path, work: Path, s: Settings, epsilon: float | None, seed: int, task: str,
               data: list[PreparedData], names: list[str]) -> Score:
-    """A real `flwr run` simulation; its published model is then scored here, on every
-    partner's exact hold-out. The run's own evaluations are DP releases (noised counts):
-    a benchmark that holds every partner's data measures the model, not the noise."""
-    for m in FederationConfig.load(fed).members:  # fresh ledgers: each variant starts at ε = 0
-        shutil.rmtree(PartnerConfig.load(m.config).privacy_dir, ignore_errors=True)
-    simulated_receipts(fed).unlink(missing_ok=True)  # and no receipt of the ledgers just removed
+    """A real `flwr run` simulation of the settings' model, scored on the exact hold-outs."""
     plan = TrainPlan(task=task, model=s.model, num_server_rounds=s.rounds, local_epochs=s.local_epochs,
                      batch_size=s.batch_size, learning_rate=s.learning_rate, seed=seed, min_partners=s.partners,
                      dp_enabled=epsilon is not None, dp_target_epsilon=epsilon or 1.0)
     run_dir = work / f"run-{'nodp' if epsilon is None else epsilon}"
+    simulate_fresh(fed, run_dir, work, plan)
+    return scored_run(run_dir, data, names)
+
+
+def simulate_fresh(fed: Path, run_dir: Path, work: Path, plan: TrainPlan) -> None:
+    """A real `flwr run` simulation of `plan` on fresh ledgers: each variant starts at ε = 0."""
+    for m in FederationConfig.load(fed).members:
+        shutil.rmtree(PartnerConfig.load(m.config).privacy_dir, ignore_errors=True)
+    simulated_receipts(fed).unlink(missing_ok=True)  # and no receipt of the ledgers just removed
     shutil.rmtree(run_dir, ignore_errors=True)
     simulate(fed, run_dir, work / "flower", plan.to_run_config())
+
+
+def scored_run(run_dir: Path, data: list[PreparedData], names: list[str]) -> Score:
+    """The run's published model scored here, on every partner's exact hold-out. The run's
+    own evaluations are DP releases (noised counts): a benchmark that holds every partner's
+    data measures the model, not the noise."""
     run = RunDir(run_dir)
     model, norm = run.model(), run.normalisation()
     scale = norm.apply if norm is not None else (lambda x: x)
