@@ -179,7 +179,10 @@ def main() -> None:
     parser.add_argument("--epsilons", nargs="*", type=float, default=list(EPSILONS))
     parser.add_argument("--out", type=Path, default=RESULTS / "gbdt_utility")
     parser.add_argument("--merge", action="store_true", help="keep the output's other rows (dataset, split, seed)")
+    parser.add_argument("--dp", type=json.loads, default={},
+                        help='the DP runs\' settings changed, as JSON (e.g. \'{"gbdt_depth": 3}\'); pair with --out')
     args = parser.parse_args()
+    DP.update(args.dp)
     os.environ.update(FLWR_ENV)
     rows = []
     for name in args.datasets:
