@@ -1,6 +1,8 @@
-"""The compliance report and the run report of a real run, opened in headless Chromium
-(Debian's package): key figures are read back from the rendered DOM, plots are checked to
-be real pictures, and screenshots are kept as test artifacts."""
+"""The compliance report and the run report of real runs, opened in headless Chromium
+(Debian's package, driven by Playwright): key figures are read back from the rendered DOM,
+every table is checked for clipped columns at 1280 and 800 px, plots are checked to be real
+pictures, the PDF is checked against its fingerprint, and screenshots are kept as test
+artifacts."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,13 +20,12 @@ import pytest
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.ops.launcher import simulate
 from fedcrm.privacy.ledger import Ledger
+from fedcrm.reports.document import CHROMIUM_FLAGS
 from fedcrm.node.partner import PartnerNode
 from tests.conftest import set_privacy
 
 pytestmark = pytest.mark.flower
 ARTIFACTS = Path(os.environ.get("FEDCRM_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / ".work" / "test-artifacts"))
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def fedcrm(*args: str) -> subprocess.CompletedProcess:
@@ -32,7 +34,10 @@ def fedcrm(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def reported_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two rounds on the demo; south-broadband's cap admits one round; then audit and report."""
+    """Two rounds on the demo; south-broadband's cap admits one round; then audit and
+    reports (the compliance report printed to PDF). A second, one-round run follows on the
+    same ledgers, so the history across runs has two runs: its compliance report is
+    `run-2/compliance.*`."""
     from fedcrm.sandbox.demo_data import generate
 
     tmp = tmp_path_factory.mktemp("compliance")
@@ -45,9 +50,12 @@ def reported_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     simulate(fed, run_dir, tmp / "flower", run_config)
     audit = fedcrm("privacy", "audit", str(run_dir), "--federation", str(fed), "--out", str(run_dir / "audits"))
     assert audit.returncode == 0, audit.stdout + audit.stderr
-    for kind in ("compliance", "run"):
-        report = fedcrm("report", kind, str(run_dir))
+    for args in (("compliance", "--pdf"), ("run",)):
+        report = fedcrm("report", args[0], str(run_dir), *args[1:])
         assert report.returncode == 0, report.stdout + report.stderr
+    simulate(fed, tmp / "run-2", tmp / "flower", {**run_config, "num-server-rounds": 1, "evaluate-every": 1})
+    report = fedcrm("report", "compliance", str(tmp / "run-2"), "--pdf")
+    assert report.returncode == 0, report.stdout + report.stderr
     return fed, run_dir
 
 
@@ -75,7 +83,7 @@ class Cells(HTMLParser):
             self.by_id[self._id] = ""
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "td":
+        if tag in ("td", "dd"):
             self.field = None
         if tag == "span":
             self._id = None
@@ -95,7 +103,7 @@ def test_compliance_json_accounts_for_every_partner(reported_run: tuple[Path, Pa
     assert set(by_name) == {m.name for m in FederationConfig.load(fed).members}
     for m in FederationConfig.load(fed).members:
         p, cfg = by_name[m.name], PartnerConfig.load(m.config)
-        last = Ledger.of(cfg).entries()[-1]
+        last = [e for e in Ledger.of(cfg).entries() if e.run_id == str(report["run_id"])][-1]  # run 2 charged after
         assert p["epsilon_cumulative"] == pytest.approx(last.epsilon_after)
         assert p["epsilon_cap"] == cfg.privacy.epsilon_cap
         assert p["epsilon_remaining"] == pytest.approx(cfg.privacy.epsilon_cap - last.epsilon_after)
@@ -111,8 +119,28 @@ def test_compliance_json_accounts_for_every_partner(reported_run: tuple[Path, Pa
         assert "train arrays" in p["fields_sent"] and "linear.weight" in sent
         for pii in ("customer_id", "phone", "email", "full_name", "pseudonym", "signup_date"):
             assert pii not in sent
+        # what only the node can tell: its data's quality and k, its key's custody, the statistics release
+        assert p["data"]["rows_in"] == p["data"]["rows_clean"] + p["data"]["rows_quarantined"] > 0
+        assert p["data"]["k"] is not None and p["data"]["quasi_identifiers"]
+        assert p["custody"]["key_present"] and p["custody"]["key_file_private"]
+        assert p["statistics_dp"] is True and "charged" in p["statistics"]
+        assert p["audit"]["verdict"] in ("pass", "review", "fail") and p["audit"]["verdict_reason"]
     south = by_name["south-broadband"]
     assert south["rounds_participated"] == [1] and south["refusals"][0]["round"] == 2
+    assert report["refused"] == ["south-broadband"] and report["badge"] == "completed, 1 partner refused"
+    # who launched it and when, from the simulated federation's own audit log
+    prov = report["provenance"]
+    assert prov["verified"] and prov["launched_by"].startswith("admin:") and prov["started_at"] and prov["ended_at"]
+    assert [e["action"] for e in prov["events"]] == ["run-launched", "run-started", "round-completed",
+                                                     "round-completed", "run-finished"]
+    assert "south-broadband" in prov["events"][3]["summary"]  # round 2's refusal, in the audit log too
+    # every contract field with its grade; core-sensitive fields never reach the model
+    fields = {f["field"]: f for f in report["fields"] if f["table"] == "customers"}
+    core = [f for f in fields.values() if f["grade"] == "core-sensitive"]
+    assert core and all(not f["features"] and ("dropped" in f["use"] or "pseudonymised" in f["use"]) for f in core)
+    assert any(f["features"] for f in fields.values() if f["grade"] == "sensitive")  # generalised, then used
+    # the records received: one list for partners that sent the same ones
+    assert sum(len(i["partners"]) for i in report["inventories"]) == 3
     assert "above the cap" in south["refusals"][0]["reason"]
     assert by_name["north-telecom"]["rounds_participated"] == [1, 2]
 
@@ -139,15 +167,16 @@ def test_compliance_html_renders_in_chromium(reported_run: tuple[Path, Path]) ->
     cells = Cells()
     cells.feed(dom)
     report = json.loads((run_dir / "compliance.json").read_text())
-    assert cells.by_id["run-id"] == str(report["run_id"]) and cells.by_id["run-status"] == "completed"
+    assert cells.by_id["run-id"] == str(report["run_id"])
+    assert cells.by_id["run-status"] == "completed, 1 partner refused"
     for p in report["partners"]:
         name = p["partner"]
         assert cells.cells[("budget", name, "epsilon_cumulative")] == f"{p['epsilon_cumulative']:.3f}"
         assert cells.cells[("budget", name, "epsilon_run")] == f"{p['epsilon_run']:.3f}"
         assert cells.cells[("budget", name, "epsilon_cap")] == f"{p['epsilon_cap']:g}"
         assert cells.cells[("budget", name, "epsilon_remaining")] == f"{p['epsilon_remaining']:.3f}"
-        assert cells.cells[("budget", name, "rounds")] == str(len(p["rounds_participated"]))
-        assert cells.cells[("budget", name, "ledger")] == "verified"
+        assert cells.cells[("mechanism", name, "rounds")] == str(len(p["rounds_participated"]))
+        assert cells.cells[("mechanism", name, "ledger")] == "verified"
         assert cells.cells[("audit", name, "advantage")] == f"{p['audit']['attack']['advantage']:.3f}"
     assert "south-broadband" in dom.split('id="refusals"')[1]
 
@@ -194,3 +223,110 @@ def test_run_report_renders_with_real_plots(reported_run: tuple[Path, Path]) -> 
     for key in ("auc", "pr-auc", "log-loss", "brier", "lift-top-decile", "capture-top-decile", "ece"):
         assert found.kpis[key] == f"{final[key]:.3f}", key
     assert 'id="run-status">completed<' in dom.replace(" ", "")
+
+
+# ------------------------------------------------------------------ Playwright: layout, PDF, first screen
+CLIPPED = """() => {
+  const width = document.documentElement.clientWidth, out = [];
+  for (const table of document.querySelectorAll('table')) {
+    for (const cell of table.querySelectorAll('th, td')) {
+      const box = cell.getBoundingClientRect();
+      if (box.right > width + 0.5 || cell.scrollWidth > cell.clientWidth + 1)
+        out.push(`${table.id || '?'}: ${cell.textContent.trim().slice(0, 40)} (right ${box.right.toFixed(0)}, `
+                 + `content ${cell.scrollWidth} in ${cell.clientWidth})`);
+    }
+  }
+  return {width, page: document.documentElement.scrollWidth, clipped: out};
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Debian's Chromium, driven by Playwright (its own browser download is not needed)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed: pip install -e '.[test]'")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium not installed: `apt-get install chromium` (scripts/test.sh does it when run as root)")
+    with sync_api.sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=chromium, args=[f for f in CHROMIUM_FLAGS if f != "--headless"])
+        yield launched
+        launched.close()
+
+
+def open_page(browser, html: Path, width: int, height: int = 900):  # noqa: ANN001, ANN201
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(html.resolve().as_uri())
+    page.wait_for_load_state("load")
+    return page
+
+
+@pytest.mark.parametrize("report", ["run/compliance.html", "run-2/compliance.html", "run/report.html"])
+@pytest.mark.parametrize("width", [1280, 800])
+def test_no_table_column_is_clipped(reported_run: tuple[Path, Path], browser, report: str, width: int) -> None:  # noqa: ANN001
+    html = reported_run[1].parent / report
+    page = open_page(browser, html, width)
+    try:
+        layout = page.evaluate(CLIPPED)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{report.replace('/', '-')}-{width}.png"), full_page=True)
+    finally:
+        page.close()
+    assert page.url and layout["clipped"] == [], layout["clipped"][:10]
+    assert layout["page"] <= layout["width"], f"the page scrolls sideways at {width} px: {layout}"
+
+
+def test_the_refused_partner_is_named_on_the_first_screen(reported_run: tuple[Path, Path], browser) -> None:  # noqa: ANN001
+    for width in (1280, 800):
+        page = open_page(browser, reported_run[1] / "compliance.html", width, height=800)
+        try:
+            badge = page.locator("#run-status").inner_text()
+            named = page.locator('[data-refused="south-broadband"]')
+            box, text = named.bounding_box(), named.inner_text()
+        finally:
+            page.close()
+        assert badge == "completed, 1 partner refused"
+        assert box is not None and box["y"] + box["height"] <= 800, (width, box)
+        assert "south-broadband" in text and "cap" in text
+
+
+def test_pdf_and_fingerprints_match_the_report(reported_run: tuple[Path, Path]) -> None:
+    import hashlib
+
+    for run_dir in (reported_run[1], reported_run[1].parent / "run-2"):
+        listed = dict(reversed(line.split("  ", 1)) for line in (run_dir / "compliance.sha256").read_text().splitlines())
+        assert set(listed) == {"compliance.json", "compliance.html", "compliance.pdf"}
+        for name, digest in listed.items():
+            assert hashlib.sha256((run_dir / name).read_bytes()).hexdigest() == digest, name
+        pdf = (run_dir / "compliance.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and len(pdf) > 20_000
+        # the page names the fingerprint of the figures it shows
+        assert listed["compliance.json"] in (run_dir / "compliance.html").read_text()
+
+
+def test_history_across_runs_and_audit_verdicts_are_shown(reported_run: tuple[Path, Path], browser) -> None:  # noqa: ANN001
+    fed, run_dir = reported_run
+    second = json.loads((run_dir.parent / "run-2" / "compliance.json").read_text())
+    first_id = json.loads((run_dir / "compliance.json").read_text())["run_id"]
+    for p in second["partners"]:
+        runs = [r["run_id"] for r in p["history"]["runs"]]
+        assert runs[:2] == [first_id, second["run_id"]][:len(runs)] and first_id in runs, (p["partner"], runs)
+        last = Ledger.of(PartnerConfig.load(next(m.config for m in FederationConfig.load(fed).members
+                                                 if m.name == p["partner"]))).entries()[-1]
+        assert p["history"]["epsilon"] == pytest.approx(last.epsilon_after)
+    page = open_page(browser, run_dir.parent / "run-2" / "compliance.html", 1280)
+    try:
+        plot = page.evaluate("() => { const i = document.querySelector('img[data-plot=history]');"
+                             " return i ? [i.naturalWidth, i.naturalHeight] : null; }")
+        history_rows = page.locator("#history tbody tr").count()
+    finally:
+        page.close()
+    assert plot is not None and plot[0] > 300 and plot[1] > 150
+    assert history_rows >= 5  # north and east ran twice, south at least once
+    page = open_page(browser, run_dir / "compliance.html", 1280)
+    try:
+        header = page.locator("#audit thead th").all_inner_texts()
+        verdicts = page.locator('#audit td[data-field="verdict"]').all_inner_texts()
+    finally:
+        page.close()
+    assert header[-1] == "verdict" and len(verdicts) == 3
+    assert all(v.split(":")[0] in ("pass", "review", "fail") for v in verdicts), verdicts

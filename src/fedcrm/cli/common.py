@@ -108,14 +108,18 @@ def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str
     first). The run's Flower home is a fresh folder under `work`, printed once it is up."""
     from fedcrm.config import FederationConfig
     from fedcrm.ops.launcher import Interrupted, SimulationLink, simulate
-    from fedcrm.reports.tables import format_row, read_rounds, round_table
+    from fedcrm.reports.tables import format_row, new_failures, next_commands, read_rounds, round_table
     from fedcrm.rundir import RunDir
+    from rich.markup import escape
 
     names = [m.name for m in FederationConfig.load(federation).members]
     shown: set[int] = set()
+    refused: set[tuple[int, str, str]] = set()
     t0 = time.monotonic()
 
     def progress(status: str) -> None:  # noqa: ARG001 (the launcher's on_poll hook)
+        for line in new_failures(out, refused):
+            console.print(f"[{time.monotonic() - t0:5.1f}s] [yellow]{escape(line)}[/yellow]", highlight=False)
         for row in read_rounds(out):
             if row.round not in shown:
                 shown.add(row.round)
@@ -137,21 +141,33 @@ def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str
     status = RunDir(out).summary().status
     console.print(f"run {result.run_id}: {status} in {result.seconds:.1f}s; "
                   f"model, metrics.json, epsilon.json and checkpoints in {out}")
+    console.print("next:\n" + "\n".join(f"  {line}" for line in next_commands(out, federation)), highlight=False)
     if status != "completed":  # the partners' caps stopped it; their reasons are in summary.json
         raise typer.Exit(1)
 
 
 def watch_deployed(layout: FederationLayout, run_id: int) -> None:
     """A deployed run round by round until it ends, then collected; exit 1 unless it completed."""
-    from fedcrm.ops.runs import collect, watch
-    from fedcrm.reports.tables import format_row
+    from fedcrm.ops.runs import collect, run_dir_of, watch
+    from fedcrm.reports.tables import RoundRow, format_row, new_failures, next_commands
+    from rich.markup import escape
     from fedcrm.rundir import SUMMARY, RunDir
 
     names = list(layout.config().names().values())
-    status = watch(layout, run_id, on_round=lambda row: console.print(format_row(row, names)))
+    run_dir, refused = run_dir_of(layout, run_id), set()
+
+    def on_round(row: RoundRow) -> None:
+        for line in new_failures(run_dir, refused):
+            console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
+        console.print(format_row(row, names))
+
+    status = watch(layout, run_id, on_round=on_round)
+    for line in new_failures(run_dir, refused):
+        console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
     out = collect(layout, run_id)
     run = RunDir.open(out)
     ended = run.summary().status if run is not None and run.has(SUMMARY) else "no summary"
     console.print(f"run {run_id}: {status}; {ended}; collected in {out}")
+    console.print("next:\n" + "\n".join(f"  {line}" for line in next_commands(out, None)[1:]), highlight=False)
     if status != "finished:completed":
         raise typer.Exit(1)

@@ -74,6 +74,30 @@ def privacy_verify(config: ConfigOpt = None, federation: FederationOpt = None) -
     raise typer.Exit(1 if bad else 0)
 
 
+@app.command("history")
+def privacy_history(
+    config: ConfigOpt = None, federation: FederationOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write every charge and run as JSON")] = None,
+) -> None:
+    """Each partner's ε over all its runs, from its ledger: when each run charged, how many
+    releases of each kind, and how far each moved the cumulative ε toward the cap."""
+    from fedcrm.privacy.history import spend_history
+    from fedcrm.privacy.ledger import Ledger
+    from fedcrm.reports.tables import history_table
+
+    histories = []
+    for cfg in _partners(config, federation):
+        ledger = Ledger.of(cfg)
+        status = ledger.verify()
+        if not status.ok:
+            raise ConfigError(f"{cfg.name}: its ledger does not verify ({status.problem}); "
+                              "`fedcrm privacy verify` says more")
+        histories.append(spend_history(cfg.name, ledger.entries()))
+    console.print(history_table(histories))
+    if json_out:
+        json_out.write_text(json.dumps([h.model_dump() for h in histories], indent=2))
+
+
 @app.command("audit")
 def privacy_audit(
     run_dir: Annotated[Path, typer.Argument(help="the run directory holding the published model")],

@@ -14,13 +14,19 @@ RunDirArg = Annotated[Path, typer.Argument(help="the run directory")]
 
 
 @app.command("compliance")
-def report_compliance(run_dir: RunDirArg, federation: FederationOpt = None) -> None:
-    """Per partner: ε this run and in total against its cap, what left its node, audits,
-    ledger integrity. Writes compliance.json and compliance.html into the run directory."""
+def report_compliance(
+    run_dir: RunDirArg, federation: FederationOpt = None,
+    pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="also print it to compliance.pdf (headless Chromium)")] = False,
+) -> None:
+    """What a compliance officer signs: who launched the run and when, each partner's ε this
+    run and over all runs against its cap, the data used with its grades, k-anonymity, key
+    custody, refusals, audits with verdicts, what left each node. Writes compliance.json,
+    compliance.html (and compliance.pdf) with their SHA-256 in compliance.sha256."""
     from fedcrm.reports.compliance import write_report
 
-    json_path, html_path = write_report(run_dir, federation)
-    console.print(f"compliance report: {html_path} (data: {json_path})")
+    files = write_report(run_dir, federation, pdf=pdf)
+    console.print(f"compliance report: {files.html}" + (f" and {files.pdf}" if files.pdf else "")
+                  + f" (data: {files.data}; SHA-256 of each in {files.sha256})")
 
 
 @app.command("run")

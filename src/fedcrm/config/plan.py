@@ -91,7 +91,7 @@ class TrainPlan(Strict):
                                  "federation config; a node whose own copy differs refuses the run")
     run_dir: str = Field("", description="where the coordinator writes the run")
     resume_from: str = Field("", description="run directory of an interrupted run to continue")
-    audit_log: str = Field("", description="the coordinator's audit log (deployment)")
+    audit_log: str = Field("", description="the coordinator's audit log (a deployed federation's coordinator folder; beside a simulated federation's config)")
 
     @field_validator("stats_noise_multiplier")
     @classmethod

@@ -19,6 +19,17 @@ from pydantic import Field
 from fedcrm.privacy.chain import ChainedEntry, HashChain
 
 
+AUDIT_FILE = "audit.jsonl"  # in a deployed federation's coordinator folder
+
+
+def simulated_audit_log(federation_config: Path) -> Path:
+    """A simulated federation's audit log, beside its config (`NAME.audit.jsonl` beside
+    `NAME.toml`): who launched which run, its rounds and outcome, as a deployed
+    federation's coordinator folder keeps them."""
+    federation_config = Path(federation_config)
+    return federation_config.with_name(f"{federation_config.stem}.{AUDIT_FILE}")
+
+
 class AuditEntry(ChainedEntry):
     actor: str
     action: str

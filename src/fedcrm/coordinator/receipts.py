@@ -39,6 +39,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from fedcrm.coordinator.auditlog import AUDIT_FILE
 from fedcrm.errors import ConfigError
 from fedcrm.privatefiles import private_dir, private_open
 from fedcrm.protocol import LedgerHead
@@ -54,10 +55,13 @@ def simulated_receipts(federation_config: Path) -> Path:
 
 
 def receipts_path(audit_log: str | Path | None, federation_config: str | Path | None) -> Path | None:
-    """Where a run's coordinator keeps the federation's receipts: beside its audit log
-    (a deployed federation's coordinator folder), else beside the federation config."""
+    """Where a run's coordinator keeps the federation's receipts: beside its audit log,
+    named as it is (`audit.jsonl` in a deployed federation's coordinator folder;
+    `NAME.audit.jsonl` beside a simulated federation's `NAME.toml`), else beside the
+    federation config."""
     if audit_log:
-        return Path(audit_log).parent / RECEIPTS_FILE
+        audit_log = Path(audit_log)
+        return audit_log.with_name(audit_log.name.removesuffix(AUDIT_FILE) + RECEIPTS_FILE)
     if federation_config:
         return simulated_receipts(Path(federation_config))
     return None

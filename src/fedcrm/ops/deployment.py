@@ -31,7 +31,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from fedcrm.coordinator.auditlog import AuditLog
+from fedcrm.coordinator.auditlog import AUDIT_FILE, AuditLog
 from fedcrm.config import FederationConfig
 from fedcrm.errors import ConfigError, FedcrmError
 from fedcrm.ops.launcher import FLWR_ENV, FlwrCli, executable, flower_env, json_payload, stop_group, wait_healthy
@@ -112,7 +112,7 @@ class FederationLayout:
         self.log_file = self.coordinator / "superlink.log"
         self.pid_file = self.coordinator / "superlink.pid"
         self.flwr_home = self.coordinator / "flwr-home"
-        self.audit = AuditLog(self.coordinator / "audit.jsonl")
+        self.audit = AuditLog(self.coordinator / AUDIT_FILE)
 
     def partner_dir(self, name: str) -> Path:
         """What the coordinator keeps for a partner: its public key and the ca.crt to send it."""

@@ -428,12 +428,14 @@ def simulate(federation_config: Path, run_dir: Path, work_dir: Path, run_config:
     `TrainPlan` before any SuperLink starts. `on_start` is told where the run home is as
     soon as the SuperLink is up."""
     from fedcrm.config import FederationConfig, TrainPlan  # local: keeps the launcher importable alone
+    from fedcrm.coordinator.auditlog import AuditLog, simulated_audit_log
 
     federation = FederationConfig.load(federation_config)
     members = federation.members
+    audit = AuditLog(simulated_audit_log(federation_config.resolve()))
     plan = TrainPlan.from_run_config(run_config).model_copy(
         update={"federation_config": str(federation_config.resolve()), "run_dir": str(run_dir.resolve()),
-                "contract_digest": federation.contract_digest()})
+                "contract_digest": federation.contract_digest(), "audit_log": str(audit.path)})
     started = time.monotonic()
     link = SimulationLink(work_dir)
     with stop_on_signals(link.stop), link:
@@ -441,6 +443,7 @@ def simulate(federation_config: Path, run_dir: Path, work_dir: Path, run_config:
             on_start(link)
         run_id = link.submit(app_dir or default_app_dir(), plan.to_run_config(exclude_unset=True), len(members),
                              num_cpus_per_node)
+        audit.record("run-launched", run_id=run_id, run_dir=plan.run_dir, config=run_config, simulation=True)
         status = link.wait(run_id, timeout=timeout, on_poll=on_poll)
         if status != "finished:completed":
             raise RunFailed(f"run {run_id} ended {status}; last log lines:\n{link.cli.logs(run_id)[-4000:]}")

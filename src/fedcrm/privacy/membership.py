@@ -15,13 +15,15 @@ attack above it would mean the accounting or the implementation is wrong.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel
-from fedcrm.protocol import RunId
+from pydantic import BaseModel, computed_field
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
+
+from fedcrm.protocol import RunId
 
 
 class AttackScores(BaseModel):
@@ -47,6 +49,32 @@ class AuditResult(BaseModel):
     @property
     def above_null(self) -> bool:
         return self.attack.advantage > self.null_advantage_band[1]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def verdict(self) -> Literal["pass", "review", "fail"]:
+        """pass: the attack does no better than random scores (within the null band).
+        review: it does, but within what (ε, δ)-DP allows: a real signal the officer should
+        weigh. fail: above the DP bound (the guarantee is contradicted: a defect), or above
+        the null band with no DP at all (the model leaks and nothing bounds it)."""
+        if self.advantage_bound is not None and self.attack.advantage > self.advantage_bound:
+            return "fail"
+        if not self.above_null:
+            return "pass"
+        return "review" if self.advantage_bound is not None else "fail"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def verdict_reason(self) -> str:
+        adv, null = self.attack.advantage, self.null_advantage_band[1]
+        if self.verdict == "pass":
+            return f"advantage {adv:.3f} is within the null band (≤ {null:.3f}): no better than chance"
+        if self.advantage_bound is not None and adv > self.advantage_bound:
+            return f"advantage {adv:.3f} exceeds the DP bound {self.advantage_bound:.3f} at ε = {self.epsilon:.2f}"
+        if self.advantage_bound is None:
+            return f"advantage {adv:.3f} is above the null band (≤ {null:.3f}) and the model has no DP guarantee"
+        return (f"advantage {adv:.3f} is above the null band (≤ {null:.3f}), within the DP bound "
+                f"{self.advantage_bound:.3f}: a measurable signal to weigh")
 
 
 def advantage_bound(epsilon: float, delta: float) -> float:

@@ -20,15 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
-from fedcrm.privacy.membership import AuditResult
 from fedcrm.config import FederationConfig, PartnerConfig
+from fedcrm.contract.model import Contract
 from fedcrm.coordinator.receipts import LedgerReceipt, RollbackFlag
+from fedcrm.privacy.history import SpendHistory, spend_history
 from fedcrm.privacy.ledger import Ledger
+from fedcrm.privacy.membership import AuditResult
 from fedcrm.privacy.parallel import region_epsilons
 from fedcrm.protocol import ERROR_BUDGET, ERROR_POLICY, EvaluateReply, RunId
-from fedcrm.rundir import AUDITS, RoundRecord, RunDir
+from fedcrm.reports.document import ReportFiles, print_pdf, sha256_of
+from fedcrm.reports.data_use import FieldUse, KeyCustody, PartnerData, field_uses, key_custody, partner_data
+from fedcrm.reports.provenance import Provenance, provenance
+from fedcrm.rundir import AUDITS, MODEL_META, RoundRecord, RunDir
+
+AMBER, RED = 0.8, 0.95  # share of a partner's cap at which the report warns, then alarms
 
 
 class LedgerCheck(BaseModel):
@@ -89,6 +96,32 @@ class PartnerCompliance(BaseModel):
     rollbacks: list[RollbackFlag] = Field(default_factory=list, description="flagged rollbacks, acknowledged or not")
     fields_sent: dict[str, list[str]] = Field(default_factory=dict)
     audit: AuditResult | None = None
+    absent_rounds: list[int] = Field(default_factory=list, description="rounds it did not train in")
+    statistics: str = Field("", description="how its statistics release went out: noised and charged, or not")
+    statistics_dp: bool | None = None
+    history: SpendHistory | None = Field(None, description="its ε over all runs (from its ledger, where readable)")
+    data: PartnerData | None = None
+    custody: KeyCustody | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cap_used(self) -> float | None:
+        if not self.epsilon_cap or self.epsilon_cumulative is None:
+            return None
+        return self.epsilon_cumulative / self.epsilon_cap
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cap_level(self) -> str:
+        used = self.cap_used
+        return "" if used is None else "red" if used >= RED else "amber" if used >= AMBER else "ok"
+
+
+class Inventory(BaseModel):
+    """What the coordinator received, shared by every partner listed (one list, not one each)."""
+
+    partners: list[str]
+    records: dict[str, list[str]]
 
 
 class ComplianceReport(BaseModel):
@@ -106,7 +139,49 @@ class ComplianceReport(BaseModel):
     partners: list[PartnerCompliance]
     receipts_book: str | None = None
     notes: list[str]
+    provenance: Provenance = Field(default_factory=Provenance)
+    fields: list[FieldUse] = Field(default_factory=list, description="every contract field: grade and use")
+    inventories: list[Inventory] = Field(default_factory=list)
+    statistics_noise: float | None = Field(None, description="σ the run asked for on the statistics (None: not asked)")
+    plain_language: list[str] = Field(default_factory=list)
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def refused(self) -> list[str]:
+        return [p.partner for p in self.partners if p.refusals]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def dropped(self) -> list[str]:
+        return [p.partner for p in self.partners if p.absent_rounds and not p.refusals]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def badge(self) -> str:
+        """The run's outcome in one line, its partners' part in it included."""
+        head = self.status.split(":")[0]
+        parts = [f"{len(self.refused)} partner{'s' if len(self.refused) > 1 else ''} refused"] if self.refused else []
+        if self.dropped:
+            parts.append(f"{len(self.dropped)} dropped out")
+        return ", ".join([head, *parts])
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def badge_level(self) -> str:
+        head = self.status.split(":")[0]
+        return head if head != "completed" or not (self.refused or self.dropped) else "partial"
+
+
+PLAIN_LANGUAGE = [
+    "ε (epsilon) measures how much the published results can depend on any one customer. At ε = 1, anything an "
+    "outsider could conclude about a customer from the results is at most e¹ ≈ 2.7 times more likely than if "
+    "that customer's record had not been used; at ε = 3, e³ ≈ 20 times; smaller is more private. Each partner's "
+    "ε adds up over every run on the same customers, which is why the cap is on the cumulative figure.",
+    "δ (delta) is the small probability that the ε statement does not hold. It is set well below one in the "
+    "number of customers, so that it cannot stand for exposing even one customer outright.",
+    "The guarantee covers every release computed from a partner's records: model updates, statistics and "
+    "evaluations. Raw records, identifiers and pseudonyms never leave the partner's systems.",
+]
 
 NOTES = [
     "ε is cumulative over every DP release the partner ever made on its data (its ledger: DP-SGD rounds, noised "
@@ -205,6 +280,8 @@ def _partner_rounds(report: dict[str, PartnerCompliance], rounds: list[RoundReco
         for f in rnd.failures:
             partner(f.partner or f"node {f.node_id}").refusals.append(
                 Refusal(round=rnd.round, kind=f.kind, code=f.code, reason=f.reason))
+        for name in rnd.absent:
+            partner(name).absent_rounds.append(rnd.round)
 
 
 def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceReport:
@@ -225,6 +302,9 @@ def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceRep
     for name, p in partners.items():
         if name in configs:
             _verify_locally(p.ledger, configs[name], run.run_id)
+            _on_the_node(p, configs[name], plan, str(run.run_id))
+        if plan.federated_stats:
+            _statistics(p, plan, configs.get(name))
     receipts = run.ledger_receipts()
     for name, rec in (receipts.partners if receipts else {}).items():
         p = partners.setdefault(name, PartnerCompliance(partner=name, dp_enabled=plan.dp_enabled))
@@ -241,23 +321,130 @@ def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceRep
         points = eps.client_level if eps else []
         client = {"noise_multiplier": plan.client_dp_noise_multiplier, "clipping_norm": plan.client_dp_clipping_norm,
                   "delta": plan.dp_delta, "epsilon": points[-1].epsilon if points else None, "rounds": len(points)}
+    contract = _contract(fed_file, configs)
+    meta = run.model_meta() if run.has(MODEL_META) else None
     return ComplianceReport(
         run_id=run.run_id, status=summary.status, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         task=plan.task, model=plan.model, rounds_planned=plan.num_server_rounds,
         rounds_completed=summary.rounds_completed, record_level_dp=plan.dp_enabled,
         target_run_epsilon=plan.dp_target_epsilon, client_level=client, final_global=summary.final_global,
-        partners=list(partners.values()), receipts_book=receipts.book if receipts else None, notes=NOTES)
+        partners=list(partners.values()), receipts_book=receipts.book if receipts else None, notes=NOTES,
+        provenance=provenance(plan.audit_log, run.run_id, [str(r) for r in summary.flower_runs]),
+        fields=field_uses(contract, plan.task, meta.features if meta else []) if contract else [],
+        inventories=_inventories(partners), plain_language=PLAIN_LANGUAGE,
+        statistics_noise=plan.stats_noise_multiplier if plan.federated_stats else None)
 
 
-def render_html(report: ComplianceReport) -> str:
+def _contract(federation: Path | None, configs: dict[str, PartnerConfig]) -> Contract | None:
+    """The consortium's contract: the federation's, else the partners' (a simulation)."""
+    if federation is not None and federation.is_file():
+        fed = FederationConfig.load(federation)
+        if fed.contract is not None and fed.contract.is_file():
+            return Contract.load(fed.contract)
+    return next((cfg.contract_model for cfg in configs.values()), None)
+
+
+def _on_the_node(p: PartnerCompliance, cfg: PartnerConfig, plan, run_id: str) -> None:  # noqa: ANN001
+    """What only the partner's own machine can tell: its whole ledger history, its data's
+    quality and k-anonymity, its key's custody."""
+    ledger = Ledger.at(cfg.privacy_dir)
+    if p.ledger.ok:
+        p.history = spend_history(cfg.name, ledger.entries())
+        if p.epsilon_cumulative is None:  # it sent no DP reply this run (it refused): its ledger still says
+            this = next((r for r in p.history.runs if r.run_id == run_id), None)
+            p.epsilon_cumulative, p.epsilon_run = p.history.epsilon, this.rise if this else 0.0
+            p.epsilon_cap = cfg.privacy.epsilon_cap
+            p.epsilon_remaining = max(cfg.privacy.epsilon_cap - p.history.epsilon, 0.0)
+    p.data = partner_data(cfg, plan.task)
+    p.custody = key_custody(cfg, cfg.contract_model)
+
+
+def _statistics(p: PartnerCompliance, plan, cfg: PartnerConfig | None) -> None:  # noqa: ANN001
+    """How the partner's feature statistics went out: noised with the larger of the run's σ
+    and its floor and charged, reused from an earlier charged release, or un-noised."""
+    floor = cfg.privacy.min_stats_noise_multiplier if cfg is not None else None
+    sigma = max(plan.stats_noise_multiplier, floor) if floor is not None else None
+    charged = p.ledger.run_releases.get("statistics", 0) if p.ledger.verified_here else None
+    if any(f.round == 0 and f.kind == "query" for f in p.refusals):
+        p.statistics, p.statistics_dp = "refused: nothing sent", True
+    elif charged:
+        p.statistics, p.statistics_dp = f"noised (σ {sigma:g}) and charged to its ledger", True
+    elif sigma is not None and sigma <= 0:
+        p.statistics, p.statistics_dp = "sent UN-NOISED (σ 0): not DP and not charged", False
+    elif charged == 0:
+        p.statistics, p.statistics_dp = "an earlier noised, charged release sent again (no new charge)", True
+    else:
+        p.statistics = (f"noised with σ ≥ {plan.stats_noise_multiplier:g} by the node's policy (ledger not readable here)"
+                        if plan.stats_noise_multiplier > 0 else "as the node's policy set (ledger not readable here)")
+
+
+def _inventories(partners: dict[str, PartnerCompliance]) -> list[Inventory]:
+    """The records received, one list per distinct inventory with every partner that sent it."""
+    groups: dict[str, Inventory] = {}
+    for name, p in partners.items():
+        if not p.fields_sent:
+            continue
+        key = repr(sorted(p.fields_sent.items()))
+        groups.setdefault(key, Inventory(partners=[], records=p.fields_sent)).partners.append(name)
+    return list(groups.values())
+
+
+def history_plot(report: ComplianceReport) -> str | None:
+    """Cumulative ε over time per partner (its ledger), its cap dashed, this run shaded:
+    a PNG, base64."""
+    histories = [p for p in report.partners if p.history and p.history.points]
+    if not histories:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fedcrm.reports.run_report import png
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    spans = []
+    for i, p in enumerate(histories):
+        colour = f"C{i}"
+        times = [datetime.fromisoformat(pt.time) for pt in p.history.points]
+        ax.step(times, [pt.epsilon_after for pt in p.history.points], where="post", color=colour, label=p.partner)
+        if p.history.epsilon_cap:
+            ax.axhline(p.history.epsilon_cap, color=colour, ls="--", lw=1)
+        spans += [t for t, pt in zip(times, p.history.points) if pt.run_id == report.run_id]
+    if spans:
+        ax.axvspan(min(spans), max(spans), color="grey", alpha=0.12, label="this run")
+    ax.set(ylabel="cumulative ε", title="ε over all runs (dashed: each partner's cap)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return png(fig)
+
+
+def _when(stamp: str, same_day_as: str | None = None) -> str:
+    """An ISO time to the minute, UTC; only the time when it falls on `same_day_as`'s day."""
+    t = datetime.fromisoformat(stamp).astimezone(UTC)
+    if same_day_as is not None and datetime.fromisoformat(same_day_as).astimezone(UTC).date() == t.date():
+        return t.strftime("%H:%M")
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+def render_html(report: ComplianceReport, json_sha256: str | None = None) -> str:
     env = Environment(loader=PackageLoader("fedcrm.reports", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["num"] = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
-    return env.get_template("compliance.html").render(r=report, budget_code=ERROR_BUDGET, policy_code=ERROR_POLICY)
+    env.filters["when"] = _when
+    return env.get_template("compliance.html").render(r=report, budget_code=ERROR_BUDGET, policy_code=ERROR_POLICY,
+                                                      history_plot=history_plot(report), json_sha256=json_sha256)
 
 
-def write_report(run_dir: Path, federation: Path | None = None) -> tuple[Path, Path]:
+def write_report(run_dir: Path, federation: Path | None = None, pdf: bool = False) -> ReportFiles:
+    """compliance.json, compliance.html (showing the JSON's SHA-256), compliance.pdf when
+    asked (headless Chromium), and compliance.sha256 over all of them (`sha256sum -c`)."""
     report = build_report(run_dir, federation)
     json_path, html_path = run_dir / "compliance.json", run_dir / "compliance.html"
     json_path.write_text(report.model_dump_json(indent=2))
-    html_path.write_text(render_html(report))
-    return json_path, html_path
+    html_path.write_text(render_html(report, sha256_of(json_path)))
+    pdf_path = print_pdf(html_path, run_dir / "compliance.pdf") if pdf else None
+    files = [f for f in (json_path, html_path, pdf_path) if f is not None]
+    sums = run_dir / "compliance.sha256"
+    sums.write_text("".join(f"{sha256_of(f)}  {f.name}\n" for f in files))
+    return ReportFiles(data=json_path, html=html_path, pdf=pdf_path, sha256=sums)

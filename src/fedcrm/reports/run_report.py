@@ -28,7 +28,8 @@ from fedcrm.rundir import EpsilonPoint, RoundRecord, RunDir, ScoreHistogram  # n
 AUC, EXAMPLES, POSITIVES = (EvaluateReply.key(f) for f in ("auc", "num_examples", "num_positives"))
 
 
-def _png(fig: plt.Figure) -> str:
+def png(fig: plt.Figure) -> str:
+    """The figure as a base64 PNG for an <img> data URI (closed after)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -50,7 +51,7 @@ def gains_points(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def calibration_points(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean predicted score, observed rate and count per decile of score."""
+    """Mean predicted score, observed rate and count per score bin (10 equal-width bins)."""
     n, predicted, observed = calibration_bins(pos, neg)
     keep = n > 0
     return predicted[keep] / n[keep], observed[keep] / n[keep], n[keep]
@@ -61,7 +62,7 @@ def _by_round(ax: plt.Axes, ylabel: str, title: str) -> str:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(ax.figure)
+    return png(ax.figure)
 
 
 def _own_auc(rounds: list[RoundRecord]) -> dict[str, dict[int, float]]:
@@ -72,6 +73,17 @@ def _own_auc(rounds: list[RoundRecord]) -> dict[str, dict[int, float]]:
             if AUC in part.evaluate:
                 out.setdefault(name, {})[r.round] = part.evaluate[AUC]
     return out
+
+
+def _caps(rounds: list[RoundRecord]) -> dict[str, float]:
+    """Each partner's ε cap, as its node stated it in its last charged training reply."""
+    caps: dict[str, float] = {}
+    for r in rounds:
+        for name, part in r.partners.items():
+            train = part.trained()
+            if train is not None and train.epsilon_cap is not None:
+                caps[name] = train.epsilon_cap
+    return caps
 
 
 def _plots(rounds: list[RoundRecord], eps: dict[str, list[EpsilonPoint]],
@@ -88,9 +100,12 @@ def _plots(rounds: list[RoundRecord], eps: dict[str, list[EpsilonPoint]],
 
     if eps:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        for name, series in sorted(eps.items()):
-            ax.plot([e.round for e in series], [e.epsilon for e in series], "o-", label=name)
-        plots["epsilon"] = _by_round(ax, "cumulative ε", "ε by round (each partner's ledger)")
+        caps = _caps(rounds)
+        for i, (name, series) in enumerate(sorted(eps.items())):
+            ax.plot([e.round for e in series], [e.epsilon for e in series], "o-", color=f"C{i}", label=name)
+            if name in caps:
+                ax.axhline(caps[name], color=f"C{i}", ls="--", lw=1)
+        plots["epsilon"] = _by_round(ax, "cumulative ε", "ε by round (dashed: each partner's cap)")
 
     if hists:
         total_pos = np.sum([np.asarray(h.pos, float) for h in hists.values()], axis=0)
@@ -113,17 +128,17 @@ def _plots(rounds: list[RoundRecord], eps: dict[str, list[EpsilonPoint]],
         for ax in (ax_roc, ax_gain):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        plots["roc_lift"] = _png(fig)
+        plots["roc_lift"] = png(fig)
 
         fig, ax = plt.subplots(figsize=(5, 4))
         predicted, observed, n = calibration_points(total_pos, total_neg)
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
         ax.scatter(predicted, observed, s=20 + 200 * n / n.max(), color="tab:blue")
         ax.plot(predicted, observed, color="tab:blue")
-        ax.set(xlabel="mean predicted score", ylabel="observed rate", title="Calibration (pooled, by score decile)",
+        ax.set(xlabel="mean predicted score", ylabel="observed rate", title="Calibration (pooled, 10 equal-width score bins)",
                xlim=(0, 1), ylim=(0, 1))
         ax.grid(alpha=0.3)
-        plots["calibration"] = _png(fig)
+        plots["calibration"] = png(fig)
 
     if sizes:
         fig, (ax_n, ax_rate) = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -136,7 +151,7 @@ def _plots(rounds: list[RoundRecord], eps: dict[str, list[EpsilonPoint]],
         ax_rate.set(title="Label rate (held-out)", ylabel="share of positives", ylim=(0, 1))
         for ax in (ax_n, ax_rate):
             ax.tick_params(axis="x", labelrotation=15)
-        plots["partners"] = _png(fig)
+        plots["partners"] = png(fig)
     return plots
 
 

@@ -12,6 +12,7 @@ from fedcrm.rundir import RunDir
 
 if TYPE_CHECKING:  # the CLI prints rounds without loading torch or Opacus
     from fedcrm.privacy.accounting import RunPlan
+    from fedcrm.privacy.history import SpendHistory
     from fedcrm.privacy.membership import AuditResult
 
 
@@ -65,6 +66,29 @@ def format_row(row: RoundRow, partners: list[str]) -> str:
             f"acc {_fmt(row.accuracy)}  max ε {_fmt(row.max_epsilon, 2)}  |  ε {eps}")
 
 
+def new_failures(run_dir: Path, seen: set[tuple[int, str, str]]) -> list[str]:
+    """Refusals and failures recorded since the last call (`seen` keeps count), one line
+    each with the node's reason: a coordinator learns at once why a partner is missing."""
+    run = RunDir.open(run_dir)
+    out = []
+    for r in run.rounds() if run else []:
+        for f in r.failures:
+            key = (r.round, f.partner or str(f.node_id), f.kind)
+            if key not in seen:
+                seen.add(key)
+                out.append(f"round {r.round:>2}  {key[1]} refused {f.kind}: {f.reason}")
+    return out
+
+
+def next_commands(run_dir: Path, federation: Path | None) -> list[str]:
+    """What a coordinator does with a finished run, as commands to copy."""
+    fed = f" --federation {federation}" if federation else " --config partner.toml"
+    return [f"fedcrm report run {run_dir}                      # metrics, ROC, lift, calibration",
+            f"fedcrm privacy audit {run_dir}{fed} --out {run_dir}/audits   # membership audit",
+            f"fedcrm report compliance {run_dir} --pdf         # what compliance signs",
+            f"fedcrm score --model {run_dir} --partner-config partner.toml   # on each partner's node"]
+
+
 def plan_table(plans: list[RunPlan]) -> Table:
     table = Table(title="fedcrm privacy plan: noise per partner and cumulative ε after each round")
     for col in ("partner", "rows", "statistics σ", "q", "steps/round", "σ", "ε before", "ε per round",
@@ -90,11 +114,32 @@ def plan_table(plans: list[RunPlan]) -> Table:
 def audit_table(results: list[AuditResult]) -> Table:
     table = Table(title="fedcrm privacy audit: loss-threshold membership inference on each partner's rows")
     for col in ("partner", "run", "rows each", "attack AUC", "null AUC 95%", "advantage", "null adv. 95%",
-                "ε", "DP bound on advantage"):
-        table.add_column(col, justify="left" if col == "partner" else "right")
+                "ε", "DP bound on advantage", "verdict"):
+        table.add_column(col, justify="left" if col in ("partner", "verdict") else "right")
     for r in results:
+        colour = {"pass": "green", "review": "yellow", "fail": "red"}[r.verdict]
         table.add_row(r.partner, str(r.run_id), str(r.members), _fmt(r.attack.auc),
                       f"{r.null_auc_band[0]:.3f}–{r.null_auc_band[1]:.3f}", _fmt(r.attack.advantage),
                       f"≤ {r.null_advantage_band[1]:.3f}", _fmt(r.epsilon, 2),
-                      _fmt(r.advantage_bound) if r.advantage_bound is not None else "none (no DP)")
+                      _fmt(r.advantage_bound) if r.advantage_bound is not None else "none (no DP)",
+                      f"[{colour}]{r.verdict}[/{colour}]")
+    return table
+
+
+def history_table(histories: list[SpendHistory]) -> Table:
+    """Each partner's runs in ledger order: what each spent, by kind, against the cap."""
+    table = Table(title="fedcrm privacy history: each partner's ε over all runs, from its ledger")
+    for col in ("partner", "run", "first charge", "last charge", "training", "evaluations", "statistics",
+                "ε before", "ε after", "rise", "cap"):
+        table.add_column(col, justify="left" if col in ("partner", "run", "first charge", "last charge") else "right")
+    for h in histories:
+        if not h.runs:
+            table.add_row(h.partner, "no releases yet", *[""] * 9)
+        for i, run in enumerate(h.runs):
+            last = i == len(h.runs) - 1
+            table.add_row(h.partner if i == 0 else "", run.run_id, run.first, run.last,
+                          *(str(run.releases.get(k, 0)) for k in ("train", "evaluate", "statistics")),
+                          _fmt(run.epsilon_before), _fmt(run.epsilon_after), _fmt(run.rise),
+                          f"{h.epsilon_cap:g}" if last and h.epsilon_cap is not None else "",
+                          end_section=last)
     return table
