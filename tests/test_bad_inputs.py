@@ -40,7 +40,7 @@ CASES = {
     "mixed date formats": ("1,A,2024-01-31,10,1,yes\n2,B,31/01/2024,10,1,no\n3,C,20240131,10,1,no\n4,D,Jan 31 2024,10,1,no\n",
                            {"rows_clean": 4, "unreadable_by_field": {"signup_date": 1}, "reasons": {}}),
     "duplicate ids with conflicting values": ("1,A,2024-01-01,10,1,yes\n1,A,2024-01-01,99,1,no\n2,B,2024-01-01,10,1,no\n",
-                                              {"rows_clean": 2, "reasons": {"duplicate: superseded by row N": 1}}),
+                                              {"rows_clean": 2, "reasons": {"duplicate: superseded by a later row": 1}}),
     "missing key field": (",A,2024-01-01,10,1,yes\n2,B,2024-01-01,10,1,\n3,C,2024-01-01,10,1,no\n",
                           {"rows_clean": 1, "reasons": {"to be supplemented: customer_id missing or unreadable": 1,
                                                          "to be supplemented: churned missing or unreadable": 1}}),

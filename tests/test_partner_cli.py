@@ -20,7 +20,7 @@ def fedcrm(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "COLUMNS": "200"}, timeout=120)
 
 
-def test_init_writes_a_private_key_once(tmp_path: Path) -> None:
+def test_init_writes_a_private_key_once_and_keeps_it(tmp_path: Path) -> None:
     cfg = write_partner(tmp_path, 'customer_id = "id"\nchurned = "left"', "id,left\n1,yes\n")
     (tmp_path / "secret.key").unlink()
     first = fedcrm("partner", "init", "--config", str(cfg))
@@ -28,9 +28,13 @@ def test_init_writes_a_private_key_once(tmp_path: Path) -> None:
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "work").is_dir()
     key = (tmp_path / "secret.key").read_text()
-    again = fedcrm("partner", "init", "--config", str(cfg))
-    assert again.returncode == 2 and "exists" in again.stdout
+    again = fedcrm("partner", "init", "--config", str(cfg))  # re-running setup is a no-op
+    assert again.returncode == 0 and "exists and is sound: kept" in again.stdout, again.stdout + again.stderr
     assert (tmp_path / "secret.key").read_text() == key  # never silently re-keyed
+    (tmp_path / "secret.key").chmod(0o644)  # a key others can read is refused, not kept
+    loose = fedcrm("partner", "init", "--config", str(cfg))
+    assert loose.returncode == 2 and "secret.key" in loose.stdout, loose.stdout + loose.stderr
+    assert (tmp_path / "secret.key").read_text() == key
 
 
 def test_check_reports_quality_and_k_anonymity(demo_federation: Path, tmp_path: Path) -> None:
@@ -71,3 +75,26 @@ def test_coarser_generalisation_raises_k(fresh_demo: Path) -> None:
     assert coarse.quasi_identifiers == ["age_band", "signup_year"] and coarse.k_threshold == 10
     assert coarse.k >= fine.k and coarse.groups < fine.groups / 10  # a few very old customers stay rare
     assert coarse.rows_below_threshold < fine.rows_below_threshold
+
+
+def test_a_field_the_mapping_cannot_read_fails_the_check(demo_federation: Path, tmp_path: Path) -> None:
+    """A date column in another format than the mapping's reads as 0 %: that is a wrong
+    mapping, not a data-quality note, so the check fails (exit 1) and names the field."""
+    import pandas as pd
+
+    from fedcrm.config import PartnerConfig
+    from fedcrm.sandbox.demo_data import generate
+
+    fed = generate(tmp_path / "consortium")
+    cfg = PartnerConfig.load(FederationConfig.load(fed).members[0].config)
+    frame = pd.read_csv(cfg.customers.path, dtype=str, keep_default_na=False)
+    column = cfg.customers.columns["record_date"]
+    frame[column] = pd.to_datetime(frame[column]).dt.strftime("%d.%m.%Y")
+    frame.to_csv(cfg.customers.path, index=False)
+    proc = fedcrm("partner", "check", "--config", str(cfg.source), "--json", str(tmp_path / "q.json"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "q.json").read_text())
+    assert report["errors"] and "'record_date'" in report["errors"][0] and "100%" in report["errors"][0]
+    assert "finding: field 'record_date'" in proc.stdout
+    # without a task the labels are not checked, and the report says so instead of 'filled'
+    assert "a label: not checked" in proc.stdout

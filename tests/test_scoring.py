@@ -49,6 +49,11 @@ def test_every_customer_once_with_its_own_id(demo_federation: Path, tmp_path: Pa
     scored = out[out["status"] == "scored"]
     assert scored["score"].between(0, 1).all() and summary.scored == len(scored) > 0.95 * len(out)
     assert out.loc[out["status"] != "scored", "status"].str.startswith("not scored: ").all()
+    # every row says which model scored it: the run and the SHA-256 of its published weights
+    import hashlib
+    run = tmp_path / "run"
+    assert set(out["run_id"].astype(str)) == {"77"}
+    assert set(out["model_sha256"]) == {hashlib.sha256((run / "model.pt").read_bytes()).hexdigest()[:16]}
     if task == "churn":
         assert set(scored["churn_risk"]) <= {"high", "medium", "low"}
     else:

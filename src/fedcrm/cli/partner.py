@@ -15,17 +15,22 @@ app = typer_app("Partner-side commands (run on the partner's node).")
 
 @app.command("init")
 def partner_init(config: PartnerConfigOpt) -> None:
-    """Create the partner's HMAC key (0600) and work dir named in its config."""
+    """Create the partner's HMAC key (0600) and work dir named in its config. Running it
+    again is harmless: an existing key is checked and kept (a new key would re-pseudonymise
+    every customer and move the hold-out split)."""
     from fedcrm.config import PartnerConfig
-    from fedcrm.data.pseudonymise import create_secret
-
+    from fedcrm.data.pseudonymise import create_secret, load_secret
     from fedcrm.privatefiles import private_dir
 
     cfg = PartnerConfig.load(config)
-    create_secret(cfg.secret_file)
+    if cfg.secret_file.exists():
+        load_secret(cfg.secret_file)  # refuses a key others can read, or a short one
+        done = f"key {cfg.secret_file} exists and is sound: kept"
+    else:
+        create_secret(cfg.secret_file)
+        done = f"key written to {cfg.secret_file} (mode 0600, keep it on this node)"
     private_dir(cfg.work_dir)  # raw values, linkage and the ledger live here: owner only
-    console.print(f"partner {cfg.name}: key written to {cfg.secret_file} (mode 0600, keep it on this node); "
-                  f"work dir {cfg.work_dir}")
+    console.print(f"partner {cfg.name}: {done}; work dir {cfg.work_dir}")
 
 
 @app.command("check")
@@ -41,9 +46,10 @@ def partner_check(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
 ) -> None:
     """Validate the partner's export against its mapping, print a data-quality report and
-    the model features the mapping feeds, and gate: a mapping that feeds no feature, an
-    unreadable key field, a one-class label or a low k is a finding (exit 1 under --strict
-    or the contract's thresholds)."""
+    the model features the mapping feeds, and gate: a mapping that feeds no feature, a
+    one-class label or a low k is a finding (exit 1 under --strict or the contract's
+    thresholds); an unreadable key field, or a field mostly unreadable, means the mapping is
+    wrong (exit 1 always)."""
     from fedcrm.config import PartnerConfig
     from fedcrm.data.quality import check_partner, render
 
@@ -60,7 +66,7 @@ def partner_check(
         console.print(f"quarantined rows: {quarantine} ({report.cleaning.rows_quarantined})")
     for finding in report.findings:
         console.print(f"[yellow]finding:[/yellow] {finding}", emoji=False, highlight=False)
-    if report.findings and (strict or cfg.contract is not None):
+    if report.errors or report.findings and (strict or cfg.contract is not None):
         raise typer.Exit(1)
 
 

@@ -41,4 +41,5 @@ def score(
     summary = score_partner(PartnerConfig.load(partner_config), RunDir(model), rule, out)
     console.print(f"{summary.partner}: {summary.scored} customers scored, {summary.not_scored} not scored "
                   f"(every row quarantined), {summary.rows_without_id} rows without an id; "
-                  f"{summary.task} {summary.by_tier}; written to {summary.path}")
+                  f"{summary.task}: {' · '.join(f'{k} {v}' for k, v in summary.by_tier.items())}; "
+                  f"written to {summary.path} (run {summary.run_id})")

@@ -227,7 +227,7 @@ class Cleaner:
         quarantine = pd.DataFrame({ROW: frame[ROW].to_numpy()[verdict.taken].astype("int64"),
                                    REASON: pd.Series(verdict.reasons[verdict.taken], dtype=object)})
         counts = quarantine[REASON].value_counts()  # group the distinct reasons, then their counts
-        families = counts.index.str.replace(r" \(.*\)$", "", regex=True).str.replace(r"row \d+", "row N", regex=True)
+        families = counts.index.str.replace(r" \(.*\)$", "", regex=True).str.replace(r"row \d+", "a later row", regex=True)
         by_reason = counts.groupby(families, sort=False).sum().sort_values(ascending=False, kind="stable")
         present = frame.drop(columns=[ROW]).notna()
         for name in present.columns:

@@ -814,7 +814,7 @@ def _report(eng: _Engine, quarantine: pd.DataFrame, unreadable: dict[str, int], 
     """The `Cleaner`'s report (its code for the reasons' families and their order)."""
     rows_in = eng.n_rows
     counts = quarantine[REASON].value_counts()
-    families = counts.index.str.replace(r" \(.*\)$", "", regex=True).str.replace(r"row \d+", "row N", regex=True)
+    families = counts.index.str.replace(r" \(.*\)$", "", regex=True).str.replace(r"row \d+", "a later row", regex=True)
     by_reason = counts.groupby(families, sort=False).sum().sort_values(ascending=False, kind="stable")
     report = CleaningReport(
         rows_in=rows_in, rows_clean=rows_in - len(quarantine), rows_quarantined=len(quarantine),

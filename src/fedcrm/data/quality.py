@@ -21,6 +21,7 @@ from fedcrm.data.prepare import (DERIVED_LABEL, as_of_date, label_field, load_an
 from fedcrm.privatefiles import private_replace
 
 MIN_KEY_READABLE_PCT = 95.0  # a key field (id, label) readable on fewer rows is a finding
+MAX_UNREADABLE_PCT = 50.0  # a mapped field unreadable on more rows than this is a finding (a wrong format?)
 MAX_UNKNOWN_PCT = 50.0  # a category whose values mostly fall to 'unknown': the value map misses its spellings
 
 
@@ -55,6 +56,10 @@ class QualityReport(BaseModel):
     features: list[FeatureUse] = Field(default_factory=list)
     gate: Gate = Field(default_factory=Gate)
     findings: list[str] = Field(default_factory=list, description="what the gate found; empty: the mapping passes")
+    errors: list[str] = Field(default_factory=list, description="the findings that mean the mapping is wrong: "
+                              "the check fails on them")
+    unchecked_labels: list[str] = Field(default_factory=list, description="label fields of tasks other than "
+                                        "`task` (or all, without one): filled like any field, not checked")
 
     @property
     def features_mapped(self) -> int:
@@ -96,17 +101,29 @@ def feature_use(cfg: PartnerConfig, clean: pd.DataFrame) -> list[FeatureUse]:
     return out
 
 
+def mapping_errors(report: QualityReport, keys: list[str]) -> list[str]:
+    """Findings that mean the mapping itself is wrong (a key or a field the export has but
+    the mapping cannot read): `partner check` fails on these whatever else it is told."""
+    out = []
+    for key in keys:
+        pct = report.cleaning.completeness_pct.get(key)
+        if pct is not None and pct < report.gate.min_key_readable_pct:
+            out.append(f"key field {key!r} is readable on {pct:.1f}% of rows (at least "
+                       f"{report.gate.min_key_readable_pct:g}% expected): check its column and format")
+    rows = report.cleaning.rows_in
+    for name, bad in report.cleaning.unreadable_by_field.items():
+        if rows and name not in keys and 100 * bad / rows > MAX_UNREADABLE_PCT:
+            out.append(f"field {name!r}: {bad} of {rows} rows ({100 * bad / rows:.0f}%) could not be read: check its "
+                       "format in the mapping (a date format, a decimal comma, a unit)")
+    return out
+
+
 def findings(report: QualityReport, keys: list[str]) -> list[str]:
-    """What the gate finds, each in words a data team can act on."""
-    gate, out = report.gate, []
+    """What the gate finds, each in words a data team can act on (the mapping errors first)."""
+    gate, out = report.gate, mapping_errors(report, keys)
     if report.features_mapped < gate.min_features:
         out.append(f"{report.features_mapped} model features are fed by this mapping ({gate.source} asks for at least "
                    f"{gate.min_features}): a run would train on neutral values only; map more columns")
-    for key in keys:
-        pct = report.cleaning.completeness_pct.get(key)
-        if pct is not None and pct < gate.min_key_readable_pct:
-            out.append(f"key field {key!r} is readable on {pct:.1f}% of rows (at least {gate.min_key_readable_pct:g}% "
-                       "expected): check its column and format")
     if report.label_rate is not None and report.label_rate in (0.0, 1.0):
         out.append(f"the label of task {report.task!r} has one class only (rate {report.label_rate:.0%}): "
                    "check its true/false spellings")
@@ -143,8 +160,8 @@ def check_partner(cfg: PartnerConfig, task: str | None = None, k_threshold: int 
     report = QualityReport(partner=cfg.name, file=cfg.customers.path, task=task, label_rate=rate,
                            cleaning=cleaned.report, transactions=tx, interactions=ix,
                            k_anonymity=k_anonymity(qi, gate.k_threshold), features=feature_use(cfg, cleaned.clean),
-                           gate=gate)
-    return report.model_copy(update={"findings": findings(report, keys)})
+                           gate=gate, unchecked_labels=[f for f in cfg.contract_model.label_fields() if f not in keys])
+    return report.model_copy(update={"findings": findings(report, keys), "errors": mapping_errors(report, keys)})
 
 
 def write_rows(frame: pd.DataFrame, path: Path) -> None:
@@ -184,7 +201,8 @@ def render(report: QualityReport) -> Group:
     for col in ("field", "complete %", "unreadable", "filled"):
         fields.add_column(col, justify="right" if col != "field" else "left")
     for name, pct in c.completeness_pct.items():
-        fields.add_row(name, f"{pct:.1f}", str(c.unreadable_by_field.get(name, 0)), str(c.filled_by_field.get(name, 0)))
+        filled = "a label: not checked (--task)" if name in report.unchecked_labels else str(c.filled_by_field.get(name, 0))
+        fields.add_row(name, f"{pct:.1f}", str(c.unreadable_by_field.get(name, 0)), filled)
     features = Table(title="model features this mapping feeds")
     for col in ("feature", "kind", "from", "fed", "'unknown' %"):
         features.add_column(col)

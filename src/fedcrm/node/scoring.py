@@ -9,6 +9,7 @@ row was quarantined is listed as not scored, with the reason.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from fedcrm.errors import ConfigError
 from fedcrm.data.ingest import ROW
 from fedcrm.data.prepare import as_of_date, at_rows, prepared_frame
 from fedcrm.data.pseudonymise import PID, load_secret
-from fedcrm.rundir import RunDir
+from fedcrm.rundir import MODEL_WEIGHTS, RunDir
 from fedcrm.ml.training import predict
 from fedcrm.protocol import RunId
 from fedcrm.privatefiles import private_dir, private_open
@@ -38,6 +39,11 @@ class ScoreSummary(BaseModel):
     rows_without_id: int
     by_tier: dict[str, int]
     path: str
+
+
+def model_fingerprint(run: RunDir) -> str:
+    """The first 16 hex digits of the SHA-256 of the published weights (model.pt)."""
+    return hashlib.sha256((run.path / MODEL_WEIGHTS).read_bytes()).hexdigest()[:16]
 
 
 def deciles(scores: np.ndarray) -> np.ndarray:
@@ -83,6 +89,9 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     unscored = pd.DataFrame({"customer_id": missing["customer_id"].astype(str).to_numpy(), "score": np.nan,
                              "status": ("not scored: " + missing[REASON].astype(str)).to_numpy()})
     table = pd.concat([scored, unscored], ignore_index=True)
+    # which model scored them: a score file read months later still says so
+    table["run_id"], table["model_sha256"] = str(run.run_id), model_fingerprint(run)
+    table["scored_as_of"] = pd.Timestamp(as_of).date().isoformat()
 
     path = out or cfg.work_dir / "scores" / f"{plan.task}-run-{run.run_id}.parquet"
     if path.suffix not in (".csv", ".parquet"):
