@@ -117,3 +117,26 @@ def test_simulate_refuses_a_bad_run_config_before_starting_flower(demo_federatio
     with pytest.raises(ConfigError, match="modle"):
         simulate(demo_federation, tmp_path / "run", tmp_path / "flower", {"modle": "mlp"})
     assert not (tmp_path / "flower").exists()
+
+
+def test_flower_lines_print_once_and_opacus_hook_warnings_not_at_all() -> None:
+    """Opacus' basicConfig would double every Flower log line, and its per-sample hooks make
+    torch warn on every backward: a DP training round in a fresh process logs one line and
+    raises no such warning."""
+    code = ("import logging, warnings\n"
+            "warnings.simplefilter('always')  # every warning, every time, unless fedcrm filters it\n"
+            "from flwr.common.logger import log\n"
+            "import numpy as np\n"
+            "from fedcrm.ml.models import build_model\n"
+            "from fedcrm.ml.training import DPSettings, train_local\n"
+            "x = np.random.default_rng(0).normal(size=(64, 3)).astype('float32'); y = (x[:, 0] > 0).astype('float32')\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            "    train_local(build_model('mlp', 3, seed=0), x, y, dp=DPSettings(1.0, 1.0, 1e-5, []), epochs=1,\n"
+            "                batch_size=16, lr=0.1, optimizer='sgd', seed=0)\n"
+            "log(logging.INFO, 'fedcrm-once')\n"
+            "print('hook warnings:', sum('backward hook' in str(w.message) for w in seen))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert out.count("fedcrm-once") == 1, out
+    assert "hook warnings: 0" in out, out

@@ -31,6 +31,13 @@ from fedcrm.ml.evaluation import binary_metrics, score_histograms
 from fedcrm.privacy.accounting import HistoryEntry, round_shape
 from fedcrm.protocol import HeldOutMetrics
 
+# Opacus calls logging.basicConfig on import: Flower's logger has a handler of its own, so
+# without this every Flower line would print twice (once through the root's new handler).
+logging.getLogger("flwr").propagate = False
+# Opacus' per-sample hooks make torch warn on every backward of a module whose output needs
+# no gradient (our first layer); it is expected and says nothing about the run.
+warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+
 
 @dataclass(frozen=True)
 class DPSettings:
@@ -94,7 +101,6 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
                 train_model, opt, loss_fn, loader = private
             else:
                 train_model, opt, loader = private
-        logging.getLogger("flwr").setLevel(logging.INFO)  # Opacus calls basicConfig
     steps, total_loss, seen = 0, 0.0, 0
     train_model.train()
     while steps < planned:
