@@ -140,3 +140,13 @@ def test_flower_lines_print_once_and_opacus_hook_warnings_not_at_all() -> None:
     out = proc.stdout + proc.stderr
     assert out.count("fedcrm-once") == 1, out
     assert "hook warnings: 0" in out, out
+
+
+def test_a_short_dp_run_is_warned_that_it_spends_the_whole_target(tmp_path: Path) -> None:
+    proc = fedcrm("run", "--federation", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "run"),
+                  "--rounds", "2", "--epsilon", "3", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "warning: 2 rounds will still spend the whole target ε = 3 of every partner (1.5 a round" in out, out
+    assert proc.returncode == 2 and "missing.toml" in out  # and then the bad federation path, in one line
+    assert TrainPlan(num_server_rounds=20).short_run_warning() is None
+    assert TrainPlan(num_server_rounds=2, dp_enabled=False).short_run_warning() is None

@@ -330,3 +330,18 @@ def test_history_across_runs_and_audit_verdicts_are_shown(reported_run: tuple[Pa
         page.close()
     assert header[-1] == "verdict" and len(verdicts) == 3
     assert all(v.split(":")[0] in ("pass", "review", "fail") for v in verdicts), verdicts
+
+
+def test_flower_lists_and_logs_a_finished_run(reported_run: tuple[Path, Path]) -> None:
+    """`fedcrm flower ls|log RUN_DIR`: `flwr ls` and `flwr log` on a SuperLink started
+    again on the finished run's own database (and stopped after)."""
+    _, run_dir = reported_run
+    listed = fedcrm("flower", "ls", str(run_dir), "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    runs = {r["run-id"]: r for r in json.loads(listed.stdout)["runs"]}
+    run_id = json.loads((run_dir / "summary.json").read_text())["run_id"]
+    assert runs[str(run_id)]["status"] == "finished:completed"
+    logged = fedcrm("flower", "log", str(run_dir))
+    assert logged.returncode == 0 and f"run_id `{run_id}`" in logged.stdout, logged.stdout[-2000:]
+    home = json.loads((run_dir / "flower.json").read_text())["home"]
+    assert not (Path(home) / "superlink.pid").exists()  # its SuperLink was stopped again

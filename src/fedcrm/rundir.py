@@ -42,6 +42,7 @@ PLAN, STATE, METRICS, EPSILON, RECEIVED = "plan.json", "state.json", "metrics.js
 HISTOGRAMS, FEATURE_STATS, SUMMARY = "histograms.json", "feature_stats.json", "summary.json"
 MODEL_META, MODEL_WEIGHTS, CHECKPOINTS, AUDITS, BASELINES = "model.json", "model.pt", "checkpoints", "audits", "baselines.json"
 LEDGER_RECEIPTS = "ledger_receipts.json"
+FLOWER_HOME = "flower.json"  # a simulated run's Flower state, for `fedcrm flower`
 TREES = "trees.json"  # boosted trees as plain data (model.pt holds the same arrays)
 TREES_LIGHTGBM = "trees.lightgbm.txt"  # the same trees as a LightGBM model of the unstandardised columns
 
@@ -155,6 +156,15 @@ class ModelMeta(BaseModel):
     contract_digest: str = ""  # the consortium's contract the model was trained under
 
 
+class FlowerHome(BaseModel):
+    """Where a simulated run's Flower state lives (FLWR_HOME, superlink.db, superlink.log),
+    so `fedcrm flower ls|log RUN_DIR` can serve it again after the run's SuperLink stopped."""
+
+    home: str
+    connection: str
+    runs: list[RunId]
+
+
 class RunSummary(BaseModel):
     run_id: RunId
     status: str
@@ -240,6 +250,12 @@ class RunDir:
     def summary(self) -> RunSummary:
         return self._read(SUMMARY, RunSummary)
 
+    def flower_home(self) -> FlowerHome:
+        if not self.has(FLOWER_HOME):
+            raise ConfigError(f"{self.path} records no Flower home: only a finished `fedcrm run` (simulation) does; "
+                              "a deployed run is inspected on its federation's SuperLink (`fedcrm coordinator`)")
+        return self._read(FLOWER_HOME, FlowerHome)
+
     def model_meta(self) -> ModelMeta:
         return self._read(MODEL_META, ModelMeta)
 
@@ -299,6 +315,9 @@ class RunDir:
             kept = self.histograms()
             _write(self.path / HISTOGRAMS, HistogramsFile(bins=bins, rounds={**(kept.rounds if kept else {}), **histograms}))
         _write(self.path / EPSILON, epsilon)
+
+    def write_flower_home(self, home: FlowerHome) -> None:
+        _write(self.path / FLOWER_HOME, home)
 
     def write_ledger_receipts(self, receipts: LedgerReceiptsFile) -> None:
         _write(self.path / LEDGER_RECEIPTS, receipts)

@@ -99,6 +99,12 @@ def plan_from(ctx: typer.Context) -> TrainPlan:
     return plan
 
 
+def warn_short_run(plan: TrainPlan) -> None:
+    warning = plan.short_run_warning()
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
 # ------------------------------------------------------------ rounds as they land
 
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fedcrm.cli.common import DirOpt, Model, Task, console, plan_from, plan_option, typer_app, watch_deployed
+from fedcrm.cli.common import (DirOpt, Model, Task, console, plan_from, plan_option, typer_app, warn_short_run,
+                               watch_deployed)
 from fedcrm.errors import ConfigError
 
 app = typer_app("The coordinator's SuperLink and its runs (deployment).")
@@ -90,6 +91,7 @@ def coordinator_run(
     from fedcrm.ops.runs import launch
 
     plan = plan_from(ctx)  # before anything is submitted
+    warn_short_run(plan)
     layout = FederationLayout(dir)
     run_id = launch(layout, out, plan.to_run_config(exclude_unset=True))
     console.print(f"run {run_id} submitted; results in {out}")

@@ -7,7 +7,7 @@ from typing import Annotated
 import click
 import typer
 
-from fedcrm.cli import contract, coordinator, federation, partner, privacy, report, score, sim
+from fedcrm.cli import contract, coordinator, federation, flower, partner, privacy, report, score, sim
 from fedcrm.cli.common import console, typer_app
 from fedcrm.errors import FedcrmError
 
@@ -18,6 +18,7 @@ app.add_typer(privacy.app, name="privacy")
 app.add_typer(report.app, name="report")
 app.add_typer(federation.app, name="federation")
 app.add_typer(coordinator.app, name="coordinator")
+app.add_typer(flower.app, name="flower")
 app.add_typer(score.app)
 app.add_typer(sim.benchmark_app, name="benchmark")
 app.add_typer(sim.app)

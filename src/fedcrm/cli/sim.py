@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from fedcrm.cli.common import Model, Task, console, plan_from, plan_option, run_simulation, typer_app
+from fedcrm.cli.common import (Model, Task, console, plan_from, plan_option, run_simulation, typer_app,
+                               warn_short_run)
 
 app = typer_app(None)  # merged into the root app: `fedcrm run`, `fedcrm demo`, ...
 benchmark_app = typer_app("Benchmarks that need the public datasets.")
@@ -46,6 +47,7 @@ def run(
 ) -> None:
     """Run a simulated federation (Flower simulation engine, one node per member)."""
     plan = plan_from(ctx)  # a bad value stops here, before any SuperLink or Ray starts
+    warn_short_run(plan)
     run_simulation(federation, out, work, plan.to_run_config(exclude_unset=True), cpus_per_node)
 
 

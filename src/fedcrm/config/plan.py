@@ -142,6 +142,17 @@ class TrainPlan(Strict):
                                  f"DP (limit {PER_SAMPLE_FLOATS_MAX:.2g}); use a smaller batch or model")
         return self
 
+    def short_run_warning(self, usual_rounds: int = 20) -> str | None:
+        """A DP run's target ε is spent whatever its length: a 2-round smoke test costs each
+        partner as much as a 20-round run, ten times more per round. Said before it starts."""
+        if not self.dp_enabled or self.num_server_rounds >= usual_rounds // 4:
+            return None
+        per_round = self.dp_target_epsilon / self.num_server_rounds
+        return (f"{self.num_server_rounds} round{'s' if self.num_server_rounds > 1 else ''} will still spend the whole "
+                f"target ε = {self.dp_target_epsilon:g} of every partner ({per_round:.2g} a round; a "
+                f"{usual_rounds}-round run spends {self.dp_target_epsilon / usual_rounds:.2g}). For a smoke test, "
+                "lower --epsilon or use --no-dp on test data.")
+
     def evaluation_rounds(self) -> list[int]:
         """The job rounds whose model the partners evaluate: 0 (the starting model), every
         `evaluate_every`-th, and the last. A node calibrates its evaluation noise to this

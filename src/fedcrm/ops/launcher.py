@@ -336,8 +336,10 @@ class SimulationLink:
         """The SuperLink's PID while it runs: what to stop if this process is killed outright."""
         return self.home / "superlink.pid"
 
-    def start(self, timeout: float = 60) -> SimulationLink:
-        self._home = run_home(self.work_dir)
+    def start(self, timeout: float = 60, home: Path | None = None) -> SimulationLink:
+        """A fresh run home, or `home`: a finished run's, whose database (its runs, their
+        status and logs) the new SuperLink serves again to `flwr ls` / `flwr log`."""
+        self._home = home.resolve() if home is not None else run_home(self.work_dir)
         self.cli.write_connection(f"127.0.0.1:{self.port}")
         cmd = [executable("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
                "--host", "127.0.0.1", "--port", str(self.port),
@@ -380,6 +382,30 @@ class SimulationLink:
         """`FlwrCli.wait` that fails as soon as this SuperLink is gone."""
         return self.cli.wait(run_id, timeout=timeout, on_poll=on_poll, superlink=self.process,
                              log_file=self.log_file)
+
+
+def record_flower_home(run_dir: Path, home: Path, run_id: int) -> None:
+    """Where the run's Flower state is kept, in its run directory: `fedcrm flower` reopens it."""
+    from fedcrm.rundir import FlowerHome, RunDir  # local: keeps the launcher importable alone
+
+    RunDir(run_dir).write_flower_home(FlowerHome(home=str(home), connection=CONNECTION, runs=[str(run_id)]))
+
+
+@contextmanager
+def reopened(run_dir: Path) -> Iterator[SimulationLink]:
+    """A SuperLink on a finished simulated run's own database, stopped (by PID) on leaving."""
+    from fedcrm.rundir import RunDir
+
+    ref = RunDir(run_dir).flower_home()
+    home = Path(ref.home)
+    if not (home / "superlink.db").is_file():
+        raise FedcrmError(f"{run_dir}: its Flower state ({home / 'superlink.db'}) is gone; was the work dir removed?")
+    link = SimulationLink(home.parent)
+    link.start(home=home)
+    try:
+        yield link
+    finally:
+        link.stop()
 
 
 @contextmanager
@@ -445,6 +471,7 @@ def simulate(federation_config: Path, run_dir: Path, work_dir: Path, run_config:
                              num_cpus_per_node)
         audit.record("run-launched", run_id=run_id, run_dir=plan.run_dir, config=run_config, simulation=True)
         status = link.wait(run_id, timeout=timeout, on_poll=on_poll)
+        record_flower_home(run_dir, link.home, run_id)
         if status != "finished:completed":
             raise RunFailed(f"run {run_id} ended {status}; last log lines:\n{link.cli.logs(run_id)[-4000:]}")
     return SimulationResult(run_id=run_id, status=status, run_dir=run_dir, seconds=time.monotonic() - started,
