@@ -223,6 +223,17 @@ def test_run_report_renders_with_real_plots(reported_run: tuple[Path, Path]) -> 
     for key in ("auc", "pr-auc", "log-loss", "brier", "lift-top-decile", "capture-top-decile", "ece"):
         assert found.kpis[key] == f"{final[key]:.3f}", key
     assert 'id="run-status">completed<' in dom.replace(" ", "")
+    # an evaluation page: deciles, the scoring tiers against the outcome, calibration per
+    # partner, and what the model leans on by feature name
+    deciles = dom.split('id="deciles"')[1].split("</table>")[0]
+    assert deciles.count("data-decile=") >= 8 and "100.0 %" in deciles
+    tiers = dom.split('id="tiers"')[1].split("</table>")[0]
+    assert all(f'data-tier="{t}"' in tiers for t in ("high", "medium", "low"))
+    calibration = dom.split('id="calibration"')[1].split("</table>")[0]
+    assert all(f'data-partner="{m.name}"' in calibration for m in FederationConfig.load(reported_run[0]).members)
+    features = json.loads((run_dir / "model.json").read_text())["features"]
+    importance = dom.split('id="importance"')[1].split("</table>")[0]
+    assert sum(f">{f}<" in importance for f in features) >= 10
 
 
 # ------------------------------------------------------------------ Playwright: layout, PDF, first screen

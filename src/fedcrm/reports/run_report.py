@@ -23,7 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from fedcrm.ml.evaluation import calibration_bins  # noqa: E402
 from fedcrm.protocol import EvaluateAggregate, EvaluateReply  # noqa: E402
-from fedcrm.rundir import EpsilonPoint, RoundRecord, RunDir, ScoreHistogram  # noqa: E402
+from fedcrm.rundir import MODEL_META, MODEL_WEIGHTS, EpsilonPoint, RoundRecord, RunDir, ScoreHistogram  # noqa: E402
 
 AUC, EXAMPLES, POSITIVES = (EvaluateReply.key(f) for f in ("auc", "num_examples", "num_positives"))
 
@@ -183,7 +183,30 @@ def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
     kpis = [(EvaluateAggregate.key(f), label, getattr(final, f) if final else None) for f, label in KPIS]
     return {"run_id": run.run_id, "status": summary.status, "plan": run.plan, "kpis": kpis, "own_auc": own,
             "epsilon_final": summary.epsilon, "sizes": sizes,
-            "plots": _plots(rounds, eps.partners if eps else {}, hists, sizes), "baselines": run.baselines(baselines)}
+            "plots": _plots(rounds, eps.partners if eps else {}, hists, sizes), "baselines": run.baselines(baselines),
+            "score_bins": hist_file.bins if hist_file else None, **_evaluation(run, hists)}
+
+
+def _evaluation(run: RunDir, hists: dict[str, ScoreHistogram]) -> dict[str, Any]:
+    """Deciles, tiers at the scoring thresholds, per-partner calibration (last evaluated
+    round's histograms), and what the published model leans on."""
+    from fedcrm.config.tiers import TierRule
+    from fedcrm.reports.evaluation_tables import decile_table, importances, partner_calibration, tier_table
+
+    out: dict[str, Any] = {"deciles": [], "tiers": [], "tier_rule": TierRule(), "calibration": [],
+                           "importance": None}
+    if hists:
+        pos = np.sum([np.clip(np.asarray(h.pos, float), 0, None) for h in hists.values()], axis=0)
+        neg = np.sum([np.clip(np.asarray(h.neg, float), 0, None) for h in hists.values()], axis=0)
+        out.update(deciles=decile_table(pos, neg), tiers=tier_table(pos, neg, out["tier_rule"]),
+                   calibration=partner_calibration(hists))
+    if run.has(MODEL_META) and run.has(MODEL_WEIGHTS):
+        import torch
+
+        meta = run.model_meta()
+        state = torch.load(run.path / MODEL_WEIGHTS, weights_only=True)
+        out["importance"] = importances(meta.kind, state, meta.features)
+    return out
 
 
 def write(run_dir: Path, baselines: Path | None = None) -> Path:
