@@ -356,3 +356,32 @@ def test_flower_lists_and_logs_a_finished_run(reported_run: tuple[Path, Path]) -
     assert logged.returncode == 0 and f"run_id `{run_id}`" in logged.stdout, logged.stdout[-2000:]
     home = json.loads((run_dir / "flower.json").read_text())["home"]
     assert not (Path(home) / "superlink.pid").exists()  # its SuperLink was stopped again
+
+
+def test_run_directory_files_match_their_schemas_and_a_flat_table(reported_run: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    """Tools that read run directories get JSON Schemas for every JSON file, and the metrics
+    as a flat table (CSV and Parquet) with a row per round and partner."""
+    import jsonschema
+    import pandas as pd
+
+    _, run_dir = reported_run
+    made = fedcrm("report", "schemas", "--out", str(tmp_path / "schemas"))
+    assert made.returncode == 0, made.stdout + made.stderr
+    checked = []
+    for schema_file in sorted((tmp_path / "schemas").glob("*.schema.json")):
+        data = run_dir / schema_file.name.replace(".schema", "")
+        if data.is_file():
+            jsonschema.validate(json.loads(data.read_text()), json.loads(schema_file.read_text()))
+            checked.append(data.name)
+    assert {"plan.json", "metrics.json", "summary.json", "model.json", "compliance.json", "flower.json"} <= set(checked)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    csv, parquet = pd.read_csv(run_dir / "metrics.csv"), pd.read_parquet(run_dir / "metrics.parquet")
+    assert len(csv) == len(parquet) and list(csv.columns) == list(parquet.columns)
+    partners = parquet[parquet["partner"] != "(global)"]
+    assert len(partners) == sum(len(set(r["partners"]) | set(r["absent"])) for r in metrics["rounds"])
+    south = partners[(partners["partner"] == "south-broadband") & (partners["round"] == 2)].iloc[0]
+    assert not south["trained"] and "cap" in south["refused"]
+    glob = parquet[parquet["partner"] == "(global)"].set_index("round")
+    final = json.loads((run_dir / "summary.json").read_text())["final_global"]
+    assert glob.loc[2, "evaluate_auc"] == pytest.approx(final["auc"])

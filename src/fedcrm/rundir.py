@@ -10,10 +10,15 @@
     model.pt, model.json the published global model and its layout
     checkpoints/round-NNN.pt
     summary.json         status, rounds completed, final global metrics, final ε
+    metrics.csv, .parquet metrics.json flat: a row per round and partner (and the pooled
+                         "(global)" row), a column per metric, for spreadsheets and dataframes
+    flower.json          a simulated run's Flower home (`fedcrm flower ls|log`)
     ledger_receipts.json the coordinator's receipt of each partner's ledger head as the run
                          left it, with every rollback flag and acknowledgement
                          (`fedcrm.coordinator.receipts`); each round's heads are in metrics.json
     audits/, baselines.json, compliance.*, report.html: added by later commands
+
+`json_schemas()` gives the JSON Schema of every JSON file here (`fedcrm report schemas`).
 
 The coordinator writes through `RunDir` while the run goes (each file replaced atomically,
 so a watcher never reads half a file); reports, scoring, audits and the CLI read through
@@ -42,6 +47,7 @@ PLAN, STATE, METRICS, EPSILON, RECEIVED = "plan.json", "state.json", "metrics.js
 HISTOGRAMS, FEATURE_STATS, SUMMARY = "histograms.json", "feature_stats.json", "summary.json"
 MODEL_META, MODEL_WEIGHTS, CHECKPOINTS, AUDITS, BASELINES = "model.json", "model.pt", "checkpoints", "audits", "baselines.json"
 LEDGER_RECEIPTS = "ledger_receipts.json"
+METRICS_FLAT = "metrics"  # metrics.csv and metrics.parquet
 FLOWER_HOME = "flower.json"  # a simulated run's Flower state, for `fedcrm flower`
 TREES = "trees.json"  # boosted trees as plain data (model.pt holds the same arrays)
 TREES_LIGHTGBM = "trees.lightgbm.txt"  # the same trees as a LightGBM model of the unstandardised columns
@@ -310,6 +316,7 @@ class RunDir:
                       histograms: dict[int, dict[str, ScoreHistogram]], bins: int) -> None:
         """The per-round records; histograms of earlier Flower runs of the job are kept."""
         _write(self.path / METRICS, metrics)
+        _write_flat(self.path / METRICS_FLAT, flat_metrics(metrics))
         _write(self.path / RECEIVED, received)
         if histograms:
             kept = self.histograms()
@@ -348,6 +355,50 @@ class RunDir:
                 tmp.write_text(text)
                 tmp.replace(self.path / name)
         _write(self.path / SUMMARY, summary)
+
+
+def flat_metrics(metrics: MetricsFile) -> list[dict[str, Any]]:
+    """A row per round and partner, and a "(global)" row per evaluated round: every scalar
+    the coordinator recorded (train_*, evaluate_*, query_*), refusals as text."""
+    rows: list[dict[str, Any]] = []
+    for r in metrics.rounds:
+        if r.global_metrics:
+            rows.append({"run_id": str(metrics.run_id), "round": r.round, "partner": "(global)",
+                         **{f"evaluate_{k}": v for k, v in r.global_metrics.items()}})
+        refused: dict[str, list[str]] = {}
+        for f in r.failures:
+            refused.setdefault(f.partner or f"node {f.node_id}", []).append(f"{f.kind}: {f.reason}")
+        for name in sorted(set(r.partners) | set(refused) | set(r.absent)):
+            p = r.partners.get(name, PartnerRound())
+            rows.append({"run_id": str(metrics.run_id), "round": r.round, "partner": name,
+                         "trained": bool(p.train), "absent": name in r.absent,
+                         "refused": "; ".join(refused.get(name, [])),
+                         **{f"{kind}_{k}": v for kind in ("query", "train", "evaluate")
+                            for k, v in getattr(p, kind).items()}})
+    return rows
+
+
+def _write_flat(stem: Path, rows: list[dict[str, Any]]) -> None:
+    """`stem`.csv and `stem`.parquet, each replaced atomically."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    for suffix, write in ((".csv", lambda f: frame.to_csv(f, index=False)),
+                          (".parquet", lambda f: frame.to_parquet(f, index=False))):
+        tmp = stem.with_suffix(suffix + ".tmp")
+        write(tmp)
+        tmp.replace(stem.with_suffix(suffix))
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every JSON file of a run directory, by file name."""
+    from fedcrm.reports.compliance import ComplianceReport
+
+    models: dict[str, type[BaseModel]] = {
+        PLAN: PlanFile, STATE: RunState, METRICS: MetricsFile, EPSILON: EpsilonFile, RECEIVED: ReceivedFile,
+        HISTOGRAMS: HistogramsFile, FEATURE_STATS: FeatureStats, MODEL_META: ModelMeta, SUMMARY: RunSummary,
+        LEDGER_RECEIPTS: LedgerReceiptsFile, FLOWER_HOME: FlowerHome, "compliance.json": ComplianceReport}
+    return {name: model.model_json_schema(by_alias=True, mode="serialization") for name, model in models.items()}
 
 
 def _write(path: Path, data: BaseModel) -> None:

@@ -38,3 +38,19 @@ def report_run(
     from fedcrm.reports.run_report import write
 
     console.print(f"run report: {write(run_dir, baselines)}")
+
+
+@app.command("schemas")
+def report_schemas(
+    out: Annotated[Path, typer.Option(help="folder to write <file>.schema.json into")] = Path("schemas"),
+) -> None:
+    """JSON Schemas of every JSON file a run directory holds (plan, metrics, ε, summary,
+    model, compliance, ...), for tools that read run directories."""
+    import json
+
+    from fedcrm.rundir import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        (out / f"{Path(name).stem}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    console.print(f"{len(json_schemas())} schemas in {out}")
