@@ -108,6 +108,19 @@ def warn_short_run(plan: TrainPlan) -> None:
 # ------------------------------------------------------------ rounds as they land
 
 
+def _phase(run_dir: Path, rounds: int) -> str:
+    """What a run is doing, from its run directory, for the status line."""
+    from fedcrm.rundir import METRICS, STATE, RunDir
+
+    run = RunDir.open(run_dir)
+    if run is None:
+        return "Flower is starting the ServerApp and the partners' nodes…"
+    done = run.state().completed_rounds if run.has(STATE) else 0
+    if done == 0 and not run.has(METRICS):
+        return "the partners are preparing their data and answering the statistics query (round 0)…"
+    return f"round {min(done + 1, rounds)} of {rounds}: the partners are training…" if done < rounds else "finishing…"
+
+
 def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str, Any], cpus: int) -> None:
     """A simulated run, its rounds printed as they land; exit 1 unless it completed, and
     128 + the signal's number when SIGINT or SIGTERM stopped it (its SuperLink stopped
@@ -123,6 +136,9 @@ def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str
     refused: set[tuple[int, str, str]] = set()
     t0 = time.monotonic()
 
+    rounds = int(run_config.get("num-server-rounds", TrainPlan().num_server_rounds))
+    spinner = console.status("starting the SuperLink…")
+
     def progress(status: str) -> None:  # noqa: ARG001 (the launcher's on_poll hook)
         for line in new_failures(out, refused):
             console.print(f"[{time.monotonic() - t0:5.1f}s] [yellow]{escape(line)}[/yellow]", highlight=False)
@@ -130,15 +146,18 @@ def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str
             if row.round not in shown:
                 shown.add(row.round)
                 console.print(f"[{time.monotonic() - t0:5.1f}s] {format_row(row, names)}")
+        spinner.update(f"[{time.monotonic() - t0:5.1f}s] {_phase(out, rounds)}")
 
     def started(link: SimulationLink) -> None:
         console.print(f"SuperLink PID {link.process.pid if link.process else '?'} on 127.0.0.1:{link.port}; "
                       f"Flower home and logs in {link.home} (superlink.log)")
+        spinner.update("Flower is starting the ServerApp and the partners' nodes…")
 
     console.print(f"federated run: {len(names)} partners ({', '.join(names)}), results in {out}")
     try:
-        result = simulate(federation, out, work, run_config, num_cpus_per_node=cpus, on_poll=progress,
-                          on_start=started)
+        with spinner:  # a status line while nothing else prints (only on a terminal)
+            result = simulate(federation, out, work, run_config, num_cpus_per_node=cpus, on_poll=progress,
+                              on_start=started)
     except Interrupted as exc:
         console.print(f"[red]{exc}[/red]; what the run wrote is in {out}")
         raise typer.Exit(exc.exit_code) from None
