@@ -62,3 +62,21 @@ def test_round_config_names_the_job_and_its_round() -> None:
     assert parsed.job_round(99) == ("18446744073709551615", 5)
     assert RoundConfig.of(RecordDict({CONFIG: ConfigRecord({"server-round": 1})})).job_round(77) == ("77", 1)
     assert RoundConfig.of(RecordDict({})).job_round(77) == ("77", 0)
+
+
+def test_the_readme_lists_exactly_what_leaves_a_node() -> None:
+    """The README's 'what leaves a node' is generated from the reply models: a field added to
+    a reply and not to the README fails here (`scripts/readme_sync.py` rewrites it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fedcrm.protocol import REPLIES, egress_markdown
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "readme_sync.py"), "--check"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = egress_markdown()
+    for model in REPLIES.values():
+        assert all(f"`{key}`" in text for key in model.keys())

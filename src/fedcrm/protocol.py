@@ -205,10 +205,10 @@ class QueryReply(LedgerHead):
 
     partner_id: int
     num_examples: int
-    stat_n: float
-    stat_sum: list[float]
-    stat_sumsq: list[float]
-    stat_onehot: list[float]
+    stat_n: float = Field(description="rows (noised)")
+    stat_sum: list[float] = Field(description="per numeric column: the sum (noised)")
+    stat_sumsq: list[float] = Field(description="per numeric column: the sum of squares (noised)")
+    stat_onehot: list[float] = Field(description="per category level: the count (noised)")
     stat_vocab: list[float] | None = None  # noised counts of the `vocabulary` record's values, in its order
     stat_sketch: list[float] | None = None  # gbdt runs: noised rows per grid cell of each numeric column (`fedcrm.ml.sketch`)
     epsilon: float | None = None
@@ -227,6 +227,33 @@ def list_keys(kind: str) -> dict[str, str]:
     """Wire key → field name of the metrics that may be lists in a reply of `kind`."""
     model = REPLIES[kind]
     return {model.key(f): f for f in model.list_fields}
+
+
+EGRESS_RECORDS = {  # reply kind -> the records besides `metrics` it may carry (`fedcrm.node.egress` enforces)
+    "train": {ARRAYS: "the model's arrays, same names and shapes as the global model received, float only; for "
+                      "boosted trees, the noised leaf or histogram sums of the trees the round sent"},
+    "evaluate": {},
+    "query": {VOCABULARY: "the values of the contract's learned categories whose noised counts are `stat-vocab`; "
+                          "learned-vocabulary runs only"},
+}
+REPLY_PURPOSE = {"train": "a training round", "evaluate": "an evaluation on the partner's hold-out",
+                 "query": "the federation's feature statistics (round 0)"}
+
+
+def egress_markdown() -> str:
+    """What leaves a node, reply by reply, generated from the reply models: the README's
+    list (`scripts/readme_sync.py`) is this text, so it cannot fall behind the code."""
+    lines = []
+    for kind, model in REPLIES.items():
+        records = "; ".join(f"`{name}` ({what})" for name, what in EGRESS_RECORDS[kind].items())
+        keys = ", ".join(f"`{f.alias or n}`" + ("[]" if n in model.list_fields else "")
+                         for n, f in model.model_fields.items())
+        lines.append(f"- **{kind}** replies, {REPLY_PURPOSE[kind]}: " + (f"{records}; " if records else "")
+                     + f"`metrics` with only {keys} ([] a list; every other value a number).")
+    lines.append("- Anything else is refused on the node (`fedcrm.node.egress`) and logged in its "
+                 "`work/egress.jsonl`; the coordinator lists what it received, by name, type and shape, "
+                 "in the run's `received.json`.")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- the coordinator's aggregates
