@@ -9,6 +9,12 @@ matched to what the node reported. The coordinator's receipt of each ledger's he
 rollback it flagged and every acknowledgement (`fedcrm.coordinator.receipts`, copied into
 the run directory) are shown beside it. Membership audits (`fedcrm privacy audit`) placed
 in `RUN_DIR/audits/` are included.
+
+For sign-off it also carries who launched the run and when (the coordinator's audit log,
+`fedcrm.reports.provenance`), each partner's ε over all its runs (`fedcrm.privacy.history`),
+the contract's fields with their grades, data quality, k-anonymity and key custody
+(`fedcrm.reports.data_use`, on the node's side only), a verdict on each audit, and is
+printed to PDF with SHA-256 fingerprints (`fedcrm.reports.document`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field, computed_field
 
-from fedcrm.config import FederationConfig, PartnerConfig
+from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.contract.model import Contract
 from fedcrm.coordinator.receipts import LedgerReceipt, RollbackFlag
 from fedcrm.privacy.history import SpendHistory, spend_history
@@ -344,7 +350,7 @@ def _contract(federation: Path | None, configs: dict[str, PartnerConfig]) -> Con
     return next((cfg.contract_model for cfg in configs.values()), None)
 
 
-def _on_the_node(p: PartnerCompliance, cfg: PartnerConfig, plan, run_id: str) -> None:  # noqa: ANN001
+def _on_the_node(p: PartnerCompliance, cfg: PartnerConfig, plan: TrainPlan, run_id: str) -> None:
     """What only the partner's own machine can tell: its whole ledger history, its data's
     quality and k-anonymity, its key's custody."""
     ledger = Ledger.at(cfg.privacy_dir)
@@ -359,7 +365,7 @@ def _on_the_node(p: PartnerCompliance, cfg: PartnerConfig, plan, run_id: str) ->
     p.custody = key_custody(cfg, cfg.contract_model)
 
 
-def _statistics(p: PartnerCompliance, plan, cfg: PartnerConfig | None) -> None:  # noqa: ANN001
+def _statistics(p: PartnerCompliance, plan: TrainPlan, cfg: PartnerConfig | None) -> None:
     """How the partner's feature statistics went out: noised with the larger of the run's σ
     and its floor and charged, reused from an earlier charged release, or un-noised."""
     floor = cfg.privacy.min_stats_noise_multiplier if cfg is not None else None
