@@ -54,11 +54,13 @@ def test_telco_by_configs_only(tmp_path: Path) -> None:
 
     run_dir = tmp_path / "run"
     run = fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
-                 "--rounds", "1", "--epsilon", "3")  # min-partners 2 (the default): the run goes on without p3
+                 "--rounds", "1", "--epsilon", "3",  # min-partners 2 (the default): the run goes on without p3
+                 "--mlflow-uri", (tmp_path / "mlruns").as_uri())  # and logged to MLflow as it ends
     # the refusals are printed as they land, with the node's reason; the run ends with what to do next
     printed = [line for line in run.stdout.splitlines() if "telco-p3 refused" in line]
     assert printed and all("contract" in line for line in printed), run.stdout
     assert "fedcrm report compliance" in run.stdout and "fedcrm score --model" in run.stdout
+    assert "MLflow: run" in run.stdout and (tmp_path / "mlruns").is_dir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["final_global"]["auc"] > 0.7, summary
     from fedcrm.contract.model import Contract

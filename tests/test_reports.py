@@ -385,3 +385,25 @@ def test_run_directory_files_match_their_schemas_and_a_flat_table(reported_run: 
     glob = parquet[parquet["partner"] == "(global)"].set_index("round")
     final = json.loads((run_dir / "summary.json").read_text())["final_global"]
     assert glob.loc[2, "evaluate_auc"] == pytest.approx(final["auc"])
+
+
+def test_a_run_is_logged_to_mlflow(reported_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """`fedcrm report mlflow RUN_DIR`: the plan as parameters, the global metrics and each
+    partner's ε per round as metric histories, the run's files as artifacts."""
+    mlflow = pytest.importorskip("mlflow", reason="mlflow not installed: pip install -e '.[test]'")
+    _, run_dir = reported_run
+    uri = (tmp_path / "mlruns").as_uri()
+    proc = fedcrm("report", "mlflow", str(run_dir), "--uri", uri)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fedcrm").experiment_id])
+    assert len(runs) == 1
+    tracked, summary = runs[0], json.loads((run_dir / "summary.json").read_text())
+    assert tracked.data.tags["fedcrm.run_id"] == str(summary["run_id"]) and tracked.data.params["num-server-rounds"] == "2"
+    auc = client.get_metric_history(tracked.info.run_id, "global.auc")
+    assert [m.step for m in auc] == [0, 1, 2] and auc[-1].value == pytest.approx(summary["final_global"]["auc"])
+    south = client.get_metric_history(tracked.info.run_id, "epsilon.south-broadband")
+    assert south and south[0].step == 1  # it trained round 1 only; its ε rose no further
+    artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id)}
+    assert {"summary.json", "metrics.parquet", "model.pt", "compliance.pdf"} <= artifacts

@@ -99,6 +99,22 @@ def plan_from(ctx: typer.Context) -> TrainPlan:
     return plan
 
 
+MlflowOpt = Annotated[bool, typer.Option("--mlflow", help="also log the run to MLflow (./mlruns unless --mlflow-uri; "
+                                                          "needs the mlflow extra)")]
+MlflowUriOpt = Annotated[str | None, typer.Option("--mlflow-uri", help="MLflow tracking URI to log the run to "
+                                                                     "(implies --mlflow)")]
+
+
+def track_if_asked(run_dir: Path, mlflow: bool, uri: str | None) -> None:
+    """Log the finished run to MLflow when the user asked for it."""
+    if not (mlflow or uri):
+        return
+    from fedcrm.ops.tracking import default_uri, track_run
+
+    rid = track_run(run_dir, uri)
+    console.print(f"MLflow: run {rid} in {uri or default_uri()} (experiment fedcrm)", highlight=False)
+
+
 def warn_short_run(plan: TrainPlan) -> None:
     warning = plan.short_run_warning()
     if warning:
@@ -121,7 +137,8 @@ def _phase(run_dir: Path, rounds: int) -> str:
     return f"round {min(done + 1, rounds)} of {rounds}: the partners are training…" if done < rounds else "finishing…"
 
 
-def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str, Any], cpus: int) -> None:
+def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str, Any], cpus: int,
+                   mlflow: bool = False, mlflow_uri: str | None = None) -> None:
     """A simulated run, its rounds printed as they land; exit 1 unless it completed, and
     128 + the signal's number when SIGINT or SIGTERM stopped it (its SuperLink stopped
     first). The run's Flower home is a fresh folder under `work`, printed once it is up."""
@@ -167,11 +184,12 @@ def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str
     console.print(f"run {result.run_id}: {status} in {result.seconds:.1f}s; "
                   f"model, metrics.json, epsilon.json and checkpoints in {out}")
     console.print("next:\n" + "\n".join(f"  {line}" for line in next_commands(out, federation)), highlight=False)
+    track_if_asked(out, mlflow, mlflow_uri)
     if status != "completed":  # the partners' caps stopped it; their reasons are in summary.json
         raise typer.Exit(1)
 
 
-def watch_deployed(layout: FederationLayout, run_id: int) -> None:
+def watch_deployed(layout: FederationLayout, run_id: int, mlflow: bool = False, mlflow_uri: str | None = None) -> None:
     """A deployed run round by round until it ends, then collected; exit 1 unless it completed."""
     from fedcrm.ops.runs import collect, run_dir_of, watch
     from fedcrm.reports.tables import RoundRow, format_row, new_failures, next_commands
@@ -194,5 +212,6 @@ def watch_deployed(layout: FederationLayout, run_id: int) -> None:
     ended = run.summary().status if run is not None and run.has(SUMMARY) else "no summary"
     console.print(f"run {run_id}: {status}; {ended}; collected in {out}")
     console.print("next:\n" + "\n".join(f"  {line}" for line in next_commands(out, None)[1:]), highlight=False)
+    track_if_asked(out, mlflow, mlflow_uri)
     if status != "finished:completed":
         raise typer.Exit(1)

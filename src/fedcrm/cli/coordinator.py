@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fedcrm.cli.common import (DirOpt, Model, Task, console, plan_from, plan_option, typer_app, warn_short_run,
-                               watch_deployed)
+from fedcrm.cli.common import (DirOpt, MlflowOpt, MlflowUriOpt, Model, Task, console, plan_from, plan_option,
+                               typer_app, warn_short_run, watch_deployed)
 from fedcrm.errors import ConfigError
 
 app = typer_app("The coordinator's SuperLink and its runs (deployment).")
@@ -84,7 +84,8 @@ def coordinator_run(
     round_timeout: float = plan_option("round_timeout"), local_epochs: int = plan_option("local_epochs"),
     batch_size: int = plan_option("batch_size"), learning_rate: float = plan_option("learning_rate"),
     evaluate_every: int = plan_option("evaluate_every"), trees_per_round: int = plan_option("trees_per_round"),
-    depth: int = plan_option("depth"), detach: DetachOpt = False,
+    depth: int = plan_option("depth"), detach: DetachOpt = False, mlflow: MlflowOpt = False,
+    mlflow_uri: MlflowUriOpt = None,
 ) -> None:
     """Launch a run on the deployed federation and watch it round by round."""
     from fedcrm.ops.deployment import FederationLayout
@@ -96,7 +97,7 @@ def coordinator_run(
     run_id = launch(layout, out, plan.to_run_config(exclude_unset=True))
     console.print(f"run {run_id} submitted; results in {out}")
     if not detach:
-        watch_deployed(layout, run_id)
+        watch_deployed(layout, run_id, mlflow, mlflow_uri)
 
 
 @app.command("watch")

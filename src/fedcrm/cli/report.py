@@ -54,3 +54,17 @@ def report_schemas(
     for name, schema in json_schemas().items():
         (out / f"{Path(name).stem}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
     console.print(f"{len(json_schemas())} schemas in {out}")
+
+
+@app.command("mlflow")
+def report_mlflow(
+    run_dir: RunDirArg,
+    uri: Annotated[str | None, typer.Option(help="tracking URI (default: ./mlruns, a local file store)")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "fedcrm",
+) -> None:
+    """Log a finished run to MLflow: plan as parameters, per-round global metrics and each
+    partner's ε as metric histories, the run's files as artifacts (needs the mlflow extra)."""
+    from fedcrm.ops.tracking import default_uri, track_run
+
+    rid = track_run(run_dir, uri, experiment)
+    console.print(f"MLflow: run {rid} in {uri or default_uri()} (experiment {experiment})", highlight=False)

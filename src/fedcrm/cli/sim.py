@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from fedcrm.cli.common import (Model, Task, console, plan_from, plan_option, run_simulation, typer_app,
-                               warn_short_run)
+from fedcrm.cli.common import (MlflowOpt, MlflowUriOpt, Model, Task, console, plan_from, plan_option, run_simulation,
+                               typer_app, warn_short_run)
 
 app = typer_app(None)  # merged into the root app: `fedcrm run`, `fedcrm demo`, ...
 benchmark_app = typer_app("Benchmarks that need the public datasets.")
@@ -43,12 +43,12 @@ def run(
     local_epochs: int = plan_option("local_epochs"), batch_size: int = plan_option("batch_size"),
     learning_rate: float = plan_option("learning_rate"), evaluate_every: int = plan_option("evaluate_every"),
     trees_per_round: int = plan_option("trees_per_round"), depth: int = plan_option("depth"),
-    cpus_per_node: int = 1,
+    cpus_per_node: int = 1, mlflow: MlflowOpt = False, mlflow_uri: MlflowUriOpt = None,
 ) -> None:
     """Run a simulated federation (Flower simulation engine, one node per member)."""
     plan = plan_from(ctx)  # a bad value stops here, before any SuperLink or Ray starts
     warn_short_run(plan)
-    run_simulation(federation, out, work, plan.to_run_config(exclude_unset=True), cpus_per_node)
+    run_simulation(federation, out, work, plan.to_run_config(exclude_unset=True), cpus_per_node, mlflow, mlflow_uri)
 
 
 @app.command("demo")
