@@ -388,6 +388,8 @@ def record_flower_home(run_dir: Path, home: Path, run_id: int) -> None:
     """Where the run's Flower state is kept, in its run directory: `fedcrm flower` reopens it."""
     from fedcrm.rundir import FlowerHome, RunDir  # local: keeps the launcher importable alone
 
+    if not run_dir.is_dir():  # the run ended before its ServerApp wrote anything
+        return
     RunDir(run_dir).write_flower_home(FlowerHome(home=str(home), connection=CONNECTION, runs=[str(run_id)]))
 
 
