@@ -324,6 +324,15 @@ def test_history_across_runs_and_audit_verdicts_are_shown(reported_run: tuple[Pa
         last = Ledger.of(PartnerConfig.load(next(m.config for m in FederationConfig.load(fed).members
                                                  if m.name == p["partner"]))).entries()[-1]
         assert p["history"]["epsilon"] == pytest.approx(last.epsilon_after)
+    # the same history on the partners' side: `fedcrm privacy history`
+    out = run_dir.parent / "history.json"
+    listed = fedcrm("privacy", "history", "--federation", str(fed), "--json", str(out))
+    assert listed.returncode == 0 and "privacy history" in listed.stdout, listed.stdout + listed.stderr
+    by_partner = {h["partner"]: h for h in json.loads(out.read_text())}
+    for p in second["partners"]:
+        assert [r["run_id"] for r in by_partner[p["partner"]]["runs"]] == [r["run_id"] for r in p["history"]["runs"]]
+        rises = sum(r["epsilon_after"] - r["epsilon_before"] for r in by_partner[p["partner"]]["runs"])
+        assert rises == pytest.approx(by_partner[p["partner"]]["epsilon"])  # the runs' rises add up to the total
     page = open_page(browser, run_dir.parent / "run-2" / "compliance.html", 1280)
     try:
         plot = page.evaluate("() => { const i = document.querySelector('img[data-plot=history]');"
