@@ -184,7 +184,10 @@ def main() -> None:
     args = parser.parse_args()
     DP.update(args.dp)
     os.environ.update(FLWR_ENV)
-    rows = []
+    command = "benchmarks/gbdt_utility.py " + " ".join(sys.argv[1:])
+    old = json.loads(args.out.with_suffix(".json").read_text()) if args.merge and args.out.with_suffix(".json").is_file() \
+        else {"rows": []}
+    rows: list[dict] = []
     for name in args.datasets:
         if not CSV[name].is_file():
             print(f"skip {name}: not found under ../shared/datasets")
@@ -195,20 +198,22 @@ def main() -> None:
                 continue
             for seed in args.seeds:
                 rows.append(measure(name, how, seed, tuple(args.epsilons)))
-    command = "benchmarks/gbdt_utility.py " + " ".join(sys.argv[1:])
-    previous = args.out.with_suffix(".json")
-    if args.merge and previous.is_file():
-        old = json.loads(previous.read_text())
-        done = {(r["dataset"], r["split"], r["seed"]) for r in rows}
-        rows = [r for r in old["rows"] if (r["dataset"], r["split"], r["seed"]) not in done] + rows
-        command = "; ".join(c for c in (old.get("command"), command) if c)
-    summ = summary(rows)
-    args.out.parent.mkdir(exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(
+                save(args.out, old, rows, command)  # after every row: a crash later loses nothing measured
+    print(args.out.with_suffix(".md").read_text() if rows else "nothing measured")
+
+
+def save(out: Path, old: dict, rows: list[dict], command: str) -> None:
+    """The results so far; `old`'s rows (--merge) stay unless measured again."""
+    done = {(r["dataset"], r["split"], r["seed"]) for r in rows}
+    kept = [r for r in old["rows"] if (r["dataset"], r["split"], r["seed"]) not in done]
+    command = "; ".join(c for c in (old.get("command"), command) if c)
+    summ = summary(kept + rows)
+    out.parent.mkdir(exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(
         {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "partners": PARTNERS,
-         "settings": {"no_dp": NO_DP, "dp": DP, "logistic": LOGISTIC}, "rows": rows, "summary": summ}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(rows, summ, command))
-    print(args.out.with_suffix(".md").read_text())
+         "settings": {"no_dp": NO_DP, "dp": DP, "logistic": LOGISTIC}, "rows": kept + rows, "summary": summ},
+        indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(kept + rows, summ, command))
 
 
 if __name__ == "__main__":
