@@ -10,7 +10,7 @@
     model.pt, model.json the published global model and its layout
     checkpoints/round-NNN.pt
     summary.json         status, rounds completed, final global metrics, final ε
-    metrics.csv, .parquet metrics.json flat: a row per round and partner (and the pooled
+    metrics.csv, .parquet metrics.json flat (CSV every round, Parquet at the end): a row per round and partner (and the pooled
                          "(global)" row), a column per metric, for spreadsheets and dataframes
     flower.json          a simulated run's Flower home (`fedcrm flower ls|log`)
     ledger_receipts.json the coordinator's receipt of each partner's ledger head as the run
@@ -316,7 +316,7 @@ class RunDir:
                       histograms: dict[int, dict[str, ScoreHistogram]], bins: int) -> None:
         """The per-round records; histograms of earlier Flower runs of the job are kept."""
         _write(self.path / METRICS, metrics)
-        _write_flat(self.path / METRICS_FLAT, flat_metrics(metrics))
+        _write_csv(self.path / f"{METRICS_FLAT}.csv", flat_metrics(metrics))
         _write(self.path / RECEIVED, received)
         if histograms:
             kept = self.histograms()
@@ -354,6 +354,8 @@ class RunDir:
                 tmp = (self.path / name).with_suffix(".tmp")
                 tmp.write_text(text)
                 tmp.replace(self.path / name)
+        if self.has(METRICS):  # the flat table as Parquet too, once the run is over
+            _write_parquet(self.path / f"{METRICS_FLAT}.parquet", flat_metrics(self.metrics()))
         _write(self.path / SUMMARY, summary)
 
 
@@ -378,16 +380,30 @@ def flat_metrics(metrics: MetricsFile) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_flat(stem: Path, rows: list[dict[str, Any]]) -> None:
-    """`stem`.csv and `stem`.parquet, each replaced atomically."""
-    import pandas as pd
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row))
 
-    frame = pd.DataFrame(rows)
-    for suffix, write in ((".csv", lambda f: frame.to_csv(f, index=False)),
-                          (".parquet", lambda f: frame.to_parquet(f, index=False))):
-        tmp = stem.with_suffix(suffix + ".tmp")
-        write(tmp)
-        tmp.replace(stem.with_suffix(suffix))
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The flat table as CSV, replaced atomically (the csv module: no pandas in every round)."""
+    import csv
+
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=_columns(rows))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = _columns(rows)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(pa.table({c: [row.get(c) for row in rows] for c in columns}), tmp)
+    tmp.replace(path)
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

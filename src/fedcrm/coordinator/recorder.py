@@ -108,6 +108,20 @@ class RunRecorder:
                     pos=reply.score_hist_pos, neg=reply.score_hist_neg)
             scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list) and math.isfinite(float(v))}
             setattr(rec.partners.setdefault(name, PartnerRound()), kind, scalars)
+        self._name_the_silent()
+
+    def _name_the_silent(self) -> None:
+        """A node that refused every message never said which member it is; when exactly one
+        node is unnamed and exactly one member has never answered, they are the same."""
+        unnamed = {f.node_id for r in self.rounds.values() for f in r.failures if not f.partner}
+        silent = set(self.names.values()) - set(self.node_names.values())
+        if len(unnamed) == 1 and len(silent) == 1:
+            node, name = unnamed.pop(), silent.pop()
+            self.node_names[node] = name
+            for r in self.rounds.values():
+                for f in r.failures:
+                    if f.node_id == node:
+                        f.partner = name
 
     def record_refused(self, server_round: int, refused: list[Failure]) -> None:
         """Partners the coordinator sent nothing (a ledger rollback not yet acknowledged)."""

@@ -73,7 +73,7 @@ def new_failures(run_dir: Path, seen: set[tuple[int, str, str]]) -> list[str]:
     out = []
     for r in run.rounds() if run else []:
         for f in r.failures:
-            key = (r.round, f.partner or str(f.node_id), f.kind)
+            key = (r.round, f.partner or f"node {f.node_id}", f.kind)
             if key not in seen:
                 seen.add(key)
                 out.append(f"round {r.round:>2}  {key[1]} refused {f.kind}: {f.reason}")
