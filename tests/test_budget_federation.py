@@ -75,6 +75,21 @@ def test_epsilon_composes_across_runs_and_a_reached_cap_drops_the_partner(first_
         entries = Ledger.of(PartnerConfig.load(m.config)).entries()
         assert len({e.run_id for e in entries}) == 2
     assert Ledger.of(east).entries()[-1].epsilon_after <= cap
+    # the compliance report of the second run shows every partner's ε over both runs, as
+    # `fedcrm privacy history` does on the partners' side, and the runs' rises add up
+    from fedcrm.privacy.history import spend_history
+    from fedcrm.reports.compliance import write_report
+
+    report = json.loads(write_report(second).data.read_text())
+    first_id = json.loads((first / "summary.json").read_text())["run_id"]
+    for p in report["partners"]:
+        runs = p["history"]["runs"]
+        assert [r["run_id"] for r in runs] == [str(first_id), str(report["run_id"])], (p["partner"], runs)
+        assert sum(r["epsilon_after"] - r["epsilon_before"] for r in runs) == pytest.approx(p["history"]["epsilon"])
+        cfg = next(PartnerConfig.load(m.config) for m in FederationConfig.load(federation).members
+                   if m.name == p["partner"])
+        assert spend_history(cfg.name, Ledger.of(cfg).entries()).model_dump() == p["history"]
+    assert report["badge"] == "completed, 1 partner refused" and report["refused"] == [east.name]
 
 
 def test_a_cap_too_small_stops_the_run_with_the_partners_reason(fresh_demo: Path, tmp_path: Path) -> None:
