@@ -18,6 +18,7 @@ that should not split (a tree grown less deep) has threshold +inf: everything go
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -143,6 +144,37 @@ def to_plain(state: dict[str, torch.Tensor], names: list[str]) -> dict:
     }
 
 
+def _raw_threshold(t: float, approx: float, mean: np.float32, std: np.float32, value_clip: float) -> float:
+    """The largest raw value whose standardised form, computed as `Normalisation.apply`
+    does (float32, clipped), is still <= the split's float32 threshold `t`: so a raw value
+    sitting on a cut (an integer column cut at an integer) goes the same way in LightGBM
+    (x <= threshold, in doubles) as in the model. `approx` (t·std + mean) brackets it."""
+    t32 = np.float32(t)
+
+    def standardised(x: float) -> np.float32:
+        v = np.float32(min(max(x, -value_clip), value_clip))
+        return np.float32(min(max(np.float32((v - mean) / std), -value_clip), value_clip))
+
+    top = min(value_clip, np.finfo(np.float64).max)
+    if standardised(top) <= t32:  # every value goes left
+        return float(np.finfo(np.float64).max)
+    if standardised(-top) > t32:  # every value goes right
+        return -float(np.finfo(np.float64).max)
+    step = max(abs(approx), 1.0) * 1e-6
+    lo, hi = approx - step, approx + step
+    while standardised(lo) > t32:
+        lo, step = lo - step, step * 2
+    step = max(abs(approx), 1.0) * 1e-6
+    while standardised(hi) <= t32:
+        hi, step = hi + step, step * 2
+    for _ in range(100):  # bisection down to neighbouring doubles
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if standardised(mid) <= t32 else (lo, mid)
+    return lo
+
+
 def to_lightgbm(state: dict[str, torch.Tensor], names: list[str], mean: list[float] | None = None,
                 std: list[float] | None = None, value_clip: float = math.inf) -> str:
     """The ensemble as a LightGBM text model (binary objective) that scores the partner's
@@ -161,13 +193,10 @@ def to_lightgbm(state: dict[str, torch.Tensor], names: list[str], mean: list[flo
         feature, threshold, value = np.zeros((1, inner), int), np.full((1, inner), np.inf), np.zeros((1, leaves))
     big = np.finfo(np.float64).max
 
+    @functools.cache
     def raw(j: int, t: float) -> float:
-        if j < len(mean) and np.isfinite(t):
-            t = t * std[j] + mean[j]
-            if t >= value_clip:  # standardised rows never pass it: neither may raw ones
-                return big
-            if t < -value_clip:
-                return -big
+        if j < len(mean) and np.isfinite(t):  # beyond the clip: every raw value one way, as in the model
+            return _raw_threshold(t, t * std[j] + mean[j], np.float32(mean[j]), np.float32(std[j]), value_clip)
         return float(t) if np.isfinite(t) else big
 
     def child(node: int) -> int:
