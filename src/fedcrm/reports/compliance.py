@@ -32,7 +32,7 @@ from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.contract.model import Contract
 from fedcrm.coordinator.receipts import LedgerReceipt, RollbackFlag
 from fedcrm.privacy.history import SpendHistory, spend_history
-from fedcrm.privacy.ledger import Ledger
+from fedcrm.privacy.ledger import Ledger, LedgerEntry
 from fedcrm.privacy.membership import AuditResult
 from fedcrm.privacy.parallel import region_epsilons
 from fedcrm.protocol import ERROR_BUDGET, ERROR_POLICY, EvaluateReply, RunId
@@ -219,10 +219,12 @@ def _partner_configs(run: RunDir, federation: Path | None) -> dict[str, PartnerC
     return out
 
 
-def _verify_locally(check: LedgerCheck, cfg: PartnerConfig, run_id: str) -> None:
+def _verify_locally(check: LedgerCheck, cfg: PartnerConfig, run_id: str) -> list[LedgerEntry]:
+    """The ledger verified here; its entries when it verifies (none otherwise)."""
     ledger = Ledger.at(cfg.privacy_dir)  # read only: a report moves nothing
     status = ledger.verify()
     check.verified_here, check.ok, check.problem, check.entries = True, status.ok, status.problem, status.entries
+    entries: list[LedgerEntry] = []
     if status.ok:
         entries = ledger.entries()
         check.run_entries = sum(e.run_id == run_id for e in entries)
@@ -231,6 +233,7 @@ def _verify_locally(check: LedgerCheck, cfg: PartnerConfig, run_id: str) -> None
         check.epsilon_by_side = {region.label: eps for region, eps in
                                  region_epsilons(spends, cfg.privacy.delta, cfg.privacy.accountant)} if spends else {}
         check.head_matches = check.reported_head is None or any(e.hash[:13] == check.reported_head for e in entries)
+    return entries
 
 
 EVALUATION_FIELDS = ("noise_multiplier", "epsilon", "ledger_entries", "ledger_head")
@@ -307,8 +310,8 @@ def build_report(run_dir: Path, federation: Path | None = None) -> ComplianceRep
     configs = _partner_configs(run, federation)
     for name, p in partners.items():
         if name in configs:
-            _verify_locally(p.ledger, configs[name], run.run_id)
-            _on_the_node(p, configs[name], plan, str(run.run_id))
+            entries = _verify_locally(p.ledger, configs[name], run.run_id)
+            _on_the_node(p, configs[name], plan, str(run.run_id), entries)
         if plan.federated_stats:
             _statistics(p, plan, configs.get(name))
     receipts = run.ledger_receipts()
@@ -350,12 +353,13 @@ def _contract(federation: Path | None, configs: dict[str, PartnerConfig]) -> Con
     return next((cfg.contract_model for cfg in configs.values()), None)
 
 
-def _on_the_node(p: PartnerCompliance, cfg: PartnerConfig, plan: TrainPlan, run_id: str) -> None:
-    """What only the partner's own machine can tell: its whole ledger history, its data's
-    quality and k-anonymity, its key's custody."""
-    ledger = Ledger.at(cfg.privacy_dir)
+def _on_the_node(p: PartnerCompliance, cfg: PartnerConfig, plan: TrainPlan, run_id: str,
+                 entries: list[LedgerEntry]) -> None:
+    """What only the partner's own machine can tell: its whole ledger history (`entries`, as
+    `_verify_locally` read and verified them), its data's quality and k-anonymity, its key's
+    custody."""
     if p.ledger.ok:
-        p.history = spend_history(cfg.name, ledger.entries())
+        p.history = spend_history(cfg.name, entries)
         if p.epsilon_cumulative is None:  # it sent no DP reply this run (it refused): its ledger still says
             this = next((r for r in p.history.runs if r.run_id == run_id), None)
             p.epsilon_cumulative, p.epsilon_run = p.history.epsilon, this.rise if this else 0.0
