@@ -60,6 +60,20 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({METRICS: reply.record()}), reply_to=msg)
 
 
+@app.evaluate("baseline", mods=[egress_guard, fresh_only])
+def baseline(msg: Message, context: Context) -> Message:
+    """The run's local-only baseline: trained and evaluated on this node, metrics only out."""
+    try:
+        config = RoundConfig.of(msg.content)
+        job_id, _ = config.job_round(msg.metadata.run_id)
+        node = node_for_context(context)
+        reply = node.baseline(job_id, _normalisation(config), config.ledger_receipt,
+                              node.run_layout(config.feature_levels))
+    except FedcrmError as exc:
+        return _refusal(msg, exc)
+    return Message(RecordDict({METRICS: reply.record()}), reply_to=msg)
+
+
 @app.query(mods=[egress_guard, fresh_only])
 def query(msg: Message, context: Context) -> Message:
     """Column sums for the federation's feature statistics (aggregate only), and the

@@ -69,11 +69,12 @@ def test_run_help_shows_the_train_plans_defaults() -> None:
         if line is None:  # not an option of `fedcrm run` (e.g. --min-partners)
             continue
         default = getattr(plan, field)
-        expected = ("dp" if default else "no-dp") if isinstance(default, bool) else str(default)
+        name = param.replace("_", "-")
+        expected = (name if default else f"no-{name}") if isinstance(default, bool) else str(default)
         assert f"[default: {expected}]" in line, line
         assert TrainPlan.model_fields[field].description in line, line
         shown += 1
-    assert shown == 12
+    assert shown == 13
     assert "[logistic|mlp|gbdt]" in proc.stdout and "a task of the consortium's contract" in proc.stdout
 
 

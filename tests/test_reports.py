@@ -34,15 +34,15 @@ def fedcrm(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def reported_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two rounds on the demo; south-broadband's cap admits one round; then audit and
-    reports (the compliance report printed to PDF). The history across several runs is
+    """Two rounds on the demo with local-only baselines; south-broadband's cap admits one
+    round (and no baseline); then audit and reports (the compliance report printed to PDF). The history across several runs is
     checked where runs follow each other anyway (tests/test_budget_federation.py)."""
     from fedcrm.sandbox.demo_data import generate
 
     tmp = tmp_path_factory.mktemp("compliance")
     fed = generate(tmp / "consortium")
     south = FederationConfig.load(fed).members[2].config
-    run_config = {"num-server-rounds": 2, "dp-target-epsilon": 2.0, "min-partners": 2}
+    run_config = {"num-server-rounds": 2, "dp-target-epsilon": 2.0, "min-partners": 2, "local-baseline": True}
     plan = PartnerNode(PartnerConfig.load(south), TrainPlan.from_run_config(run_config)).plan_run()
     set_privacy(south, epsilon_cap=round((plan.projections[0].epsilon + plan.projections[1].epsilon) / 2, 3))
     run_dir = tmp / "run"
@@ -96,6 +96,10 @@ def test_compliance_json_accounts_for_every_partner(reported_run: tuple[Path, Pa
     report = json.loads((run_dir / "compliance.json").read_text())
     assert report["status"] == "completed" and report["rounds_completed"] == 2
     by_name = {p["partner"]: p for p in report["partners"]}
+
+    def kinds_of(name: str) -> dict[str, int]:
+        return by_name[name]["ledger"]["run_releases"]
+
     assert set(by_name) == {m.name for m in FederationConfig.load(fed).members}
     for m in FederationConfig.load(fed).members:
         p, cfg = by_name[m.name], PartnerConfig.load(m.config)
@@ -128,8 +132,12 @@ def test_compliance_json_accounts_for_every_partner(reported_run: tuple[Path, Pa
     prov = report["provenance"]
     assert prov["verified"] and prov["launched_by"].startswith("admin:") and prov["started_at"] and prov["ended_at"]
     assert [e["action"] for e in prov["events"]] == ["run-launched", "run-started", "round-completed",
-                                                     "round-completed", "run-finished"]
+                                                     "round-completed", "local-baselines", "run-finished"]
     assert "south-broadband" in prov["events"][3]["summary"]  # round 2's refusal, in the audit log too
+    assert "refused or failed: south-broadband" in prov["events"][4]["summary"]
+    assert kinds_of("north-telecom") == {"statistics": 1, "train": 2, "evaluate": 4, "baseline": 1}
+    html = (run_dir / "compliance.html").read_text()
+    assert 'id="baseline-releases"' in html and "north-telecom, ε rise" in html.split('id="baseline-releases"')[1]
     # every contract field with its grade; core-sensitive fields never reach the model
     fields = {f["field"]: f for f in report["fields"] if f["table"] == "customers"}
     core = [f for f in fields.values() if f["grade"] == "core-sensitive"]
@@ -230,6 +238,19 @@ def test_run_report_renders_with_real_plots(reported_run: tuple[Path, Path]) -> 
     features = json.loads((run_dir / "model.json").read_text())["features"]
     importance = dom.split('id="importance"')[1].split("</table>")[0]
     assert sum(f">{f}<" in importance for f in features) >= 10
+    # federated against local-only on each partner's own hold-out: two partners trained
+    # alone (charged, and in their ε), the one at its cap refused
+    members = [m.name for m in FederationConfig.load(reported_run[0]).members]
+    local = dom.split('id="local-baseline"')[1].split("</table>")[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for m in FederationConfig.load(reported_run[0]).members[:2]:
+        row = local.split(f'data-partner="{m.name}"')[1].split("</tr>")[0]
+        assert float(row.split('data-field="local_auc">')[1].split("<")[0]) > 0.5, row
+        last = Ledger.of(PartnerConfig.load(m.config)).entries()[-2:]
+        assert [e.kind for e in last] == ["baseline", "evaluate"]
+        assert summary["epsilon"][m.name] == pytest.approx(max(e.epsilon_after for e in last))
+    refused = local.split(f'data-partner="{members[2]}"')[1].split("</tr>")[0]
+    assert "refused" in refused and "cap" in refused
 
 
 # ------------------------------------------------------------------ Playwright: layout, PDF, first screen

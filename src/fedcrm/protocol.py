@@ -215,7 +215,11 @@ class QueryReply(LedgerHead):
     delta: float | None = None
 
 
-REPLIES: dict[str, type[_Reply]] = {"train": TrainReply, "evaluate": EvaluateReply, "query": QueryReply}
+REPLIES: dict[str, type[_Reply]] = {"train": TrainReply, "evaluate": EvaluateReply, "query": QueryReply,
+                                     "baseline": EvaluateReply}
+# Flower message type of the local-only baseline (`TrainPlan.local_baseline`): an evaluate
+# message the node answers with the metrics of a model it trained on its own rows alone
+BASELINE_MESSAGE = "evaluate.baseline"
 
 
 def allowed_metrics(kind: str) -> frozenset[str]:
@@ -233,10 +237,13 @@ EGRESS_RECORDS = {  # reply kind -> the records besides `metrics` it may carry (
     "train": {ARRAYS: "the model's arrays, same names and shapes as the global model received, float only; for "
                       "boosted trees, the noised leaf or histogram sums of the trees the round sent"},
     "evaluate": {},
+    "baseline": {},
     "query": {VOCABULARY: "the values of the contract's learned categories whose noised counts are `stat-vocab`; "
                           "learned-vocabulary runs only"},
 }
 REPLY_PURPOSE = {"train": "a training round", "evaluate": "an evaluation on the partner's hold-out",
+                 "baseline": "a local-only baseline (a model trained with DP-SGD on the partner's rows alone, "
+                             "evaluated on its hold-out; only when the run asks for one)",
                  "query": "the federation's feature statistics (round 0)"}
 
 

@@ -82,6 +82,8 @@ class PartnerRound(BaseModel):
     query: dict[str, float] = Field(default_factory=dict)  # round 0: the feature-statistics sums
     train: dict[str, float] = Field(default_factory=dict)
     evaluate: dict[str, float] = Field(default_factory=dict)
+    baseline: dict[str, float] = Field(default_factory=dict, description="last round only, when the run asks for it: "
+                                       "the hold-out metrics of a model trained on this partner's rows alone")
 
     def trained(self) -> TrainReply | None:
         return TrainReply.from_dict(self.train) if self.train else None
@@ -102,11 +104,12 @@ class RoundRecord(BaseModel):
         return EvaluateAggregate.from_dict(self.global_metrics) if self.global_metrics else None
 
     def epsilon(self) -> dict[str, float]:
-        """Each partner's cumulative ε after this round (its training and its evaluation),
-        as its node stated it. Round 0's evaluation shows in round 1's figure."""
+        """Each partner's cumulative ε after this round (its training, its evaluation and, in
+        the last round, its local-only baseline), as its node stated it. Round 0's
+        evaluation shows in round 1's figure."""
         key, out = TrainReply.key("epsilon"), {}
         for name, p in self.partners.items():
-            stated = [v[key] for v in (p.train, p.evaluate if self.round > 0 else {}) if key in v]
+            stated = [v[key] for v in (p.train, p.evaluate if self.round > 0 else {}, p.baseline) if key in v]
             if stated:
                 out[name] = max(stated)
         return out
@@ -375,7 +378,7 @@ def flat_metrics(metrics: MetricsFile) -> list[dict[str, Any]]:
             rows.append({"run_id": str(metrics.run_id), "round": r.round, "partner": name,
                          "trained": bool(p.train), "absent": name in r.absent,
                          "refused": "; ".join(refused.get(name, [])),
-                         **{f"{kind}_{k}": v for kind in ("query", "train", "evaluate")
+                         **{f"{kind}_{k}": v for kind in ("query", "train", "evaluate", "baseline")
                             for k, v in getattr(p, kind).items()}})
     return rows
 

@@ -48,7 +48,7 @@ PLAN_PARAMS = {  # CLI parameter -> TrainPlan field
     "max_grad_norm": "dp_max_grad_norm", "task": "task", "model": "model", "local_epochs": "local_epochs",
     "batch_size": "batch_size", "learning_rate": "learning_rate", "min_partners": "min_partners",
     "round_timeout": "round_timeout", "evaluate_every": "evaluate_every",
-    "trees_per_round": "gbdt_trees_per_round", "depth": "gbdt_depth",
+    "trees_per_round": "gbdt_trees_per_round", "depth": "gbdt_depth", "local_baseline": "local_baseline",
 }
 
 
@@ -144,7 +144,7 @@ def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str
     first). The run's Flower home is a fresh folder under `work`, printed once it is up."""
     from fedcrm.config import FederationConfig
     from fedcrm.ops.launcher import Interrupted, SimulationLink, simulate
-    from fedcrm.reports.tables import format_row, new_failures, next_commands, read_rounds, round_table
+    from fedcrm.reports.tables import baseline_table, format_row, new_failures, next_commands, read_rounds, round_table
     from fedcrm.rundir import RunDir
     from rich.markup import escape
 
@@ -180,6 +180,8 @@ def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str
         raise typer.Exit(exc.exit_code) from None
     progress(result.status)
     console.print(round_table(read_rounds(out), names))
+    if (baselines := baseline_table(out)) is not None:
+        console.print(baselines)
     status = RunDir(out).summary().status
     console.print(f"run {result.run_id}: {status} in {result.seconds:.1f}s; "
                   f"model, metrics.json, epsilon.json and checkpoints in {out}")
@@ -192,7 +194,7 @@ def run_simulation(federation: Path, out: Path, work: Path, run_config: dict[str
 def watch_deployed(layout: FederationLayout, run_id: int, mlflow: bool = False, mlflow_uri: str | None = None) -> None:
     """A deployed run round by round until it ends, then collected; exit 1 unless it completed."""
     from fedcrm.ops.runs import collect, run_dir_of, watch
-    from fedcrm.reports.tables import RoundRow, format_row, new_failures, next_commands
+    from fedcrm.reports.tables import RoundRow, baseline_table, format_row, new_failures, next_commands
     from rich.markup import escape
     from fedcrm.rundir import SUMMARY, RunDir
 
@@ -210,6 +212,8 @@ def watch_deployed(layout: FederationLayout, run_id: int, mlflow: bool = False, 
     out = collect(layout, run_id)
     run = RunDir.open(out)
     ended = run.summary().status if run is not None and run.has(SUMMARY) else "no summary"
+    if run is not None and (baselines := baseline_table(out)) is not None:
+        console.print(baselines)
     console.print(f"run {run_id}: {status}; {ended}; collected in {out}")
     console.print("next:\n" + "\n".join(f"  {line}" for line in next_commands(out, None)[1:]), highlight=False)
     track_if_asked(out, mlflow, mlflow_uri)

@@ -40,7 +40,7 @@ def privacy_plan(
     local_epochs: int = plan_option("local_epochs"), batch_size: int = plan_option("batch_size"),
     max_grad_norm: float = plan_option("max_grad_norm"), evaluate_every: int = plan_option("evaluate_every"),
     model: Model = plan_option("model"), trees_per_round: int = plan_option("trees_per_round"),
-    depth: int = plan_option("depth"),
+    depth: int = plan_option("depth"), local_baseline: bool = plan_option("local_baseline"),
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the plans as JSON")] = None,
 ) -> None:
     """Before a run: the noise each partner will use and its ε after every round, against its cap."""
@@ -54,6 +54,9 @@ def privacy_plan(
         if p.first_refused_round is not None:
             console.print(f"[yellow]{p.partner}: round {p.first_refused_round} would pass its cap of "
                           f"{p.epsilon_cap:g}; its node will refuse from that round on[/yellow]")
+        elif p.baseline_within_cap is False:
+            console.print(f"[yellow]{p.partner}: the local-only baseline would pass its cap of {p.epsilon_cap:g}; "
+                          "its node will refuse it (the run itself fits)[/yellow]")
     if json_out:
         json_out.write_text(json.dumps([p.model_dump() for p in plans], indent=2))
 

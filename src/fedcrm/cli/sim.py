@@ -43,7 +43,7 @@ def run(
     local_epochs: int = plan_option("local_epochs"), batch_size: int = plan_option("batch_size"),
     learning_rate: float = plan_option("learning_rate"), evaluate_every: int = plan_option("evaluate_every"),
     trees_per_round: int = plan_option("trees_per_round"), depth: int = plan_option("depth"),
-    cpus_per_node: int = 1, mlflow: MlflowOpt = False, mlflow_uri: MlflowUriOpt = None,
+    local_baseline: bool = plan_option("local_baseline"), cpus_per_node: int = 1, mlflow: MlflowOpt = False, mlflow_uri: MlflowUriOpt = None,
 ) -> None:
     """Run a simulated federation (Flower simulation engine, one node per member)."""
     plan = plan_from(ctx)  # a bad value stops here, before any SuperLink or Ray starts

@@ -20,8 +20,8 @@ from fedcrm.contract.tables import CUSTOMER_ID, TableSchema, load_contract, stan
 from fedcrm.errors import ConfigError
 
 MoneyUnit = Literal["units", "cents", "thousands", "wan"]
-ReleaseKind = Literal["train", "evaluate", "statistics"]
-RELEASE_KINDS: tuple[ReleaseKind, ...] = ("train", "evaluate", "statistics")
+ReleaseKind = Literal["train", "evaluate", "statistics", "baseline"]
+RELEASE_KINDS: tuple[ReleaseKind, ...] = ("train", "evaluate", "statistics", "baseline")
 MONEY_FACTORS: dict[str, float] = {"units": 1.0, "cents": 0.01, "thousands": 1000.0, "wan": 10000.0}
 
 
@@ -176,7 +176,8 @@ class PrivacyPolicy(Strict):
         "round that has closed")
     releases: list[ReleaseKind] = Field(
         default_factory=lambda: list(RELEASE_KINDS), description="what this node may release: 'train' (model "
-        "updates), 'evaluate' (hold-out metrics), 'statistics' (column sums for the federation's normalisation)")
+        "updates), 'evaluate' (hold-out metrics), 'statistics' (column sums for the federation's normalisation), "
+        "'baseline' (the hold-out metrics of a model trained on this partner's rows alone, when a run asks for one)")
 
     @field_validator("releases")
     @classmethod

@@ -84,6 +84,9 @@ class TrainPlan(Strict):
     evaluate_every: int = Field(
         1, ge=1, le=200, description="evaluate every this many rounds (and the first and last; gbdt with histogram "
         "splits: every this many trees): each is a charged DP release")
+    local_baseline: bool = Field(
+        False, description="after the last round each partner also trains alone (the run's DP-SGD) and evaluates "
+        "on its hold-out: 2 more charged releases")
     federated_stats: bool = Field(True, description="normalise with statistics over all partners' rows")
     stats_noise_multiplier: float = Field(0.0, ge=0, le=NOISE_MAX, description="noise on the partners' sums (0: none); charged to ledgers")
     federation_config: str = Field("", description="the federation config, as the nodes see its path")
@@ -104,6 +107,9 @@ class TrainPlan(Strict):
     def _trees(self) -> TrainPlan:
         if self.model != "gbdt":
             return self
+        if self.local_baseline:
+            raise ValueError("local-baseline trains a partner's model alone with DP-SGD: it is for logistic and mlp "
+                             "models (boosted trees are grown by the coordinator)")
         if self.client_dp:
             raise ValueError("client-level DP clips and noises averaged model updates; boosted trees send leaf sums, "
                              "noised on every partner: use record-level DP (dp-enabled) with gbdt")
@@ -159,6 +165,11 @@ class TrainPlan(Strict):
         many releases and refuses an evaluation at any other round."""
         every = self.evaluate_every * self.rounds_per_tree  # trees grown level by level: whole trees only
         return sorted({0, self.num_server_rounds} | set(range(every, self.num_server_rounds, every)))
+
+    @property
+    def baseline_round(self) -> int | None:
+        """The job round a local-only baseline is charged under (after the last), if the run asks for one."""
+        return self.num_server_rounds + 1 if self.local_baseline else None
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> TrainPlan:

@@ -35,7 +35,7 @@ from fedcrm.ml.fedstats import FeatureStats, PartnerSums, combine
 from fedcrm.ml.sketch import split_points
 from fedcrm.ml.vocabulary import VocabularyRelease, combine_vocabularies
 from fedcrm.ml.models import build_model
-from fedcrm.protocol import CONFIG, METRICS, VOCABULARY, QueryReply, RoundConfig
+from fedcrm.protocol import BASELINE_MESSAGE, CONFIG, METRICS, VOCABULARY, QueryReply, RoundConfig
 from fedcrm.rundir import ClientLevelPoint, RunDir
 
 
@@ -99,6 +99,32 @@ def federated_statistics(grid: Grid, strategy: RecordingStrategy, plan: TrainPla
             continue  # a malformed vocabulary is left out, like a failed reply
     levels = combine_vocabularies(releases, layout)
     return stats.model_copy(update={"layout": layout.with_vocabularies(levels)})
+
+
+def local_baselines(grid: Grid, strategy: RecordingStrategy, plan: TrainPlan, config: RoundConfig,
+                    last_round: int, audit: AuditLog | None = None) -> None:
+    """After the last round: every connected partner trains the run's starting model on its
+    own rows alone and sends its hold-out metrics (`PartnerNode.baseline`), recorded beside
+    its metrics of the federation's model in the last round. The baseline is an extra: a
+    partner that refuses it (its policy, its cap) is on record and the run stands."""
+    nodes = list(grid.get_node_ids())
+    flower_round = last_round - strategy.offset
+    messages = strategy.track_sent(flower_round, "baseline", [
+        Message(RecordDict({CONFIG: config.record()}), dst_node_id=node, message_type=BASELINE_MESSAGE)
+        for node in nodes])
+    replies = list(grid.send_and_receive(messages, timeout=plan.round_timeout))
+    try:
+        strategy.track_replies(flower_round, "baseline", replies)
+    except QuorumLost:
+        pass
+    rec = strategy.recorder
+    rec.flush()
+    if audit is not None:
+        last = rec.rounds.get(last_round)
+        audit.record("local-baselines", actor="serverapp", run_id=rec.run_id, round=last_round,
+                     participants=sorted(n for n, p in last.partners.items() if p.baseline) if last else [],
+                     failures=[{"partner": f.partner, "reason": f.reason} for f in (last.failures if last else [])
+                               if f.kind == "baseline"])
 
 
 def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int, audit: AuditLog | None = None,
@@ -201,6 +227,8 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
                                     timeout=plan.round_timeout, train_config=config.record(),
                                     evaluate_config=config.record(), evaluate_fn=checkpoint)
             latest[0] = result.arrays if len(result.arrays) else latest[0]
+        if plan.local_baseline:
+            local_baselines(grid, strategy, plan, config, plan.num_server_rounds, audit)
     except QuorumLost as exc:
         if not exc.budget:
             finish(f"failed: {exc}")

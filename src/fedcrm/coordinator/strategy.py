@@ -51,7 +51,7 @@ def reply_senders(sent: list[Message], replies: list[Message]) -> list[int]:
     return [asked.get(r.metadata.reply_to_message_id, int(r.metadata.src_node_id)) for r in replies]
 
 
-PROVES_LEDGER = ("train", "evaluate", "query")  # the replies that carry the node's ledger head
+PROVES_LEDGER = ("train", "evaluate", "query", "baseline")  # the replies that carry the node's ledger head
 
 
 def with_receipt(content: RecordDict, entries: int) -> RecordDict:

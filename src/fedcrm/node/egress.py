@@ -33,7 +33,7 @@ from fedcrm.ml.sketch import CELLS as SKETCH_CELLS
 from fedcrm.node.redact import redact_reason
 from fedcrm.node.runtime import node_for_context
 from fedcrm.privatefiles import private_append_line, private_dir
-from fedcrm.protocol import ARRAYS, ERROR_EGRESS, METRICS, VOCABULARY, RoundConfig, allowed_metrics, list_keys
+from fedcrm.protocol import ARRAYS, BASELINE_MESSAGE, ERROR_EGRESS, METRICS, VOCABULARY, RoundConfig, allowed_metrics, list_keys
 
 
 
@@ -51,7 +51,8 @@ def list_lengths(layout: FeatureLayout | None = None) -> dict[str, int]:
 def learned_features(layout: FeatureLayout | None) -> frozenset[str]:
     return frozenset(b.name for b in (layout.unresolved() if layout else []))
 
-KINDS = {MessageType.TRAIN: "train", MessageType.EVALUATE: "evaluate", MessageType.QUERY: "query"}
+KINDS = {MessageType.TRAIN: "train", MessageType.EVALUATE: "evaluate", MessageType.QUERY: "query",
+         BASELINE_MESSAGE: "baseline"}
 
 
 class EgressViolation(Exception):

@@ -24,10 +24,11 @@ from fedcrm.config import PrivacyPolicy
 from fedcrm.errors import FedcrmError, PolicyRefusal
 from fedcrm.node.policy import log_refusal
 from fedcrm.node.runtime import node_for_context
-from fedcrm.protocol import ERROR_POLICY
+from fedcrm.protocol import BASELINE_MESSAGE, ERROR_POLICY
 
 CLOCK_SKEW = 5.0  # seconds the node's clock may run ahead of the coordinator's
-RELEASES = {MessageType.TRAIN: "train", MessageType.EVALUATE: "evaluate", MessageType.QUERY: "statistics"}
+RELEASES = {MessageType.TRAIN: "train", MessageType.EVALUATE: "evaluate", MessageType.QUERY: "statistics",
+            BASELINE_MESSAGE: "baseline"}
 
 
 def expiry_reason(created_at: float, ttl: float, policy: PrivacyPolicy, now: float) -> str | None:
@@ -43,7 +44,7 @@ def expiry_reason(created_at: float, ttl: float, policy: PrivacyPolicy, now: flo
 
 def fresh_only(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Flower mod: refuse an expired message before the ClientApp sees it."""
-    kind = RELEASES.get(msg.metadata.message_type.split(".")[0])
+    kind = RELEASES.get(msg.metadata.message_type) or RELEASES.get(msg.metadata.message_type.split(".")[0])
     if kind is None:
         return call_next(msg, context)
     try:

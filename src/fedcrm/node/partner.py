@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -23,16 +24,16 @@ from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, pre
 from fedcrm.ml.fedstats import Normalisation, partner_sums, row_bound
 from fedcrm.ml.sketch import sketch_counts
 from fedcrm.ml.vocabulary import VocabularyRelease, noised_vocabulary
-from fedcrm.ml.models import model_with_state
+from fedcrm.ml.models import build_model, model_with_state
 from fedcrm.ml.evaluation import metrics_from_histograms, noised_histograms
-from fedcrm.ml.training import DPSettings, evaluate_local, train_local
+from fedcrm.ml.training import DPSettings, TrainOutcome, evaluate_local, train_local
 from fedcrm.ml.tree_rounds import (GROW_GRAD, GROW_HESS, HIST_GRAD, HIST_HESS, bin_codes, check_request,
                                    gradients, histograms, leaf_sums, node_at_level, sensitivity)
 from fedcrm.errors import DataError, PolicyRefusal
 from fedcrm.node.policy import check, check_holdout, log_refusal
 from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics, layout_key
 from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
-from fedcrm.privacy.accounting import RunPlan
+from fedcrm.privacy.accounting import RunPlan, round_shape
 from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, LedgerEntry, privacy_dir
 from fedcrm.privacy.membership import AuditResult, membership_audit
 from fedcrm.privacy.noise import os_normal
@@ -157,12 +158,20 @@ class PartnerNode:
         rows = len(self.data().x_train)
         # a boosting round is one Gaussian release over every training row: one step at sample rate 1
         batch, epochs = (max(rows, 1), 1) if plan.model == "gbdt" else (plan.batch_size, plan.local_epochs)
+        baseline = plan.local_baseline and "baseline" in self.policy.releases
+        evaluations = len(plan.evaluation_rounds()) if "evaluate" in self.policy.releases else 0
         return RunShape(rows=rows, batch_size=batch, local_epochs=epochs,
                         rounds=plan.num_server_rounds, target_run_epsilon=plan.dp_target_epsilon,
                         max_grad_norm=self.release_sensitivity(), statistics_noise=statistics_noise,
-                        evaluations=len(plan.evaluation_rounds()) if "evaluate" in self.policy.releases else 0,
+                        evaluations=evaluations + baseline,
                         evaluation_floor=self.policy.min_eval_noise_multiplier if noised else -1.0,
+                        baseline_steps=self.baseline_steps(rows) if baseline else 0,
                         training=self.scope("training"), holdout=self.scope("holdout"))
+
+    def baseline_steps(self, rows: int) -> int:
+        """A local-only baseline takes the steps this partner takes over the whole run: every
+        round's local epochs, one after the other, from the run's starting model."""
+        return round_shape(rows, self.plan.batch_size, self.plan.local_epochs)[0] * self.plan.num_server_rounds
 
     def release_sensitivity(self) -> float:
         """The L2 bound on one row's contribution to a training release: DP-SGD's clipping
@@ -402,18 +411,28 @@ class PartnerNode:
         started = time.perf_counter()
         self._admit("evaluate", run_id, server_round)
         data = self.data(self._resolved(layout, "evaluate"))
+        self._check_holdout(data, run_id)
+        run_id = str(run_id if run_id is not None else self.run_id or "local")
+        return self._evaluation(lambda: self._model(state, data, "evaluate"), state, data, normalisation, run_id,
+                                server_round, ledger_receipt, started)
+
+    def _check_holdout(self, data: PreparedData, run_id: str | int | None) -> None:
         try:
             check_holdout(len(data.y_test), self.policy)
         except PolicyRefusal as refusal:
             self._refused(refusal, run_id)
             raise
-        if run_id is None:
-            run_id = self.run_id or "local"
-        run_id = str(run_id)
+
+    def _evaluation(self, model: Callable[[], torch.nn.Module], state: State, data: PreparedData,
+                    normalisation: Normalisation | None, run_id: str, server_round: int, ledger_receipt: int | None,
+                    started: float) -> EvaluateReply:
+        """The hold-out release of `model` (built only if the release is computed): the
+        run's evaluation noise, charged as (run, round, evaluate); kept and sent again for
+        the same `state`."""
         entries = self.account.entries()
         sigma = self.evaluation_sigma(run_id, entries)
         if sigma <= 0:  # exact and uncharged: only a run without DP, under a policy allowing it
-            out = evaluate_local(self._model(state, data, "evaluate"), self._x(data.x_test, normalisation), data.y_test)
+            out = evaluate_local(model(), self._x(data.x_test, normalisation), data.y_test)
             return EvaluateReply(**out.metrics.model_dump(), partner_id=self.cfg.partner_id, num_examples=out.n,
                                  num_positives=int(np.sum(data.y_test)), score_hist_pos=out.pos_hist,
                                  score_hist_neg=out.neg_hist, eval_seconds=time.perf_counter() - started,
@@ -426,7 +445,7 @@ class PartnerNode:
         release = Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
                           max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
         with self.account.charge(release) as cost:
-            out = evaluate_local(self._model(state, data, "evaluate"), self._x(data.x_test, normalisation), data.y_test)
+            out = evaluate_local(model(), self._x(data.x_test, normalisation), data.y_test)
             pos, neg = noised_histograms(out.pos_hist, out.neg_hist, sigma)
             metrics = metrics_from_histograms(pos, neg)
             reply = EvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
@@ -435,6 +454,53 @@ class PartnerNode:
                                   epsilon=cost.after, delta=self.policy.delta, noise_multiplier=sigma)
             self.replies.save(run_id, server_round, state, {}, reply.to_dict(), "evaluate")
         return reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
+
+    def baseline(self, run_id: str | int, normalisation: Normalisation | None = None,
+                 ledger_receipt: int | None = None, layout: FeatureLayout | None = None) -> EvaluateReply:
+        """The local-only baseline the run asked for (`TrainPlan.local_baseline`): the run's
+        starting model trained on this partner's rows alone, for the steps it took in the
+        whole run at the run's noise and sample rate (charged as a 'baseline' release on
+        the training side), then evaluated on its hold-out like the federation's model
+        (one more evaluation, planned with the others). The model never leaves the node;
+        the coordinator sends nothing but the run's normalisation and levels, so there is
+        no model of its choosing in it. A retried message is answered from what was kept."""
+        started, run_id = time.perf_counter(), str(run_id)
+        self._admit("baseline", run_id)
+        data, plan = self.data(self._resolved(layout, "baseline")), self.plan
+        self._check_holdout(data, run_id)
+        server_round = plan.baseline_round
+        assert server_round is not None  # `_admit` refuses a run that declared no baseline
+        x, entries = self._x(data.x_train, normalisation), self.account.entries()
+        # a kept model counts only once its charge is in the ledger (it is kept just before)
+        charged = not plan.dp_enabled or self.account.charged(run_id, server_round, entries, "baseline")
+        kept = self.replies.load(run_id, server_round, {}, "baseline") if charged else None
+        if kept is not None:
+            trained = kept[0]
+        else:
+            model = build_model(plan.model, data.x_train.shape[1], seed=plan.seed, hidden=plan.model_hidden)
+            trained = self._train_baseline(model, x, data, run_id, server_round, entries).state_dict
+        return self._evaluation(lambda: self._model(trained, data, "baseline"), trained, data, normalisation,
+                                run_id, server_round, ledger_receipt, started)
+
+    def _train_baseline(self, model: torch.nn.Module, x: np.ndarray, data: PreparedData, run_id: str,
+                        server_round: int, entries: list[LedgerEntry]) -> TrainOutcome:
+        plan = self.plan
+        common = dict(epochs=plan.local_epochs * plan.num_server_rounds, batch_size=plan.batch_size,
+                      lr=plan.learning_rate, optimizer=plan.optimizer,
+                      seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
+        if not plan.dp_enabled:
+            out = train_local(model, x, data.y_train, dp=None, **common)
+            self.replies.save(run_id, server_round, {}, out.state_dict, {}, "baseline")
+            return out
+        noise = self.account.noise(run_id, self.shape(), entries)  # the run's σ, fixed by its first round
+        release = Release(run_id=run_id, server_round=server_round, noise_multiplier=noise.noise_multiplier,
+                          sample_rate=noise.sample_rate, steps=self.baseline_steps(len(data.x_train)),
+                          max_grad_norm=plan.dp_max_grad_norm, kind="baseline", scope=self.scope("training"))
+        with self.account.charge(release) as cost:
+            dp = DPSettings(release.noise_multiplier, plan.dp_max_grad_norm, self.policy.delta, cost.history)
+            out = train_local(model, x, data.y_train, dp=dp, **common)
+            self.replies.save(run_id, server_round, {}, out.state_dict, {}, "baseline")  # kept before it is charged
+        return out
 
     def audit(self, run: RunDir, seed: int = 0) -> AuditResult:
         """Membership audit of the run's published model on this partner's own rows."""

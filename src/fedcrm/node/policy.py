@@ -41,6 +41,9 @@ def violations(plan: TrainPlan, policy: PrivacyPolicy, kind: ReleaseKind, server
         reasons.append(f"round {server_round} is not one of the evaluations the run declared (rounds "
                        f"{', '.join(map(str, plan.evaluation_rounds()))}; evaluate-every {plan.evaluate_every}): "
                        "the node calibrated its evaluation noise to those")
+    if kind == "baseline" and not plan.local_baseline:
+        reasons.append("the run did not declare a local-only baseline (local-baseline): the node planned its "
+                       "releases without one")
     if policy.max_rounds is not None:
         if plan.num_server_rounds > policy.max_rounds:
             reasons.append(f"the run asks for {plan.num_server_rounds} rounds (num-server-rounds); this partner allows "

@@ -40,6 +40,7 @@ class RunShape(BaseModel):
     statistics_noise: float = 0.0  # σ of the statistics release the run starts with (0: none)
     evaluations: int = 0  # hold-out evaluations the run plans (round 0 and every round)
     evaluation_floor: float = -1.0  # the partner's least evaluation noise (< 0: evaluations exact, uncharged)
+    baseline_steps: int = 0  # steps of a local-only baseline at the run's noise and sample rate (0: none)
     training: Scope = EVERYONE  # whose rows training and statistics read
     holdout: Scope = EVERYONE  # whose rows evaluations read
 
@@ -192,10 +193,17 @@ class PrivacyAccount:
         """What a run costs: σ calibrated against everything spent before it, ε per round
         on the training side, and ε after the run's evaluations on the hold-out side."""
         entries = self.entries()
+        inputs = self._run_inputs(run_id, shape, entries, planning=True)
         plan = plan_run(partner=self.partner, epsilon_cap=self.policy.epsilon_cap, max_grad_norm=shape.max_grad_norm,
-                        **self._run_inputs(run_id, shape, entries, planning=True))
+                        **inputs)
         spends = [(e.history_entry, e.scope) for e in entries]
         update: dict = {"spent_before": self.spent([(e.history_entry, e.scope) for e in entries if e.run_id != run_id])}
+        if shape.baseline_steps > 0:  # after the last round, on the same customers, with the run's σ and q
+            history = [*inputs["prior"], *(inputs["run_releases"] or []),
+                       (plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * plan.rounds),
+                       (plan.noise_multiplier, plan.sample_rate, shape.baseline_steps)]
+            update |= {"baseline_steps": shape.baseline_steps,
+                       "epsilon_after_baseline": epsilon(history, self.policy.delta, self.policy.accountant)}
         if shape.evaluations > 0 and shape.evaluation_floor >= 0:
             sigma = self.evaluation_noise(str(run_id), shape, shape.evaluation_floor, entries)
             if sigma > 0:

@@ -151,12 +151,20 @@ class RunPlan(BaseModel):
     evaluation_noise: float = Field(0.0, description="σ on every count of the evaluation histograms")
     epsilon_holdout_after: float | None = Field(
         None, description="ε of the hold-out customers after the run's evaluations (they read no training row)")
+    baseline_steps: int = Field(0, description="DP-SGD steps of the run's local-only baseline (0: none asked)")
+    epsilon_after_baseline: float | None = Field(
+        None, description="ε of the training customers after the run and its local-only baseline")
 
     @property
     def epsilon_after(self) -> float:
         """The partner's ε after the run (its last round and that round's evaluation)."""
         last = self.projections[-1].epsilon if self.projections else self.spent_before
-        return max(last, self.epsilon_holdout_after or 0.0)
+        return max(last, self.epsilon_holdout_after or 0.0, self.epsilon_after_baseline or 0.0)
+
+    @property
+    def baseline_within_cap(self) -> bool | None:
+        """Whether the local-only baseline, after the whole run, stays within the cap (None: none asked)."""
+        return None if self.epsilon_after_baseline is None else self.epsilon_after_baseline <= self.epsilon_cap
 
     @property
     def first_refused_round(self) -> int | None:

@@ -257,11 +257,13 @@ def _partner_rounds(report: dict[str, PartnerCompliance], rounds: list[RoundReco
     before: dict[str, float] = {}  # each partner's ε before the run, from its first DP round
     for rnd in rounds:
         for name, part in rnd.partners.items():
-            evaluated = _stated(part.evaluate)
-            if evaluated.get("noise_multiplier"):
-                p = partner(name)
-                p.evaluations += 1
-                p.evaluation_noise = evaluated["noise_multiplier"]
+            # the round's evaluation, then (last round) the local-only baseline's: both hold-out releases
+            replies = [_stated(part.evaluate), _stated(part.baseline)]
+            for evaluated in replies:
+                if evaluated.get("noise_multiplier"):
+                    p = partner(name)
+                    p.evaluations += 1
+                    p.evaluation_noise = evaluated["noise_multiplier"]
             train = part.trained()
             p = partner(name)
             if train is not None:
@@ -276,16 +278,17 @@ def _partner_rounds(report: dict[str, PartnerCompliance], rounds: list[RoundReco
                 p.ledger.reported_ok = bool(train.ledger_ok or 0)
                 p.ledger.reported_entries = train.ledger_entries or 0
                 p.ledger.reported_head = f"{train.ledger_head:013x}" if train.ledger_head is not None else None
-            # the round's evaluation came after its training (if any): its ε is the partner's latest
-            eps = evaluated.get("epsilon")
-            if eps is not None and p.epsilon_cumulative is not None and eps >= p.epsilon_cumulative:
-                p.epsilon_cumulative, p.epsilon_run = eps, eps - before.get(name, 0.0)
-                if p.epsilon_cap is not None:
-                    p.epsilon_remaining = max(p.epsilon_cap - eps, 0.0)
-                if evaluated.get("ledger_entries") is not None:
-                    p.ledger.reported_entries = int(evaluated["ledger_entries"])
-                if evaluated.get("ledger_head") is not None:
-                    p.ledger.reported_head = f"{int(evaluated['ledger_head']):013x}"
+            # the round's evaluation (and baseline) came after its training (if any): their ε is the partner's latest
+            for evaluated in replies:
+                eps = evaluated.get("epsilon")
+                if eps is not None and p.epsilon_cumulative is not None and eps >= p.epsilon_cumulative:
+                    p.epsilon_cumulative, p.epsilon_run = eps, eps - before.get(name, 0.0)
+                    if p.epsilon_cap is not None:
+                        p.epsilon_remaining = max(p.epsilon_cap - eps, 0.0)
+                    if evaluated.get("ledger_entries") is not None:
+                        p.ledger.reported_entries = int(evaluated["ledger_entries"])
+                    if evaluated.get("ledger_head") is not None:
+                        p.ledger.reported_head = f"{int(evaluated['ledger_head']):013x}"
         for f in rnd.failures:
             partner(f.partner or f"node {f.node_id}").refusals.append(
                 Refusal(round=rnd.round, kind=f.kind, code=f.code, reason=f.reason))

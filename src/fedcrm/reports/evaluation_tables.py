@@ -19,7 +19,8 @@ import torch
 from pydantic import BaseModel
 
 from fedcrm.config.tiers import TierRule
-from fedcrm.rundir import ScoreHistogram
+from fedcrm.protocol import EvaluateReply
+from fedcrm.rundir import RoundRecord, ScoreHistogram
 
 
 class DecileRow(BaseModel):
@@ -47,6 +48,45 @@ class PartnerCalibration(BaseModel):
     base_rate: float
     mean_score: float
     gap: float  # mean predicted minus observed
+
+
+class LocalBaseline(BaseModel):
+    """One partner's hold-out metrics of the federation's last model beside a model it
+    trained on its own rows alone (`TrainPlan.local_baseline`), or why it has none."""
+
+    partner: str
+    federated_auc: float | None = None
+    local_auc: float | None = None
+    federated_pr_auc: float | None = None
+    local_pr_auc: float | None = None
+    epsilon: float | None = None  # the partner's ε after the baseline, as its node stated it
+    refused: str | None = None
+
+    @property
+    def gain(self) -> float | None:
+        """What the federation adds on this partner's own customers (AUC points)."""
+        if self.federated_auc is None or self.local_auc is None:
+            return None
+        return self.federated_auc - self.local_auc
+
+
+def local_baselines(rounds: list[RoundRecord]) -> list[LocalBaseline]:
+    """The last round's local-only baselines, every partner that answered or refused one."""
+    if not rounds:
+        return []
+    last = max(rounds, key=lambda r: r.round)
+    auc, pr_auc, eps = (EvaluateReply.key(f) for f in ("auc", "pr_auc", "epsilon"))
+    out = {name: LocalBaseline(partner=name, federated_auc=p.evaluate.get(auc), local_auc=p.baseline.get(auc),
+                               federated_pr_auc=p.evaluate.get(pr_auc), local_pr_auc=p.baseline.get(pr_auc),
+                               epsilon=p.baseline.get(eps))
+           for name, p in last.partners.items() if p.baseline}
+    for f in last.failures:
+        if f.kind == "baseline":
+            name = f.partner or f"node {f.node_id}"
+            evaluated = last.partners.get(f.partner)
+            out[name] = LocalBaseline(partner=name, refused=f.reason,
+                                      federated_auc=evaluated.evaluate.get(auc) if evaluated else None)
+    return [out[n] for n in sorted(out)]
 
 
 class Importance(BaseModel):

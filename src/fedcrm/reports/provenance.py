@@ -44,6 +44,10 @@ def _summary(action: str, d: dict[str, Any]) -> str:
         auc = f", AUC {d['auc']:.3f}" if isinstance(d.get("auc"), float) else ""
         return (f"round {d.get('round')}: {', '.join(d.get('participants') or []) or 'nobody'} trained{auc}"
                 + (f"; refused or failed: {failed}" if failed else ""))
+    if action == "local-baselines":
+        failed = "; ".join(f"{f.get('partner') or '?'}: {f.get('reason', '')}" for f in d.get("failures") or [])
+        return (f"local-only baselines: {', '.join(d.get('participants') or []) or 'nobody'}"
+                + (f"; refused or failed: {failed}" if failed else ""))
     if action in LAUNCHES:
         config = d.get("config") or {}
         return ", ".join(f"{k} {v}" for k, v in config.items()) if config else ""

@@ -191,10 +191,11 @@ def _evaluation(run: RunDir, hists: dict[str, ScoreHistogram]) -> dict[str, Any]
     """Deciles, tiers at the scoring thresholds, per-partner calibration (last evaluated
     round's histograms), and what the published model leans on."""
     from fedcrm.config.tiers import TierRule
-    from fedcrm.reports.evaluation_tables import decile_table, importances, partner_calibration, tier_table
+    from fedcrm.reports.evaluation_tables import (decile_table, importances, local_baselines, partner_calibration,
+                                                  tier_table)
 
     out: dict[str, Any] = {"deciles": [], "tiers": [], "tier_rule": TierRule(), "calibration": [],
-                           "importance": None}
+                           "importance": None, "local_baselines": local_baselines(run.rounds())}
     if hists:
         pos = np.sum([np.clip(np.asarray(h.pos, float), 0, None) for h in hists.values()], axis=0)
         neg = np.sum([np.clip(np.asarray(h.neg, float), 0, None) for h in hists.values()], axis=0)

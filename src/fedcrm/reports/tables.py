@@ -89,6 +89,25 @@ def next_commands(run_dir: Path, federation: Path | None) -> list[str]:
             f"fedcrm score --model {run_dir} --partner-config partner.toml   # on each partner's node"]
 
 
+def baseline_table(run_dir: Path) -> Table | None:
+    """The run's local-only baselines beside the federation's model, if it asked for them."""
+    from fedcrm.reports.evaluation_tables import local_baselines
+
+    rows = local_baselines(RunDir(run_dir).rounds())
+    if not rows:
+        return None
+    table = Table(title="federated against local-only, on each partner's own hold-out")
+    for col in ("partner", "AUC federated", "AUC local-only", "gain", "ε after"):
+        table.add_column(col, justify="left" if col == "partner" else "right")
+    for b in rows:
+        if b.refused:
+            table.add_row(b.partner, _fmt(b.federated_auc), f"refused: {b.refused}", "", "")
+        else:
+            table.add_row(b.partner, _fmt(b.federated_auc), _fmt(b.local_auc),
+                          "–" if b.gain is None else f"{b.gain:+.3f}", _fmt(b.epsilon, 2))
+    return table
+
+
 def plan_table(plans: list[RunPlan]) -> Table:
     table = Table(title="fedcrm privacy plan: noise per partner and cumulative ε after each round")
     for col in ("partner", "rows", "statistics σ", "q", "steps/round", "σ", "ε before", "ε per round",
@@ -96,6 +115,8 @@ def plan_table(plans: list[RunPlan]) -> Table:
         table.add_column(col, justify="left" if col in ("partner", "ε per round") else "right")
     for p in plans:
         rounds = " ".join(f"{r.epsilon:.2f}" + ("" if r.within_cap else "!") for r in p.projections)
+        if p.epsilon_after_baseline is not None:  # the local-only baseline, after the last round
+            rounds += f" | baseline {p.epsilon_after_baseline:.2f}" + ("" if p.baseline_within_cap else "!")
         table.add_row(p.partner, str(p.rows), f"{p.statistics_noise:g}" if p.statistics_noise else "–",
                       f"{p.sample_rate:.4f}", str(p.steps_per_round),
                       f"{p.noise_multiplier:.3f}", _fmt(p.spent_before, 2), rounds,
@@ -104,6 +125,7 @@ def plan_table(plans: list[RunPlan]) -> Table:
                       _fmt(p.epsilon_after - p.spent_before, 2), f"{p.epsilon_cap:g}",
                       _fmt(max(p.epsilon_cap - p.epsilon_after, 0.0), 2), f"{p.delta:g}")
     table.caption = (f"{plans[0].accountant.upper()} accountant; '!' marks a round past the partner's cap; "
+                     "baseline: the partner's ε after the run's local-only baseline, if it asks for one; "
                      "statistics σ: the noised column sums the run pays for before round 1 (–: none new, "
                      "e.g. a kept release sent again at no cost); evaluations σ: noise (in counts) on each "
                      "evaluation's histograms, which read only the hold-out customers (hold-out ε: theirs after "
@@ -138,7 +160,8 @@ def history_table(histories: list[SpendHistory]) -> Table:
         for i, run in enumerate(h.runs):
             last = i == len(h.runs) - 1
             table.add_row(h.partner if i == 0 else "", run.run_id, run.first, run.last,
-                          *(str(run.releases.get(k, 0)) for k in ("train", "evaluate", "statistics")),
+                          str(run.releases.get("train", 0)) + (" + baseline" if run.releases.get("baseline") else ""),
+                          *(str(run.releases.get(k, 0)) for k in ("evaluate", "statistics")),
                           _fmt(run.epsilon_before), _fmt(run.epsilon_after), _fmt(run.rise),
                           f"{h.epsilon_cap:g}" if last and h.epsilon_cap is not None else "",
                           end_section=last)
