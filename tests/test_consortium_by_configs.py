@@ -154,7 +154,7 @@ def test_uci_online_retail_purchase_logs_on_the_shipped_retail_contract(tmp_path
     federation = onboard(tmp_path, contract, exports, "churn-from-purchases", review=review)
     run_dir = tmp_path / "run"
     fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
-           "--task", "churn-from-purchases", "--rounds", "3", "--epsilon", "3")
+           "--task", "churn-from-purchases", "--rounds", "3", "--local-epochs", "2", "--epsilon", "3")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and "auc" in summary["final_global"], summary
     assert json.loads((run_dir / "model.json").read_text())["features"] == [
@@ -175,6 +175,8 @@ def test_uci_online_retail_purchase_logs_on_the_shipped_retail_contract(tmp_path
     ps = [predict(model, norm.apply(d.x_test) if norm else d.x_test) for d in held]
     import numpy as np
 
+    # from the seed's starting model (AUC ≈ 0.35, the wrong way round) one epoch a round for 3
+    # rounds ended at 0.59 in 1 of 6 in-process repeats; two epochs: 0.72-0.75 in 8 of 8
     assert roc_auc_score(np.concatenate(ys), np.concatenate(ps)) > 0.6  # 10 rounds on every customer: 0.745
     scores = tmp_path / "scores.csv"
     fedcrm("score", "--model", str(run_dir), "--partner-config", str(tmp_path / "p2" / "partner.toml"),

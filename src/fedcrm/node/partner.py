@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,12 +36,14 @@ from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics, layout_key
 from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
 from fedcrm.privacy.accounting import RunPlan, round_shape
 from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, LedgerEntry, privacy_dir
-from fedcrm.privacy.membership import AuditResult, membership_audit
 from fedcrm.privacy.noise import os_normal
 from fedcrm.privacy.parallel import Scope, Side
 from fedcrm.privacy.replies import ReplyCache
 from fedcrm.protocol import EvaluateReply, QueryReply, TrainReply
 from fedcrm.rundir import RunDir
+
+if TYPE_CHECKING:
+    from fedcrm.privacy.membership import AuditResult
 
 State = dict[str, torch.Tensor]
 
@@ -504,6 +507,8 @@ class PartnerNode:
 
     def audit(self, run: RunDir, seed: int = 0) -> AuditResult:
         """Membership audit of the run's published model on this partner's own rows."""
+        from fedcrm.privacy.membership import membership_audit  # scikit-learn: not in every node process
+
         data, run_id = self.data(run.layout()), run.run_id
         spent = [e for e in self.account.entries() if e.run_id == run_id]
         norm = run.normalisation()
