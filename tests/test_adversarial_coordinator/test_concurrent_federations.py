@@ -35,6 +35,7 @@ from fedcrm.privacy.account import PrivacyAccount
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.protocol import ERROR_BUDGET
 from tests.conftest import copy_partner, set_privacy
+from tests.test_adversarial_coordinator.test_isolated_runs import processes_under
 
 pytestmark = pytest.mark.flower
 
@@ -104,6 +105,11 @@ def test_two_federations_on_one_partner_at_once_cannot_pass_its_cap(fresh_demo: 
         t.join(timeout=400)
     assert not any(t.is_alive() for t in threads)
     assert gated == 2, (gated, outcomes)
+    # attack 11: two runs at once under one work folder, each in a Flower home of its own
+    # (one shared home had the second run rewrite the first's connection), none left running
+    homes = [p for p in (tmp_path / "flower").iterdir() if p.is_dir()]
+    assert len(homes) == 2 and all((h / "superlink.log").stat().st_size > 0 for h in homes), homes
+    assert not processes_under(tmp_path / "flower")
     crashed = {tag: o for tag, o in outcomes.items() if isinstance(o, BaseException) and not isinstance(o, RunFailed)}
     assert not crashed, crashed
 

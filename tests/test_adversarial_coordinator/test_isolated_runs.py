@@ -8,13 +8,14 @@ ServerApp and Ray under it) running. Now each run gets a Flower home of its own
 (`<work>/<date>-<time>-<pid>-<tag>/`), SIGINT/SIGTERM stop that run's processes before
 exiting 128 + the signal, and a SuperLink that dies under a run fails it at the next poll.
 
-The runs are real `fedcrm run` processes on the demo consortium, one round each, so the
-two Flower tests cost about a minute together on two cores.
+Two runs at once under one work folder, each in a home of its own with nothing left
+running after, are checked where two simulations run at once anyway
+(`test_concurrent_federations.py`, which also shares a partner between them). The SIGTERM
+run here is a real `fedcrm run` process on the demo consortium.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,7 +28,6 @@ import psutil
 import pytest
 
 from fedcrm.ops import launcher
-from fedcrm.sandbox.demo_data import generate
 
 pytestmark = pytest.mark.flower
 
@@ -72,42 +72,6 @@ def work(tmp_path: Path) -> Iterator[Path]:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
-
-
-def two_partner_consortium(folder: Path) -> Path:
-    """The demo consortium without its largest partner, north-telecom: two simulations at
-    once on two cores, each needs only a federation, not three partners' training."""
-    federation = generate(folder)
-    head, *members = federation.read_text().split("[[members]]")
-    kept = [m for m in members if 'name = "north-telecom"' not in m]
-    assert len(kept) == 2
-    federation.write_text(head + "".join(f"[[members]]{m}" for m in kept))
-    return federation
-
-
-def test_two_runs_with_one_work_folder_both_finish(tmp_path: Path, work: Path) -> None:
-    """Started at the same moment, same `--work`: both complete, each in a home of its own.
-    (Two consortia, so that only the coordinator side is shared: partners' nodes running
-    two federations at once are attack 6's business.)"""
-    feds = [two_partner_consortium(tmp_path / f"consortium-{i}") for i in (1, 2)]
-    outs = [tmp_path / f"run-{i}" for i in (1, 2)]
-    procs = [fedcrm_run(fed, out, work) for fed, out in zip(feds, outs)]
-    try:
-        codes = [p.wait(timeout=240) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    logs = [(out.parent / f"{out.name}.out").read_text() for out in outs]
-    assert codes == [0, 0], logs
-    for out in outs:
-        summary = json.loads((out / "summary.json").read_text())
-        assert summary["status"] == "completed" and summary["rounds_completed"] == 1
-    homes = [p for p in work.iterdir() if p.is_dir()]
-    assert len(homes) == 2 and all((h / "superlink.log").stat().st_size > 0 for h in homes)
-    said = [[h.name for h in homes if h.name in log] for log in logs]  # each run says where its logs are
-    assert sorted(sum(said, [])) == sorted(h.name for h in homes) and all(len(s) == 1 for s in said), said
-    assert not processes_under(work)
 
 
 def test_signal_handlers_stop_then_raise_and_are_restored() -> None:
