@@ -117,8 +117,7 @@ def local_baselines(grid: Grid, strategy: RecordingStrategy, plan: TrainPlan, co
         strategy.track_replies(flower_round, "baseline", replies)
     except QuorumLost:
         pass
-    rec = strategy.recorder
-    rec.flush()
+    rec = strategy.recorder  # written out by the run's `finish`, which follows
     if audit is not None:
         last = rec.rounds.get(last_round)
         audit.record("local-baselines", actor="serverapp", run_id=rec.run_id, round=last_round,

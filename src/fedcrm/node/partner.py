@@ -318,8 +318,7 @@ class PartnerNode:
         model, x = self._model(state, data), self._x(data.x_train, normalisation)
         if plan.model == "gbdt":
             return self._boost(state, model, x, data, run_id, server_round, entries, ledger_receipt, started)
-        common = dict(epochs=plan.local_epochs, batch_size=plan.batch_size, lr=plan.learning_rate,
-                      optimizer=plan.optimizer, seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
+        common = self._training_settings(plan.local_epochs, server_round)
         base = dict(partner_id=self.cfg.partner_id, num_examples=len(data.y_train), dp_enabled=int(plan.dp_enabled))
         if not plan.dp_enabled:
             out = train_local(model, x, data.y_train, dp=None, **common)
@@ -336,6 +335,13 @@ class PartnerNode:
             # the release is kept before it is charged, so every charged round can be re-sent
             self.replies.save(run_id, server_round, state, out.state_dict, reply.to_dict())
         return out.state_dict, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
+
+    def _training_settings(self, epochs: int, server_round: int) -> dict:
+        """`train_local`'s settings from the plan: its batch, step size and optimiser, and a
+        seed per run, round and partner (it steers non-DP shuffling only)."""
+        plan = self.plan
+        return dict(epochs=epochs, batch_size=plan.batch_size, lr=plan.learning_rate, optimizer=plan.optimizer,
+                    seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
 
     def _dp_reply(self, base: dict, cost, spent_before: float, release: Release, steps: int,  # noqa: ANN001
                   sample_rate: float, started: float) -> TrainReply:
@@ -488,9 +494,7 @@ class PartnerNode:
     def _train_baseline(self, model: torch.nn.Module, x: np.ndarray, data: PreparedData, run_id: str,
                         server_round: int, entries: list[LedgerEntry]) -> TrainOutcome:
         plan = self.plan
-        common = dict(epochs=plan.local_epochs * plan.num_server_rounds, batch_size=plan.batch_size,
-                      lr=plan.learning_rate, optimizer=plan.optimizer,
-                      seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
+        common = self._training_settings(plan.local_epochs * plan.num_server_rounds, server_round)
         if not plan.dp_enabled:
             out = train_local(model, x, data.y_train, dp=None, **common)
             self.replies.save(run_id, server_round, {}, out.state_dict, {}, "baseline")

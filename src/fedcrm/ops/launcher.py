@@ -160,7 +160,7 @@ class FlwrCli:
         dead address until `timeout`.
 
         `ended`: a cheap sign that the run has ended (its summary written). With it, Flower
-        is asked (`flwr ls`, about 0.7 s of CPU on this 2-core machine) only when the sign
+        is asked (`flwr ls`, 1.1-1.5 s of CPU a call on this 2-core machine) only when the sign
         shows, or every `ask_every` seconds for a run that fails without one; without it,
         every `poll`. `on_poll` is told the last status every `poll` seconds either way."""
         deadline = time.monotonic() + timeout
@@ -465,6 +465,7 @@ def simulate(federation_config: Path, run_dir: Path, work_dir: Path, run_config:
     soon as the SuperLink is up."""
     from fedcrm.config import FederationConfig, TrainPlan  # local: keeps the launcher importable alone
     from fedcrm.coordinator.auditlog import AuditLog, simulated_audit_log
+    from fedcrm.rundir import SUMMARY
 
     federation = FederationConfig.load(federation_config)
     members = federation.members
@@ -480,7 +481,7 @@ def simulate(federation_config: Path, run_dir: Path, work_dir: Path, run_config:
         run_id = link.submit(app_dir or default_app_dir(), plan.to_run_config(exclude_unset=True), len(members),
                              num_cpus_per_node)
         audit.record("run-launched", run_id=run_id, run_dir=plan.run_dir, config=run_config, simulation=True)
-        summary = run_dir / "summary.json"  # `fedcrm.rundir.SUMMARY`: written as the ServerApp finishes
+        summary = run_dir / SUMMARY  # written as the ServerApp finishes
         status = link.wait(run_id, timeout=timeout, on_poll=on_poll, ended=summary.is_file)
         record_flower_home(run_dir, link.home, run_id)
         if status != "finished:completed":

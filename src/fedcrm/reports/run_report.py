@@ -173,6 +173,8 @@ KPIS = (("auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("log_loss", "log loss"), ("br
 
 
 def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
+    from fedcrm.reports.evaluation_tables import local_baselines
+
     run = RunDir(run_dir)
     rounds, summary = run.rounds(), run.summary()
     eps, hist_file = run.epsilon(), run.histograms()
@@ -184,18 +186,18 @@ def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
     return {"run_id": run.run_id, "status": summary.status, "plan": run.plan, "kpis": kpis, "own_auc": own,
             "epsilon_final": summary.epsilon, "sizes": sizes,
             "plots": _plots(rounds, eps.partners if eps else {}, hists, sizes), "baselines": run.baselines(baselines),
-            "score_bins": hist_file.bins if hist_file else None, **_evaluation(run, hists)}
+            "score_bins": hist_file.bins if hist_file else None, "local_baselines": local_baselines(rounds),
+            **_evaluation(run, hists)}
 
 
 def _evaluation(run: RunDir, hists: dict[str, ScoreHistogram]) -> dict[str, Any]:
     """Deciles, tiers at the scoring thresholds, per-partner calibration (last evaluated
     round's histograms), and what the published model leans on."""
     from fedcrm.config.tiers import TierRule
-    from fedcrm.reports.evaluation_tables import (decile_table, importances, local_baselines, partner_calibration,
-                                                  tier_table)
+    from fedcrm.reports.evaluation_tables import decile_table, importances, partner_calibration, tier_table
 
     out: dict[str, Any] = {"deciles": [], "tiers": [], "tier_rule": TierRule(), "calibration": [],
-                           "importance": None, "local_baselines": local_baselines(run.rounds())}
+                           "importance": None}
     if hists:
         pos = np.sum([np.clip(np.asarray(h.pos, float), 0, None) for h in hists.values()], axis=0)
         neg = np.sum([np.clip(np.asarray(h.neg, float), 0, None) for h in hists.values()], axis=0)
