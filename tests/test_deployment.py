@@ -112,7 +112,7 @@ def test_a_deployed_gbdt_run_grows_trees_and_charges_the_round(deployment: Loopb
                                       "evaluate-every": 1, "federated-stats": False})
     rounds_seen = []
     assert watch(layout, run_id, on_round=rounds_seen.append, timeout=600) == "finished:completed"
-    # one round of 16 random trees, its AUC read from the partners' noised histograms: 0.60-0.65
+    # one round of 16 random trees, its AUC read from the partners' noised histograms: above 0.6
     # in earlier suite runs, 0.597 in one; the starting model (no tree) scores 0.5
     assert [r.round for r in rounds_seen] == [0, 1] and rounds_seen[-1].auc > 0.55
     out = collect(layout, run_id, tmp_path / "collected")
