@@ -24,6 +24,15 @@ from fedcrm.sandbox.public_data import TELCO_CSV, split_telco  # noqa: E402
 os.environ.update(FLWR_ENV)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that start Flower (simulations, deployments) first, the rest after, each file's
+    tests in their own order. `scripts/test.sh` runs two workers (pytest-xdist, a file per
+    worker at a time): the long files then start at once and the short ones fill the gaps,
+    instead of a long file starting last and running alone."""
+    flower = {item.path for item in items if item.get_closest_marker("flower")}
+    items.sort(key=lambda item: item.path not in flower)  # stable: files and tests keep their order
+
+
 @pytest.fixture(scope="session")
 def demo_federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh copy of the three-partner demo consortium for the whole session."""

@@ -31,6 +31,8 @@ def test_gains_are_per_partner_against_the_same_seed() -> None:
     assert "| federated, ε=1 | – |" in table
 
 
+@pytest.mark.flower
+@pytest.mark.dataset
 def test_utility_command_on_bank_marketing(tmp_path: Path) -> None:
     """One command, real `flwr run` simulations: every variant scored on the same split."""
     if not BANK_CSV.is_file():
