@@ -58,6 +58,15 @@ def assert_same(d: PurchaseActivity, p: PurchaseActivity, tags: bool = True) -> 
                                       marketing_tags(p.features, ActivityConfig()))
 
 
+def assert_label_spread(label: str, values: pd.Series) -> None:
+    """Both classes of a 0/1 label; a value label with customers who spent nothing in the
+    horizon and customers who spent more than one unit."""
+    if label == "future-spend":
+        assert (values == 0).any() and (values > 1).any() and (values >= 0).all(), values.describe()
+    else:
+        assert 0 < values.mean() < 1
+
+
 def both(cfg: PartnerConfig, label: str | None = "no-purchase", target: str = "", ids: pd.Index | None = None,
          task: str | None = None, **duck) -> tuple[PurchaseActivity, PurchaseActivity]:  # noqa: ANN003
     activity = task_activity(cfg, task)
@@ -229,10 +238,10 @@ def test_messy_csv_export_agrees_for_both_labels(tmp_path: Path, distinct_limit:
     cfg = messy_partner(tmp_path, messy_lines())
     ids = pd.Index([f"K{i:04d}" for i in range(420)]).astype(str)  # some without any purchase
     extra = {} if distinct_limit is None else {"distinct_limit": distinct_limit}
-    for label, target in (("no-purchase", ""), ("bought-category", "insurance")):
+    for label, target in (("no-purchase", ""), ("bought-category", "insurance"), ("future-spend", "")):
         d, p = both(cfg, label, target, ids, **extra)
         assert_same(d, p)
-        assert 0 < p.label.mean() < 1
+        assert_label_spread(label, p.label)
     reasons = d.report.quarantined_by_reason
     assert reasons["to be supplemented: customer_id missing or unreadable"] > 0
     assert reasons["to be supplemented: tx_date missing or unreadable"] > 0
@@ -267,10 +276,10 @@ def test_typed_parquet_export_agrees(tmp_path: Path, pandas_metadata: bool) -> N
         pq.write_table(table.replace_schema_metadata(None), tmp_path / "lines.parquet")
     suffix = "" if pandas_metadata else ".0"
     ids = pd.Index([f"{i}{suffix}" for i in range(1, 310)]).astype(str)
-    for label, target in (("no-purchase", ""), ("bought-category", "insurance")):
+    for label, target in (("no-purchase", ""), ("bought-category", "insurance"), ("future-spend", "")):
         d, p = both(cfg, label, target, ids)
         assert_same(d, p)
-        assert 0 < d.label.mean() < 1
+        assert_label_spread(label, d.label)
     assert d.features.index[0].endswith(suffix) and "." not in d.features.index[0][:-len(suffix) or None]
 
 

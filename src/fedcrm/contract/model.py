@@ -398,7 +398,9 @@ class Label(_Strict):
     or both (the field when the partner maps it, else derived: an explicit label wins)."""
 
     field: str | None = None
-    derived: Literal["no-purchase", "bought-category"] | None = None
+    derived: Literal["no-purchase", "bought-category", "future-spend"] | None = Field(
+        None, description="a label from purchases after the cutoff: 'no-purchase' (churn), 'bought-category' "
+        "(propensity) or 'future-spend' (value: what the customer spent in the horizon)")
     horizon_days: StrictInt | None = Field(None, gt=0, description="derived labels: days after the cutoff looked at")
     category: str | None = Field(None, description="bought-category: the purchases category that counts; unset: "
                                  "each partner names its own (activity.target_category in partner.toml)")
@@ -411,6 +413,11 @@ class Task(_Strict):
     scores: Literal["risk-tiers", "deciles"] | None = Field(
         None, description="how `fedcrm score` gives marketing this task's scores: churn-risk tiers (high, medium, "
                           "low) or deciles (1 = the top 10 %); unset: risk tiers for a no-purchase label, else deciles")
+
+    @property
+    def kind(self) -> Literal["binary", "value"]:
+        """What the model predicts: a probability (a 0/1 label), or a value (future spend)."""
+        return "value" if self.label.derived == "future-spend" else "binary"
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,17 @@ def churn_labels(p: pd.DataFrame, customers: pd.Index, cutoff: date, horizon_day
     return pd.Series((~customers.isin(bought.index)).astype(np.int8), index=customers, name="churned")
 
 
+def future_spend(p: pd.DataFrame, customers: pd.Index, cutoff: date, horizon_days: int) -> pd.Series:
+    """What each customer spent in (cutoff, cutoff + horizon], from `p = purchases(tx)`: the
+    target of a value (CLV) task; 0 for a customer who bought nothing in it."""
+    end = pd.Timestamp(cutoff)
+    window = p[(p["date"] > end) & (p["date"] <= end + pd.Timedelta(days=horizon_days))]
+    spent = window.groupby(CUSTOMER, observed=True)["value"].sum()
+    spent.index = spent.index.astype(str)
+    return pd.Series(spent.reindex(customers.astype(str), fill_value=0.0).to_numpy(dtype=np.float64),
+                     index=customers, name="future_spend")
+
+
 def propensity_labels(tx: pd.DataFrame, customers: pd.Index, cutoff: date, horizon_days: int,
                       target_category: str) -> pd.Series:
     """1 = bought `target_category` in (cutoff, cutoff + horizon]."""

@@ -646,7 +646,7 @@ def purchase_activity_duckdb(mapping: TransactionMapping, rules: CleaningRules, 
         tick("quarantine")
         fills, filled = _fills(eng, rules, first, held)
         tick("fills")
-        features, after, target = _aggregate(eng, rules, fills, first["to_strip"], activity.cutoff_for(as_of),
+        features, after, target, spend = _aggregate(eng, rules, fills, first["to_strip"], activity.cutoff_for(as_of),
                                              activity, label, target_category)
         tick("aggregate")
     except duckdb.OutOfMemoryException as exc:  # not a reason for pandas, which would need far more
@@ -669,6 +669,9 @@ def purchase_activity_duckdb(mapping: TransactionMapping, rules: CleaningRules, 
         if label == "no-purchase":
             hit = pc.is_in(known, value_set=after).to_numpy(zero_copy_only=False)
             derived = pd.Series((~hit).astype(np.int8), index=ids, name="churned")
+        elif label == "future-spend":  # as `future_spend`: 0 for a customer without a purchase in the horizon
+            spent = spend.reindex(pd.Index(np.asarray(ids, dtype=object).astype(str)), fill_value=0.0)
+            derived = pd.Series(spent.to_numpy(dtype=np.float64), index=ids, name="future_spend")
         else:
             hit = pc.is_in(known, value_set=target).to_numpy(zero_copy_only=False)
             derived = pd.Series(hit.astype(np.int8), index=ids, name="responded")
@@ -831,9 +834,10 @@ def _report(eng: _Engine, quarantine: pd.DataFrame, unreadable: dict[str, int], 
 
 def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_strip: dict[str, int], cutoff: date,
                activity: ActivityConfig, label: str | None, target_category: str
-               ) -> tuple[pd.DataFrame, pa.Array, pa.Array]:
+               ) -> tuple[pd.DataFrame, pa.Array, pa.Array, pd.Series]:
     """lines → purchases → per customer (`activity.purchases` + `activity_features`), with
-    the buyers in the label horizon."""
+    the buyers in the label horizon (of anything, and of the target category) and what each
+    customer spent in it."""
     cols = eng.fields
     # ids with nothing to strip (the first pass counted them) are grouped by as they are
     customer = f"t_{CUSTOMER}" if to_strip.get(CUSTOMER, 1) == 0 else f"v_{CUSTOMER}"  # never missing here
@@ -874,6 +878,7 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
            count(*) FILTER (d <= {end_d} AND d > {recent}) AS freq_recent,
            count(*) FILTER (d <= {recent} AND d > {previous}) AS freq_previous,
            bool_or(d > {end_d} AND d <= {after_end}) AS bought_after,
+           coalesce(fsum(value) FILTER (d > {end_d} AND d <= {after_end}), 0.0) AS spend_after,
            bool_or(target) AS bought_target
     FROM bought GROUP BY c
     """
@@ -894,7 +899,8 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
     ids = agg.column("customer_id").cast(pa.string())
     after = ids.filter(agg.column("bought_after").fill_null(False)).combine_chunks()
     target_buyers = ids.filter(agg.column("bought_target").fill_null(False)).combine_chunks()
-    return out, after, target_buyers
+    spend = pd.Series(col("spend_after", "float64"), index=pd.Index(ids.to_numpy(zero_copy_only=False)))
+    return out, after, target_buyers, spend
 
 
 __all__ = ["DuckDBOutOfMemory", "PurchaseActivity", "Unsupported", "purchase_activity_duckdb", "date_pattern"]

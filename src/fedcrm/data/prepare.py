@@ -26,7 +26,8 @@ from pydantic import BaseModel
 from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
 from fedcrm.config.activity import ActivityConfig
 from fedcrm.contract.model import Task
-from fedcrm.data.activity import (activity_features, churn_labels, interaction_counts, marketing_tags, propensity_labels,
+from fedcrm.data.activity import (activity_features, churn_labels, future_spend, interaction_counts, marketing_tags,
+                                  propensity_labels,
                                   purchases)
 from fedcrm.data.clean import REASON, Cleaned, Cleaner, CleaningReport
 from fedcrm.data.events_duckdb import PurchaseActivity, Unsupported, purchase_activity_duckdb
@@ -220,6 +221,8 @@ def purchase_activity_pandas(mapping: TransactionMapping, partner: str, rules: C
     derived = None
     if label == "no-purchase":
         derived = churn_labels(bought, ids, cutoff, activity.horizon_days)
+    elif label == "future-spend":
+        derived = future_spend(bought, ids, cutoff, activity.horizon_days)
     elif label is not None:
         tx_clean = tx.clean.assign(customer_id=tx.clean["customer_id"].astype(str))
         derived = propensity_labels(tx_clean, ids, cutoff, activity.horizon_days, target_category)
