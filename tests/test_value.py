@@ -35,7 +35,7 @@ def test_exact_metrics_by_hand() -> None:
     assert m.mae_log == pytest.approx(0.25) and m.rmse_log == pytest.approx(0.5)
     assert m.r2_log == pytest.approx(1 - 1 / 2.75)  # SSE 1, SST 2.75
     # top 10 % of 4 customers is 0.4 of the best-predicted one, who spent e² − 1 of the e² + e − 2 in all
-    assert m.capture_top_decile == pytest.approx(0.4 * (np.e**2 - 1) / (np.e**2 + np.e - 2))
+    assert m.value_capture_top_decile == pytest.approx(0.4 * (np.e**2 - 1) / (np.e**2 + np.e - 2))
 
 
 def test_the_joint_histogram_gives_the_exact_metrics_to_within_its_bins() -> None:
@@ -45,7 +45,7 @@ def test_the_joint_histogram_gives_the_exact_metrics_to_within_its_bins() -> Non
     assert counts.sum() == 20_000 and counts.shape == (10, 10)
     binned = metrics_from_joint(counts, SCALE)
     assert binned.spearman == pytest.approx(exact.spearman, abs=0.03)
-    assert binned.capture_top_decile == pytest.approx(exact.capture_top_decile, abs=0.04)  # measured −0.03
+    assert binned.value_capture_top_decile == pytest.approx(exact.value_capture_top_decile, abs=0.04)  # measured −0.03
     assert binned.mae_log == pytest.approx(exact.mae_log, abs=0.15)
     assert binned.rmse_log == pytest.approx(exact.rmse_log, abs=0.15)
     assert binned.r2_log == pytest.approx(exact.r2_log, abs=0.05)
@@ -61,6 +61,6 @@ def test_noised_counts_still_give_usable_metrics() -> None:
     draws = [metrics_from_joint(counts + np.random.default_rng(seed).normal(0, 4.0, counts.shape), SCALE)
              for seed in range(50)]
     spearman = np.array([m.spearman for m in draws]) - exact.spearman
-    capture = np.array([m.capture_top_decile for m in draws]) - exact.capture_top_decile
+    capture = np.array([m.value_capture_top_decile for m in draws]) - exact.value_capture_top_decile
     assert abs(spearman.mean()) < 0.02 and spearman.std() < 0.03, (spearman.mean(), spearman.std())
     assert abs(capture.mean()) < 0.07 and capture.std() < 0.04, (capture.mean(), capture.std())

@@ -197,6 +197,36 @@ class EvaluateReply(HeldOutMetrics, LedgerHead):
     noise_multiplier: float | None = Field(None, description="σ on every count of the histograms (absent: exact)")
 
 
+class ValueHeldOutMetrics(WireModel):
+    """A value model's quality on held-out rows (`fedcrm.ml.value`): errors and fit of the
+    capped log spend, the rank correlation of predicted and actual value, and the share of
+    the hold-out's spend in the top 10 % of predictions. NaN where undefined."""
+
+    mae_log: float = math.nan
+    rmse_log: float = math.nan
+    r2_log: float = math.nan
+    spearman: float = math.nan
+    value_capture_top_decile: float = math.nan
+
+
+class ValueEvaluateReply(ValueHeldOutMetrics, LedgerHead):
+    """Metrics of a value model on the partner's hold-out. Under DP the joint histogram is
+    the release (noised counts, charged to the ledger like the score histograms) and every
+    other figure is computed from it on the node."""
+
+    list_fields: ClassVar[frozenset[str]] = frozenset({"value_hist"})
+
+    partner_id: int
+    num_examples: int
+    unit_weight: int = 1
+    value_hist: list[int] = Field(description="held-out customers per (predicted, actual) value bin, row-major "
+                                  "(noised counts may be negative)")
+    eval_seconds: float
+    epsilon: float | None = Field(None, description="cumulative ε after this evaluation, by the partner's accountant")
+    delta: float | None = None
+    noise_multiplier: float | None = Field(None, description="σ on every count of the histogram (absent: exact)")
+
+
 class QueryReply(LedgerHead):
     """Column sums over the training rows, for the federation's feature statistics."""
 
@@ -222,14 +252,23 @@ REPLIES: dict[str, type[_Reply]] = {"train": TrainReply, "evaluate": EvaluateRep
 BASELINE_MESSAGE = "evaluate.baseline"
 
 
-def allowed_metrics(kind: str) -> frozenset[str]:
+# a value task's evaluations (and baselines) answer with value metrics, not score histograms
+VALUE_REPLIES: dict[str, type[_Reply]] = {"evaluate": ValueEvaluateReply, "baseline": ValueEvaluateReply}
+
+
+def reply_model(kind: str, value: bool = False) -> type[_Reply]:
+    """The record a reply of `kind` carries; `value`: the run's task predicts a value."""
+    return VALUE_REPLIES[kind] if value and kind in VALUE_REPLIES else REPLIES[kind]
+
+
+def allowed_metrics(kind: str, value: bool = False) -> frozenset[str]:
     """The egress allow-list of a reply kind: exactly the keys its model declares."""
-    return REPLIES[kind].keys()
+    return reply_model(kind, value).keys()
 
 
-def list_keys(kind: str) -> dict[str, str]:
+def list_keys(kind: str, value: bool = False) -> dict[str, str]:
     """Wire key → field name of the metrics that may be lists in a reply of `kind`."""
-    model = REPLIES[kind]
+    model = reply_model(kind, value)
     return {model.key(f): f for f in model.list_fields}
 
 
@@ -251,11 +290,13 @@ def egress_markdown() -> str:
     """What leaves a node, reply by reply, generated from the reply models: the README's
     list (`scripts/readme_sync.py`) is this text, so it cannot fall behind the code."""
     lines = []
-    for kind, model in REPLIES.items():
+    replies = [(kind, kind, model) for kind, model in REPLIES.items()] + [
+        (kind, f"{kind} (value task)", model) for kind, model in VALUE_REPLIES.items()]
+    for kind, title, model in replies:
         records = "; ".join(f"`{name}` ({what})" for name, what in EGRESS_RECORDS[kind].items())
         keys = ", ".join(f"`{f.alias or n}`" + ("[]" if n in model.list_fields else "")
                          for n, f in model.model_fields.items())
-        lines.append(f"- **{kind}** replies, {REPLY_PURPOSE[kind]}: " + (f"{records}; " if records else "")
+        lines.append(f"- **{title}** replies, {REPLY_PURPOSE[kind]}: " + (f"{records}; " if records else "")
                      + f"`metrics` with only {keys} ([] a list; every other value a number).")
     lines.append("- Anything else is refused on the node (`fedcrm.node.egress`) and logged in its "
                  "`work/egress.jsonl`; the coordinator lists what it received, by name, type and shape, "
@@ -295,5 +336,14 @@ class EvaluateAggregate(HeldOutMetrics):
     mean_partner_lift_top_decile: float | None = None
     mean_partner_capture_top_decile: float | None = None
     mean_partner_ece: float | None = None
+    # a value task's (`ValueHeldOutMetrics`), pooled from the summed joint histograms; the
+    # 0/1 metrics above stay None in such a run, and these in a 0/1 one
+    mae_log: float | None = None
+    rmse_log: float | None = None
+    r2_log: float | None = None
+    spearman: float | None = None
+    value_capture_top_decile: float | None = None
+    mean_partner_spearman: float | None = None
 
     PARTNER_MEANS: ClassVar[tuple[str, ...]] = ("auc", "pr_auc", "lift_top_decile", "capture_top_decile", "ece")
+    VALUE: ClassVar[tuple[str, ...]] = ("mae_log", "rmse_log", "r2_log", "spearman", "value_capture_top_decile")

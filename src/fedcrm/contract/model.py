@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, ValidationError, model_validator
 from pydantic import Strict as StrictType
@@ -393,6 +393,12 @@ class EventTable(_Strict):
         return next((f for f in self.fields if f.role == role), None)
 
 
+if TYPE_CHECKING:
+    from fedcrm.ml.value import ValueScale
+
+DEFAULT_VALUE_CAP = 10_000.0  # a future-spend label's cap when the contract sets none
+
+
 class Label(_Strict):
     """A task's label: a bool field of the customers table, a label derived from purchases,
     or both (the field when the partner maps it, else derived: an explicit label wins)."""
@@ -402,6 +408,8 @@ class Label(_Strict):
         None, description="a label from purchases after the cutoff: 'no-purchase' (churn), 'bought-category' "
         "(propensity) or 'future-spend' (value: what the customer spent in the horizon)")
     horizon_days: StrictInt | None = Field(None, gt=0, description="derived labels: days after the cutoff looked at")
+    value_cap: float | None = Field(None, gt=0, description="future-spend: spend above this counts as this much (it "
+                                    "bounds one customer's weight in a value model and its evaluation); unset: 10,000")
     category: str | None = Field(None, description="bought-category: the purchases category that counts; unset: "
                                  "each partner names its own (activity.target_category in partner.toml)")
 
@@ -418,6 +426,14 @@ class Task(_Strict):
     def kind(self) -> Literal["binary", "value"]:
         """What the model predicts: a probability (a 0/1 label), or a value (future spend)."""
         return "value" if self.label.derived == "future-spend" else "binary"
+
+    def value_scale(self) -> ValueScale | None:
+        """A value task's target scale (`fedcrm.ml.value`); None for a 0/1 label."""
+        if self.kind != "value":
+            return None
+        from fedcrm.ml.value import ValueScale
+
+        return ValueScale(cap=self.label.value_cap or DEFAULT_VALUE_CAP)
 
 
 @dataclass(frozen=True)
@@ -603,6 +619,8 @@ class Contract(_Strict):
                         out.append(f"{key}.category: {lab.category!r} is not in transactions.fields.{cat.name}.vocabulary")
             elif lab.category is not None:
                 out.append(f"{key}.category: only \"bought-category\" takes a category")
+            if lab.value_cap is not None and lab.derived != "future-spend":
+                out.append(f"{key}.value_cap: only \"future-spend\" takes a value cap")
         return out
 
     def _feature_problems(self) -> list[str]:

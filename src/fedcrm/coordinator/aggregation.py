@@ -8,12 +8,16 @@ signal lies between partners): it is computed from the summed score histograms.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from flwr.app import MetricRecord, RecordDict
 
 from fedcrm.ml.evaluation import pooled_from_histograms
-from fedcrm.protocol import METRICS, EvaluateAggregate, EvaluateReply, TrainAggregate, TrainReply, wire_key
+from fedcrm.ml.value import ValueScale, metrics_from_joint
+from fedcrm.protocol import (METRICS, EvaluateAggregate, EvaluateReply, TrainAggregate, TrainReply, ValueEvaluateReply,
+                             wire_key)
 
 WEIGHT_KEY = wire_key("num_examples")  # FedAvg weighs updates by example count...
 UNIT_WEIGHT_KEY = wire_key("unit_weight")  # ...or, under client-level DP, every partner alike
@@ -36,7 +40,7 @@ def aggregate_train_metrics(records: list[RecordDict], weight_key: str = WEIGHT_
                           num_examples=int(sum(w)), max_epsilon=max(eps) if eps else None).record()
 
 
-def _finite_mean(replies: list[EvaluateReply], w: list[float], field: str) -> float | None:
+def _finite_mean(replies: list[EvaluateReply] | list[ValueEvaluateReply], w: list[float], field: str) -> float | None:
     """Weighted mean of `field` over the partners whose value is finite (NaN: undefined there)."""
     have = [(getattr(r, field), wi) for r, wi in zip(replies, w) if math.isfinite(getattr(r, field))]
     return _weighted([v for v, _ in have], [wi for _, wi in have]) if have else None
@@ -54,3 +58,21 @@ def aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str = WEIG
     values.update(pooled_from_histograms(pos, neg))
     values.update({f"mean_partner_{f}": _finite_mean(replies, w, f) for f in EvaluateAggregate.PARTNER_MEANS})
     return EvaluateAggregate(num_examples=int(sum(w)), num_partners=len(replies), **values).record()
+
+
+def aggregate_value_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY, *,
+                            scale: ValueScale) -> MetricRecord:
+    """A value task's round: its metrics pooled from the summed joint histograms (noised on
+    every node), and the example-weighted mean of each partner's own Spearman correlation."""
+    replies = [ValueEvaluateReply.from_dict(r[METRICS]) for r in records]
+    w = _weights(records, weight_key)
+    joint = np.sum([np.asarray(r.value_hist, dtype=np.float64) for r in replies], axis=0)
+    pooled = metrics_from_joint(joint, scale).model_dump()
+    values = {f: (v if math.isfinite(v) else None) for f, v in pooled.items()}
+    return EvaluateAggregate(num_examples=int(sum(w)), num_partners=len(replies),
+                             mean_partner_spearman=_finite_mean(replies, w, "spearman"), **values).record()
+
+
+def evaluate_aggregator(scale: ValueScale | None) -> Callable[[list[RecordDict], str], MetricRecord]:
+    """The evaluate aggregation of a run: score histograms, or a value task's joint ones."""
+    return aggregate_evaluate_metrics if scale is None else partial(aggregate_value_metrics, scale=scale)

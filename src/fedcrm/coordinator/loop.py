@@ -22,8 +22,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedcrm.config import FederationConfig, TrainPlan
 from fedcrm.errors import ConfigError
-from fedcrm.coordinator.aggregation import (UNIT_WEIGHT_KEY, WEIGHT_KEY, aggregate_evaluate_metrics,
-                                            aggregate_train_metrics)
+from fedcrm.coordinator.aggregation import UNIT_WEIGHT_KEY, WEIGHT_KEY, aggregate_train_metrics, evaluate_aggregator
 from fedcrm.coordinator.auditlog import AuditLog
 from fedcrm.coordinator.boosting import FedBoost
 from fedcrm.coordinator.receipts import ReceiptBook, receipts_path
@@ -33,6 +32,7 @@ from fedcrm.contract.tables import load_contract
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.fedstats import FeatureStats, PartnerSums, combine
 from fedcrm.ml.sketch import split_points
+from fedcrm.ml.value import ValueScale
 from fedcrm.ml.vocabulary import VocabularyRelease, combine_vocabularies
 from fedcrm.ml.models import build_model
 from fedcrm.protocol import BASELINE_MESSAGE, CONFIG, METRICS, VOCABULARY, QueryReply, RoundConfig
@@ -41,6 +41,16 @@ from fedcrm.rundir import ClientLevelPoint, RunDir
 
 def partner_names(plan: TrainPlan) -> dict[int, str]:
     return FederationConfig.load(plan.federation_config).names() if plan.federation_config else {}
+
+
+def run_value_scale(plan: TrainPlan) -> ValueScale | None:
+    """The run's task's value scale, from the federation's contract (None: a 0/1 label)."""
+    contract = FederationConfig.load(plan.federation_config).contract if plan.federation_config else None
+    try:
+        task = load_contract(contract).task(plan.task)
+    except Exception:  # noqa: BLE001 - a task the contract lacks: every node refuses the run with the reason
+        return None
+    return task.value_scale()
 
 
 def run_layout(plan: TrainPlan) -> FeatureLayout:
@@ -134,7 +144,7 @@ def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int, audit: AuditL
         min_available_nodes=plan.min_partners,
         # client-level DP bounds each partner's influence, so every partner weighs the same
         weighted_by_key=UNIT_WEIGHT_KEY if plan.client_dp else WEIGHT_KEY,
-        train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=aggregate_evaluate_metrics,
+        train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=evaluate_aggregator(run_value_scale(plan)),
     )
     inner = FedBoost(plan, layout or run_layout(plan), offset, **fedavg) if plan.model == "gbdt" else FedAvg(**fedavg)
     central = client_level_dp(inner, plan, len(recorder.names)) if plan.client_dp else None

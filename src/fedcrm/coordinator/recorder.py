@@ -102,7 +102,7 @@ class RunRecorder:
             metrics = msg.content[METRICS]
             name = self.node_names[node_id] = self.name(metrics)
             self.received.setdefault(name, {})[kind] = received_inventory(msg.content)
-            if kind == "evaluate":
+            if kind == "evaluate" and EvaluateReply.key("score_hist_pos") in metrics:  # a value task's have none
                 reply = EvaluateReply.from_dict(metrics)
                 self.histograms.setdefault(server_round, {})[name] = ScoreHistogram(
                     pos=reply.score_hist_pos, neg=reply.score_hist_neg)

@@ -72,9 +72,12 @@ def reseed_from_os(generator: torch.Generator) -> torch.Generator:
 
 
 def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
-                lr: float, optimizer: str, seed: int, dp: DPSettings | None) -> TrainOutcome:
+                lr: float, optimizer: str, seed: int, dp: DPSettings | None, loss: str = "bce") -> TrainOutcome:
     """Run `epochs` × ceil(n / batch) optimiser steps; DP-SGD when `dp` is given. `seed`
-    steers non-DP shuffling only: DP noise and sampling come from OS entropy."""
+    steers non-DP shuffling only: DP noise and sampling come from OS entropy. `loss`:
+    'bce' (a 0/1 label, the model's output a logit) or 'mse' (a value task's log target)."""
+    if loss not in ("bce", "mse"):
+        raise ValueError(f"loss {loss!r}: 'bce' or 'mse'")
     if len(x) == 0:
         raise ValueError("no training rows after cleaning")
     planned, sample_rate = round_shape(len(x), batch_size, epochs)  # as the ledger will record them; refuses huge rounds
@@ -83,7 +86,7 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
     generator = torch.Generator().manual_seed(seed) if dp is None else reseed_from_os(torch.Generator())
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=dp is None, generator=generator)
     opt = _optimizer(model, optimizer, lr)
-    loss_fn: nn.Module = nn.BCEWithLogitsLoss()
+    loss_fn: nn.Module = nn.BCEWithLogitsLoss() if loss == "bce" else nn.MSELoss()
     engine: PrivacyEngine | None = None
     train_model: nn.Module = model
     if dp is not None:

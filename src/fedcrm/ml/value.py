@@ -19,10 +19,16 @@ midpoint: an approximation whose error `tests/test_value.py` bounds against the 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
 from scipy.stats import spearmanr
+
+from fedcrm.protocol import ValueHeldOutMetrics as ValueMetrics
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ValueScale(BaseModel):
@@ -62,17 +68,6 @@ class ValueScale(BaseModel):
         return np.concatenate([[0.0], (np.arange(self.bins - 1) + 0.5) * width])
 
 
-class ValueMetrics(BaseModel):
-    """A value model's hold-out metrics (log scale; NaN where undefined)."""
-
-    n: float = 0.0
-    mae_log: float = math.nan
-    rmse_log: float = math.nan
-    r2_log: float = math.nan
-    spearman: float = math.nan
-    capture_top_decile: float = math.nan  # share of the hold-out's (capped) spend in the top 10 % of predictions
-
-
 def _capture(order_value: np.ndarray, weights: np.ndarray, fraction: float = 0.1) -> float:
     """Share of the total value held by the first `fraction` of the weight, items taken in
     the given order (a partial last item counts pro rata)."""
@@ -97,11 +92,11 @@ def value_metrics(spend: np.ndarray, predicted_log: np.ndarray, scale: ValueScal
     err = p - y
     sst = float(((y - y.mean()) ** 2).sum())
     order = np.argsort(-p, kind="stable")
-    return ValueMetrics(n=float(len(y)), mae_log=float(np.abs(err).mean()), rmse_log=float(np.sqrt((err**2).mean())),
+    return ValueMetrics(mae_log=float(np.abs(err).mean()), rmse_log=float(np.sqrt((err**2).mean())),
                         r2_log=1 - float((err**2).sum()) / sst if sst > 0 else math.nan,
                         spearman=float(spearmanr(p, y).statistic) if len(y) > 2 and np.ptp(y) > 0 and np.ptp(p) > 0
                         else math.nan,
-                        capture_top_decile=_capture(scale.spend(y)[order], np.ones(len(y))))
+                        value_capture_top_decile=_capture(scale.spend(y)[order], np.ones(len(y))))
 
 
 def joint_histogram(spend: np.ndarray, predicted_log: np.ndarray, scale: ValueScale) -> np.ndarray:
@@ -142,9 +137,29 @@ def metrics_from_joint(counts: np.ndarray, scale: ValueScale) -> ValueMetrics:
     value = (c * scale.bin_spend()[None, :]).sum(axis=1)
     per_customer = np.divide(value, per_pred, out=np.zeros_like(per_pred), where=per_pred > 0)
     down = np.arange(scale.bins)[::-1]
-    return ValueMetrics(n=n, mae_log=float(max((c * np.abs(err)).sum(), 0.0) / n),
+    return ValueMetrics(mae_log=float(max((c * np.abs(err)).sum(), 0.0) / n),
                         rmse_log=float(np.sqrt(max(sse, 0.0) / n)),
                         r2_log=float(1 - sse / sst) if sst > 0 else math.nan,
                         spearman=float(np.clip(cov / np.sqrt(var_p * var_a), -1, 1)) if var_p > 0 and var_a > 0
                         else math.nan,
-                        capture_top_decile=_capture(np.clip(per_customer[down], 0.0, None), per_pred[down]))
+                        value_capture_top_decile=_capture(np.clip(per_customer[down], 0.0, None), per_pred[down]))
+
+
+def predict_log_value(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """A value model's output: the predicted capped log spend (no link function)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).reshape(-1).numpy()
+
+
+def noised_joint(counts: np.ndarray, noise_multiplier: float) -> list[int]:
+    """The release: every count plus N(0, σ²) from OS entropy, rounded, row-major; negative
+    counts stay (the reader's sums are unbiased that way, `metrics_from_joint`)."""
+    from fedcrm.privacy.noise import os_normal
+
+    flat = np.asarray(counts, dtype=np.float64).ravel()
+    if noise_multiplier > 0:
+        flat = flat + os_normal(noise_multiplier, flat.shape)
+    return [int(v) for v in np.rint(flat)]

@@ -21,13 +21,15 @@ import torch
 
 from fedcrm.config import PartnerConfig, PrivacyPolicy, TrainPlan
 from fedcrm.data.layout import FeatureLayout
-from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, prepare
+from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, prepare, task_of
 from fedcrm.ml.fedstats import Normalisation, partner_sums, row_bound
 from fedcrm.ml.sketch import sketch_counts
 from fedcrm.ml.vocabulary import VocabularyRelease, noised_vocabulary
 from fedcrm.ml.models import build_model, model_with_state
 from fedcrm.ml.evaluation import metrics_from_histograms, noised_histograms
 from fedcrm.ml.training import DPSettings, TrainOutcome, evaluate_local, train_local
+from fedcrm.ml.value import (joint_histogram, metrics_from_joint, noised_joint, predict_log_value,
+                             value_metrics)
 from fedcrm.ml.tree_rounds import (GROW_GRAD, GROW_HESS, HIST_GRAD, HIST_HESS, bin_codes, check_request,
                                    gradients, histograms, leaf_sums, node_at_level, sensitivity)
 from fedcrm.errors import DataError, PolicyRefusal
@@ -39,10 +41,12 @@ from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, LedgerEntry, privacy_dir
 from fedcrm.privacy.noise import os_normal
 from fedcrm.privacy.parallel import Scope, Side
 from fedcrm.privacy.replies import ReplyCache
-from fedcrm.protocol import EvaluateReply, QueryReply, TrainReply
+from fedcrm.protocol import EvaluateReply, QueryReply, TrainReply, ValueEvaluateReply
 from fedcrm.rundir import RunDir
 
 if TYPE_CHECKING:
+    from fedcrm.contract.model import Task
+    from fedcrm.ml.value import ValueScale
     from fedcrm.privacy.membership import AuditResult
 
 State = dict[str, torch.Tensor]
@@ -86,6 +90,23 @@ class PartnerNode:
         if key not in self._data or self._data[key][0] != stamps:
             self._data[key] = stamps, prepare(self.cfg, self.plan.task, self.policy.holdout_fraction, layout=layout)
         return self._data[key][1]
+
+    @cached_property
+    def task(self) -> Task:
+        """The run's task as this node's contract defines it."""
+        return task_of(self.cfg, self.plan.task)
+
+    @cached_property
+    def value_scale(self) -> ValueScale | None:
+        """A value task's target scale (`fedcrm.ml.value`); None for a 0/1 label."""
+        return self.task.value_scale()
+
+    def _targets(self, y: np.ndarray) -> tuple[np.ndarray, str]:
+        """What the model is trained on, and with which loss: the 0/1 label (BCE), or a
+        value task's capped log spend (MSE)."""
+        if self.value_scale is None:
+            return y, "bce"
+        return self.value_scale.target(y), "mse"
 
     @cached_property
     def layout(self) -> FeatureLayout:
@@ -318,10 +339,11 @@ class PartnerNode:
         model, x = self._model(state, data), self._x(data.x_train, normalisation)
         if plan.model == "gbdt":
             return self._boost(state, model, x, data, run_id, server_round, entries, ledger_receipt, started)
-        common = self._training_settings(plan.local_epochs, server_round)
+        y, loss = self._targets(data.y_train)
+        common = self._training_settings(plan.local_epochs, server_round, loss)
         base = dict(partner_id=self.cfg.partner_id, num_examples=len(data.y_train), dp_enabled=int(plan.dp_enabled))
         if not plan.dp_enabled:
-            out = train_local(model, x, data.y_train, dp=None, **common)
+            out = train_local(model, x, y, dp=None, **common)
             return out.state_dict, TrainReply(**base, train_loss=out.mean_loss, local_steps=out.steps,
                                               train_seconds=time.perf_counter() - started)
         noise = self.account.noise(run_id, self.shape(), entries)
@@ -330,18 +352,18 @@ class PartnerNode:
                           kind="train", scope=self.scope("training"))
         with self.account.charge(release) as cost:
             dp = DPSettings(release.noise_multiplier, plan.dp_max_grad_norm, self.policy.delta, cost.history)
-            out = train_local(model, x, data.y_train, dp=dp, **common)
+            out = train_local(model, x, y, dp=dp, **common)
             reply = self._dp_reply(base, cost, noise.spent_before, release, out.steps, out.sample_rate, started)
             # the release is kept before it is charged, so every charged round can be re-sent
             self.replies.save(run_id, server_round, state, out.state_dict, reply.to_dict())
         return out.state_dict, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
-    def _training_settings(self, epochs: int, server_round: int) -> dict:
-        """`train_local`'s settings from the plan: its batch, step size and optimiser, and a
-        seed per run, round and partner (it steers non-DP shuffling only)."""
+    def _training_settings(self, epochs: int, server_round: int, loss: str) -> dict:
+        """`train_local`'s settings from the plan: its batch, step size and optimiser, the
+        task's loss, and a seed per run, round and partner (it steers non-DP shuffling only)."""
         plan = self.plan
         return dict(epochs=epochs, batch_size=plan.batch_size, lr=plan.learning_rate, optimizer=plan.optimizer,
-                    seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
+                    loss=loss, seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
 
     def _dp_reply(self, base: dict, cost, spent_before: float, release: Release, steps: int,  # noqa: ANN001
                   sample_rate: float, started: float) -> TrainReply:
@@ -363,6 +385,9 @@ class PartnerNode:
         tree level's nodes; noised with the run's σ times the round's sensitivity, charged
         as one release, returned in the arrays it was sent (`fedcrm.ml.tree_rounds`)."""
         plan = self.plan
+        if self.value_scale is not None:
+            raise PolicyRefusal("train", f"task {plan.task!r} predicts a value; boosted trees here grow on 0/1 labels "
+                                         "(use a logistic or mlp model: a linear or MLP regression of the log value)")
         try:
             req = check_request(state, x.shape[1], plan.gbdt_bins)
         except ValueError as exc:
@@ -408,7 +433,7 @@ class PartnerNode:
 
     def evaluate(self, state: State, normalisation: Normalisation | None = None, run_id: str | int | None = None,
                  server_round: int = 0, ledger_receipt: int | None = None,
-                 layout: FeatureLayout | None = None) -> EvaluateReply:
+                 layout: FeatureLayout | None = None) -> EvaluateReply | ValueEvaluateReply:
         """Metrics of the global `state` on the partner's own hold-out; refused when the
         hold-out is smaller than the policy's `min_holdout_rows`.
 
@@ -434,10 +459,13 @@ class PartnerNode:
 
     def _evaluation(self, model: Callable[[], torch.nn.Module], state: State, data: PreparedData,
                     normalisation: Normalisation | None, run_id: str, server_round: int, ledger_receipt: int | None,
-                    started: float) -> EvaluateReply:
+                    started: float) -> EvaluateReply | ValueEvaluateReply:
         """The hold-out release of `model` (built only if the release is computed): the
         run's evaluation noise, charged as (run, round, evaluate); kept and sent again for
         the same `state`."""
+        if self.value_scale is not None:
+            return self._value_evaluation(model, state, data, normalisation, run_id, server_round, ledger_receipt,
+                                          started)
         entries = self.account.entries()
         sigma = self.evaluation_sigma(run_id, entries)
         if sigma <= 0:  # exact and uncharged: only a run without DP, under a policy allowing it
@@ -464,8 +492,46 @@ class PartnerNode:
             self.replies.save(run_id, server_round, state, {}, reply.to_dict(), "evaluate")
         return reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
+    def _value_evaluation(self, model: Callable[[], torch.nn.Module], state: State, data: PreparedData,
+                          normalisation: Normalisation | None, run_id: str, server_round: int,
+                          ledger_receipt: int | None, started: float) -> ValueEvaluateReply:
+        """A value task's hold-out release: the joint histogram of (predicted, actual) value
+        bins (one customer, one cell: sensitivity 1, as the score histograms), noised with
+        the run's evaluation σ and charged the same way; every metric from the noised counts."""
+        scale, entries = self.value_scale, self.account.entries()
+        assert scale is not None
+        sigma = self.evaluation_sigma(run_id, entries)
+        x_test = self._x(data.x_test, normalisation)
+
+        def reply(noise: float, epsilon: float | None) -> ValueEvaluateReply:
+            predicted = predict_log_value(model(), x_test)
+            if noise > 0:
+                counts = noised_joint(joint_histogram(data.y_test, predicted, scale), noise)
+                metrics = metrics_from_joint(np.asarray(counts, dtype=np.float64), scale)
+            else:  # exact and uncharged: only a run without DP, under a policy allowing it
+                counts = [int(v) for v in joint_histogram(data.y_test, predicted, scale).ravel()]
+                metrics = value_metrics(data.y_test, predicted, scale)
+            return ValueEvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
+                                      num_examples=max(sum(counts), 0), value_hist=counts,
+                                      eval_seconds=time.perf_counter() - started,
+                                      epsilon=epsilon if noise > 0 else math.nan,
+                                      delta=self.policy.delta if noise > 0 else math.nan, noise_multiplier=noise)
+
+        if sigma <= 0:
+            return reply(0.0, None).model_copy(update=self.account.head(ledger_receipt).model_dump())
+        if self.account.charged(run_id, server_round, entries, "evaluate"):
+            kept = self.replies.load(run_id, server_round, state, "evaluate")
+            if kept is not None:  # otherwise `charge` below refuses the round
+                return ValueEvaluateReply.from_dict({**kept[1], **self.account.head(ledger_receipt).to_dict()})
+        release = Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
+                          max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
+        with self.account.charge(release) as cost:
+            out = reply(sigma, cost.after)
+            self.replies.save(run_id, server_round, state, {}, out.to_dict(), "evaluate")
+        return out.model_copy(update=self.account.head(ledger_receipt).model_dump())
+
     def baseline(self, run_id: str | int, normalisation: Normalisation | None = None,
-                 ledger_receipt: int | None = None, layout: FeatureLayout | None = None) -> EvaluateReply:
+                 ledger_receipt: int | None = None, layout: FeatureLayout | None = None) -> EvaluateReply | ValueEvaluateReply:
         """The local-only baseline the run asked for (`TrainPlan.local_baseline`): the run's
         starting model trained on this partner's rows alone, for the steps it took in the
         whole run at the run's noise and sample rate (charged as a 'baseline' release on
@@ -494,9 +560,10 @@ class PartnerNode:
     def _train_baseline(self, model: torch.nn.Module, x: np.ndarray, data: PreparedData, run_id: str,
                         server_round: int, entries: list[LedgerEntry]) -> TrainOutcome:
         plan = self.plan
-        common = self._training_settings(plan.local_epochs * plan.num_server_rounds, server_round)
+        y, loss = self._targets(data.y_train)
+        common = self._training_settings(plan.local_epochs * plan.num_server_rounds, server_round, loss)
         if not plan.dp_enabled:
-            out = train_local(model, x, data.y_train, dp=None, **common)
+            out = train_local(model, x, y, dp=None, **common)
             self.replies.save(run_id, server_round, {}, out.state_dict, {}, "baseline")
             return out
         noise = self.account.noise(run_id, self.shape(), entries)  # the run's σ, fixed by its first round
@@ -505,7 +572,7 @@ class PartnerNode:
                           max_grad_norm=plan.dp_max_grad_norm, kind="baseline", scope=self.scope("training"))
         with self.account.charge(release) as cost:
             dp = DPSettings(release.noise_multiplier, plan.dp_max_grad_norm, self.policy.delta, cost.history)
-            out = train_local(model, x, data.y_train, dp=dp, **common)
+            out = train_local(model, x, y, dp=dp, **common)
             self.replies.save(run_id, server_round, {}, out.state_dict, {}, "baseline")  # kept before it is charged
         return out
 

@@ -25,6 +25,7 @@ from fedcrm.data.prepare import as_of_date, at_rows, prepared_frame
 from fedcrm.data.pseudonymise import PID, load_secret
 from fedcrm.rundir import MODEL_WEIGHTS, RunDir
 from fedcrm.ml.training import predict
+from fedcrm.ml.value import predict_log_value
 from fedcrm.protocol import RunId
 from fedcrm.privatefiles import private_dir, private_open
 
@@ -68,15 +69,27 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     layout = run.layout()
     x = layout.matrix(pseudo, as_of)
     norm = run.normalisation()
-    scores = predict(run.model(), norm.apply(x) if norm else x).astype(np.float64)
+    task = cfg.contract_model.task(plan.task)
+    scale = task.value_scale()
+    features = norm.apply(x) if norm else x
+    if scale is not None:  # a value task: the model predicts the capped log spend of the horizon
+        scores = predict_log_value(run.model(), features).astype(np.float64)
+    else:
+        scores = predict(run.model(), features).astype(np.float64)
 
     ids = pd.Series(lookup["customer_id"].to_numpy(), index=lookup[PID].to_numpy())
     scored = pd.DataFrame({"customer_id": pseudo[PID].map(ids).astype(str).to_numpy(), "score": scores})
-    churn_like = cfg.contract_model.task(plan.task).scores == "risk-tiers"  # the contract says how
-    if churn_like:
+    churn_like = task.scores == "risk-tiers"  # the contract says how
+    if scale is not None:
+        scored["predicted_value"] = scale.spend(scores)  # spend in the next horizon_days, in the export's units
+        scored["value_decile"] = pd.array(deciles(scores), dtype="Int64")
+        tier_col = "value_decile"
+    elif churn_like:
         scored["churn_risk"] = churn_tiers(scores, rule)
+        tier_col = "churn_risk"
     else:
         scored["propensity_decile"] = pd.array(deciles(scores), dtype="Int64")  # stays 1..10 beside unscored rows
+        tier_col = "propensity_decile"
     scored["status"] = "scored"
 
     # customers none of whose rows survived cleaning: listed, with the first reason
@@ -106,7 +119,6 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
             table.to_csv(fh, index=False)
         else:
             table.to_parquet(fh, index=False)
-    tier_col = "churn_risk" if churn_like else "propensity_decile"
     return ScoreSummary(
         partner=cfg.name, task=plan.task, run_id=run.run_id, customers=len(table), scored=len(scored),
         not_scored=len(unscored), rows_without_id=int((~has_id).sum()),

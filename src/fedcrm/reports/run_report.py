@@ -168,6 +168,8 @@ def _partner_sizes(rounds: list[RoundRecord]) -> dict[str, dict[str, float]]:
     return sizes
 
 
+VALUE_KPIS = (("spearman", "Spearman, value rank"), ("value_capture_top_decile", "value captured, top 10 %"),
+              ("r2_log", "R², log value"), ("mae_log", "MAE, log value"), ("rmse_log", "RMSE, log value"))
 KPIS = (("auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("log_loss", "log loss"), ("brier", "Brier"),
         ("lift_top_decile", "lift, top 10 %"), ("capture_top_decile", "capture, top 10 %"), ("ece", "calibration error"))
 
@@ -182,7 +184,8 @@ def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
     final = next((g for r in reversed(rounds) if (g := r.evaluated()) is not None), None)
     sizes = _partner_sizes(rounds)
     own = {name: by_round[max(by_round)] for name, by_round in _own_auc(rounds).items()}
-    kpis = [(EvaluateAggregate.key(f), label, getattr(final, f) if final else None) for f, label in KPIS]
+    shown = VALUE_KPIS if final is not None and final.spearman is not None else KPIS  # a value task's own
+    kpis = [(EvaluateAggregate.key(f), label, getattr(final, f) if final else None) for f, label in shown]
     return {"run_id": run.run_id, "status": summary.status, "plan": run.plan, "kpis": kpis, "own_auc": own,
             "epsilon_final": summary.epsilon, "sizes": sizes,
             "plots": _plots(rounds, eps.partners if eps else {}, hists, sizes), "baselines": run.baselines(baselines),
