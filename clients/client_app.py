@@ -54,7 +54,7 @@ def evaluate(msg: Message, context: Context) -> Message:
         job_id, job_round = config.job_round(msg.metadata.run_id)
         node = node_for_context(context)
         reply = node.evaluate(msg.content[ARRAYS].to_torch_state_dict(), _normalisation(config), job_id, job_round,
-                              config.ledger_receipt, node.run_layout(config.feature_levels))
+                              config.ledger_receipt, node.run_layout(config.feature_levels), config.value_edges)
     except FedcrmError as exc:
         return _refusal(msg, exc)
     return Message(RecordDict({METRICS: reply.record()}), reply_to=msg)
@@ -68,7 +68,7 @@ def baseline(msg: Message, context: Context) -> Message:
         job_id, _ = config.job_round(msg.metadata.run_id)
         node = node_for_context(context)
         reply = node.baseline(job_id, _normalisation(config), config.ledger_receipt,
-                              node.run_layout(config.feature_levels))
+                              node.run_layout(config.feature_levels), config.value_edges)
     except FedcrmError as exc:
         return _refusal(msg, exc)
     return Message(RecordDict({METRICS: reply.record()}), reply_to=msg)

@@ -64,3 +64,40 @@ def test_noised_counts_still_give_usable_metrics() -> None:
     capture = np.array([m.value_capture_top_decile for m in draws]) - exact.value_capture_top_decile
     assert abs(spearman.mean()) < 0.02 and spearman.std() < 0.03, (spearman.mean(), spearman.std())
     assert abs(capture.mean()) < 0.07 and capture.std() < 0.04, (capture.mean(), capture.std())
+
+
+def test_predicted_edges_move_to_the_released_deciles_and_any_edges_keep_sensitivity_one() -> None:
+    """The coordinator's edges for the next evaluation (`next_edges`) are the deciles of the
+    pooled predicted margin; whatever edges it sends, one customer more moves one count by 1."""
+    from fedcrm.ml.value import next_edges
+
+    spend, predicted = skewed(4000, seed=3)
+    predicted = 5.0 + 0.25 * (predicted - predicted.mean()) / predicted.std()  # a narrow band, like a DP model's
+    even = SCALE.check_edges(None)
+    counts = joint_histogram(spend, predicted, SCALE, even)
+    assert (counts.sum(axis=1) > 0).sum() <= 3  # even edges: nearly everyone in a few predicted bins
+    edges = SCALE.check_edges(next_edges(counts, SCALE, even))
+    again = SCALE.check_edges(next_edges(joint_histogram(spend, predicted, SCALE, edges), SCALE, edges))
+    deciles = np.quantile(predicted, np.arange(1, 10) / 10)
+    assert np.abs(again - deciles).max() < 0.05, (again, deciles)  # two steps: at the deciles
+    share = joint_histogram(spend, predicted, SCALE, again).sum(axis=1) / len(spend)
+    assert share.min() > 0.04 and share.max() < 0.2  # every bin in use (spread evenly within a bin: not exact)
+    exact = value_metrics(spend, predicted, SCALE)
+    assert abs(metrics_from_joint(joint_histogram(spend, predicted, SCALE, again), SCALE, again).spearman
+               - exact.spearman) < 0.03
+    # a margin of mostly noise leaves the edges where they were
+    assert next_edges(np.zeros((10, 10)) + 0.1, SCALE, again) == again.tolist()
+    # sensitivity: any edges, one customer added changes one cell by exactly 1
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        cut = np.sort(rng.uniform(0, SCALE.top, 9))
+        more = joint_histogram(np.append(spend, rng.lognormal(5, 1)), np.append(predicted, rng.uniform(0, 9)), SCALE, cut)
+        diff = more - joint_histogram(spend, predicted, SCALE, cut)
+        assert np.abs(diff).sum() == 1 and diff.max() == 1
+
+
+@pytest.mark.parametrize("edges", [[1.0] * 9, list(range(9, 0, -1)), [0.5] * 8, [float("nan")] + list(range(1, 9)),
+                                   [-1.0] + list(range(1, 9)), list(range(1, 9)) + [99.0]])
+def test_edges_a_node_refuses(edges: list[float]) -> None:
+    with pytest.raises(ValueError, match="value edges"):
+        SCALE.check_edges(edges)

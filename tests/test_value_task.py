@@ -14,7 +14,8 @@ import pytest
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.contract.model import Contract
 from fedcrm.ml.models import build_model
-from fedcrm.ml.value import predict_log_value, value_metrics
+from fedcrm.errors import PolicyRefusal
+from fedcrm.ml.value import metrics_from_joint, next_edges, predict_log_value, value_metrics
 from fedcrm.node.partner import PartnerNode
 from fedcrm.privacy.accounting import epsilon
 from fedcrm.privacy.ledger import Ledger
@@ -62,6 +63,7 @@ def test_the_label_is_the_spend_after_the_cutoff(shops: Path) -> None:
 
 
 def test_dp_training_learns_the_value_and_evaluation_is_one_charged_histogram(shops: Path) -> None:
+    from fedcrm.coordinator.value_edges import PredictedEdges
     from fedcrm.ml.fedstats import PartnerSums, combine
 
     members = nodes(shops)
@@ -69,17 +71,23 @@ def test_dp_training_learns_the_value_and_evaluation_is_one_charged_histogram(sh
     norm = combine([PartnerSums(n=s.stat_n, sum=s.stat_sum, sumsq=s.stat_sumsq, onehot=s.stat_onehot) for s in sums],
                    noised=True, layout=members[0].layout.fixed_part()).normalisation
     state = build_model("logistic", members[0].layout.width, seed=42).state_dict()
+    scale = members[0].value_scale
+    assert scale is not None and scale.cap == 10_000
+    edges = PredictedEdges(scale)  # what the coordinator keeps: even edges, then the released deciles
     for rnd in (1, 2, 3):
         outs = [node.train(state, rnd, "v1", norm) for node in members]
         w = np.array([o[1].num_examples for o in outs], float)
         state = {k: sum(wi * o[0][k] for wi, o in zip(w / w.sum(), outs)) for k in state}
-    replies = [node.evaluate(state, norm, "v1", 3) for node in members]
-    scale = members[0].value_scale
-    assert scale is not None and scale.cap == 10_000
+        if rnd >= 2:
+            sent = list(edges.edges)
+            replies = [node.evaluate(state, norm, "v1", rnd, value_edges=sent) for node in members]
+            pooled_hist = np.sum([np.asarray(r.value_hist, float) for r in replies], axis=0)
+            edges.edges = next_edges(pooled_hist, scale, scale.check_edges(sent))
+    assert sent != scale.even_edges()  # round 3 was cut at round 2's deciles
     for node, reply in zip(members, replies):
         assert isinstance(reply, ValueEvaluateReply) and len(reply.value_hist) == scale.bins**2
         entries = Ledger.of(node.cfg).entries()
-        assert [e.kind for e in entries] == ["statistics", "train", "train", "train", "evaluate"]
+        assert [e.kind for e in entries] == ["statistics", "train", "train", "evaluate", "train", "evaluate"]
         assert reply.epsilon == pytest.approx(entries[-1].epsilon_after) and reply.epsilon <= 3.0 + 1e-6
         assert entries[-1].noise_multiplier >= node.policy.min_eval_noise_multiplier
         holdout = [e.history_entry for e in entries if e.side == "holdout"]
@@ -89,15 +97,21 @@ def test_dp_training_learns_the_value_and_evaluation_is_one_charged_histogram(sh
     model.load_state_dict(state)
     held = [node.data() for node in members]
     exact = value_metrics(np.concatenate([d.y_test for d in held]),
-                          np.concatenate([predict_log_value(model, norm.apply(d.x_test)) for d in held]), scale)
-    # pooled least squares on the same features and rows (exact, no DP) reached Spearman 0.32,
-    # top-decile capture 0.32; this run 0.30 and 0.30
-    assert exact.spearman > 0.2 and exact.value_capture_top_decile > 0.2, exact
-    # what the shops released: noised, yet close to the exact figure once pooled
-    from fedcrm.ml.value import metrics_from_joint
-
-    pooled = metrics_from_joint(np.sum([np.asarray(r.value_hist, float) for r in replies], axis=0), scale)
-    assert math.isfinite(pooled.spearman) and abs(pooled.spearman - exact.spearman) < 0.15, (pooled, exact)
+                          np.concatenate([predict_log_value(model, norm.apply(d.x_test), scale) for d in held]), scale)
+    # pooled least squares on the same features and rows (exact, no DP) reached Spearman 0.33,
+    # top-decile capture 0.32; runs of this test 0.19-0.36 and 0.12-0.31 (the DP noise is
+    # the OS's: no two runs train the same model)
+    assert exact.spearman > 0.1 and exact.value_capture_top_decile > 0.1, exact
+    # what the shops released: noised, yet close to the exact figure once pooled (with the
+    # model of an earlier run at this σ, 100 draws of the noise: ±0.07)
+    pooled = metrics_from_joint(np.sum([np.asarray(r.value_hist, float) for r in replies], axis=0), scale,
+                                scale.check_edges(sent))
+    assert math.isfinite(pooled.spearman) and abs(pooled.spearman - exact.spearman) < 0.2, (pooled, exact)
+    # a node refuses edges it cannot cut a histogram at, before anything is charged
+    before = len(Ledger.of(members[0].cfg).entries())
+    with pytest.raises(PolicyRefusal, match="value edges"):
+        members[0].evaluate(state, norm, "v1", 3, value_edges=sorted(sent, reverse=True))
+    assert len(Ledger.of(members[0].cfg).entries()) == before
 
 
 @pytest.mark.flower
@@ -123,3 +137,13 @@ def test_a_federated_value_run_is_scored_with_predicted_value(shops: Path, tmp_p
     scored = table[table["status"] == "scored"]
     assert (scored["predicted_value"] >= 0).all() and set(scored["value_decile"]) == set(range(1, 11))
     assert scored["predicted_value"].max() > 3 * scored["predicted_value"].median()
+
+
+def test_trees_are_refused_for_a_value_task(shops: Path) -> None:
+    """Boosted trees fit 0/1 labels: the node refuses to train them on spend, charging nothing
+    (the coordinator's `run_federation` refuses such a run before it starts)."""
+    node = nodes(shops, model="gbdt")[0]
+    before = len(Ledger.of(node.cfg).entries())
+    with pytest.raises(PolicyRefusal, match="predicts a value"):
+        node.train(build_model("gbdt", node.layout.width).state_dict(), 1, "v1")
+    assert len(Ledger.of(node.cfg).entries()) == before

@@ -95,6 +95,9 @@ class RoundConfig(WireModel):
     feature_std: list[float] | None = None
     feature_levels: str | None = Field(None, description="the levels of the contract's learned categories (JSON: "
                                        "feature -> spellings), from the federation's vocabulary; sent every round")
+    value_edges: list[float] | None = Field(
+        None, description="a value task's evaluation: the predicted-side edges of the joint histogram (the deciles "
+        "of the last pooled release; checked on the node, `fedcrm.ml.value`)")
     ledger_receipt: int | None = Field(
         None, description="entries of this partner's ledger at the coordinator's last receipt: the node answers with "
         "the hash of its own entry of that number (`LedgerHead.ledger_receipt_hash`), proving its ledger still "

@@ -15,7 +15,8 @@ import numpy as np
 from flwr.app import MetricRecord, RecordDict
 
 from fedcrm.ml.evaluation import pooled_from_histograms
-from fedcrm.ml.value import ValueScale, metrics_from_joint
+from fedcrm.coordinator.value_edges import PredictedEdges
+from fedcrm.ml.value import metrics_from_joint
 from fedcrm.protocol import (METRICS, EvaluateAggregate, EvaluateReply, TrainAggregate, TrainReply, ValueEvaluateReply,
                              wire_key)
 
@@ -61,18 +62,19 @@ def aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str = WEIG
 
 
 def aggregate_value_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY, *,
-                            scale: ValueScale) -> MetricRecord:
+                            edges: PredictedEdges) -> MetricRecord:
     """A value task's round: its metrics pooled from the summed joint histograms (noised on
-    every node), and the example-weighted mean of each partner's own Spearman correlation."""
+    every node, cut at the predicted-side `edges` the round was sent), and the
+    example-weighted mean of each partner's own Spearman correlation."""
     replies = [ValueEvaluateReply.from_dict(r[METRICS]) for r in records]
     w = _weights(records, weight_key)
     joint = np.sum([np.asarray(r.value_hist, dtype=np.float64) for r in replies], axis=0)
-    pooled = metrics_from_joint(joint, scale).model_dump()
+    pooled = metrics_from_joint(joint, edges.scale, edges.scale.check_edges(edges.edges)).model_dump()
     values = {f: (v if math.isfinite(v) else None) for f, v in pooled.items()}
     return EvaluateAggregate(num_examples=int(sum(w)), num_partners=len(replies),
                              mean_partner_spearman=_finite_mean(replies, w, "spearman"), **values).record()
 
 
-def evaluate_aggregator(scale: ValueScale | None) -> Callable[[list[RecordDict], str], MetricRecord]:
+def evaluate_aggregator(edges: PredictedEdges | None) -> Callable[[list[RecordDict], str], MetricRecord]:
     """The evaluate aggregation of a run: score histograms, or a value task's joint ones."""
-    return aggregate_evaluate_metrics if scale is None else partial(aggregate_value_metrics, scale=scale)
+    return aggregate_evaluate_metrics if edges is None else partial(aggregate_value_metrics, edges=edges)

@@ -28,6 +28,7 @@ from fedcrm.coordinator.boosting import FedBoost
 from fedcrm.coordinator.receipts import ReceiptBook, receipts_path
 from fedcrm.coordinator.recorder import RunRecorder
 from fedcrm.coordinator.strategy import QuorumLost, RecordingStrategy, client_level_dp
+from fedcrm.coordinator.value_edges import PredictedEdges
 from fedcrm.contract.tables import load_contract
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.fedstats import FeatureStats, PartnerSums, combine
@@ -119,6 +120,8 @@ def local_baselines(grid: Grid, strategy: RecordingStrategy, plan: TrainPlan, co
     partner that refuses it (its policy, its cap) is on record and the run stands."""
     nodes = list(grid.get_node_ids())
     flower_round = last_round - strategy.offset
+    if strategy.value_edges is not None:  # the node evaluates its own model with the run's last edges
+        config = config.model_copy(update={"value_edges": strategy.value_edges.edges})
     messages = strategy.track_sent(flower_round, "baseline", [
         Message(RecordDict({CONFIG: config.record()}), dst_node_id=node, message_type=BASELINE_MESSAGE)
         for node in nodes])
@@ -138,13 +141,15 @@ def local_baselines(grid: Grid, strategy: RecordingStrategy, plan: TrainPlan, co
 
 def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int, audit: AuditLog | None = None,
               layout: FeatureLayout | None = None) -> tuple[RecordingStrategy, Strategy | None]:
+    scale = run_value_scale(plan)
+    edges = PredictedEdges(scale) if scale is not None else None
     fedavg = dict(
         fraction_train=1.0, fraction_evaluate=1.0,
         min_train_nodes=plan.min_partners, min_evaluate_nodes=plan.min_partners,
         min_available_nodes=plan.min_partners,
         # client-level DP bounds each partner's influence, so every partner weighs the same
         weighted_by_key=UNIT_WEIGHT_KEY if plan.client_dp else WEIGHT_KEY,
-        train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=evaluate_aggregator(run_value_scale(plan)),
+        train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=evaluate_aggregator(edges),
     )
     inner = FedBoost(plan, layout or run_layout(plan), offset, **fedavg) if plan.model == "gbdt" else FedAvg(**fedavg)
     central = client_level_dp(inner, plan, len(recorder.names)) if plan.client_dp else None
@@ -152,13 +157,16 @@ def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int, audit: AuditL
     recorder.receipts = ReceiptBook(book) if book else None
     return RecordingStrategy(central or inner, recorder, min_partners=plan.min_partners, offset=offset,
                              receipts=recorder.receipts, audit=audit, message_ttl=plan.round_timeout,
-                             evaluation_rounds=plan.evaluation_rounds()), central
+                             evaluation_rounds=plan.evaluation_rounds(), value_edges=edges), central
 
 
 def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) -> Path:
     """Round 0 evaluation, then `num_server_rounds` of FedAvg; outputs in `run_dir`."""
     names = partner_names(plan)
     layout = run_layout(plan)
+    if plan.model == "gbdt" and run_value_scale(plan) is not None:
+        raise ConfigError(f"task {plan.task!r} predicts a value: boosted trees fit 0/1 labels only; "
+                          "use --model logistic or mlp")
     if layout.unresolved() and not plan.federated_stats:
         raise ConfigError(f"contract {layout.contract!r} learns the levels of {[b.name for b in layout.unresolved()]} "
                           "from the federation's statistics: run with federated statistics on")

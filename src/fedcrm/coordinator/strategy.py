@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
 
+from fedcrm.coordinator.value_edges import PredictedEdges
 from fedcrm.config import TrainPlan
 from fedcrm.coordinator.auditlog import AuditLog
 from fedcrm.coordinator.receipts import ReceiptBook, ReceiptsFile, refusal_reason
@@ -87,10 +88,13 @@ class RecordingStrategy(Strategy):
 
     def __init__(self, inner: Strategy, recorder: RunRecorder, min_partners: int = 1, offset: int = 0,
                  receipts: ReceiptBook | None = None, audit: AuditLog | None = None,
-                 message_ttl: float | None = None, evaluation_rounds: Iterable[int] | None = None) -> None:
+                 message_ttl: float | None = None, evaluation_rounds: Iterable[int] | None = None,
+                 value_edges: PredictedEdges | None = None) -> None:
         """`evaluation_rounds`: the job rounds the run declared evaluations for (None: every
-        round); the others send no evaluation, which every node would refuse."""
+        round); the others send no evaluation, which every node would refuse. `value_edges`:
+        a value task's predicted-side edges, sent with every evaluation and moved after it."""
         self.inner, self.recorder, self.min_partners, self.offset = inner, recorder, min_partners, offset
+        self.value_edges = value_edges
         self.evaluation_rounds = None if evaluation_rounds is None else set(evaluation_rounds)
         self.message_ttl = message_ttl
         self.receipts, self.audit = receipts, audit
@@ -207,6 +211,8 @@ class RecordingStrategy(Strategy):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         if not self.evaluates(server_round):
             return []
+        if self.value_edges is not None:
+            config = self.value_edges.config(config)
         return self.track_sent(server_round, "evaluate", self.inner.configure_evaluate(server_round, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -215,6 +221,8 @@ class RecordingStrategy(Strategy):
         replies = self.track_replies(server_round, "evaluate", list(replies))
         metrics = self.inner.aggregate_evaluate(server_round, replies)
         self.recorder.set_aggregate(server_round + self.offset, "evaluate", metrics)
+        if self.value_edges is not None:  # after the aggregate, which read the edges this round was sent
+            self.value_edges.update(server_round + self.offset, replies)
         return metrics
 
 

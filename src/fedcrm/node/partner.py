@@ -103,10 +103,10 @@ class PartnerNode:
 
     def _targets(self, y: np.ndarray) -> tuple[np.ndarray, str]:
         """What the model is trained on, and with which loss: the 0/1 label (BCE), or a
-        value task's capped log spend (MSE)."""
+        value task's capped log spend on the unit scale (MSE, `ValueScale.unit_target`)."""
         if self.value_scale is None:
             return y, "bce"
-        return self.value_scale.target(y), "mse"
+        return self.value_scale.unit_target(y), "mse"
 
     @cached_property
     def layout(self) -> FeatureLayout:
@@ -136,6 +136,8 @@ class PartnerNode:
         try:
             self._same_contract(kind)
             check(self.plan, self.policy, kind, server_round)  # type: ignore[arg-type]
+            if self.plan.model == "gbdt" and kind != "query" and self.value_scale is not None:
+                raise PolicyRefusal(kind, f"task {self.plan.task!r} predicts a value: trees fit 0/1 labels only")
         except PolicyRefusal as refusal:
             self._refused(refusal, run_id)
             raise
@@ -433,7 +435,8 @@ class PartnerNode:
 
     def evaluate(self, state: State, normalisation: Normalisation | None = None, run_id: str | int | None = None,
                  server_round: int = 0, ledger_receipt: int | None = None,
-                 layout: FeatureLayout | None = None) -> EvaluateReply | ValueEvaluateReply:
+                 layout: FeatureLayout | None = None,
+                 value_edges: list[float] | None = None) -> EvaluateReply | ValueEvaluateReply:
         """Metrics of the global `state` on the partner's own hold-out; refused when the
         hold-out is smaller than the policy's `min_holdout_rows`.
 
@@ -444,11 +447,21 @@ class PartnerNode:
         charged round is refused."""
         started = time.perf_counter()
         self._admit("evaluate", run_id, server_round)
+        edges = self._edges(value_edges, "evaluate")
         data = self.data(self._resolved(layout, "evaluate"))
         self._check_holdout(data, run_id)
         run_id = str(run_id if run_id is not None else self.run_id or "local")
         return self._evaluation(lambda: self._model(state, data, "evaluate"), state, data, normalisation, run_id,
-                                server_round, ledger_receipt, started)
+                                server_round, ledger_receipt, started, edges)
+
+    def _edges(self, value_edges: list[float] | None, kind: str) -> np.ndarray | None:
+        """A value task's predicted-side edges as sent (or even ones), refused if malformed."""
+        if self.value_scale is None:
+            return None
+        try:
+            return self.value_scale.check_edges(value_edges)
+        except ValueError as exc:
+            raise PolicyRefusal(kind, str(exc)) from None
 
     def _check_holdout(self, data: PreparedData, run_id: str | int | None) -> None:
         try:
@@ -459,13 +472,13 @@ class PartnerNode:
 
     def _evaluation(self, model: Callable[[], torch.nn.Module], state: State, data: PreparedData,
                     normalisation: Normalisation | None, run_id: str, server_round: int, ledger_receipt: int | None,
-                    started: float) -> EvaluateReply | ValueEvaluateReply:
+                    started: float, edges: np.ndarray | None = None) -> EvaluateReply | ValueEvaluateReply:
         """The hold-out release of `model` (built only if the release is computed): the
         run's evaluation noise, charged as (run, round, evaluate); kept and sent again for
         the same `state`."""
         if self.value_scale is not None:
             return self._value_evaluation(model, state, data, normalisation, run_id, server_round, ledger_receipt,
-                                          started)
+                                          started, edges)
         entries = self.account.entries()
         sigma = self.evaluation_sigma(run_id, entries)
         if sigma <= 0:  # exact and uncharged: only a run without DP, under a policy allowing it
@@ -494,22 +507,24 @@ class PartnerNode:
 
     def _value_evaluation(self, model: Callable[[], torch.nn.Module], state: State, data: PreparedData,
                           normalisation: Normalisation | None, run_id: str, server_round: int,
-                          ledger_receipt: int | None, started: float) -> ValueEvaluateReply:
+                          ledger_receipt: int | None, started: float, edges: np.ndarray | None) -> ValueEvaluateReply:
         """A value task's hold-out release: the joint histogram of (predicted, actual) value
-        bins (one customer, one cell: sensitivity 1, as the score histograms), noised with
-        the run's evaluation σ and charged the same way; every metric from the noised counts."""
+        bins (one customer, one cell: sensitivity 1, as the score histograms, whatever the
+        predicted-side `edges`), noised with the run's evaluation σ and charged the same
+        way; every metric from the noised counts."""
         scale, entries = self.value_scale, self.account.entries()
         assert scale is not None
+        edges = scale.check_edges(None) if edges is None else edges
         sigma = self.evaluation_sigma(run_id, entries)
         x_test = self._x(data.x_test, normalisation)
 
         def reply(noise: float, epsilon: float | None) -> ValueEvaluateReply:
-            predicted = predict_log_value(model(), x_test)
+            predicted = predict_log_value(model(), x_test, scale)
             if noise > 0:
-                counts = noised_joint(joint_histogram(data.y_test, predicted, scale), noise)
-                metrics = metrics_from_joint(np.asarray(counts, dtype=np.float64), scale)
+                counts = noised_joint(joint_histogram(data.y_test, predicted, scale, edges), noise)
+                metrics = metrics_from_joint(np.asarray(counts, dtype=np.float64), scale, edges)
             else:  # exact and uncharged: only a run without DP, under a policy allowing it
-                counts = [int(v) for v in joint_histogram(data.y_test, predicted, scale).ravel()]
+                counts = [int(v) for v in joint_histogram(data.y_test, predicted, scale, edges).ravel()]
                 metrics = value_metrics(data.y_test, predicted, scale)
             return ValueEvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
                                       num_examples=max(sum(counts), 0), value_hist=counts,
@@ -531,7 +546,8 @@ class PartnerNode:
         return out.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
     def baseline(self, run_id: str | int, normalisation: Normalisation | None = None,
-                 ledger_receipt: int | None = None, layout: FeatureLayout | None = None) -> EvaluateReply | ValueEvaluateReply:
+                 ledger_receipt: int | None = None, layout: FeatureLayout | None = None,
+                 value_edges: list[float] | None = None) -> EvaluateReply | ValueEvaluateReply:
         """The local-only baseline the run asked for (`TrainPlan.local_baseline`): the run's
         starting model trained on this partner's rows alone, for the steps it took in the
         whole run at the run's noise and sample rate (charged as a 'baseline' release on
@@ -541,6 +557,7 @@ class PartnerNode:
         no model of its choosing in it. A retried message is answered from what was kept."""
         started, run_id = time.perf_counter(), str(run_id)
         self._admit("baseline", run_id)
+        edges = self._edges(value_edges, "baseline")  # refused before anything is spent
         data, plan = self.data(self._resolved(layout, "baseline")), self.plan
         self._check_holdout(data, run_id)
         server_round = plan.baseline_round
@@ -555,7 +572,7 @@ class PartnerNode:
             model = build_model(plan.model, data.x_train.shape[1], seed=plan.seed, hidden=plan.model_hidden)
             trained = self._train_baseline(model, x, data, run_id, server_round, entries).state_dict
         return self._evaluation(lambda: self._model(trained, data, "baseline"), trained, data, normalisation,
-                                run_id, server_round, ledger_receipt, started)
+                                run_id, server_round, ledger_receipt, started, edges)
 
     def _train_baseline(self, model: torch.nn.Module, x: np.ndarray, data: PreparedData, run_id: str,
                         server_round: int, entries: list[LedgerEntry]) -> TrainOutcome:

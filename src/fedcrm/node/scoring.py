@@ -73,7 +73,7 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     scale = task.value_scale()
     features = norm.apply(x) if norm else x
     if scale is not None:  # a value task: the model predicts the capped log spend of the horizon
-        scores = predict_log_value(run.model(), features).astype(np.float64)
+        scores = predict_log_value(run.model(), features, scale)
     else:
         scores = predict(run.model(), features).astype(np.float64)
 
