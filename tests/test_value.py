@@ -101,3 +101,21 @@ def test_predicted_edges_move_to_the_released_deciles_and_any_edges_keep_sensiti
 def test_edges_a_node_refuses(edges: list[float]) -> None:
     with pytest.raises(ValueError, match="value edges"):
         SCALE.check_edges(edges)
+
+
+def test_the_run_reports_value_table_reads_the_pooled_histograms() -> None:
+    """`fedcrm report run`'s value table: bins from the highest prediction down, every
+    customer once, cumulative shares ending at 1, and a model that ranks well shows it."""
+    from fedcrm.reports.run_report import value_bins
+    from fedcrm.rundir import ValueHistogram
+
+    spend, predicted = skewed(3000, seed=5)
+    edges = SCALE.check_edges(np.quantile(np.clip(predicted, 0, SCALE.top), np.arange(1, 10) / 10).tolist())
+    halves = [joint_histogram(spend[i::2], predicted[i::2], SCALE, edges) for i in (0, 1)]
+    rows = value_bins({f"p{i}": ValueHistogram(counts=[int(v) for v in h.ravel()], edges=edges.tolist(), cap=SCALE.cap)
+                       for i, h in enumerate(halves)})
+    assert [r["bin"] for r in rows] == list(range(1, 11)) and sum(r["customers"] for r in rows) == 3000
+    assert rows[-1]["share_customers"] == pytest.approx(1) and rows[-1]["share_value"] == pytest.approx(1)
+    used = [r for r in rows if r["customers"] > 0]  # (a tenth of predictions sit at 0: the lowest bin is empty)
+    assert used[0]["actual"] > used[-1]["actual"] and rows[0]["share_value"] > 2 * rows[0]["share_customers"]
+    assert all(a["predicted"] >= b["predicted"] for a, b in zip(rows, rows[1:]))

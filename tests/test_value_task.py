@@ -129,13 +129,45 @@ def test_a_federated_value_run_is_scored_with_predicted_value(shops: Path, tmp_p
     assert summary["status"] == "completed", summary
     final = summary["final_global"]
     assert final["spearman"] > 0.2 and "auc" not in final and final["num-partners"] == 3, final
+    # every evaluation's joint histograms are on record with the edges they were cut at:
+    # even ones for the starting model and the first trained one, then the released deciles
+    from fedcrm.ml.value import ValueScale
+    from fedcrm.rundir import RunDir
+
+    hists = RunDir(run_dir).histograms()
+    assert hists is not None and sorted(hists.value_rounds) == [0, 1, 2] and not hists.rounds
+    scale = ValueScale(cap=10_000)
+    assert [hists.value_rounds[r]["p1"].edges for r in (0, 1)] == [scale.even_edges()] * 2
+    assert hists.value_rounds[2]["p1"].edges != scale.even_edges()
+    assert all(len(h.counts) == 100 for r in hists.value_rounds.values() for h in r.values())
     fedcrm("report", "run", str(run_dir))
+    page = (run_dir / "report.html").read_text()
+    assert 'data-plot="value"' in page and page.count("<tr data-bin=") == 10 and 'data-metric="spearman"' in page
+    # the page in a real browser, at both widths the other reports are checked at: no clipped column
+    import shutil
+
+    from fedcrm.reports.document import CHROMIUM_FLAGS
+    from tests.test_reports import CLIPPED, open_page
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is not None:  # scripts/test.sh installs it; without it the page's content is checked above
+        with sync_api.sync_playwright() as pw:
+            launched = pw.chromium.launch(executable_path=chromium, args=[f for f in CHROMIUM_FLAGS if f != "--headless"])
+            for width in (1280, 800):
+                view = open_page(launched, run_dir / "report.html", width)
+                layout = view.evaluate(CLIPPED)
+                view.close()
+                assert layout["clipped"] == [] and layout["page"] <= layout["width"], (width, layout)
+            launched.close()
     scores = tmp_path / "scores.csv"
     fedcrm("score", "--model", str(run_dir), "--partner-config", str(shops.parent / "p2" / "partner.toml"),
            "--out", str(scores))
     table = pd.read_csv(scores)
     scored = table[table["status"] == "scored"]
     assert (scored["predicted_value"] >= 0).all() and set(scored["value_decile"]) == set(range(1, 11))
+    tiers = scored.groupby("predicted_value_tier")["value_decile"].agg(["min", "max"])
+    assert tiers.loc["top"].tolist() == [1, 2] and tiers.loc["middle"].tolist() == [3, 5] and tiers.loc["low"].tolist() == [6, 10]
     assert scored["predicted_value"].max() > 3 * scored["predicted_value"].median()
 
 

@@ -150,9 +150,20 @@ class ScoreHistogram(BaseModel):
     neg: list[int]
 
 
+class ValueHistogram(BaseModel):
+    """A value task's release: hold-out customers by (predicted bin, actual bin), row-major,
+    noised on the node; `edges` are the predicted side's, as the round was sent them."""
+
+    counts: list[int]
+    edges: list[float]
+    cap: float = Field(description="the task's value cap: the scale's top is log1p(cap)")
+
+
 class HistogramsFile(BaseModel):
     bins: int
     rounds: dict[int, dict[str, ScoreHistogram]] = Field(default_factory=dict)
+    value_rounds: dict[int, dict[str, ValueHistogram]] = Field(
+        default_factory=dict, description="a value task's joint histograms, by round and partner")
 
 
 class ModelMeta(BaseModel):
@@ -316,14 +327,17 @@ class RunDir:
         _write(self.path / STATE, state)
 
     def write_records(self, metrics: MetricsFile, received: ReceivedFile, epsilon: EpsilonFile,
-                      histograms: dict[int, dict[str, ScoreHistogram]], bins: int) -> None:
+                      histograms: dict[int, dict[str, ScoreHistogram]], bins: int,
+                      value_histograms: dict[int, dict[str, ValueHistogram]] | None = None) -> None:
         """The per-round records; histograms of earlier Flower runs of the job are kept."""
         _write(self.path / METRICS, metrics)
         _write_csv(self.path / f"{METRICS_FLAT}.csv", flat_metrics(metrics))
         _write(self.path / RECEIVED, received)
-        if histograms:
+        if histograms or value_histograms:
             kept = self.histograms()
-            _write(self.path / HISTOGRAMS, HistogramsFile(bins=bins, rounds={**(kept.rounds if kept else {}), **histograms}))
+            _write(self.path / HISTOGRAMS, HistogramsFile(
+                bins=bins, rounds={**(kept.rounds if kept else {}), **histograms},
+                value_rounds={**(kept.value_rounds if kept else {}), **(value_histograms or {})}))
         _write(self.path / EPSILON, epsilon)
 
     def write_flower_home(self, home: FlowerHome) -> None:

@@ -16,10 +16,10 @@ from fedcrm.coordinator.receipts import ReceiptBook
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.evaluation import HIST_BINS
 from fedcrm.ml.fedstats import Normalisation
-from fedcrm.protocol import METRICS, EvaluateReply, TrainReply
+from fedcrm.protocol import METRICS, EvaluateReply, TrainReply, ValueEvaluateReply
 from fedcrm.rundir import (ClientLevelPoint, EpsilonFile, EpsilonPoint, Failure, Inventory, LedgerReceiptsFile,
                            MetricsFile, ModelMeta, PartnerRound, ReceivedFile, RoundRecord, RunDir, RunState, RunSummary,
-                           ScoreHistogram)
+                           ScoreHistogram, ValueHistogram)
 
 PARTNER_ID = TrainReply.key("partner_id")
 
@@ -49,6 +49,9 @@ class RunRecorder:
         self.client_level: list[ClientLevelPoint] = []  # central DP: ε after each round
         self.received: dict[str, dict[str, Inventory]] = {}  # partner → kind → value-free inventory
         self.histograms: dict[int, dict[str, ScoreHistogram]] = {}  # round → partner → held-out score counts
+        self.value_histograms: dict[int, dict[str, ValueHistogram]] = {}  # a value task's joint counts
+        self.value_edges: dict[int, list[float]] = {}  # round → the predicted-side edges it was sent
+        self.value_cap: float | None = None
         self.normalisation: Normalisation | None = None  # the federation's, published with the model
         self.layout: FeatureLayout | None = None  # the run's feature layout, published with the model
         self.receipts: ReceiptBook | None = None  # the federation's ledger receipts, copied into the run
@@ -106,6 +109,10 @@ class RunRecorder:
                 reply = EvaluateReply.from_dict(metrics)
                 self.histograms.setdefault(server_round, {})[name] = ScoreHistogram(
                     pos=reply.score_hist_pos, neg=reply.score_hist_neg)
+            elif kind == "evaluate" and server_round in self.value_edges and self.value_cap is not None:
+                value = ValueEvaluateReply.from_dict(metrics)
+                self.value_histograms.setdefault(server_round, {})[name] = ValueHistogram(
+                    counts=value.value_hist, edges=self.value_edges[server_round], cap=self.value_cap)
             scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, list) and math.isfinite(float(v))}
             setattr(rec.partners.setdefault(name, PartnerRound()), kind, scalars)
         self._name_the_silent()
@@ -159,7 +166,7 @@ class RunRecorder:
             MetricsFile(run_id=self.run_id, rounds=[self.rounds[r] for r in sorted(self.rounds)]),
             ReceivedFile(run_id=self.run_id, partners=self.received),
             EpsilonFile(delta=self.plan.dp_delta, partners=self.epsilon_by_partner(), client_level=self.client_level),
-            self.histograms, HIST_BINS)
+            self.histograms, HIST_BINS, self.value_histograms)
         if self.receipts is not None:
             members = set(self.names.values()) | set(self.node_names.values())
             book = self.receipts.read()

@@ -83,6 +83,9 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     if scale is not None:
         scored["predicted_value"] = scale.spend(scores)  # spend in the next horizon_days, in the export's units
         scored["value_decile"] = pd.array(deciles(scores), dtype="Int64")
+        # the marketing tags' value tier is past spend (RFM); this one is the model's view of the horizon ahead
+        scored["predicted_value_tier"] = pd.cut(scored["value_decile"].astype(float), [0, 2, 5, 10],
+                                                labels=["top", "middle", "low"]).astype(str)
         tier_col = "value_decile"
     elif churn_like:
         scored["churn_risk"] = churn_tiers(scores, rule)

@@ -23,7 +23,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from fedcrm.ml.evaluation import calibration_bins  # noqa: E402
 from fedcrm.protocol import EvaluateAggregate, EvaluateReply  # noqa: E402
-from fedcrm.rundir import MODEL_META, MODEL_WEIGHTS, EpsilonPoint, RoundRecord, RunDir, ScoreHistogram  # noqa: E402
+from fedcrm.rundir import (MODEL_META, MODEL_WEIGHTS, EpsilonPoint, RoundRecord, RunDir, ScoreHistogram,  # noqa: E402
+                           ValueHistogram)
 
 AUC, EXAMPLES, POSITIVES = (EvaluateReply.key(f) for f in ("auc", "num_examples", "num_positives"))
 
@@ -65,14 +66,61 @@ def _by_round(ax: plt.Axes, ylabel: str, title: str) -> str:
     return png(ax.figure)
 
 
-def _own_auc(rounds: list[RoundRecord]) -> dict[str, dict[int, float]]:
-    """Each partner's AUC on its own held-out rows, by round."""
+def _own_auc(rounds: list[RoundRecord], key: str = AUC) -> dict[str, dict[int, float]]:
+    """Each partner's AUC (or another metric's wire `key`) on its own held-out rows, by round."""
     out: dict[str, dict[int, float]] = {}
     for r in rounds:
         for name, part in r.partners.items():
-            if AUC in part.evaluate:
-                out.setdefault(name, {})[r.round] = part.evaluate[AUC]
+            if key in part.evaluate:
+                out.setdefault(name, {})[r.round] = part.evaluate[key]
     return out
+
+
+def value_bins(hists: dict[str, ValueHistogram]) -> list[dict[str, float]]:
+    """A value task's last evaluation, pooled over partners, by predicted bin from the
+    highest: customers, mean predicted and actual spend (each actual bin at its mean spend,
+    `ValueScale.bin_spend`), and the cumulative share of customers and of spend. Noised
+    counts are clipped at 0 here: a table reads counts, not sums."""
+    from fedcrm.ml.value import ValueScale
+
+    first = next(iter(hists.values()))
+    bins = int(round(len(first.counts) ** 0.5))
+    scale = ValueScale(cap=first.cap, bins=bins)
+    counts = np.clip(np.sum([np.asarray(h.counts, float) for h in hists.values()], axis=0), 0, None).reshape(bins, bins)
+    edges = scale.check_edges(first.edges)
+    predicted_spend, actual_spend = scale.spend(scale.predicted_values(edges)), scale.bin_spend()
+    total_n, total_value = counts.sum(), (counts * actual_spend[None, :]).sum()
+    rows, seen_n, seen_value = [], 0.0, 0.0
+    for b in range(bins - 1, -1, -1):
+        n = counts[b].sum()
+        value = (counts[b] * actual_spend).sum()
+        seen_n, seen_value = seen_n + n, seen_value + value
+        rows.append({"bin": bins - b, "customers": n, "predicted": float(predicted_spend[b]),
+                     "actual": value / n if n > 0 else float("nan"),
+                     "share_customers": seen_n / total_n if total_n else float("nan"),
+                     "share_value": seen_value / total_value if total_value else float("nan")})
+    return rows
+
+
+def _value_plot(rows: list[dict[str, float]]) -> str:
+    fig, (ax_bins, ax_capture) = plt.subplots(1, 2, figsize=(10, 3.8))
+    x = np.arange(len(rows))
+    ax_bins.bar(x - 0.2, [r["predicted"] for r in rows], 0.4, label="predicted", color="tab:blue")
+    ax_bins.bar(x + 0.2, [r["actual"] for r in rows], 0.4, label="actual", color="tab:orange")
+    ax_bins.set_xticks(x, [str(int(r["bin"])) for r in rows])
+    ax_bins.set(xlabel="predicted value bin (1: highest)", ylabel="mean spend per customer",
+                title="Predicted and actual value by bin")
+    ax_bins.legend(fontsize=8)
+    ax_bins.grid(alpha=0.3, axis="y")
+    ax_capture.plot([0] + [r["share_customers"] for r in rows], [0] + [r["share_value"] for r in rows], "o-",
+                    color="tab:blue", label="model")
+    ax_capture.plot([0, 1], [0, 1], color="grey", lw=0.8, label="random")
+    ax_capture.set(xlabel="share of customers (highest predicted first)", ylabel="share of next-period spend",
+                   title="Value capture", xlim=(0, 1), ylim=(0, 1))
+    ax_capture.legend(fontsize=8)
+    ax_capture.grid(alpha=0.3)
+    fig.tight_layout()
+    return png(fig)
 
 
 def _caps(rounds: list[RoundRecord]) -> dict[str, float]:
@@ -91,12 +139,15 @@ def _plots(rounds: list[RoundRecord], eps: dict[str, list[EpsilonPoint]],
     plots: dict[str, str] = {}
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    pooled = [(r.round, g.auc) for r in rounds if (g := r.evaluated()) is not None and g.auc is not None]
+    value = any((g := r.evaluated()) is not None and g.spearman is not None for r in rounds)
+    field, label = ("spearman", "Spearman, value rank") if value else ("auc", "ROC-AUC")
+    pooled = [(r.round, getattr(g, field)) for r in rounds
+              if (g := r.evaluated()) is not None and getattr(g, field) is not None]
     if pooled:
         ax.plot(*zip(*pooled), "o-", lw=2.5, color="black", label="global (pooled)")
-    for name, by_round in sorted(_own_auc(rounds).items()):
+    for name, by_round in sorted(_own_auc(rounds, EvaluateAggregate.key(field)).items()):
         ax.plot(list(by_round), list(by_round.values()), "o--", label=name)
-    plots["auc"] = _by_round(ax, "ROC-AUC (held-out)", "AUC by round")
+    plots["auc"] = _by_round(ax, f"{label} (held-out)", f"{label.split(',')[0]} by round")
 
     if eps:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -181,6 +232,8 @@ def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
     rounds, summary = run.rounds(), run.summary()
     eps, hist_file = run.epsilon(), run.histograms()
     hists = hist_file.rounds[max(hist_file.rounds)] if hist_file and hist_file.rounds else {}
+    value_hists = hist_file.value_rounds[max(hist_file.value_rounds)] if hist_file and hist_file.value_rounds else {}
+    value_table = value_bins(value_hists) if value_hists else []
     final = next((g for r in reversed(rounds) if (g := r.evaluated()) is not None), None)
     sizes = _partner_sizes(rounds)
     own = {name: by_round[max(by_round)] for name, by_round in _own_auc(rounds).items()}
@@ -188,7 +241,9 @@ def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
     kpis = [(EvaluateAggregate.key(f), label, getattr(final, f) if final else None) for f, label in shown]
     return {"run_id": run.run_id, "status": summary.status, "plan": run.plan, "kpis": kpis, "own_auc": own,
             "epsilon_final": summary.epsilon, "sizes": sizes,
-            "plots": _plots(rounds, eps.partners if eps else {}, hists, sizes), "baselines": run.baselines(baselines),
+            "plots": {**_plots(rounds, eps.partners if eps else {}, hists, sizes),
+                      **({"value": _value_plot(value_table)} if value_table else {})},
+            "value_bins": value_table, "baselines": run.baselines(baselines),
             "score_bins": hist_file.bins if hist_file else None, "local_baselines": local_baselines(rounds),
             **_evaluation(run, hists)}
 
@@ -217,7 +272,7 @@ def _evaluation(run: RunDir, hists: dict[str, ScoreHistogram]) -> dict[str, Any]
 
 def write(run_dir: Path, baselines: Path | None = None) -> Path:
     env = Environment(loader=PackageLoader("fedcrm.reports", "templates"), autoescape=select_autoescape(["html"]))
-    env.filters["num"] = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
+    env.filters["num"] = lambda v, d=3: "–" if v is None or v != v else f"{v:.{d}f}"  # None or NaN
     page = env.get_template("run_report.html").render(**build(run_dir, baselines))
     path = Path(run_dir) / "report.html"
     path.write_text(page)
