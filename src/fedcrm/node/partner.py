@@ -101,12 +101,10 @@ class PartnerNode:
         """A value task's target scale (`fedcrm.ml.value`); None for a 0/1 label."""
         return self.task.value_scale()
 
-    def _targets(self, y: np.ndarray) -> tuple[np.ndarray, str]:
-        """What the model is trained on, and with which loss: the 0/1 label (BCE), or a
-        value task's capped log spend on the unit scale (MSE, `ValueScale.unit_target`)."""
-        if self.value_scale is None:
-            return y, "bce"
-        return self.value_scale.unit_target(y), "mse"
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """What the model is trained on: the 0/1 label, or a value task's capped log spend
+        on the unit scale (`ValueScale.unit_target`, a fractional logit)."""
+        return y if self.value_scale is None else self.value_scale.unit_target(y)
 
     @cached_property
     def layout(self) -> FeatureLayout:
@@ -341,8 +339,8 @@ class PartnerNode:
         model, x = self._model(state, data), self._x(data.x_train, normalisation)
         if plan.model == "gbdt":
             return self._boost(state, model, x, data, run_id, server_round, entries, ledger_receipt, started)
-        y, loss = self._targets(data.y_train)
-        common = self._training_settings(plan.local_epochs, server_round, loss)
+        y = self._targets(data.y_train)
+        common = self._training_settings(plan.local_epochs, server_round)
         base = dict(partner_id=self.cfg.partner_id, num_examples=len(data.y_train), dp_enabled=int(plan.dp_enabled))
         if not plan.dp_enabled:
             out = train_local(model, x, y, dp=None, **common)
@@ -360,12 +358,12 @@ class PartnerNode:
             self.replies.save(run_id, server_round, state, out.state_dict, reply.to_dict())
         return out.state_dict, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
-    def _training_settings(self, epochs: int, server_round: int, loss: str) -> dict:
-        """`train_local`'s settings from the plan: its batch, step size and optimiser, the
-        task's loss, and a seed per run, round and partner (it steers non-DP shuffling only)."""
+    def _training_settings(self, epochs: int, server_round: int) -> dict:
+        """`train_local`'s settings from the plan: its batch, step size and optimiser, and a
+        seed per run, round and partner (it steers non-DP shuffling only)."""
         plan = self.plan
         return dict(epochs=epochs, batch_size=plan.batch_size, lr=plan.learning_rate, optimizer=plan.optimizer,
-                    loss=loss, seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
+                    seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
 
     def _dp_reply(self, base: dict, cost, spent_before: float, release: Release, steps: int,  # noqa: ANN001
                   sample_rate: float, started: float) -> TrainReply:
@@ -577,8 +575,8 @@ class PartnerNode:
     def _train_baseline(self, model: torch.nn.Module, x: np.ndarray, data: PreparedData, run_id: str,
                         server_round: int, entries: list[LedgerEntry]) -> TrainOutcome:
         plan = self.plan
-        y, loss = self._targets(data.y_train)
-        common = self._training_settings(plan.local_epochs * plan.num_server_rounds, server_round, loss)
+        y = self._targets(data.y_train)
+        common = self._training_settings(plan.local_epochs * plan.num_server_rounds, server_round)
         if not plan.dp_enabled:
             out = train_local(model, x, y, dp=None, **common)
             self.replies.save(run_id, server_round, {}, out.state_dict, {}, "baseline")
