@@ -140,6 +140,14 @@ def test_a_federated_value_run_is_scored_with_predicted_value(shops: Path, tmp_p
     assert [hists.value_rounds[r]["p1"].edges for r in (0, 1)] == [scale.even_edges()] * 2
     assert hists.value_rounds[2]["p1"].edges != scale.even_edges()
     assert all(len(h.counts) == 100 for r in hists.value_rounds.values() for h in r.values())
+    # the membership audit scores each row by the loss the model was trained with: the
+    # cross-entropy against its unit-scaled spend, never negative (against the raw spend, as
+    # the audit read it before, the mean "loss" was in the hundreds below zero)
+    fedcrm("privacy", "audit", str(run_dir), "--federation", str(shops), "--out", str(tmp_path / "audits"))
+    audits = [json.loads(f.read_text()) for f in sorted((tmp_path / "audits").glob("p*-run-*.json"))]
+    assert len(audits) == 3
+    for audit in audits:
+        assert 0 <= audit["loss_members"] < 1 and 0 <= audit["loss_non_members"] < 1, audit
     fedcrm("report", "run", str(run_dir))
     page = (run_dir / "report.html").read_text()
     assert 'data-plot="value"' in page and page.count("<tr data-bin=") == 10 and 'data-metric="spearman"' in page

@@ -592,13 +592,16 @@ class PartnerNode:
         return out
 
     def audit(self, run: RunDir, seed: int = 0) -> AuditResult:
-        """Membership audit of the run's published model on this partner's own rows."""
+        """Membership audit of the run's published model on this partner's own rows, each
+        scored by the loss it was trained with: a value task's target is its unit-scaled
+        spend (`_targets`), not the spend itself."""
         from fedcrm.privacy.membership import membership_audit  # scikit-learn: not in every node process
 
         data, run_id = self.data(run.layout()), run.run_id
         spent = [e for e in self.account.entries() if e.run_id == run_id]
         norm = run.normalisation()
         return membership_audit(
-            run.model(), (self._x(data.x_train, norm), data.y_train), (self._x(data.x_test, norm), data.y_test),
+            run.model(), (self._x(data.x_train, norm), self._targets(data.y_train)),
+            (self._x(data.x_test, norm), self._targets(data.y_test)),
             partner=self.cfg.name, run_id=run_id, model_kind=run.plan.model, seed=seed,
             epsilon=spent[-1].epsilon_after if spent else None, delta=self.policy.delta if spent else None)

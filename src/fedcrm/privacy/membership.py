@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, Field, computed_field
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
@@ -45,6 +45,10 @@ class AuditResult(BaseModel):
     delta: float | None
     advantage_bound: float | None
     seed: int
+    loss_members: float | None = Field(None, description="the model's mean training loss (cross-entropy of its "
+                                       "logit against the target it was trained on) over the members drawn")
+    loss_non_members: float | None = Field(None, description="the same over the non-members drawn: the gap is "
+                                           "what the attack thresholds")
 
     @property
     def above_null(self) -> bool:
@@ -116,4 +120,4 @@ def membership_audit(model: nn.Module, members: tuple[np.ndarray, np.ndarray], n
         null_advantage_band=(float(np.quantile(advs, 0.025)), float(np.quantile(advs, 0.975))),
         null_draws=null_draws, epsilon=epsilon, delta=delta,
         advantage_bound=advantage_bound(epsilon, delta) if epsilon is not None and delta is not None else None,
-        seed=seed)
+        seed=seed, loss_members=float(loss[:n].mean()), loss_non_members=float(loss[n:].mean()))
