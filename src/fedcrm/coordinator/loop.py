@@ -29,6 +29,7 @@ from fedcrm.coordinator.receipts import ReceiptBook, receipts_path
 from fedcrm.coordinator.recorder import RunRecorder
 from fedcrm.coordinator.strategy import QuorumLost, RecordingStrategy, client_level_dp
 from fedcrm.coordinator.value_edges import PredictedEdges
+from fedcrm.contract.model import Contract
 from fedcrm.contract.tables import load_contract
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.fedstats import FeatureStats, PartnerSums, combine
@@ -44,11 +45,15 @@ def partner_names(plan: TrainPlan) -> dict[int, str]:
     return FederationConfig.load(plan.federation_config).names() if plan.federation_config else {}
 
 
+def run_contract(plan: TrainPlan) -> Contract:
+    """The federation's contract (the standard one when it names none)."""
+    return load_contract(FederationConfig.load(plan.federation_config).contract if plan.federation_config else None)
+
+
 def run_value_scale(plan: TrainPlan) -> ValueScale | None:
     """The run's task's value scale, from the federation's contract (None: a 0/1 label)."""
-    contract = FederationConfig.load(plan.federation_config).contract if plan.federation_config else None
     try:
-        task = load_contract(contract).task(plan.task)
+        task = run_contract(plan).task(plan.task)
     except Exception:  # noqa: BLE001 - a task the contract lacks: every node refuses the run with the reason
         return None
     return task.value_scale()
@@ -56,8 +61,7 @@ def run_value_scale(plan: TrainPlan) -> ValueScale | None:
 
 def run_layout(plan: TrainPlan) -> FeatureLayout:
     """The feature layout of the federation's contract (the standard one when it names none)."""
-    contract = FederationConfig.load(plan.federation_config).contract if plan.federation_config else None
-    return FeatureLayout.from_contract(load_contract(contract))
+    return FeatureLayout.from_contract(run_contract(plan))
 
 
 def _audit_round(audit: AuditLog | None, recorder: RunRecorder, job_round: int) -> None:

@@ -473,55 +473,64 @@ class PartnerNode:
                     started: float, edges: np.ndarray | None = None) -> EvaluateReply | ValueEvaluateReply:
         """The hold-out release of `model` (built only if the release is computed): the
         run's evaluation noise, charged as (run, round, evaluate); kept and sent again for
-        the same `state`."""
+        the same `state`. One mechanism for both kinds of task; only the counts differ
+        (`_score_reply`, `_value_reply`)."""
         if self.value_scale is not None:
-            return self._value_evaluation(model, state, data, normalisation, run_id, server_round, ledger_receipt,
-                                          started, edges)
+            reply_type: type[EvaluateReply] | type[ValueEvaluateReply] = ValueEvaluateReply
+            compute = self._value_reply(model, data, normalisation, started, edges)
+        else:
+            reply_type, compute = EvaluateReply, self._score_reply(model, data, normalisation, started)
         entries = self.account.entries()
         sigma = self.evaluation_sigma(run_id, entries)
         if sigma <= 0:  # exact and uncharged: only a run without DP, under a policy allowing it
-            out = evaluate_local(model(), self._x(data.x_test, normalisation), data.y_test)
-            return EvaluateReply(**out.metrics.model_dump(), partner_id=self.cfg.partner_id, num_examples=out.n,
-                                 num_positives=int(np.sum(data.y_test)), score_hist_pos=out.pos_hist,
-                                 score_hist_neg=out.neg_hist, eval_seconds=time.perf_counter() - started,
-                                 epsilon=math.nan, delta=math.nan, noise_multiplier=0.0,  # every partner sends every key
-                                 **self.account.head(ledger_receipt).model_dump())
+            return compute(0.0, None).model_copy(update=self.account.head(ledger_receipt).model_dump())
         if self.account.charged(run_id, server_round, entries, "evaluate"):
             kept = self.replies.load(run_id, server_round, state, "evaluate")
             if kept is not None:  # otherwise `charge` below refuses the round
-                return EvaluateReply.from_dict({**kept[1], **self.account.head(ledger_receipt).to_dict()})
+                return reply_type.from_dict({**kept[1], **self.account.head(ledger_receipt).to_dict()})
         release = Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
                           max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
         with self.account.charge(release) as cost:
-            out = evaluate_local(model(), self._x(data.x_test, normalisation), data.y_test)
-            pos, neg = noised_histograms(out.pos_hist, out.neg_hist, sigma)
-            metrics = metrics_from_histograms(pos, neg)
-            reply = EvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
-                                  num_examples=max(sum(pos) + sum(neg), 0), num_positives=max(sum(pos), 0),
-                                  score_hist_pos=pos, score_hist_neg=neg, eval_seconds=time.perf_counter() - started,
-                                  epsilon=cost.after, delta=self.policy.delta, noise_multiplier=sigma)
+            reply = compute(sigma, cost.after)
             self.replies.save(run_id, server_round, state, {}, reply.to_dict(), "evaluate")
         return reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
-    def _value_evaluation(self, model: Callable[[], torch.nn.Module], state: State, data: PreparedData,
-                          normalisation: Normalisation | None, run_id: str, server_round: int,
-                          ledger_receipt: int | None, started: float, edges: np.ndarray | None) -> ValueEvaluateReply:
-        """A value task's hold-out release: the joint histogram of (predicted, actual) value
+    def _score_reply(self, model: Callable[[], torch.nn.Module], data: PreparedData,
+                     normalisation: Normalisation | None,
+                     started: float) -> Callable[[float, float | None], EvaluateReply]:
+        """A 0/1 task's reply at noise σ: the per-class score histograms, noised (σ > 0,
+        every metric from the noised counts) or exact; ε is the charge's."""
+
+        def reply(noise: float, epsilon: float | None) -> EvaluateReply:
+            out = evaluate_local(model(), self._x(data.x_test, normalisation), data.y_test)
+            if noise > 0:
+                pos, neg = noised_histograms(out.pos_hist, out.neg_hist, noise)
+                metrics, n, positives = metrics_from_histograms(pos, neg), max(sum(pos) + sum(neg), 0), max(sum(pos), 0)
+            else:
+                pos, neg, metrics, n, positives = out.pos_hist, out.neg_hist, out.metrics, out.n, int(np.sum(data.y_test))
+            return EvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id, num_examples=n,
+                                 num_positives=positives, score_hist_pos=pos, score_hist_neg=neg,
+                                 eval_seconds=time.perf_counter() - started,
+                                 epsilon=epsilon if noise > 0 else math.nan,  # every partner sends every key
+                                 delta=self.policy.delta if noise > 0 else math.nan, noise_multiplier=noise)
+        return reply
+
+    def _value_reply(self, model: Callable[[], torch.nn.Module], data: PreparedData,
+                     normalisation: Normalisation | None, started: float,
+                     edges: np.ndarray | None) -> Callable[[float, float | None], ValueEvaluateReply]:
+        """A value task's reply at noise σ: the joint histogram of (predicted, actual) value
         bins (one customer, one cell: sensitivity 1, as the score histograms, whatever the
-        predicted-side `edges`), noised with the run's evaluation σ and charged the same
-        way; every metric from the noised counts."""
-        scale, entries = self.value_scale, self.account.entries()
+        predicted-side `edges`), noised (every metric from the noised counts) or exact."""
+        scale = self.value_scale
         assert scale is not None
         edges = scale.check_edges(None) if edges is None else edges
-        sigma = self.evaluation_sigma(run_id, entries)
-        x_test = self._x(data.x_test, normalisation)
 
         def reply(noise: float, epsilon: float | None) -> ValueEvaluateReply:
-            predicted = predict_log_value(model(), x_test, scale)
+            predicted = predict_log_value(model(), self._x(data.x_test, normalisation), scale)
             if noise > 0:
                 counts = noised_joint(joint_histogram(data.y_test, predicted, scale, edges), noise)
                 metrics = metrics_from_joint(np.asarray(counts, dtype=np.float64), scale, edges)
-            else:  # exact and uncharged: only a run without DP, under a policy allowing it
+            else:
                 counts = [int(v) for v in joint_histogram(data.y_test, predicted, scale, edges).ravel()]
                 metrics = value_metrics(data.y_test, predicted, scale)
             return ValueEvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
@@ -529,19 +538,7 @@ class PartnerNode:
                                       eval_seconds=time.perf_counter() - started,
                                       epsilon=epsilon if noise > 0 else math.nan,
                                       delta=self.policy.delta if noise > 0 else math.nan, noise_multiplier=noise)
-
-        if sigma <= 0:
-            return reply(0.0, None).model_copy(update=self.account.head(ledger_receipt).model_dump())
-        if self.account.charged(run_id, server_round, entries, "evaluate"):
-            kept = self.replies.load(run_id, server_round, state, "evaluate")
-            if kept is not None:  # otherwise `charge` below refuses the round
-                return ValueEvaluateReply.from_dict({**kept[1], **self.account.head(ledger_receipt).to_dict()})
-        release = Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
-                          max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
-        with self.account.charge(release) as cost:
-            out = reply(sigma, cost.after)
-            self.replies.save(run_id, server_round, state, {}, out.to_dict(), "evaluate")
-        return out.model_copy(update=self.account.head(ledger_receipt).model_dump())
+        return reply
 
     def baseline(self, run_id: str | int, normalisation: Normalisation | None = None,
                  ledger_receipt: int | None = None, layout: FeatureLayout | None = None,
