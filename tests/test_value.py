@@ -99,7 +99,7 @@ def test_predicted_edges_move_to_the_released_deciles_and_any_edges_keep_sensiti
 @pytest.mark.parametrize("edges", [[1.0] * 9, list(range(9, 0, -1)), [0.5] * 8, [float("nan")] + list(range(1, 9)),
                                    [-1.0] + list(range(1, 9)), list(range(1, 9)) + [99.0]])
 def test_edges_a_node_refuses(edges: list[float]) -> None:
-    with pytest.raises(ValueError, match="value edges"):
+    with pytest.raises(ValueError, match="predicted-side edges"):
         SCALE.check_edges(edges)
 
 

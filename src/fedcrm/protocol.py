@@ -16,7 +16,7 @@ list. Error replies carry one of the `ERROR_*` codes below and a reason.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -96,8 +96,8 @@ class RoundConfig(WireModel):
     feature_levels: str | None = Field(None, description="the levels of the contract's learned categories (JSON: "
                                        "feature -> spellings), from the federation's vocabulary; sent every round")
     value_edges: list[float] | None = Field(
-        None, description="a value task's evaluation: the predicted-side edges of the joint histogram (the deciles "
-        "of the last pooled release; checked on the node, `fedcrm.ml.value`)")
+        None, description="a value or time-to-churn task's evaluation: the predicted-side edges of the joint "
+        "histogram (the deciles of the last pooled release; checked on the node, `fedcrm.ml.predicted_side`)")
     ledger_receipt: int | None = Field(
         None, description="entries of this partner's ledger at the coordinator's last receipt: the node answers with "
         "the hash of its own entry of that number (`LedgerHead.ledger_receipt_hash`), proving its ledger still "
@@ -230,6 +230,36 @@ class ValueEvaluateReply(ValueHeldOutMetrics, LedgerHead):
     noise_multiplier: float | None = Field(None, description="σ on every count of the histogram (absent: exact)")
 
 
+class SurvivalHeldOutMetrics(WireModel):
+    """A time-to-churn model's quality on held-out rows (`fedcrm.ml.survival`): Harrell's
+    concordance of the predicted risk with the period customers left in, the integrated
+    Brier score of the survival curves over the horizon's period ends, and the share that
+    left within the horizon, observed and predicted (calibration in the large)."""
+
+    c_index: float = math.nan
+    integrated_brier: float = math.nan
+    left_observed: float = math.nan
+    left_predicted: float = math.nan
+
+
+class SurvivalEvaluateReply(SurvivalHeldOutMetrics, LedgerHead):
+    """Metrics of a time-to-churn model on the partner's hold-out. Under DP the joint
+    histogram is the release (noised counts, charged like the score histograms) and every
+    other figure is computed from it on the node."""
+
+    list_fields: ClassVar[frozenset[str]] = frozenset({"survival_hist"})
+
+    partner_id: int
+    num_examples: int
+    unit_weight: int = 1
+    survival_hist: list[int] = Field(description="held-out customers per (risk bin, period left in or still "
+                                     "there), row-major (noised counts may be negative)")
+    eval_seconds: float
+    epsilon: float | None = Field(None, description="cumulative ε after this evaluation, by the partner's accountant")
+    delta: float | None = None
+    noise_multiplier: float | None = Field(None, description="σ on every count of the histogram (absent: exact)")
+
+
 class QueryReply(LedgerHead):
     """Column sums over the training rows, for the federation's feature statistics."""
 
@@ -255,23 +285,28 @@ REPLIES: dict[str, type[_Reply]] = {"train": TrainReply, "evaluate": EvaluateRep
 BASELINE_MESSAGE = "evaluate.baseline"
 
 
-# a value task's evaluations (and baselines) answer with value metrics, not score histograms
-VALUE_REPLIES: dict[str, type[_Reply]] = {"evaluate": ValueEvaluateReply, "baseline": ValueEvaluateReply}
+TaskKind = Literal["binary", "value", "survival"]
+# a value or time-to-churn task's evaluations (and baselines) answer with that task's
+# metrics and joint histogram, not score histograms
+TASK_REPLIES: dict[str, dict[str, type[_Reply]]] = {
+    "value": {"evaluate": ValueEvaluateReply, "baseline": ValueEvaluateReply},
+    "survival": {"evaluate": SurvivalEvaluateReply, "baseline": SurvivalEvaluateReply},
+}
 
 
-def reply_model(kind: str, value: bool = False) -> type[_Reply]:
-    """The record a reply of `kind` carries; `value`: the run's task predicts a value."""
-    return VALUE_REPLIES[kind] if value and kind in VALUE_REPLIES else REPLIES[kind]
+def reply_model(kind: str, task: TaskKind = "binary") -> type[_Reply]:
+    """The record a reply of `kind` carries in a run whose task is of kind `task`."""
+    return TASK_REPLIES.get(task, {}).get(kind) or REPLIES[kind]
 
 
-def allowed_metrics(kind: str, value: bool = False) -> frozenset[str]:
+def allowed_metrics(kind: str, task: TaskKind = "binary") -> frozenset[str]:
     """The egress allow-list of a reply kind: exactly the keys its model declares."""
-    return reply_model(kind, value).keys()
+    return reply_model(kind, task).keys()
 
 
-def list_keys(kind: str, value: bool = False) -> dict[str, str]:
+def list_keys(kind: str, task: TaskKind = "binary") -> dict[str, str]:
     """Wire key → field name of the metrics that may be lists in a reply of `kind`."""
-    model = reply_model(kind, value)
+    model = reply_model(kind, task)
     return {model.key(f): f for f in model.list_fields}
 
 
@@ -294,7 +329,7 @@ def egress_markdown() -> str:
     list (`scripts/readme_sync.py`) is this text, so it cannot fall behind the code."""
     lines = []
     replies = [(kind, kind, model) for kind, model in REPLIES.items()] + [
-        (kind, f"{kind} (value task)", model) for kind, model in VALUE_REPLIES.items()]
+        (kind, f"{kind} ({task} task)", model) for task, replies in TASK_REPLIES.items() for kind, model in replies.items()]
     for kind, title, model in replies:
         records = "; ".join(f"`{name}` ({what})" for name, what in EGRESS_RECORDS[kind].items())
         keys = ", ".join(f"`{f.alias or n}`" + ("[]" if n in model.list_fields else "")
@@ -347,6 +382,13 @@ class EvaluateAggregate(HeldOutMetrics):
     spearman: float | None = None
     value_capture_top_decile: float | None = None
     mean_partner_spearman: float | None = None
+    # a time-to-churn task's (`SurvivalHeldOutMetrics`), pooled the same way
+    c_index: float | None = None
+    integrated_brier: float | None = None
+    left_observed: float | None = None
+    left_predicted: float | None = None
+    mean_partner_c_index: float | None = None
 
     PARTNER_MEANS: ClassVar[tuple[str, ...]] = ("auc", "pr_auc", "lift_top_decile", "capture_top_decile", "ece")
     VALUE: ClassVar[tuple[str, ...]] = ("mae_log", "rmse_log", "r2_log", "spearman", "value_capture_top_decile")
+    SURVIVAL: ClassVar[tuple[str, ...]] = ("c_index", "integrated_brier", "left_observed", "left_predicted")

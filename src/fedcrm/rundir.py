@@ -159,11 +159,25 @@ class ValueHistogram(BaseModel):
     cap: float = Field(description="the task's value cap: the scale's top is log1p(cap)")
 
 
+class SurvivalHistogram(BaseModel):
+    """A time-to-churn task's release: hold-out customers by (risk bin, period left in or
+    periods + 1: still there), row-major, noised on the node; `edges` are the risk side's
+    and `alpha` the period intercepts of the model evaluated, as the round was sent them."""
+
+    counts: list[int]
+    edges: list[float]
+    periods: int
+    period_days: int
+    alpha: list[float] = Field(default_factory=list)
+
+
 class HistogramsFile(BaseModel):
     bins: int
     rounds: dict[int, dict[str, ScoreHistogram]] = Field(default_factory=dict)
     value_rounds: dict[int, dict[str, ValueHistogram]] = Field(
         default_factory=dict, description="a value task's joint histograms, by round and partner")
+    survival_rounds: dict[int, dict[str, SurvivalHistogram]] = Field(
+        default_factory=dict, description="a time-to-churn task's joint histograms, by round and partner")
 
 
 class ModelMeta(BaseModel):
@@ -328,16 +342,18 @@ class RunDir:
 
     def write_records(self, metrics: MetricsFile, received: ReceivedFile, epsilon: EpsilonFile,
                       histograms: dict[int, dict[str, ScoreHistogram]], bins: int,
-                      value_histograms: dict[int, dict[str, ValueHistogram]] | None = None) -> None:
+                      value_histograms: dict[int, dict[str, ValueHistogram]] | None = None,
+                      survival_histograms: dict[int, dict[str, SurvivalHistogram]] | None = None) -> None:
         """The per-round records; histograms of earlier Flower runs of the job are kept."""
         _write(self.path / METRICS, metrics)
         _write_csv(self.path / f"{METRICS_FLAT}.csv", flat_metrics(metrics))
         _write(self.path / RECEIVED, received)
-        if histograms or value_histograms:
+        if histograms or value_histograms or survival_histograms:
             kept = self.histograms()
             _write(self.path / HISTOGRAMS, HistogramsFile(
                 bins=bins, rounds={**(kept.rounds if kept else {}), **histograms},
-                value_rounds={**(kept.value_rounds if kept else {}), **(value_histograms or {})}))
+                value_rounds={**(kept.value_rounds if kept else {}), **(value_histograms or {})},
+                survival_rounds={**(kept.survival_rounds if kept else {}), **(survival_histograms or {})}))
         _write(self.path / EPSILON, epsilon)
 
     def write_flower_home(self, home: FlowerHome) -> None:

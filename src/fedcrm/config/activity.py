@@ -18,6 +18,8 @@ class ActivityConfig(BaseModel):
     trend_days: int = Field(90, gt=0, description="activity trend: this window vs the one before")
     horizon_days: int = Field(90, gt=0, description="label horizon after the cutoff")
     target_category: str | None = Field(None, description="propensity: bought this category in the horizon")
+    lapse_days: int = Field(90, gt=0, description="time-to-churn: days without a purchase after which a customer has "
+                                                  "left (the contract's task sets it)")
     tier_high: int = Field(10, description="purchases a year for the high-frequency tier")
     tier_mid: int = Field(5, description="purchases a year for the mid tier (low: 1 to tier_mid-1)")
     new_days: int = Field(90, description="first purchase this recent: lifecycle 'new'")

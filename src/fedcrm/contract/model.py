@@ -394,9 +394,12 @@ class EventTable(_Strict):
 
 
 if TYPE_CHECKING:
+    from fedcrm.ml.survival import SurvivalScale
     from fedcrm.ml.value import ValueScale
 
 DEFAULT_VALUE_CAP = 10_000.0  # a future-spend label's cap when the contract sets none
+DEFAULT_PERIOD_DAYS = 30  # a time-to-churn label's period when the contract sets none
+DEFAULT_LAPSE_DAYS = 90  # ... and the silence after which a customer has left
 
 
 class Label(_Strict):
@@ -404,12 +407,17 @@ class Label(_Strict):
     or both (the field when the partner maps it, else derived: an explicit label wins)."""
 
     field: str | None = None
-    derived: Literal["no-purchase", "bought-category", "future-spend"] | None = Field(
+    derived: Literal["no-purchase", "bought-category", "future-spend", "time-to-churn"] | None = Field(
         None, description="a label from purchases after the cutoff: 'no-purchase' (churn), 'bought-category' "
-        "(propensity) or 'future-spend' (value: what the customer spent in the horizon)")
+        "(propensity), 'future-spend' (value: what the customer spent in the horizon) or 'time-to-churn' (the "
+        "period in which the customer's silence reached lapse_days, or none in the horizon)")
     horizon_days: StrictInt | None = Field(None, gt=0, description="derived labels: days after the cutoff looked at")
     value_cap: float | None = Field(None, gt=0, description="future-spend: spend above this counts as this much (it "
                                     "bounds one customer's weight in a value model and its evaluation); unset: 10,000")
+    period_days: StrictInt | None = Field(None, gt=0, description="time-to-churn: the length of a period (the horizon "
+                                          "holds at least two); unset: 30")
+    lapse_days: StrictInt | None = Field(None, gt=0, description="time-to-churn: a customer has left once this many "
+                                         "days pass without a purchase; unset: 90")
     category: str | None = Field(None, description="bought-category: the purchases category that counts; unset: "
                                  "each partner names its own (activity.target_category in partner.toml)")
 
@@ -423,9 +431,23 @@ class Task(_Strict):
                           "low) or deciles (1 = the top 10 %); unset: risk tiers for a no-purchase label, else deciles")
 
     @property
-    def kind(self) -> Literal["binary", "value"]:
-        """What the model predicts: a probability (a 0/1 label), or a value (future spend)."""
-        return "value" if self.label.derived == "future-spend" else "binary"
+    def kind(self) -> Literal["binary", "value", "survival"]:
+        """What the model predicts: a probability (a 0/1 label), a value (future spend) or
+        a survival curve (time to churn)."""
+        return {"future-spend": "value", "time-to-churn": "survival"}.get(self.label.derived or "", "binary")  # type: ignore[return-value]
+
+    def scale(self) -> ValueScale | SurvivalScale | None:
+        """The task's joint-histogram scale (value or time to churn); None for a 0/1 label."""
+        return self.value_scale() or self.survival_scale()
+
+    def survival_scale(self) -> SurvivalScale | None:
+        """A time-to-churn task's periods (`fedcrm.ml.survival`); None for other tasks."""
+        if self.kind != "survival":
+            return None
+        from fedcrm.ml.survival import SurvivalScale
+
+        period = self.label.period_days or DEFAULT_PERIOD_DAYS
+        return SurvivalScale(periods=(self.label.horizon_days or 0) // period, period_days=period)
 
     def value_scale(self) -> ValueScale | None:
         """A value task's target scale (`fedcrm.ml.value`); None for a 0/1 label."""
@@ -621,6 +643,14 @@ class Contract(_Strict):
                 out.append(f"{key}.category: only \"bought-category\" takes a category")
             if lab.value_cap is not None and lab.derived != "future-spend":
                 out.append(f"{key}.value_cap: only \"future-spend\" takes a value cap")
+            for opt in ("period_days", "lapse_days"):
+                if getattr(lab, opt) is not None and lab.derived != "time-to-churn":
+                    out.append(f"{key}.{opt}: only \"time-to-churn\" takes it")
+            if lab.derived == "time-to-churn":
+                period = lab.period_days or DEFAULT_PERIOD_DAYS
+                if lab.horizon_days is None or not 2 <= lab.horizon_days // period <= 36:
+                    out.append(f"{key}.horizon_days: \"time-to-churn\" needs a horizon of 2 to 36 periods of "
+                               f"{period} days")
         return out
 
     def _feature_problems(self) -> list[str]:
@@ -768,7 +798,7 @@ def _resolved_task(t: Task) -> Task:
     if t.label.derived is not None and t.label.horizon_days is None:
         update["label"] = t.label.model_copy(update={"horizon_days": DEFAULT_HORIZON_DAYS})
     if t.scores is None:
-        update["scores"] = "risk-tiers" if t.label.derived == "no-purchase" else "deciles"
+        update["scores"] = "risk-tiers" if t.label.derived in ("no-purchase", "time-to-churn") else "deciles"
     return t.model_copy(update=update) if update else t
 
 

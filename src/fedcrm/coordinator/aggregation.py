@@ -16,9 +16,10 @@ from flwr.app import MetricRecord, RecordDict
 
 from fedcrm.ml.evaluation import pooled_from_histograms
 from fedcrm.coordinator.value_edges import PredictedEdges
+from fedcrm.ml import survival
 from fedcrm.ml.value import metrics_from_joint
-from fedcrm.protocol import (METRICS, EvaluateAggregate, EvaluateReply, TrainAggregate, TrainReply, ValueEvaluateReply,
-                             wire_key)
+from fedcrm.protocol import (METRICS, EvaluateAggregate, EvaluateReply, SurvivalEvaluateReply, TrainAggregate,
+                             TrainReply, ValueEvaluateReply, wire_key)
 
 WEIGHT_KEY = wire_key("num_examples")  # FedAvg weighs updates by example count...
 UNIT_WEIGHT_KEY = wire_key("unit_weight")  # ...or, under client-level DP, every partner alike
@@ -41,7 +42,8 @@ def aggregate_train_metrics(records: list[RecordDict], weight_key: str = WEIGHT_
                           num_examples=int(sum(w)), max_epsilon=max(eps) if eps else None).record()
 
 
-def _finite_mean(replies: list[EvaluateReply] | list[ValueEvaluateReply], w: list[float], field: str) -> float | None:
+def _finite_mean(replies: list[EvaluateReply] | list[ValueEvaluateReply] | list[SurvivalEvaluateReply],
+                 w: list[float], field: str) -> float | None:
     """Weighted mean of `field` over the partners whose value is finite (NaN: undefined there)."""
     have = [(getattr(r, field), wi) for r, wi in zip(replies, w) if math.isfinite(getattr(r, field))]
     return _weighted([v for v, _ in have], [wi for _, wi in have]) if have else None
@@ -75,6 +77,28 @@ def aggregate_value_metrics(records: list[RecordDict], weight_key: str = WEIGHT_
                              mean_partner_spearman=_finite_mean(replies, w, "spearman"), **values).record()
 
 
+def aggregate_survival_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY, *,
+                               edges: PredictedEdges) -> MetricRecord:
+    """A time-to-churn task's round: concordance and integrated Brier pooled from the summed
+    joint histograms (each risk bin at the curve of the model the round evaluated,
+    `fedcrm.ml.survival.metrics_from_joint`), and the mean of each partner's own c-index."""
+    replies = [SurvivalEvaluateReply.from_dict(r[METRICS]) for r in records]
+    w = _weights(records, weight_key)
+    scale = edges.scale
+    assert isinstance(scale, survival.SurvivalScale)
+    joint = np.sum([np.asarray(r.survival_hist, dtype=np.float64) for r in replies], axis=0)
+    alpha = np.asarray(edges.alpha if edges.alpha is not None else [0.0] * scale.periods)
+    pooled = survival.metrics_from_joint(joint, scale, scale.check_edges(edges.edges), alpha).model_dump()
+    values = {f: (v if math.isfinite(v) else None) for f, v in pooled.items()}
+    return EvaluateAggregate(num_examples=int(sum(w)), num_partners=len(replies),
+                             mean_partner_c_index=_finite_mean(replies, w, "c_index"), **values).record()
+
+
 def evaluate_aggregator(edges: PredictedEdges | None) -> Callable[[list[RecordDict], str], MetricRecord]:
-    """The evaluate aggregation of a run: score histograms, or a value task's joint ones."""
-    return aggregate_evaluate_metrics if edges is None else partial(aggregate_value_metrics, edges=edges)
+    """The evaluate aggregation of a run: score histograms, or a value or time-to-churn
+    task's joint ones."""
+    if edges is None:
+        return aggregate_evaluate_metrics
+    if isinstance(edges.scale, survival.SurvivalScale):
+        return partial(aggregate_survival_metrics, edges=edges)
+    return partial(aggregate_value_metrics, edges=edges)

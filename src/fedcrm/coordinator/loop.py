@@ -34,6 +34,7 @@ from fedcrm.contract.tables import load_contract
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.fedstats import FeatureStats, PartnerSums, combine
 from fedcrm.ml.sketch import split_points
+from fedcrm.ml.survival import SurvivalScale
 from fedcrm.ml.value import ValueScale
 from fedcrm.ml.vocabulary import VocabularyRelease, combine_vocabularies
 from fedcrm.ml.models import build_model
@@ -50,13 +51,14 @@ def run_contract(plan: TrainPlan) -> Contract:
     return load_contract(FederationConfig.load(plan.federation_config).contract if plan.federation_config else None)
 
 
-def run_value_scale(plan: TrainPlan) -> ValueScale | None:
-    """The run's task's value scale, from the federation's contract (None: a 0/1 label)."""
+def run_scale(plan: TrainPlan) -> ValueScale | SurvivalScale | None:
+    """The run's task's joint-histogram scale (value or time to churn), from the
+    federation's contract (None: a 0/1 label)."""
     try:
         task = run_contract(plan).task(plan.task)
     except Exception:  # noqa: BLE001 - a task the contract lacks: every node refuses the run with the reason
         return None
-    return task.value_scale()
+    return task.scale()
 
 
 def run_layout(plan: TrainPlan) -> FeatureLayout:
@@ -145,7 +147,7 @@ def local_baselines(grid: Grid, strategy: RecordingStrategy, plan: TrainPlan, co
 
 def _strategy(plan: TrainPlan, recorder: RunRecorder, offset: int, audit: AuditLog | None = None,
               layout: FeatureLayout | None = None) -> tuple[RecordingStrategy, Strategy | None]:
-    scale = run_value_scale(plan)
+    scale = run_scale(plan)
     edges = PredictedEdges(scale) if scale is not None else None
     fedavg = dict(
         fraction_train=1.0, fraction_evaluate=1.0,
@@ -168,8 +170,10 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
     """Round 0 evaluation, then `num_server_rounds` of FedAvg; outputs in `run_dir`."""
     names = partner_names(plan)
     layout = run_layout(plan)
-    if plan.model == "gbdt" and run_value_scale(plan) is not None:
-        raise ConfigError(f"task {plan.task!r} predicts a value: boosted trees fit 0/1 labels only; "
+    scale = run_scale(plan)
+    if plan.model == "gbdt" and scale is not None:
+        what = "a value" if isinstance(scale, ValueScale) else "a time to churn"
+        raise ConfigError(f"task {plan.task!r} predicts {what}: boosted trees fit 0/1 labels only; "
                           "use --model logistic or mlp")
     if layout.unresolved() and not plan.federated_stats:
         raise ConfigError(f"contract {layout.contract!r} learns the levels of {[b.name for b in layout.unresolved()]} "
@@ -186,7 +190,8 @@ def run_federation(grid: Grid, plan: TrainPlan, flower_run: int, run_dir: Path) 
     strategy, central = _strategy(plan, recorder, offset, audit, layout)
 
     def starting_model(layout: FeatureLayout) -> ArrayRecord:
-        model = build_model(plan.model, layout.width, seed=plan.seed, hidden=plan.model_hidden, depth=plan.gbdt_depth)
+        model = build_model(plan.model, layout.width, seed=plan.seed, hidden=plan.model_hidden, depth=plan.gbdt_depth,
+                            periods=scale.periods if isinstance(scale, SurvivalScale) else None)
         return ArrayRecord(model.state_dict())
 
     # learned categories get their levels with the statistics: until then the starting

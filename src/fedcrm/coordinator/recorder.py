@@ -8,6 +8,7 @@ the authority on its own budget, and the record keeps what the node stated.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
@@ -16,10 +17,14 @@ from fedcrm.coordinator.receipts import ReceiptBook
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.ml.evaluation import HIST_BINS
 from fedcrm.ml.fedstats import Normalisation
-from fedcrm.protocol import METRICS, EvaluateReply, TrainReply, ValueEvaluateReply
+from fedcrm.ml.survival import SurvivalScale
+from fedcrm.protocol import METRICS, EvaluateReply, SurvivalEvaluateReply, TrainReply, ValueEvaluateReply
+if TYPE_CHECKING:
+    from fedcrm.coordinator.value_edges import PredictedEdges
+
 from fedcrm.rundir import (ClientLevelPoint, EpsilonFile, EpsilonPoint, Failure, Inventory, LedgerReceiptsFile,
                            MetricsFile, ModelMeta, PartnerRound, ReceivedFile, RoundRecord, RunDir, RunState, RunSummary,
-                           ScoreHistogram, ValueHistogram)
+                           ScoreHistogram, SurvivalHistogram, ValueHistogram)
 
 PARTNER_ID = TrainReply.key("partner_id")
 
@@ -50,8 +55,11 @@ class RunRecorder:
         self.received: dict[str, dict[str, Inventory]] = {}  # partner → kind → value-free inventory
         self.histograms: dict[int, dict[str, ScoreHistogram]] = {}  # round → partner → held-out score counts
         self.value_histograms: dict[int, dict[str, ValueHistogram]] = {}  # a value task's joint counts
+        self.survival_histograms: dict[int, dict[str, SurvivalHistogram]] = {}  # a time-to-churn task's
         self.value_edges: dict[int, list[float]] = {}  # round → the predicted-side edges it was sent
         self.value_cap: float | None = None
+        self.survival_scale: SurvivalScale | None = None
+        self.survival_alpha: dict[int, list[float]] = {}  # round → the period intercepts of the model evaluated
         self.normalisation: Normalisation | None = None  # the federation's, published with the model
         self.layout: FeatureLayout | None = None  # the run's feature layout, published with the model
         self.receipts: ReceiptBook | None = None  # the federation's ledger receipts, copied into the run
@@ -109,6 +117,12 @@ class RunRecorder:
                 reply = EvaluateReply.from_dict(metrics)
                 self.histograms.setdefault(server_round, {})[name] = ScoreHistogram(
                     pos=reply.score_hist_pos, neg=reply.score_hist_neg)
+            elif kind == "evaluate" and server_round in self.value_edges and self.survival_scale is not None:
+                done = SurvivalEvaluateReply.from_dict(metrics)
+                self.survival_histograms.setdefault(server_round, {})[name] = SurvivalHistogram(
+                    counts=done.survival_hist, edges=self.value_edges[server_round],
+                    periods=self.survival_scale.periods, period_days=self.survival_scale.period_days,
+                    alpha=self.survival_alpha.get(server_round, []))
             elif kind == "evaluate" and server_round in self.value_edges and self.value_cap is not None:
                 value = ValueEvaluateReply.from_dict(metrics)
                 self.value_histograms.setdefault(server_round, {})[name] = ValueHistogram(
@@ -139,6 +153,16 @@ class RunRecorder:
         rec = self._round(server_round)
         rec.absent = sorted(set(self.names.values()) - {n for n, p in rec.partners.items() if p.train})
 
+    def joint_sent(self, server_round: int, edges: PredictedEdges) -> None:
+        """A value or time-to-churn evaluation is sent: its edges (and the model's period
+        intercepts) are kept to store with the histograms it brings back."""
+        self.value_edges[server_round] = list(edges.edges)
+        if isinstance(edges.scale, SurvivalScale):
+            self.survival_scale = edges.scale
+            self.survival_alpha[server_round] = list(edges.alpha or [])
+        else:
+            self.value_cap = edges.scale.cap
+
     def set_aggregate(self, server_round: int, kind: str, metrics: MetricRecord | None) -> None:
         if metrics is None:
             return
@@ -166,7 +190,7 @@ class RunRecorder:
             MetricsFile(run_id=self.run_id, rounds=[self.rounds[r] for r in sorted(self.rounds)]),
             ReceivedFile(run_id=self.run_id, partners=self.received),
             EpsilonFile(delta=self.plan.dp_delta, partners=self.epsilon_by_partner(), client_level=self.client_level),
-            self.histograms, HIST_BINS, self.value_histograms)
+            self.histograms, HIST_BINS, self.value_histograms, self.survival_histograms)
         if self.receipts is not None:
             members = set(self.names.values()) | set(self.node_names.values())
             book = self.receipts.read()

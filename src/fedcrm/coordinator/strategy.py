@@ -212,9 +212,8 @@ class RecordingStrategy(Strategy):
         if not self.evaluates(server_round):
             return []
         if self.value_edges is not None:
-            config = self.value_edges.config(config)
-            self.recorder.value_edges[server_round + self.offset] = list(self.value_edges.edges)
-            self.recorder.value_cap = self.value_edges.scale.cap
+            config = self.value_edges.config(config, arrays)
+            self.recorder.joint_sent(server_round + self.offset, self.value_edges)
         return self.track_sent(server_round, "evaluate", self.inner.configure_evaluate(server_round, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:

@@ -109,6 +109,25 @@ def future_spend(p: pd.DataFrame, customers: pd.Index, cutoff: date, horizon_day
                      index=customers, name="future_spend")
 
 
+def lapse_days_after(p: pd.DataFrame, customers: pd.Index, cutoff: date, horizon_days: int,
+                     lapse_days: int) -> pd.Series:
+    """The day after the cutoff (1 … horizon) on which each customer's silence first
+    reached `lapse_days`, from `p = purchases(tx)`; NaN where it did not in the horizon,
+    1 for a customer with no purchase at all (never active). `fedcrm.ml.survival` makes
+    the time-to-churn label of it."""
+    from fedcrm.ml.survival import lapse_day
+
+    end = pd.Timestamp(cutoff)
+    days = (p["date"] - end).dt.days.to_numpy()
+    codes = p[CUSTOMER].cat.codes.to_numpy()
+    ids, day = lapse_day(days, codes, horizon_days, lapse_days)
+    names = p[CUSTOMER].cat.categories.astype(str)
+    found = pd.Series(day, index=names[ids])
+    out = found.reindex(customers.astype(str))
+    seen = pd.Index(customers.astype(str)).isin(found.index)
+    return pd.Series(np.where(seen, out.to_numpy(dtype=np.float64), 1.0), index=customers, name="lapse_day")
+
+
 def propensity_labels(tx: pd.DataFrame, customers: pd.Index, cutoff: date, horizon_days: int,
                       target_category: str) -> pd.Series:
     """1 = bought `target_category` in (cutoff, cutoff + horizon]."""

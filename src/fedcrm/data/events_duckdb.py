@@ -672,6 +672,9 @@ def purchase_activity_duckdb(mapping: TransactionMapping, rules: CleaningRules, 
         elif label == "future-spend":  # as `future_spend`: 0 for a customer without a purchase in the horizon
             spent = spend.reindex(pd.Index(np.asarray(ids, dtype=object).astype(str)), fill_value=0.0)
             derived = pd.Series(spent.to_numpy(dtype=np.float64), index=ids, name="future_spend")
+        elif label == "time-to-churn":  # as `lapse_days_after`: 1 for a customer without any purchase
+            day = spend.reindex(pd.Index(np.asarray(ids, dtype=object).astype(str)), fill_value=1.0)
+            derived = pd.Series(day.to_numpy(dtype=np.float64), index=ids, name="lapse_day")
         else:
             hit = pc.is_in(known, value_set=target).to_numpy(zero_copy_only=False)
             derived = pd.Series(hit.astype(np.int8), index=ids, name="responded")
@@ -837,7 +840,8 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
                ) -> tuple[pd.DataFrame, pa.Array, pa.Array, pd.Series]:
     """lines → purchases → per customer (`activity.purchases` + `activity_features`), with
     the buyers in the label horizon (of anything, and of the target category) and what each
-    customer spent in it."""
+    customer spent in it (a time-to-churn label: the day each customer's silence reached the
+    lapse, in place of the spend)."""
     cols = eng.fields
     # ids with nothing to strip (the first pass counted them) are grouped by as they are
     customer = f"t_{CUSTOMER}" if to_strip.get(CUSTOMER, 1) == 0 else f"v_{CUSTOMER}"  # never missing here
@@ -863,13 +867,27 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
     after_end = _day(cutoff + timedelta(days=h))
     in_window = f"d <= {end_d} AND d > {start}"
     clean = f"NOT {_any(rules)}"
+    # time-to-churn (`fedcrm.ml.survival.lapse_day`): a purchase at t followed by the next
+    # at n has the customer lapsed on days [t + lapse, n); the first such day in the horizon
+    lapses, lapse_day = "", "NULL"
+    if label == "time-to-churn":
+        g = activity.lapse_days
+        lapses = f""",
+    lapses AS (
+      SELECT c, min(lo) AS lapse_day FROM (
+        SELECT c, greatest(date_diff('day', {end_d}, d) + {g}, 1) AS lo,
+               date_diff('day', {end_d}, lead(d) OVER (PARTITION BY c ORDER BY d)) AS nxt
+        FROM bought WHERE d <= {after_end}
+      ) WHERE lo <= {h} AND (nxt IS NULL OR nxt > lo) GROUP BY c
+    )"""
+        lapse_day = f"CASE WHEN count(*) FILTER (d <= {after_end}) = 0 THEN 1 ELSE max(lapses.lapse_day) END"
     sql = f"""
     WITH bought AS (
       SELECT {customer} AS c, min(CAST(v_tx_date AS DATE)) AS d, fsum({value}) AS value, min({ROW}) AS first_row,
              {f"bool_or({target})" if target != "false" else "false"} AS target
       FROM typed WHERE {clean} GROUP BY {order}, {customer}
-    )
-    SELECT c AS customer_id, min(first_row) AS first_row,
+    ){lapses}
+    SELECT c AS customer_id, min(first_row) AS first_row, {lapse_day} AS lapse_day,
            count(*) FILTER (d <= {end_d}) AS n_before,
            date_diff('day', max(d) FILTER (d <= {end_d}), {end_d}) AS recency_days,
            date_diff('day', min(d) FILTER (d <= {end_d}), {end_d}) AS customer_days,
@@ -880,7 +898,7 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
            bool_or(d > {end_d} AND d <= {after_end}) AS bought_after,
            coalesce(fsum(value) FILTER (d > {end_d} AND d <= {after_end}), 0.0) AS spend_after,
            bool_or(target) AS bought_target
-    FROM bought GROUP BY c
+    FROM bought {"LEFT JOIN lapses USING (c)" if lapses else ""} GROUP BY c
     """
     agg = eng.table(sql)
     agg = agg.take(np.argsort(agg.column("first_row").to_numpy(), kind="stable"))  # `purchases`' customer order
@@ -899,7 +917,10 @@ def _aggregate(eng: _Engine, rules: list[_Rule], fills: dict[str, object], to_st
     ids = agg.column("customer_id").cast(pa.string())
     after = ids.filter(agg.column("bought_after").fill_null(False)).combine_chunks()
     target_buyers = ids.filter(agg.column("bought_target").fill_null(False)).combine_chunks()
-    spend = pd.Series(col("spend_after", "float64"), index=pd.Index(ids.to_numpy(zero_copy_only=False)))
+    index = pd.Index(ids.to_numpy(zero_copy_only=False))
+    spend = pd.Series(col("spend_after", "float64"), index=index)
+    if label == "time-to-churn":  # the day the silence reached the lapse (NaN: not in the horizon)
+        spend = pd.Series(agg.column("lapse_day").cast(pa.float64()).to_numpy(zero_copy_only=False), index=index)
     return out, after, target_buyers, spend
 
 

@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -25,9 +25,9 @@ from pydantic import BaseModel
 
 from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
 from fedcrm.config.activity import ActivityConfig
-from fedcrm.contract.model import Task
-from fedcrm.data.activity import (activity_features, churn_labels, future_spend, interaction_counts, marketing_tags,
-                                  propensity_labels,
+from fedcrm.contract.model import DEFAULT_LAPSE_DAYS, Task
+from fedcrm.data.activity import (activity_features, churn_labels, future_spend, interaction_counts, lapse_days_after,
+                                  marketing_tags, propensity_labels,
                                   purchases)
 from fedcrm.data.clean import REASON, Cleaned, Cleaner, CleaningReport
 from fedcrm.data.events_duckdb import PurchaseActivity, Unsupported, purchase_activity_duckdb
@@ -39,7 +39,7 @@ from fedcrm.errors import ConfigError, MappingError
 from fedcrm.privatefiles import private_dir, private_replace
 
 log = logging.getLogger(__name__)
-PIPELINE_VERSION = "4"  # 4: fields, features and labels from the contract
+PIPELINE_VERSION = "5"  # 4: fields, features and labels from the contract; 5: time-to-churn labels
 DERIVED_LABEL = "_label"  # the column of a label derived from purchases
 
 
@@ -103,10 +103,17 @@ def label_field(cfg: PartnerConfig, task: str) -> str:
 
 def task_activity(cfg: PartnerConfig, task: str | None) -> ActivityConfig:
     """The partner's activity rules, with the label horizon of the task's derived label
-    unless the partner set its own."""
+    unless the partner set its own. A time-to-churn task's horizon and lapse are the
+    contract's whatever the partner set: they fix the periods every partner's release
+    counts customers by."""
     if task is None:
         return cfg.activity
     label = task_of(cfg, task).label
+    if label.derived == "time-to-churn":
+        scale = task_of(cfg, task).survival_scale()
+        assert scale is not None
+        return cfg.activity.model_copy(update={"horizon_days": scale.periods * scale.period_days,
+                                               "lapse_days": label.lapse_days or DEFAULT_LAPSE_DAYS})
     if label.derived is None or "horizon_days" in cfg.activity.model_fields_set or label.horizon_days is None:
         return cfg.activity
     return cfg.activity.model_copy(update={"horizon_days": label.horizon_days})
@@ -137,6 +144,12 @@ def add_activity(cfg: PartnerConfig, customers: pd.DataFrame, task: str | None
     derived = label.derived if label is not None and label_field(cfg, task) == DERIVED_LABEL else None
     target = (label.category or cfg.activity.target_category or "") if label is not None else ""
     bought = purchase_activity(cfg, activity, derived, target, ids)
+    if derived == "time-to-churn":  # lapse days -> the period left in (`fedcrm.ml.survival`)
+        from fedcrm.ml.survival import survival_label
+
+        period = task_of(cfg, task).survival_scale().period_days  # type: ignore[union-attr]
+        bought = replace(bought, label=pd.Series(survival_label(bought.label, activity.horizon_days, period),
+                                                 index=ids, name="left_in_period"))
     write_quarantine_rows(cfg, "transactions", bought.quarantine)
     join_purchases(out, bought, ids, activity, derived is not None)
     recent, previous = (ix_counts["ix_recent"], ix_counts["ix_previous"]) if ix_counts is not None else (None, None)
@@ -223,6 +236,8 @@ def purchase_activity_pandas(mapping: TransactionMapping, partner: str, rules: C
         derived = churn_labels(bought, ids, cutoff, activity.horizon_days)
     elif label == "future-spend":
         derived = future_spend(bought, ids, cutoff, activity.horizon_days)
+    elif label == "time-to-churn":
+        derived = lapse_days_after(bought, ids, cutoff, activity.horizon_days, activity.lapse_days)
     elif label is not None:
         tx_clean = tx.clean.assign(customer_id=tx.clean["customer_id"].astype(str))
         derived = propensity_labels(tx_clean, ids, cutoff, activity.horizon_days, target_category)

@@ -36,10 +36,17 @@ class MLPModel(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def build_model(kind: ModelKind, n_features: int, seed: int = 0, hidden: int = 32, depth: int = 3) -> nn.Module:
+def build_model(kind: ModelKind, n_features: int, seed: int = 0, hidden: int = 32, depth: int = 3,
+                periods: int | None = None) -> nn.Module:
     """Same seed → same initial weights on the server, so round 0 is reproducible. Boosted
-    trees start with no tree (`depth`: of the trees to come; a loaded state sets it)."""
+    trees start with no tree (`depth`: of the trees to come; a loaded state sets it).
+    `periods`: a time-to-churn model, the network's output plus an intercept per period
+    (`fedcrm.ml.survival.HazardModel`)."""
     torch.manual_seed(seed)
+    if periods is not None and kind != "gbdt":
+        from fedcrm.ml.survival import HazardModel
+
+        return HazardModel(build_model(kind, n_features, seed, hidden), periods)
     if kind == "logistic":
         return LogisticModel(n_features)
     if kind == "mlp":
@@ -53,12 +60,17 @@ def build_model(kind: ModelKind, n_features: int, seed: int = 0, hidden: int = 3
 
 def model_with_state(kind: ModelKind, n_features: int, state: dict[str, torch.Tensor], hidden: int = 32) -> nn.Module:
     """The model of `kind` holding `state` (a checkpoint, a message's arrays): boosted trees
-    take their depth from the state; a state that does not fit raises ValueError."""
-    depth = 3
+    take their depth from the state, a time-to-churn model its periods; a state that does
+    not fit raises ValueError."""
+    from fedcrm.ml.survival import PERIODS_KEY
+
+    depth, periods = 3, None
     if kind == "gbdt":
         from fedcrm.ml.tree_ensemble import depth_of
 
         depth = depth_of(state)
-    model = build_model(kind, n_features, hidden=hidden, depth=depth)
+    elif PERIODS_KEY in state:
+        periods = int(state[PERIODS_KEY].shape[0])
+    model = build_model(kind, n_features, hidden=hidden, depth=depth, periods=periods)
     model.load_state_dict(state)
     return model

@@ -72,11 +72,13 @@ def reseed_from_os(generator: torch.Generator) -> torch.Generator:
 
 
 def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
-                lr: float, optimizer: str, seed: int, dp: DPSettings | None) -> TrainOutcome:
+                lr: float, optimizer: str, seed: int, dp: DPSettings | None,
+                criterion: nn.Module | None = None) -> TrainOutcome:
     """Run `epochs` × ceil(n / batch) optimiser steps; DP-SGD when `dp` is given. `seed`
     steers non-DP shuffling only: DP noise and sampling come from OS entropy. The loss is
-    binary cross-entropy on the model's logit: `y` is a 0/1 label, or a value task's target
-    in [0, 1] (a fractional logit, `fedcrm.ml.value`)."""
+    binary cross-entropy on the model's logit (`y` a 0/1 label, or a value task's target in
+    [0, 1]: a fractional logit, `fedcrm.ml.value`) unless `criterion` is given (a
+    time-to-churn model's `fedcrm.ml.survival.HazardLoss`); one row, one customer, either way."""
     if len(x) == 0:
         raise ValueError("no training rows after cleaning")
     planned, sample_rate = round_shape(len(x), batch_size, epochs)  # as the ledger will record them; refuses huge rounds
@@ -85,7 +87,7 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
     generator = torch.Generator().manual_seed(seed) if dp is None else reseed_from_os(torch.Generator())
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=dp is None, generator=generator)
     opt = _optimizer(model, optimizer, lr)
-    loss_fn: nn.Module = nn.BCEWithLogitsLoss()
+    loss_fn: nn.Module = criterion if criterion is not None else nn.BCEWithLogitsLoss()
     engine: PrivacyEngine | None = None
     train_model: nn.Module = model
     if dp is not None:

@@ -34,24 +34,29 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 from scipy.stats import spearmanr
 
+from fedcrm.ml.predicted_side import PredictedSide, mid_ranks
 from fedcrm.protocol import ValueHeldOutMetrics as ValueMetrics
 
 if TYPE_CHECKING:
     import torch
 
 
-class ValueScale(BaseModel):
-    """The target's scale: spend capped at `cap`, on log1p, in `bins` histogram bins."""
+class ValueScale(PredictedSide):
+    """The target's scale: spend capped at `cap`, on log1p, in `bins` histogram bins (the
+    predicted side's bins, `fedcrm.ml.predicted_side`, and as many of actual spend)."""
 
     cap: float = Field(gt=0)
-    bins: int = Field(10, ge=3, le=50)
 
     @property
     def top(self) -> float:
         return math.log1p(self.cap)
+
+    @property
+    def outcomes(self) -> int:
+        return self.bins
 
     def target(self, spend: np.ndarray) -> np.ndarray:
         """The model's target: log1p of the spend, clipped to [0, cap]."""
@@ -89,53 +94,10 @@ class ValueScale(BaseModel):
         width = self.top / (self.bins - 1)
         return np.concatenate([[0.0], (np.arange(self.bins - 1) + 0.5) * width])
 
-    def even_edges(self) -> list[float]:
-        """Predicted-side edges before any evaluation: [0, top] in `bins` even slices."""
-        return [float(v) for v in np.arange(1, self.bins) * self.top / self.bins]
-
-    def check_edges(self, edges: list[float] | None) -> np.ndarray:
-        """The predicted-side edges a message names (None: `even_edges`), or ValueError:
-        `bins` − 1 finite values, strictly increasing, within [0, top]."""
-        e = np.asarray(self.even_edges() if edges is None else edges, dtype=np.float64)
-        if e.shape != (self.bins - 1,) or not np.isfinite(e).all() or (np.diff(e) <= 0).any() \
-                or e[0] < 0 or e[-1] > self.top:
-            raise ValueError(f"value edges: {self.bins - 1} increasing values within [0, {self.top:.4g}] expected")
-        return e
-
-    def predicted_bin(self, log_value: np.ndarray, edges: np.ndarray) -> np.ndarray:
-        return np.searchsorted(edges, np.clip(np.asarray(log_value, dtype=np.float64), 0.0, self.top), side="right")
-
-    def predicted_values(self, edges: np.ndarray) -> np.ndarray:
-        """The log value each predicted bin stands for: the middle of an inner bin; the
-        outer bins reach to 0 and to the top, where few predictions are, so each stands as
-        far beyond its edge as its neighbour's half-width (within the scale)."""
-        e = np.asarray(edges, dtype=np.float64)
-        inner = (e[:-1] + e[1:]) / 2
-        if len(e) == 1:
-            return np.array([e[0] / 2, (e[0] + self.top) / 2])
-        low = max(e[0] - (e[1] - e[0]) / 2, e[0] / 2)
-        high = min(e[-1] + (e[-1] - e[-2]) / 2, (e[-1] + self.top) / 2)
-        return np.concatenate([[low], inner, [high]])
-
 
 def next_edges(counts: np.ndarray, scale: ValueScale, edges: np.ndarray, min_customers: float = 50.0) -> list[float]:
-    """The predicted-side edges for the next evaluation: the deciles (`bins` quantiles) of
-    the pooled predicted margin of `counts`, read with each bin's customers spread evenly
-    over it. Noised cells are clipped at 0 for this; with fewer than `min_customers` left
-    (a margin of mostly noise) the edges stay as they were."""
-    c = np.asarray(counts, dtype=np.float64).reshape(scale.bins, scale.bins)
-    margin = np.clip(c.sum(axis=1), 0.0, None)
-    if margin.sum() < min_customers:
-        return [float(v) for v in edges]
-    bounds = np.concatenate([[0.0], edges, [scale.top]])
-    cdf = np.concatenate([[0.0], np.cumsum(margin) / margin.sum()])
-    targets = np.arange(1, scale.bins) / scale.bins
-    new = np.interp(targets, cdf, bounds)  # cdf is non-decreasing; flat runs give their first bound
-    gap = scale.top * 1e-4
-    for i in range(len(new)):  # strictly increasing, within the scale
-        new[i] = max(new[i], (new[i - 1] + gap) if i else gap)
-    new = np.minimum(new, scale.top - gap * (len(new) - np.arange(len(new))))
-    return [float(v) for v in new]
+    """`PredictedSide.next_edges` of a value release."""
+    return scale.next_edges(counts, edges, min_customers)
 
 
 def _capture(order_value: np.ndarray, weights: np.ndarray, fraction: float = 0.1) -> float:
@@ -177,12 +139,6 @@ def joint_histogram(spend: np.ndarray, predicted_log: np.ndarray, scale: ValueSc
     return np.bincount(pred * scale.bins + actual, minlength=scale.bins**2).reshape(scale.bins, scale.bins).astype(float)
 
 
-def _mid_ranks(counts: np.ndarray) -> np.ndarray:
-    """The average rank of the customers in each bin (bins in order, ties within a bin)."""
-    before = np.concatenate([[0.0], np.cumsum(counts)[:-1]])
-    return before + (counts + 1) / 2
-
-
 def metrics_from_joint(counts: np.ndarray, scale: ValueScale, edges: np.ndarray | None = None) -> ValueMetrics:
     """`value_metrics` from a (noised) joint histogram. Each actual bin stands at its
     midpoint on the log scale and, for spend, at the mean spend of a log value spread evenly
@@ -201,7 +157,7 @@ def metrics_from_joint(counts: np.ndarray, scale: ValueScale, edges: np.ndarray 
     y_mean = (c.sum(axis=0) * mid).sum() / n
     sst = (c.sum(axis=0) * (mid - y_mean) ** 2).sum()
     sse = (c * err**2).sum()
-    rp, ra = _mid_ranks(per_pred), _mid_ranks(per_actual)
+    rp, ra = mid_ranks(per_pred), mid_ranks(per_actual)
     mp, ma = (c.sum(axis=1) * rp).sum() / n, (c.sum(axis=0) * ra).sum() / n
     cov = (c * (rp[:, None] - mp) * (ra[None, :] - ma)).sum()
     var_p, var_a = (c.sum(axis=1) * (rp - mp) ** 2).sum(), (c.sum(axis=0) * (ra - ma) ** 2).sum()

@@ -33,20 +33,22 @@ from fedcrm.ml.sketch import CELLS as SKETCH_CELLS
 from fedcrm.node.redact import redact_reason
 from fedcrm.node.runtime import node_for_context
 from fedcrm.privatefiles import private_append_line, private_dir
-from fedcrm.protocol import ARRAYS, BASELINE_MESSAGE, ERROR_EGRESS, METRICS, VOCABULARY, RoundConfig, allowed_metrics, list_keys
+from fedcrm.protocol import (ARRAYS, BASELINE_MESSAGE, ERROR_EGRESS, METRICS, VOCABULARY, RoundConfig, TaskKind,
+                             allowed_metrics, list_keys)
 
 
 
-def list_lengths(layout: FeatureLayout | None = None, value_bins: int | None = None) -> dict[str, int]:
+def list_lengths(layout: FeatureLayout | None = None, joint_cells: int | None = None) -> dict[str, int]:
     """The exact length of every list a reply may carry, by protocol field: histograms of
     `HIST_BINS`, feature sums of the node's own layout (numeric columns, then the columns
-    it has before the federation's vocabulary is in). `stat_vocab` has as many counts as
-    the `vocabulary` record names values (-1 here: checked against that record)."""
+    it has before the federation's vocabulary is in), a value or time-to-churn task's joint
+    histogram of `joint_cells`. `stat_vocab` has as many counts as the `vocabulary` record
+    names values (-1 here: checked against that record)."""
     layout = (layout or standard_layout()).fixed_part()
     k, width = layout.n_numeric, layout.width
     return {"score_hist_pos": HIST_BINS, "score_hist_neg": HIST_BINS, "stat_sum": k, "stat_sumsq": k,
             "stat_onehot": width - k, "stat_vocab": -1, "stat_sketch": k * SKETCH_CELLS,
-            "value_hist": (value_bins or 0) ** 2}
+            "value_hist": joint_cells or 0, "survival_hist": joint_cells or 0}
 
 
 def learned_features(layout: FeatureLayout | None) -> frozenset[str]:
@@ -62,9 +64,10 @@ class EgressViolation(Exception):
 
 def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None,
                 lengths: dict[str, int] | None = None, learned: frozenset[str] = frozenset(),
-                value: bool = False) -> dict[str, object]:
-    """Validate a reply against the allow-list; return its value-free inventory. `learned`:
-    the node's learned categories, the only features a query reply may name values of."""
+                task: TaskKind = "binary") -> dict[str, object]:
+    """Validate a reply against the allow-list of a run whose task is of kind `task`;
+    return its value-free inventory. `learned`: the node's learned categories, the only
+    features a query reply may name values of."""
     inventory: dict[str, object] = {}
     lengths = dict(lengths or list_lengths())
     named = 0
@@ -82,7 +85,7 @@ def check_reply(kind: str, content: RecordDict, sent: ArrayRecord | None,
         elif isinstance(record, MetricRecord):
             if name != METRICS:
                 raise EgressViolation(f"unexpected metric record {name!r}")
-            inventory[name] = _check_metrics(record, kind, lengths, value)
+            inventory[name] = _check_metrics(record, kind, lengths, task)
         else:
             raise EgressViolation(f"{kind} reply may not carry {type(record).__name__} {name!r}")
     if METRICS not in inventory:
@@ -119,16 +122,18 @@ def _check_arrays(record: ArrayRecord, sent: ArrayRecord | None) -> dict[str, li
     return shapes
 
 
-def _check_metrics(record: MetricRecord, kind: str, lengths: dict[str, int], value: bool = False) -> dict[str, str]:
-    allowed, lists = allowed_metrics(kind, value), list_keys(kind, value)
+def _check_metrics(record: MetricRecord, kind: str, lengths: dict[str, int], task: TaskKind = "binary"
+                   ) -> dict[str, str]:
+    allowed, lists = allowed_metrics(kind, task), list_keys(kind, task)
     kinds: dict[str, str] = {}
     for key, value in record.items():
         if key not in allowed:
             raise EgressViolation(f"metric {key!r} is not on the egress allow-list")
         if isinstance(value, list):
             if key not in lists or len(value) != lengths[lists[key]]:
-                raise EgressViolation(f"metric {key!r}: only score histograms ({HIST_BINS} bins), a value "
-                                      "task's joint histogram and feature sums (one per column) may be lists")
+                raise EgressViolation(f"metric {key!r}: only score histograms ({HIST_BINS} bins), a value or "
+                                      "time-to-churn task's joint histogram and feature sums (one per column) may "
+                                      "be lists")
             kinds[key] = f"list[{len(value)}]"
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             kinds[key] = type(value).__name__
@@ -159,9 +164,10 @@ def egress_guard(msg: Message, context: Context, call_next: ClientAppCallable) -
     if reply.has_error():
         return redacted_error(msg, reply.error, context)
     node = node_for_context(context)
-    scale = node.value_scale
-    return checked_reply(msg, reply, node.egress_log, list_lengths(node.layout, scale.bins if scale else None),
-                         learned_features(node.layout), value=scale is not None)
+    scale = node.scale
+    return checked_reply(msg, reply, node.egress_log,
+                         list_lengths(node.layout, scale.bins * scale.outcomes if scale else None),
+                         learned_features(node.layout), task=node.task.kind)
 
 
 def _node_paths(context: Context) -> tuple[Path | None, list[Path]]:
@@ -199,14 +205,14 @@ def redacted_error(msg: Message, error: Error, context: Context, detail: str | N
 
 
 def checked_reply(msg: Message, reply: Message, log: Path, lengths: dict[str, int] | None = None,
-                  learned: frozenset[str] = frozenset(), value: bool = False) -> Message:
+                  learned: frozenset[str] = frozenset(), task: TaskKind = "binary") -> Message:
     """`reply` to `msg` if it passes the allow-list, else an error reply; logged either way."""
     kind = KINDS.get(msg.metadata.message_type, "evaluate")
     sent = msg.content.array_records.get(ARRAYS) if kind == "train" else None
     job_id, job_round = RoundConfig.of(msg.content).job_round(msg.metadata.run_id)
     entry = {"run_id": job_id, "flower_run_id": str(msg.metadata.run_id), "kind": kind, "server_round": job_round}
     try:
-        inventory = check_reply(kind, reply.content, sent, lengths, learned, value)
+        inventory = check_reply(kind, reply.content, sent, lengths, learned, task)
     except EgressViolation as exc:
         log_egress(log, {**entry, "refused": str(exc)})
         return Message(Error(code=ERROR_EGRESS, reason=f"egress refused on node: {exc}"), reply_to=msg)

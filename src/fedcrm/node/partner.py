@@ -28,6 +28,7 @@ from fedcrm.ml.vocabulary import VocabularyRelease, noised_vocabulary
 from fedcrm.ml.models import build_model, model_with_state
 from fedcrm.ml.evaluation import metrics_from_histograms, noised_histograms
 from fedcrm.ml.training import DPSettings, TrainOutcome, evaluate_local, train_local
+from fedcrm.ml import survival
 from fedcrm.ml.value import (joint_histogram, metrics_from_joint, noised_joint, predict_log_value,
                              value_metrics)
 from fedcrm.ml.tree_rounds import (GROW_GRAD, GROW_HESS, HIST_GRAD, HIST_HESS, bin_codes, check_request,
@@ -41,11 +42,12 @@ from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, LedgerEntry, privacy_dir
 from fedcrm.privacy.noise import os_normal
 from fedcrm.privacy.parallel import Scope, Side
 from fedcrm.privacy.replies import ReplyCache
-from fedcrm.protocol import EvaluateReply, QueryReply, TrainReply, ValueEvaluateReply
+from fedcrm.protocol import EvaluateReply, QueryReply, SurvivalEvaluateReply, TrainReply, ValueEvaluateReply
 from fedcrm.rundir import RunDir
 
 if TYPE_CHECKING:
     from fedcrm.contract.model import Task
+    from fedcrm.ml.survival import SurvivalScale
     from fedcrm.ml.value import ValueScale
     from fedcrm.privacy.membership import AuditResult
 
@@ -101,9 +103,20 @@ class PartnerNode:
         """A value task's target scale (`fedcrm.ml.value`); None for a 0/1 label."""
         return self.task.value_scale()
 
+    @cached_property
+    def survival_scale(self) -> SurvivalScale | None:
+        """A time-to-churn task's periods (`fedcrm.ml.survival`); None for other tasks."""
+        return self.task.survival_scale()
+
+    @property
+    def scale(self) -> ValueScale | SurvivalScale | None:
+        """The task's joint-histogram scale (value or time to churn); None for a 0/1 label."""
+        return self.value_scale or self.survival_scale
+
     def _targets(self, y: np.ndarray) -> np.ndarray:
-        """What the model is trained on: the 0/1 label, or a value task's capped log spend
-        on the unit scale (`ValueScale.unit_target`, a fractional logit)."""
+        """What the model is trained on: the 0/1 label, a value task's capped log spend on
+        the unit scale (`ValueScale.unit_target`, a fractional logit), or the period a
+        customer left in (`fedcrm.ml.survival`)."""
         return y if self.value_scale is None else self.value_scale.unit_target(y)
 
     @cached_property
@@ -134,8 +147,9 @@ class PartnerNode:
         try:
             self._same_contract(kind)
             check(self.plan, self.policy, kind, server_round)  # type: ignore[arg-type]
-            if self.plan.model == "gbdt" and kind != "query" and self.value_scale is not None:
-                raise PolicyRefusal(kind, f"task {self.plan.task!r} predicts a value: trees fit 0/1 labels only")
+            if self.plan.model == "gbdt" and kind != "query" and self.scale is not None:
+                raise PolicyRefusal(kind, f"task {self.plan.task!r} predicts a {self.task.kind}: trees fit 0/1 labels "
+                                          "only")
         except PolicyRefusal as refusal:
             self._refused(refusal, run_id)
             raise
@@ -238,11 +252,21 @@ class PartnerNode:
         """What this run costs: σ calibrated against everything spent before it, ε per round."""
         return self.account.plan(self.shape(self._new_statistics_sigma()), None if run_id is None else str(run_id))
 
+    def _check_periods(self, state: State, kind: str) -> None:
+        """The model must answer the task's question: a hazard per period of a time-to-churn
+        task, none for any other."""
+        periods = self.survival_scale.periods if self.survival_scale is not None else None
+        sent = state[survival.PERIODS_KEY].shape[0] if survival.PERIODS_KEY in state else None
+        if sent != periods:
+            raise PolicyRefusal(kind, f"the model sent has {sent or 'no'} period intercepts; task "
+                                      f"{self.plan.task!r} has {periods or 'no'} periods")
+
     def _model(self, state: State, data: PreparedData, kind: str = "train") -> torch.nn.Module:
+        self._check_periods(state, kind)
         try:
             return model_with_state(self.plan.model, data.x_train.shape[1], state, hidden=self.plan.model_hidden)
-        except ValueError as exc:  # trees the checks refuse (out-of-range columns, too many, ...)
-            raise PolicyRefusal(kind, f"the model sent: {exc}") from None
+        except (ValueError, RuntimeError) as exc:  # trees the checks refuse; arrays of other shapes
+            raise PolicyRefusal(kind, f"the model sent: {str(exc).splitlines()[0][:200]}") from None
 
     def _resolved(self, layout: FeatureLayout | None, kind: str = "train") -> FeatureLayout:
         """The layout a model is trained or evaluated in: every category with its levels."""
@@ -363,7 +387,8 @@ class PartnerNode:
         seed per run, round and partner (it steers non-DP shuffling only)."""
         plan = self.plan
         return dict(epochs=epochs, batch_size=plan.batch_size, lr=plan.learning_rate, optimizer=plan.optimizer,
-                    seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id)
+                    seed=plan.seed * 100_003 + server_round * 1_009 + self.cfg.partner_id,
+                    criterion=survival.HazardLoss() if self.survival_scale is not None else None)
 
     def _dp_reply(self, base: dict, cost, spent_before: float, release: Release, steps: int,  # noqa: ANN001
                   sample_rate: float, started: float) -> TrainReply:
@@ -385,9 +410,9 @@ class PartnerNode:
         tree level's nodes; noised with the run's σ times the round's sensitivity, charged
         as one release, returned in the arrays it was sent (`fedcrm.ml.tree_rounds`)."""
         plan = self.plan
-        if self.value_scale is not None:
-            raise PolicyRefusal("train", f"task {plan.task!r} predicts a value; boosted trees here grow on 0/1 labels "
-                                         "(use a logistic or mlp model: a linear or MLP regression of the log value)")
+        if self.scale is not None:
+            raise PolicyRefusal("train", f"task {plan.task!r} predicts a {self.task.kind}; boosted trees here grow on "
+                                         "0/1 labels (use a logistic or mlp model)")
         try:
             req = check_request(state, x.shape[1], plan.gbdt_bins)
         except ValueError as exc:
@@ -434,7 +459,7 @@ class PartnerNode:
     def evaluate(self, state: State, normalisation: Normalisation | None = None, run_id: str | int | None = None,
                  server_round: int = 0, ledger_receipt: int | None = None,
                  layout: FeatureLayout | None = None,
-                 value_edges: list[float] | None = None) -> EvaluateReply | ValueEvaluateReply:
+                 value_edges: list[float] | None = None) -> EvaluateReply | ValueEvaluateReply | SurvivalEvaluateReply:
         """Metrics of the global `state` on the partner's own hold-out; refused when the
         hold-out is smaller than the policy's `min_holdout_rows`.
 
@@ -446,6 +471,7 @@ class PartnerNode:
         started = time.perf_counter()
         self._admit("evaluate", run_id, server_round)
         edges = self._edges(value_edges, "evaluate")
+        self._check_periods(state, "evaluate")  # refused before anything is charged
         data = self.data(self._resolved(layout, "evaluate"))
         self._check_holdout(data, run_id)
         run_id = str(run_id if run_id is not None else self.run_id or "local")
@@ -453,11 +479,12 @@ class PartnerNode:
                                 server_round, ledger_receipt, started, edges)
 
     def _edges(self, value_edges: list[float] | None, kind: str) -> np.ndarray | None:
-        """A value task's predicted-side edges as sent (or even ones), refused if malformed."""
-        if self.value_scale is None:
+        """A value or time-to-churn task's predicted-side edges as sent (or even ones),
+        refused if malformed."""
+        if self.scale is None:
             return None
         try:
-            return self.value_scale.check_edges(value_edges)
+            return self.scale.check_edges(value_edges)
         except ValueError as exc:
             raise PolicyRefusal(kind, str(exc)) from None
 
@@ -470,14 +497,18 @@ class PartnerNode:
 
     def _evaluation(self, model: Callable[[], torch.nn.Module], state: State, data: PreparedData,
                     normalisation: Normalisation | None, run_id: str, server_round: int, ledger_receipt: int | None,
-                    started: float, edges: np.ndarray | None = None) -> EvaluateReply | ValueEvaluateReply:
+                    started: float, edges: np.ndarray | None = None
+                    ) -> EvaluateReply | ValueEvaluateReply | SurvivalEvaluateReply:
         """The hold-out release of `model` (built only if the release is computed): the
         run's evaluation noise, charged as (run, round, evaluate); kept and sent again for
         the same `state`. One mechanism for both kinds of task; only the counts differ
-        (`_score_reply`, `_value_reply`)."""
+        (`_score_reply`, `_value_reply`, `_survival_reply`)."""
+        reply_type: type[EvaluateReply] | type[ValueEvaluateReply] | type[SurvivalEvaluateReply]
         if self.value_scale is not None:
-            reply_type: type[EvaluateReply] | type[ValueEvaluateReply] = ValueEvaluateReply
-            compute = self._value_reply(model, data, normalisation, started, edges)
+            reply_type, compute = ValueEvaluateReply, self._value_reply(model, data, normalisation, started, edges)
+        elif self.survival_scale is not None:
+            reply_type = SurvivalEvaluateReply
+            compute = self._survival_reply(model, data, normalisation, started, edges)
         else:
             reply_type, compute = EvaluateReply, self._score_reply(model, data, normalisation, started)
         entries = self.account.entries()
@@ -540,9 +571,37 @@ class PartnerNode:
                                       delta=self.policy.delta if noise > 0 else math.nan, noise_multiplier=noise)
         return reply
 
+    def _survival_reply(self, model: Callable[[], torch.nn.Module], data: PreparedData,
+                        normalisation: Normalisation | None, started: float,
+                        edges: np.ndarray | None) -> Callable[[float, float | None], SurvivalEvaluateReply]:
+        """A time-to-churn task's reply at noise σ: the joint histogram of (risk bin, period
+        left in) (one customer, one cell: sensitivity 1), noised (every metric from the
+        noised counts, each risk bin at the curve the model's period intercepts give it) or
+        exact."""
+        scale = self.survival_scale
+        assert scale is not None
+        edges = scale.check_edges(None) if edges is None else edges
+
+        def reply(noise: float, epsilon: float | None) -> SurvivalEvaluateReply:
+            net = model()
+            curves = survival.survival_curves(net, self._x(data.x_test, normalisation))
+            exact = survival.joint_histogram(data.y_test, curves, scale, edges)
+            if noise > 0:
+                counts = noised_joint(exact, noise)
+                metrics = survival.metrics_from_joint(counts, scale, edges, survival.period_intercepts(net))
+            else:
+                counts = [int(v) for v in exact.ravel()]
+                metrics = survival.survival_metrics(data.y_test, curves, scale)
+            return SurvivalEvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
+                                         num_examples=max(sum(counts), 0), survival_hist=counts,
+                                         eval_seconds=time.perf_counter() - started,
+                                         epsilon=epsilon if noise > 0 else math.nan,
+                                         delta=self.policy.delta if noise > 0 else math.nan, noise_multiplier=noise)
+        return reply
+
     def baseline(self, run_id: str | int, normalisation: Normalisation | None = None,
                  ledger_receipt: int | None = None, layout: FeatureLayout | None = None,
-                 value_edges: list[float] | None = None) -> EvaluateReply | ValueEvaluateReply:
+                 value_edges: list[float] | None = None) -> EvaluateReply | ValueEvaluateReply | SurvivalEvaluateReply:
         """The local-only baseline the run asked for (`TrainPlan.local_baseline`): the run's
         starting model trained on this partner's rows alone, for the steps it took in the
         whole run at the run's noise and sample rate (charged as a 'baseline' release on
@@ -564,7 +623,8 @@ class PartnerNode:
         if kept is not None:
             trained = kept[0]
         else:
-            model = build_model(plan.model, data.x_train.shape[1], seed=plan.seed, hidden=plan.model_hidden)
+            model = build_model(plan.model, data.x_train.shape[1], seed=plan.seed, hidden=plan.model_hidden,
+                                periods=self.survival_scale.periods if self.survival_scale is not None else None)
             trained = self._train_baseline(model, x, data, run_id, server_round, entries).state_dict
         return self._evaluation(lambda: self._model(trained, data, "baseline"), trained, data, normalisation,
                                 run_id, server_round, ledger_receipt, started, edges)

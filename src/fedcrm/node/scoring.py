@@ -25,6 +25,7 @@ from fedcrm.data.prepare import as_of_date, at_rows, prepared_frame
 from fedcrm.data.pseudonymise import PID, load_secret
 from fedcrm.rundir import MODEL_WEIGHTS, RunDir
 from fedcrm.ml.training import predict
+from fedcrm.ml import survival
 from fedcrm.ml.value import predict_log_value
 from fedcrm.protocol import RunId
 from fedcrm.privatefiles import private_dir, private_open
@@ -70,16 +71,25 @@ def score_partner(cfg: PartnerConfig, run: RunDir, rule: TierRule, out: Path | N
     x = layout.matrix(pseudo, as_of)
     norm = run.normalisation()
     task = cfg.contract_model.task(plan.task)
-    scale = task.value_scale()
+    scale, periods = task.value_scale(), task.survival_scale()
     features = norm.apply(x) if norm else x
+    curves = None
     if scale is not None:  # a value task: the model predicts the capped log spend of the horizon
         scores = predict_log_value(run.model(), features, scale)
+    elif periods is not None:  # time to churn: a survival curve; the score is leaving within the horizon
+        curves = survival.survival_curves(run.model(), features)
+        scores = survival.leave_risk(curves)
     else:
         scores = predict(run.model(), features).astype(np.float64)
 
     ids = pd.Series(lookup["customer_id"].to_numpy(), index=lookup[PID].to_numpy())
     scored = pd.DataFrame({"customer_id": pseudo[PID].map(ids).astype(str).to_numpy(), "score": scores})
     churn_like = task.scores == "risk-tiers"  # the contract says how
+    if curves is not None and periods is not None:
+        for months, k in periods.month_periods().items():  # "who leaves within 3 months?"
+            scored[f"p_leave_{months}m"] = 1.0 - curves[:, k - 1]
+        scored["expected_retention_months"] = (survival.expected_retention(curves) * periods.period_days
+                                               / survival.DAYS_PER_MONTH)  # within the horizon
     if scale is not None:
         scored["predicted_value"] = scale.spend(scores)  # spend in the next horizon_days, in the export's units
         scored["value_decile"] = pd.array(deciles(scores), dtype="Int64")

@@ -87,9 +87,15 @@ def advantage_bound(epsilon: float, delta: float) -> float:
 
 
 def per_example_loss(model: nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's training loss: cross-entropy of the logit, or a time-to-churn model's
+    per-customer likelihood over its periods (its output has one column per period)."""
     model.eval()
     with torch.no_grad():
         logits = model(torch.from_numpy(x))
+        if logits.dim() == 2:
+            from fedcrm.ml.survival import hazard_nll
+
+            return hazard_nll(logits, torch.from_numpy(y)).numpy()
         return nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(y), reduction="none").numpy()
 
 

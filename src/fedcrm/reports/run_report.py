@@ -24,7 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from fedcrm.ml.evaluation import calibration_bins  # noqa: E402
 from fedcrm.protocol import EvaluateAggregate, EvaluateReply  # noqa: E402
 from fedcrm.rundir import (MODEL_META, MODEL_WEIGHTS, EpsilonPoint, RoundRecord, RunDir, ScoreHistogram,  # noqa: E402
-                           ValueHistogram)
+                           SurvivalHistogram, ValueHistogram)
 
 AUC, EXAMPLES, POSITIVES = (EvaluateReply.key(f) for f in ("auc", "num_examples", "num_positives"))
 
@@ -123,6 +123,77 @@ def _value_plot(rows: list[dict[str, float]]) -> str:
     return png(fig)
 
 
+RISK_TIERS = (("high", slice(7, 10)), ("medium", slice(3, 7)), ("low", slice(0, 3)))  # risk bins, of 10, by tier
+
+
+def survival_bins(hists: dict[str, SurvivalHistogram]) -> list[dict[str, float]]:
+    """A time-to-churn task's last evaluation, pooled over partners, by risk bin from the
+    highest: customers, the predicted and observed share leaving within the horizon, and
+    the predicted and observed months retained (within it). Each bin's prediction is the
+    curve of its representative risk (`fedcrm.ml.survival.bin_curves`); noised counts
+    are clipped at 0 here: a table reads counts, not sums."""
+    from fedcrm.ml import survival
+
+    first = next(iter(hists.values()))
+    scale = survival.SurvivalScale(periods=first.periods, period_days=first.period_days,
+                                   bins=len(first.counts) // (first.periods + 1))
+    edges = scale.check_edges(first.edges)
+    counts = np.clip(scale.joint(np.sum([np.asarray(h.counts, float) for h in hists.values()], axis=0)), 0, None)
+    curves = survival.bin_curves(scale, edges, np.asarray(first.alpha or [0.0] * scale.periods))
+    observed = survival.observed_curves(counts, scale, [[b] for b in range(scale.bins)])
+    months = scale.period_days / survival.DAYS_PER_MONTH
+    rows = []
+    for b in range(scale.bins - 1, -1, -1):
+        n = counts[b].sum()
+        rows.append({"bin": scale.bins - b, "customers": n, "predicted_left": float(1 - curves[b, -1]),
+                     "observed_left": float(1 - observed[b, -1]) if n > 0 else float("nan"),
+                     "predicted_months": float(survival.expected_retention(curves[b:b + 1])[0] * months),
+                     "observed_months": float(survival.expected_retention(observed[b:b + 1])[0] * months)
+                     if n > 0 else float("nan")})
+    return rows
+
+
+def _survival_plot(hists: dict[str, SurvivalHistogram]) -> str:
+    """Survival by risk tier (observed life tables, solid; the model's curves, dashed) and
+    calibration of leaving within 3 months and within the horizon, by risk bin."""
+    from fedcrm.ml import survival
+
+    first = next(iter(hists.values()))
+    scale = survival.SurvivalScale(periods=first.periods, period_days=first.period_days,
+                                   bins=len(first.counts) // (first.periods + 1))
+    edges = scale.check_edges(first.edges)
+    counts = np.clip(scale.joint(np.sum([np.asarray(h.counts, float) for h in hists.values()], axis=0)), 0, None)
+    curves = survival.bin_curves(scale, edges, np.asarray(first.alpha or [0.0] * scale.periods))
+    per_bin = counts.sum(axis=1)
+    months = np.arange(scale.periods + 1) * scale.period_days / survival.DAYS_PER_MONTH
+    fig, (ax_s, ax_c) = plt.subplots(1, 2, figsize=(10, 3.8))
+    tiers = [(name, list(range(scale.bins))[part]) for name, part in RISK_TIERS]
+    observed = survival.observed_curves(counts, scale, [rows for _, rows in tiers])
+    for i, (name, rows) in enumerate(tiers):
+        w = per_bin[rows]
+        predicted = (curves[rows] * w[:, None]).sum(axis=0) / w.sum() if w.sum() > 0 else np.full(scale.periods, np.nan)
+        ax_s.plot(months, np.r_[1.0, observed[i]], "o-", color=f"C{i}", label=f"{name} risk: observed")
+        ax_s.plot(months, np.r_[1.0, predicted], "--", color=f"C{i}", label=f"{name} risk: predicted")
+    ax_s.set(xlabel="months after the cutoff", ylabel="share still buying", title="Survival by risk tier", ylim=(0, 1.02))
+    ax_s.legend(fontsize=7)
+    ax_s.grid(alpha=0.3)
+    marks = sorted({min(3, scale.periods), scale.periods})
+    by_bin = survival.observed_curves(counts, scale, [[b] for b in range(scale.bins)])
+    for j, k in enumerate(marks):
+        keep = per_bin > 0
+        label = f"within {months[k]:.0f} months"
+        ax_c.scatter(1 - curves[keep, k - 1], 1 - by_bin[keep, k - 1], s=15 + 150 * per_bin[keep] / per_bin.max(),
+                     color=f"C{j + 3}", label=label)
+        ax_c.plot(1 - curves[keep, k - 1], 1 - by_bin[keep, k - 1], color=f"C{j + 3}")
+    ax_c.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    ax_c.set(xlabel="predicted share leaving", ylabel="observed share leaving", title="Calibration by risk bin",
+             xlim=(0, 1), ylim=(0, 1))
+    ax_c.legend(fontsize=8)
+    ax_c.grid(alpha=0.3)
+    fig.tight_layout()
+    return png(fig)
+
+
 def _caps(rounds: list[RoundRecord]) -> dict[str, float]:
     """Each partner's ε cap, as its node stated it in its last charged training reply."""
     caps: dict[str, float] = {}
@@ -140,7 +211,9 @@ def _plots(rounds: list[RoundRecord], eps: dict[str, list[EpsilonPoint]],
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     value = any((g := r.evaluated()) is not None and g.spearman is not None for r in rounds)
-    field, label = ("spearman", "Spearman, value rank") if value else ("auc", "ROC-AUC")
+    survival = any((g := r.evaluated()) is not None and g.c_index is not None for r in rounds)
+    field, label = (("spearman", "Spearman, value rank") if value else ("c_index", "c-index, time to churn") if survival
+                    else ("auc", "ROC-AUC"))
     pooled = [(r.round, getattr(g, field)) for r in rounds
               if (g := r.evaluated()) is not None and getattr(g, field) is not None]
     if pooled:
@@ -221,6 +294,8 @@ def _partner_sizes(rounds: list[RoundRecord]) -> dict[str, dict[str, float]]:
 
 VALUE_KPIS = (("spearman", "Spearman, value rank"), ("value_capture_top_decile", "value captured, top 10 %"),
               ("r2_log", "R², log value"), ("mae_log", "MAE, log value"), ("rmse_log", "RMSE, log value"))
+SURVIVAL_KPIS = (("c_index", "c-index, time to churn"), ("integrated_brier", "integrated Brier"),
+                 ("left_observed", "left within the horizon"), ("left_predicted", "predicted to leave"))
 KPIS = (("auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("log_loss", "log loss"), ("brier", "Brier"),
         ("lift_top_decile", "lift, top 10 %"), ("capture_top_decile", "capture, top 10 %"), ("ece", "calibration error"))
 
@@ -234,16 +309,21 @@ def build(run_dir: Path, baselines: Path | None = None) -> dict[str, Any]:
     hists = hist_file.rounds[max(hist_file.rounds)] if hist_file and hist_file.rounds else {}
     value_hists = hist_file.value_rounds[max(hist_file.value_rounds)] if hist_file and hist_file.value_rounds else {}
     value_table = value_bins(value_hists) if value_hists else []
+    survival_hists = (hist_file.survival_rounds[max(hist_file.survival_rounds)]
+                      if hist_file and hist_file.survival_rounds else {})
+    survival_table = survival_bins(survival_hists) if survival_hists else []
     final = next((g for r in reversed(rounds) if (g := r.evaluated()) is not None), None)
     sizes = _partner_sizes(rounds)
     own = {name: by_round[max(by_round)] for name, by_round in _own_auc(rounds).items()}
-    shown = VALUE_KPIS if final is not None and final.spearman is not None else KPIS  # a value task's own
+    shown = (VALUE_KPIS if final is not None and final.spearman is not None else  # a value task's own
+             SURVIVAL_KPIS if final is not None and final.c_index is not None else KPIS)
     kpis = [(EvaluateAggregate.key(f), label, getattr(final, f) if final else None) for f, label in shown]
     return {"run_id": run.run_id, "status": summary.status, "plan": run.plan, "kpis": kpis, "own_auc": own,
             "epsilon_final": summary.epsilon, "sizes": sizes,
             "plots": {**_plots(rounds, eps.partners if eps else {}, hists, sizes),
-                      **({"value": _value_plot(value_table)} if value_table else {})},
-            "value_bins": value_table, "baselines": run.baselines(baselines),
+                      **({"value": _value_plot(value_table)} if value_table else {}),
+                      **({"survival": _survival_plot(survival_hists)} if survival_table else {})},
+            "value_bins": value_table, "survival_bins": survival_table, "baselines": run.baselines(baselines),
             "score_bins": hist_file.bins if hist_file else None, "local_baselines": local_baselines(rounds),
             **_evaluation(run, hists)}
 

@@ -25,10 +25,17 @@ class RoundRow(BaseModel):
     spearman: float | None = None  # a value task's: rank correlation, value captured by the top decile, R² (log)
     value_capture: float | None = None
     r2_log: float | None = None
+    c_index: float | None = None  # a time-to-churn task's: concordance, integrated Brier, share left
+    integrated_brier: float | None = None
+    left_observed: float | None = None
 
     @property
     def value(self) -> bool:
         return self.spearman is not None
+
+    @property
+    def survival(self) -> bool:
+        return self.c_index is not None
 
     @property
     def max_epsilon(self) -> float | None:
@@ -43,12 +50,13 @@ def read_rounds(run_dir: Path) -> list[RoundRow]:
     evaluated = set(run.plan.evaluation_rounds()) if run else set()
     for r in run.rounds() if run else []:
         g = r.evaluated()
-        if g is None or (g.auc is None and g.log_loss is None and g.spearman is None):
+        if g is None or (g.auc is None and g.log_loss is None and g.spearman is None and g.c_index is None):
             if r.round not in evaluated and r.train:
                 rows.append(RoundRow(round=r.round, auc=None, log_loss=None, accuracy=None, epsilon=r.epsilon()))
             continue
         rows.append(RoundRow(round=r.round, auc=g.auc, log_loss=g.log_loss, accuracy=g.accuracy, epsilon=r.epsilon(),
-                             spearman=g.spearman, value_capture=g.value_capture_top_decile, r2_log=g.r2_log))
+                             spearman=g.spearman, value_capture=g.value_capture_top_decile, r2_log=g.r2_log,
+                             c_index=g.c_index, integrated_brier=g.integrated_brier, left_observed=g.left_observed))
     return rows
 
 
@@ -58,14 +66,18 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def round_table(rows: list[RoundRow], partners: list[str]) -> Table:
     table = Table(title="fedcrm: per-round global metrics and cumulative ε per partner")
-    value = any(row.value for row in rows)  # a value task: its own three columns
+    value = any(row.value for row in rows)  # a value or time-to-churn task: its own three columns
+    survival = any(row.survival for row in rows)
     for col in (("round", "Spearman", "value top 10 %", "R² log", "max ε") if value else
+                ("round", "concordance", "integrated Brier", "left in horizon", "max ε") if survival else
                 ("round", "global AUC", "log loss", "accuracy", "max ε")):
         table.add_column(col, justify="right")
     for name in partners:
         table.add_column(f"ε {name}", justify="right")
     for row in rows:
-        figures = ((row.spearman, row.value_capture, row.r2_log) if value else (row.auc, row.log_loss, row.accuracy))
+        figures = ((row.spearman, row.value_capture, row.r2_log) if value else
+                   (row.c_index, row.integrated_brier, row.left_observed) if survival else
+                   (row.auc, row.log_loss, row.accuracy))
         table.add_row(str(row.round), *map(_fmt, figures), _fmt(row.max_epsilon, 2),
                       *[_fmt(row.epsilon.get(n), 2) for n in partners])
     return table
@@ -73,6 +85,9 @@ def round_table(rows: list[RoundRow], partners: list[str]) -> Table:
 
 def format_row(row: RoundRow, partners: list[str]) -> str:
     eps = "  ".join(f"{n}={_fmt(row.epsilon.get(n), 2)}" for n in partners)
+    if row.survival:
+        return (f"round {row.round:>2}  concordance {_fmt(row.c_index)}  integrated Brier {_fmt(row.integrated_brier)}  "
+                f"left {_fmt(row.left_observed)}  max ε {_fmt(row.max_epsilon, 2)}  |  ε {eps}")
     if row.value:
         return (f"round {row.round:>2}  Spearman {_fmt(row.spearman)}  value top 10 % {_fmt(row.value_capture)}  "
                 f"R² log {_fmt(row.r2_log)}  max ε {_fmt(row.max_epsilon, 2)}  |  ε {eps}")
