@@ -134,3 +134,24 @@ def test_the_model_opacus_wraps_is_one_row_per_customer() -> None:
     sv.HazardLoss()(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
     for name, p in model.named_parameters():
         assert p.grad_sample is not None and p.grad_sample.shape[0] == 16, name
+
+
+def test_the_contract_declares_time_to_churn_and_refuses_what_does_not_fit(tmp_path) -> None:  # noqa: ANN001
+    """A contract's task says how long a period and a lapse are; a horizon of fewer than two
+    periods, and the options on another kind of label, are contract errors naming the key."""
+    from pathlib import Path
+
+    from fedcrm.contract.model import Contract
+    from fedcrm.errors import ConfigError
+
+    text = (Path(__file__).resolve().parents[1] / "contracts" / "retail.toml").read_text()
+    task = Contract.loads(text).task("time-to-churn")
+    assert task.kind == "survival" and task.scores == "risk-tiers" and task.value_scale() is None
+    assert task.survival_scale() == sv.SurvivalScale(periods=6, period_days=30)
+    short = text.replace("horizon_days = 180, period_days = 30", "horizon_days = 45, period_days = 30")
+    with pytest.raises(ConfigError, match="horizon_days.*2 to 36 periods"):
+        Contract.loads(short)
+    wrong = text.replace('label = {derived = "future-spend", horizon_days = 180, value_cap = 10000.0}',
+                         'label = {derived = "future-spend", horizon_days = 180, lapse_days = 60}')
+    with pytest.raises(ConfigError, match="lapse_days: only \"time-to-churn\" takes it"):
+        Contract.loads(wrong)

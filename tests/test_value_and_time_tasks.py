@@ -240,9 +240,26 @@ def test_dp_time_to_churn_ranks_customers_and_evaluation_is_one_charged_histogra
         entries = Ledger.of(node.cfg).entries()
         assert [e.kind for e in entries] == ["statistics", "train", "train", "evaluate", "train", "evaluate"]
         assert reply.epsilon == pytest.approx(entries[-1].epsilon_after) and reply.epsilon <= 3.0 + 1e-6
-        # the ledger's ε is an independent accountant's (dp-accounting's RDP / PRV via ours)
         assert reply.epsilon >= epsilon([e.history_entry for e in entries if e.side == "holdout"],
                                         node.policy.delta) - 1e-9
+        # the ledger's RDP figure is dp-accounting's, composed here from the entries' own
+        # mechanisms (the larger of the two disjoint sides, each composed alone)
+        dp_accounting = pytest.importorskip("dp_accounting", reason="pip install dp-accounting (test extra)")
+        from dp_accounting import dp_event
+        from dp_accounting.rdp import rdp_privacy_accountant
+
+        def side_epsilon(side: str) -> float:
+            acc = rdp_privacy_accountant.RdpAccountant(
+                neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+            for e in entries:
+                if e.side == side:
+                    event = dp_event.GaussianDpEvent(e.noise_multiplier)
+                    acc.compose(event if e.sample_rate >= 1 else dp_event.PoissonSampledDpEvent(e.sample_rate, event),
+                                e.steps)
+            return acc.get_epsilon(node.policy.delta)
+
+        assert entries[-1].epsilon_rdp_after == pytest.approx(max(side_epsilon("training"), side_epsilon("holdout")),
+                                                              rel=0.01)
     model = build_model("logistic", members[0].layout.width, periods=6)
     model.load_state_dict(state)
     label = np.concatenate([d.y_test for d in data])
