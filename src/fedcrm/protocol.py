@@ -212,22 +212,28 @@ class ValueHeldOutMetrics(WireModel):
     value_capture_top_decile: float = math.nan
 
 
-class ValueEvaluateReply(ValueHeldOutMetrics, LedgerHead):
-    """Metrics of a value model on the partner's hold-out. Under DP the joint histogram is
-    the release (noised counts, charged to the ledger like the score histograms) and every
-    other figure is computed from it on the node."""
-
-    list_fields: ClassVar[frozenset[str]] = frozenset({"value_hist"})
+class JointEvaluateFields(LedgerHead):
+    """What every joint-histogram evaluation reply (value, time to churn) carries beside its
+    task's metrics and histogram. Under DP the histogram is the release (noised counts,
+    charged to the ledger like the score histograms) and every other figure is computed
+    from it on the node."""
 
     partner_id: int
     num_examples: int
     unit_weight: int = 1
-    value_hist: list[int] = Field(description="held-out customers per (predicted, actual) value bin, row-major "
-                                  "(noised counts may be negative)")
     eval_seconds: float
     epsilon: float | None = Field(None, description="cumulative ε after this evaluation, by the partner's accountant")
     delta: float | None = None
     noise_multiplier: float | None = Field(None, description="σ on every count of the histogram (absent: exact)")
+
+
+class ValueEvaluateReply(ValueHeldOutMetrics, JointEvaluateFields):
+    """Metrics of a value model on the partner's hold-out, and its joint histogram."""
+
+    list_fields: ClassVar[frozenset[str]] = frozenset({"value_hist"})
+
+    value_hist: list[int] = Field(description="held-out customers per (predicted, actual) value bin, row-major "
+                                  "(noised counts may be negative)")
 
 
 class SurvivalHeldOutMetrics(WireModel):
@@ -242,22 +248,13 @@ class SurvivalHeldOutMetrics(WireModel):
     left_predicted: float = math.nan
 
 
-class SurvivalEvaluateReply(SurvivalHeldOutMetrics, LedgerHead):
-    """Metrics of a time-to-churn model on the partner's hold-out. Under DP the joint
-    histogram is the release (noised counts, charged like the score histograms) and every
-    other figure is computed from it on the node."""
+class SurvivalEvaluateReply(SurvivalHeldOutMetrics, JointEvaluateFields):
+    """Metrics of a time-to-churn model on the partner's hold-out, and its joint histogram."""
 
     list_fields: ClassVar[frozenset[str]] = frozenset({"survival_hist"})
 
-    partner_id: int
-    num_examples: int
-    unit_weight: int = 1
     survival_hist: list[int] = Field(description="held-out customers per (risk bin, period left in or still "
                                      "there), row-major (noised counts may be negative)")
-    eval_seconds: float
-    epsilon: float | None = Field(None, description="cumulative ε after this evaluation, by the partner's accountant")
-    delta: float | None = None
-    noise_multiplier: float | None = Field(None, description="σ on every count of the histogram (absent: exact)")
 
 
 class QueryReply(LedgerHead):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from fedcrm.config import PartnerConfig, PrivacyPolicy, TrainPlan
 from fedcrm.data.layout import FeatureLayout
@@ -502,13 +503,11 @@ class PartnerNode:
         """The hold-out release of `model` (built only if the release is computed): the
         run's evaluation noise, charged as (run, round, evaluate); kept and sent again for
         the same `state`. One mechanism for both kinds of task; only the counts differ
-        (`_score_reply`, `_value_reply`, `_survival_reply`)."""
+        (`_score_reply`, `_joint_reply`)."""
         reply_type: type[EvaluateReply] | type[ValueEvaluateReply] | type[SurvivalEvaluateReply]
-        if self.value_scale is not None:
-            reply_type, compute = ValueEvaluateReply, self._value_reply(model, data, normalisation, started, edges)
-        elif self.survival_scale is not None:
-            reply_type = SurvivalEvaluateReply
-            compute = self._survival_reply(model, data, normalisation, started, edges)
+        if self.scale is not None:
+            reply_type = ValueEvaluateReply if self.value_scale is not None else SurvivalEvaluateReply
+            compute = self._joint_reply(model, data, normalisation, started, edges)
         else:
             reply_type, compute = EvaluateReply, self._score_reply(model, data, normalisation, started)
         entries = self.account.entries()
@@ -546,57 +545,46 @@ class PartnerNode:
                                  delta=self.policy.delta if noise > 0 else math.nan, noise_multiplier=noise)
         return reply
 
-    def _value_reply(self, model: Callable[[], torch.nn.Module], data: PreparedData,
+    def _joint_reply(self, model: Callable[[], torch.nn.Module], data: PreparedData,
                      normalisation: Normalisation | None, started: float,
-                     edges: np.ndarray | None) -> Callable[[float, float | None], ValueEvaluateReply]:
-        """A value task's reply at noise σ: the joint histogram of (predicted, actual) value
-        bins (one customer, one cell: sensitivity 1, as the score histograms, whatever the
-        predicted-side `edges`), noised (every metric from the noised counts) or exact."""
-        scale = self.value_scale
+                     edges: np.ndarray | None) -> Callable[[float, float | None], ValueEvaluateReply | SurvivalEvaluateReply]:
+        """A value or time-to-churn task's reply at noise σ: the joint histogram of
+        (predicted bin, outcome) (one customer, one cell: sensitivity 1, as the score
+        histograms, whatever the predicted-side `edges`), noised (every metric from the
+        noised counts) or exact. Only the counts and their metrics are the task's own."""
+        scale = self.scale
         assert scale is not None
         edges = scale.check_edges(None) if edges is None else edges
 
-        def reply(noise: float, epsilon: float | None) -> ValueEvaluateReply:
-            predicted = predict_log_value(model(), self._x(data.x_test, normalisation), scale)
-            if noise > 0:
-                counts = noised_joint(joint_histogram(data.y_test, predicted, scale, edges), noise)
-                metrics = metrics_from_joint(np.asarray(counts, dtype=np.float64), scale, edges)
-            else:
-                counts = [int(v) for v in joint_histogram(data.y_test, predicted, scale, edges).ravel()]
-                metrics = value_metrics(data.y_test, predicted, scale)
-            return ValueEvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
-                                      num_examples=max(sum(counts), 0), value_hist=counts,
-                                      eval_seconds=time.perf_counter() - started,
-                                      epsilon=epsilon if noise > 0 else math.nan,
-                                      delta=self.policy.delta if noise > 0 else math.nan, noise_multiplier=noise)
-        return reply
-
-    def _survival_reply(self, model: Callable[[], torch.nn.Module], data: PreparedData,
-                        normalisation: Normalisation | None, started: float,
-                        edges: np.ndarray | None) -> Callable[[float, float | None], SurvivalEvaluateReply]:
-        """A time-to-churn task's reply at noise σ: the joint histogram of (risk bin, period
-        left in) (one customer, one cell: sensitivity 1), noised (every metric from the
-        noised counts, each risk bin at the curve the model's period intercepts give it) or
-        exact."""
-        scale = self.survival_scale
-        assert scale is not None
-        edges = scale.check_edges(None) if edges is None else edges
-
-        def reply(noise: float, epsilon: float | None) -> SurvivalEvaluateReply:
-            net = model()
-            curves = survival.survival_curves(net, self._x(data.x_test, normalisation))
-            exact = survival.joint_histogram(data.y_test, curves, scale, edges)
+        def value(net: torch.nn.Module, x: np.ndarray, noise: float) -> tuple[list[int], BaseModel]:
+            assert self.value_scale is not None
+            predicted = predict_log_value(net, x, self.value_scale)
+            exact = joint_histogram(data.y_test, predicted, self.value_scale, edges)
             if noise > 0:
                 counts = noised_joint(exact, noise)
-                metrics = survival.metrics_from_joint(counts, scale, edges, survival.period_intercepts(net))
-            else:
-                counts = [int(v) for v in exact.ravel()]
-                metrics = survival.survival_metrics(data.y_test, curves, scale)
-            return SurvivalEvaluateReply(**metrics.model_dump(), partner_id=self.cfg.partner_id,
-                                         num_examples=max(sum(counts), 0), survival_hist=counts,
-                                         eval_seconds=time.perf_counter() - started,
-                                         epsilon=epsilon if noise > 0 else math.nan,
-                                         delta=self.policy.delta if noise > 0 else math.nan, noise_multiplier=noise)
+                return counts, metrics_from_joint(np.asarray(counts, dtype=np.float64), self.value_scale, edges)
+            return [int(v) for v in exact.ravel()], value_metrics(data.y_test, predicted, self.value_scale)
+
+        def time_to_churn(net: torch.nn.Module, x: np.ndarray, noise: float) -> tuple[list[int], BaseModel]:
+            # each risk bin stands at the curve the model's period intercepts give it
+            assert self.survival_scale is not None
+            curves = survival.survival_curves(net, x)
+            exact = survival.joint_histogram(data.y_test, curves, self.survival_scale, edges)
+            if noise > 0:
+                counts = noised_joint(exact, noise)
+                return counts, survival.metrics_from_joint(counts, self.survival_scale, edges,
+                                                           survival.period_intercepts(net))
+            return [int(v) for v in exact.ravel()], survival.survival_metrics(data.y_test, curves, self.survival_scale)
+
+        reply_type, field, counted = ((ValueEvaluateReply, "value_hist", value) if self.value_scale is not None
+                                      else (SurvivalEvaluateReply, "survival_hist", time_to_churn))
+
+        def reply(noise: float, epsilon: float | None) -> ValueEvaluateReply | SurvivalEvaluateReply:
+            counts, metrics = counted(model(), self._x(data.x_test, normalisation), noise)
+            return reply_type(**metrics.model_dump(), **{field: counts}, partner_id=self.cfg.partner_id,
+                              num_examples=max(sum(counts), 0), eval_seconds=time.perf_counter() - started,
+                              epsilon=epsilon if noise > 0 else math.nan,
+                              delta=self.policy.delta if noise > 0 else math.nan, noise_multiplier=noise)
         return reply
 
     def baseline(self, run_id: str | int, normalisation: Normalisation | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -25,6 +25,9 @@ from fedcrm.ml.evaluation import calibration_bins  # noqa: E402
 from fedcrm.protocol import EvaluateAggregate, EvaluateReply  # noqa: E402
 from fedcrm.rundir import (MODEL_META, MODEL_WEIGHTS, EpsilonPoint, RoundRecord, RunDir, ScoreHistogram,  # noqa: E402
                            SurvivalHistogram, ValueHistogram)
+
+if TYPE_CHECKING:
+    from fedcrm.ml.survival import SurvivalScale
 
 AUC, EXAMPLES, POSITIVES = (EvaluateReply.key(f) for f in ("auc", "num_examples", "num_positives"))
 
@@ -126,20 +129,27 @@ def _value_plot(rows: list[dict[str, float]]) -> str:
 RISK_TIERS = (("high", slice(7, 10)), ("medium", slice(3, 7)), ("low", slice(0, 3)))  # risk bins, of 10, by tier
 
 
-def survival_bins(hists: dict[str, SurvivalHistogram]) -> list[dict[str, float]]:
-    """A time-to-churn task's last evaluation, pooled over partners, by risk bin from the
-    highest: customers, the predicted and observed share leaving within the horizon, and
-    the predicted and observed months retained (within it). Each bin's prediction is the
-    curve of its representative risk (`fedcrm.ml.survival.bin_curves`); noised counts
-    are clipped at 0 here: a table reads counts, not sums."""
+def _survival_release(hists: dict[str, SurvivalHistogram]) -> tuple[SurvivalScale, np.ndarray, np.ndarray]:
+    """A time-to-churn evaluation pooled over partners: its scale, the summed counts
+    (noised ones clipped at 0: plots and tables read counts, not sums) and each risk bin's
+    curve (that of its representative risk, `fedcrm.ml.survival.bin_curves`)."""
     from fedcrm.ml import survival
 
     first = next(iter(hists.values()))
     scale = survival.SurvivalScale(periods=first.periods, period_days=first.period_days,
                                    bins=len(first.counts) // (first.periods + 1))
-    edges = scale.check_edges(first.edges)
     counts = np.clip(scale.joint(np.sum([np.asarray(h.counts, float) for h in hists.values()], axis=0)), 0, None)
-    curves = survival.bin_curves(scale, edges, np.asarray(first.alpha or [0.0] * scale.periods))
+    curves = survival.bin_curves(scale, scale.check_edges(first.edges), np.asarray(first.alpha or [0.0] * scale.periods))
+    return scale, counts, curves
+
+
+def survival_bins(hists: dict[str, SurvivalHistogram]) -> list[dict[str, float]]:
+    """A time-to-churn task's last evaluation by risk bin from the highest: customers, the
+    predicted and observed share leaving within the horizon, and the predicted and observed
+    months retained (within it)."""
+    from fedcrm.ml import survival
+
+    scale, counts, curves = _survival_release(hists)
     observed = survival.observed_curves(counts, scale, [[b] for b in range(scale.bins)])
     months = scale.period_days / survival.DAYS_PER_MONTH
     rows = []
@@ -158,12 +168,7 @@ def _survival_plot(hists: dict[str, SurvivalHistogram]) -> str:
     calibration of leaving within 3 months and within the horizon, by risk bin."""
     from fedcrm.ml import survival
 
-    first = next(iter(hists.values()))
-    scale = survival.SurvivalScale(periods=first.periods, period_days=first.period_days,
-                                   bins=len(first.counts) // (first.periods + 1))
-    edges = scale.check_edges(first.edges)
-    counts = np.clip(scale.joint(np.sum([np.asarray(h.counts, float) for h in hists.values()], axis=0)), 0, None)
-    curves = survival.bin_curves(scale, edges, np.asarray(first.alpha or [0.0] * scale.periods))
+    scale, counts, curves = _survival_release(hists)
     per_bin = counts.sum(axis=1)
     months = np.arange(scale.periods + 1) * scale.period_days / survival.DAYS_PER_MONTH
     fig, (ax_s, ax_c) = plt.subplots(1, 2, figsize=(10, 3.8))
