@@ -136,12 +136,16 @@ def hazard_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class HazardLoss(nn.Module):
-    """`hazard_nll` averaged over a batch (Opacus' loss reduction 'mean')."""
+    """`hazard_nll` averaged over a batch (Opacus' loss reduction 'mean'). Ghost clipping
+    sets `reduction` to 'none' for the per-customer losses it clips by; they are given."""
 
-    reduction = "mean"
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduction = "mean"
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return hazard_nll(logits, y).mean()
+        nll = hazard_nll(logits, y)
+        return {"mean": nll.mean, "sum": nll.sum}.get(self.reduction, lambda: nll)()
 
 
 def survival_curves(model: nn.Module, x: np.ndarray) -> np.ndarray:

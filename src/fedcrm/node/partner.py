@@ -28,7 +28,7 @@ from fedcrm.ml.sketch import sketch_counts
 from fedcrm.ml.vocabulary import VocabularyRelease, noised_vocabulary
 from fedcrm.ml.models import build_model, model_with_state
 from fedcrm.ml.evaluation import metrics_from_histograms, noised_histograms
-from fedcrm.ml.training import DPSettings, TrainOutcome, evaluate_local, train_local
+from fedcrm.ml.training import DPSettings, TrainOutcome, evaluate_local, grad_sample_mode, train_local
 from fedcrm.ml import survival
 from fedcrm.ml.value import (joint_histogram, metrics_from_joint, noised_joint, predict_log_value,
                              value_metrics)
@@ -376,7 +376,8 @@ class PartnerNode:
                           sample_rate=noise.sample_rate, steps=noise.steps_per_round, max_grad_norm=plan.dp_max_grad_norm,
                           kind="train", scope=self.scope("training"))
         with self.account.charge(release) as cost:
-            dp = DPSettings(release.noise_multiplier, plan.dp_max_grad_norm, self.policy.delta, cost.history)
+            dp = DPSettings(release.noise_multiplier, plan.dp_max_grad_norm, self.policy.delta, cost.history,
+                            grad_sample_mode(plan.model))
             out = train_local(model, x, y, dp=dp, **common)
             reply = self._dp_reply(base, cost, noise.spent_before, release, out.steps, out.sample_rate, started)
             # the release is kept before it is charged, so every charged round can be re-sent
@@ -631,7 +632,8 @@ class PartnerNode:
                           sample_rate=noise.sample_rate, steps=self.baseline_steps(len(data.x_train)),
                           max_grad_norm=plan.dp_max_grad_norm, kind="baseline", scope=self.scope("training"))
         with self.account.charge(release) as cost:
-            dp = DPSettings(release.noise_multiplier, plan.dp_max_grad_norm, self.policy.delta, cost.history)
+            dp = DPSettings(release.noise_multiplier, plan.dp_max_grad_norm, self.policy.delta, cost.history,
+                            grad_sample_mode(plan.model))
             out = train_local(model, x, y, dp=dp, **common)
             self.replies.save(run_id, server_round, {}, out.state_dict, {}, "baseline")  # kept before it is charged
         return out
