@@ -15,7 +15,7 @@ from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.contract.model import Contract
 from fedcrm.ml.models import build_model
 from fedcrm.errors import PolicyRefusal
-from fedcrm.ml.value import metrics_from_joint, next_edges, predict_log_value, value_metrics
+from fedcrm.ml.value import joint_histogram, metrics_from_joint, next_edges, predict_log_value, value_metrics
 from fedcrm.node.partner import PartnerNode
 from fedcrm.privacy.accounting import epsilon
 from fedcrm.privacy.ledger import Ledger
@@ -102,11 +102,20 @@ def test_dp_training_learns_the_value_and_evaluation_is_one_charged_histogram(sh
     # top-decile capture 0.32; runs of this test 0.19-0.36 and 0.12-0.31 (the DP noise is
     # the OS's: no two runs train the same model)
     assert exact.spearman > 0.1 and exact.value_capture_top_decile > 0.1, exact
-    # what the shops released: noised, yet close to the exact figure once pooled (with the
-    # model of an earlier run at this σ, 100 draws of the noise: ±0.07)
-    pooled = metrics_from_joint(np.sum([np.asarray(r.value_hist, float) for r in replies], axis=0), scale,
-                                scale.check_edges(sent))
-    assert math.isfinite(pooled.spearman) and abs(pooled.spearman - exact.spearman) < 0.2, (pooled, exact)
+    # what the shops released is the exact joint histogram plus the nodes' noise: the pooled
+    # figure falls within the spread of 500 such draws (at this test's σ, with four
+    # evaluations planned, that spread is wide: a suite run read 0.08 against an exact 0.33,
+    # outside the fixed ±0.2 this test had)
+    edges_sent = scale.check_edges(sent)
+    pooled = metrics_from_joint(np.sum([np.asarray(r.value_hist, float) for r in replies], axis=0), scale, edges_sent)
+    exact_joint = sum(joint_histogram(d.y_test, predict_log_value(model, norm.apply(d.x_test), scale), scale, edges_sent)
+                      for d in held)
+    sd = math.sqrt(sum(r.noise_multiplier**2 for r in replies))
+    rng = np.random.default_rng(0)
+    draws = [metrics_from_joint(np.rint(exact_joint + rng.normal(0, sd, exact_joint.shape)), scale, edges_sent).spearman
+             for _ in range(500)]
+    low, high = np.quantile(draws, [0.001, 0.999])
+    assert math.isfinite(pooled.spearman) and low <= pooled.spearman <= high, (pooled, exact, low, high, sd)
     # a node refuses edges it cannot cut a histogram at, before anything is charged
     before = len(Ledger.of(members[0].cfg).entries())
     with pytest.raises(PolicyRefusal, match="predicted-side edges"):
