@@ -19,12 +19,12 @@ from fedcrm.ml.evaluation import HIST_BINS
 from fedcrm.ml.fedstats import Normalisation
 from fedcrm.ml.survival import SurvivalScale
 from fedcrm.protocol import METRICS, EvaluateReply, SurvivalEvaluateReply, TrainReply, ValueEvaluateReply
-if TYPE_CHECKING:
-    from fedcrm.coordinator.value_edges import PredictedEdges
-
 from fedcrm.rundir import (ClientLevelPoint, EpsilonFile, EpsilonPoint, Failure, Inventory, LedgerReceiptsFile,
                            MetricsFile, ModelMeta, PartnerRound, ReceivedFile, RoundRecord, RunDir, RunState, RunSummary,
                            ScoreHistogram, SurvivalHistogram, ValueHistogram)
+
+if TYPE_CHECKING:
+    from fedcrm.coordinator.value_edges import PredictedEdges
 
 PARTNER_ID = TrainReply.key("partner_id")
 
