@@ -1,9 +1,10 @@
 """How close fedcrm stays to the engines it stands on (issue 17), measured side by side in
 one run: the local training loop against a plain torch loop on the same tensors, DP-SGD
-per Opacus grad-sample mode against our own loop without DP, and the command line's
-start-up against Flower's.
+per Opacus grad-sample mode against our own loop without DP, the command line's start-up
+against Flower's, and simulated rounds against a bare Flower app.
 
-    .venv/bin/python benchmarks/overhead.py            # → benchmarks/results/overhead.{json,md}, ~3 min
+    .venv/bin/python benchmarks/overhead.py            # → benchmarks/results/overhead.{json,md}, ~25 min
+    .venv/bin/python benchmarks/overhead.py --sections simulation --partners 5 100
 
 - **Training loop.** 40,000 rows × 66 columns (UCI Bank Marketing's size), batch 256,
   2 epochs, one thread (a node sharing 2 cores), models logistic, MLP(32) and MLP(256).
@@ -13,14 +14,27 @@ start-up against Flower's.
   warm-up pass of everything, so warm-up and drift fall on all alike.
 - **Start-up.** Wall time of `fedcrm --help`, `fedcrm partner check --help`,
   `flwr --help` and `python -c pass` as subprocesses (median of 5).
-- Not here yet: per-round simulation against bare Flower (`simulation_overhead.py`) and
-  deployed rounds (`deployment_latency.py`) keep their own scripts and results.
+- **Simulation.** IBM Telco split IID over N partners (copies with new ids where N needs
+  more rows, about 60 rows a partner), prepared beforehand (the node's cache), no DP, one
+  local epoch of batch 64 (one step), evaluation every round. The reference is
+  `benchmarks/bare_flower/`: Flower's own FedAvg over a model of the same width, one SGD
+  step a partner on rows of the same count, a federated evaluation every round. Both go
+  through the same launcher (our SuperLink, `flwr run`, 1 CPU a simulated node, so two
+  Ray actors on 2 cores), alternately, `--repeats` times. Round times come from the runs'
+  own files (our per-round checkpoints, the bare app's marks), never from polling Flower:
+  per round = (round R − round 1) / (R − 1); start-up = from `flwr run` to round 1's end,
+  less one such round. Ours evaluates the starting model at round 0 (one more federated
+  evaluation inside its start-up); the bare app's round 0 is its ServerApp alone.
+- Not here yet: deployed rounds (`deployment_latency.py` keeps its own script and results).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,6 +50,8 @@ from fedcrm.ml.training import DPSettings, train_local
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "overhead"
+BARE_APP = ROOT / "benchmarks" / "bare_flower"
+SIM_ROUNDS, SIM_ROWS = 8, 60
 ROWS, WIDTH, BATCH, EPOCHS, REPEATS = 40_000, 66, 256, 2, 5
 MODELS = (("logistic", 32), ("mlp", 32), ("mlp", 256))
 MODES = ("hooks", "functorch", "ghost")
@@ -117,25 +133,126 @@ def startup() -> dict:
     return out
 
 
+def consortium(n: int, work: Path) -> tuple[Path, int]:
+    """N partners of IBM Telco, each node's prepared data cached; the matrix width."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from simulation_overhead import telco_at_least
+
+    from fedcrm.config import FederationConfig, PartnerConfig
+    from fedcrm.data.prepare import prepare
+    from fedcrm.sandbox.public_data import split_telco
+
+    shutil.rmtree(work, ignore_errors=True)
+    fed = split_telco(work / "consortium", by="iid", partners=n, seed=0, csv=telco_at_least(SIM_ROWS * n, work),
+                      benchmark_policy=True)
+    widths = {prepare(PartnerConfig.load(m.config), "churn").x_train.shape[1] for m in FederationConfig.load(fed).members}
+    return fed, max(widths)
+
+
+def timed_run(link_dir: Path, app: Path, config: dict, n: int, marks: Callable[[], list[float]]) -> dict:
+    """One run on a SuperLink of its own: seconds from `flwr run` to each round's end."""
+    from fedcrm.ops.launcher import SimulationLink
+
+    with SimulationLink(link_dir) as link:
+        t0 = time.time()
+        run_id = link.cli.submit(app, config, {"num-supernodes": n, "client-resources-num-cpus": 1})
+        status = link.cli.wait(run_id, timeout=3600, poll=0.5, ended=lambda: len(marks()) > SIM_ROUNDS)
+    ends = [t - t0 for t in marks()]
+    if status != "finished:completed" or len(ends) != SIM_ROUNDS + 1:
+        raise SystemExit(f"{app.name} with {n} partners ended {status} after {len(ends)} rounds")
+    per_round = (ends[SIM_ROUNDS] - ends[1]) / (SIM_ROUNDS - 1)
+    return {"per_round": round(per_round, 3), "startup": round(ends[1] - per_round, 2),
+            "round_0": round(ends[0], 2), "last_round": round(ends[SIM_ROUNDS], 2)}
+
+
+def simulation(partners: list[int], repeats: int) -> dict:
+    """Ours and the bare app, alternately, `repeats` times per size (module docstring)."""
+    from fedcrm.config import TrainPlan
+    from fedcrm.ops.app import default_app_dir
+    from fedcrm.ops.launcher import FLWR_ENV
+
+    os.environ.update(FLWR_ENV)
+    out: dict = {}
+    for n in partners:
+        work = ROOT / ".work" / "overhead" / f"n{n}"
+        fed, width = consortium(n, work)
+        times: dict[str, list[dict]] = {"fedcrm": [], "bare_flower": []}
+        for r in range(repeats):
+            run_dir = work / f"run-{r}"
+            plan = TrainPlan.from_run_config({
+                "num-server-rounds": SIM_ROUNDS, "dp-enabled": False, "local-epochs": 1, "batch-size": 64,
+                "federated-stats": False, "round-timeout": 3600, "min-partners": n,
+                "federation-config": str(fed.resolve()), "run-dir": str(run_dir.resolve())})
+            checkpoints = run_dir / "checkpoints"
+            times["fedcrm"].append(timed_run(
+                work / "flower", default_app_dir(), plan.to_run_config(exclude_unset=True), n,
+                lambda c=checkpoints: sorted(p.stat().st_mtime for p in c.glob("round-*.pt")) if c.is_dir() else []))
+            marks = work / f"marks-{r}"
+            times["bare_flower"].append(timed_run(
+                work / "flower", BARE_APP, {"num-server-rounds": SIM_ROUNDS, "width": width, "rows": SIM_ROWS,
+                                            "nodes": n, "marks": str(marks)}, n,
+                lambda m=marks: sorted(float(p.read_text()) for p in m.glob("round-*")) if m.is_dir() else []))
+            print(n, r, json.dumps({k: v[-1] for k, v in times.items()}), flush=True)
+        med = {k: {f: round(statistics.median(t[f] for t in v), 3) for f in ("per_round", "startup")}
+               for k, v in times.items()}
+        out[str(n)] = {"width": width, "runs": times, "median": med,
+                       "per_round_ratio": round(med["fedcrm"]["per_round"] / med["bare_flower"]["per_round"], 2),
+                       "startup_gap": round(med["fedcrm"]["startup"] - med["bare_flower"]["startup"], 1)}
+    return out
+
+
 def markdown(result: dict) -> str:
-    lines = ["Command: `.venv/bin/python benchmarks/overhead.py`", "",
-             f"Training loop: {ROWS:,} rows × {WIDTH} columns, batch {BATCH}, {EPOCHS} epochs, 1 thread, median of "
-             f"{REPEATS} interleaved repeats (seconds; ratios in brackets):", "",
-             "| model | plain torch | train_local | DP hooks | DP functorch | DP ghost |", "|---|---|---|---|---|---|"]
-    for name, r in result["training"].items():
-        s = r["seconds_median"]
-        lines.append(f"| {name} | {s['plain_torch']:.3f} | {s['train_local']:.3f} ({r['train_local_over_plain']}× plain) | "
-                     + " | ".join(f"{s[f'dp_{m}']:.3f} ({r[f'dp_{m}_over_train_local']}×)" for m in MODES) + " |")
-    lines += ["", "DP ratios are against `train_local` without DP. Start-up, wall seconds (median of "
-              f"{REPEATS}):", "", "| command | seconds |", "|---|---|"]
-    lines += [f"| `{k}` | {v:.3f} |" for k, v in result["startup"].items()]
+    lines = [f"Command: `{result['command']}` ({result['date']})", ""]
+    if result.get("kept_from_earlier"):
+        lines += [f"Kept from an earlier run of the script (not measured by this command): "
+                  f"{', '.join(result['kept_from_earlier'])}.", ""]
+    if "training" in result:
+        lines += [f"Training loop: {ROWS:,} rows × {WIDTH} columns, batch {BATCH}, {EPOCHS} epochs, 1 thread, median "
+                  f"of {REPEATS} interleaved repeats (seconds; ratios in brackets):", "",
+                  "| model | plain torch | train_local | DP hooks | DP functorch | DP ghost |", "|---|---|---|---|---|---|"]
+        for name, r in result["training"].items():
+            s = r["seconds_median"]
+            lines.append(f"| {name} | {s['plain_torch']:.3f} | {s['train_local']:.3f} ({r['train_local_over_plain']}× "
+                         "plain) | " + " | ".join(f"{s[f'dp_{m}']:.3f} ({r[f'dp_{m}_over_train_local']}×)" for m in MODES)
+                         + " |")
+        lines += ["", "DP ratios are against `train_local` without DP.", ""]
+    if "startup" in result:
+        lines += [f"Start-up, wall seconds (median of {REPEATS}):", "", "| command | seconds |", "|---|---|"]
+        lines += [f"| `{k}` | {v:.3f} |" for k, v in result["startup"].items()] + [""]
+    if "simulation" in result:
+        lines += [f"Simulation, {SIM_ROUNDS} rounds, no DP, median of the repeats (seconds; module docstring):", "",
+                  "| partners | per round, fedcrm | per round, bare Flower | ratio | start-up, fedcrm "
+                  "| start-up, bare Flower | gap |", "|---|---|---|---|---|---|---|"]
+        for n, r in result["simulation"].items():
+            m = r["median"]
+            lines.append(f"| {n} | {m['fedcrm']['per_round']:.2f} | {m['bare_flower']['per_round']:.2f} | "
+                         f"{r['per_round_ratio']}× | {m['fedcrm']['startup']:.1f} | {m['bare_flower']['startup']:.1f} | "
+                         f"{r['startup_gap']:+.1f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "processor": platform.processor() or platform.machine()},
-              "training": training(), "startup": startup()}
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="*", default=["training", "startup", "simulation"],
+                        choices=["training", "startup", "simulation"])
+    parser.add_argument("--partners", nargs="*", type=int, default=[5, 100, 1000])
+    parser.add_argument("--repeats", type=int, default=2, help="simulated runs of each app per size")
+    args = parser.parse_args()
+    result: dict = {"command": " ".join([".venv/bin/python benchmarks/overhead.py", *sys.argv[1:]]),
+                    "date": time.strftime("%Y-%m-%d %H:%M"),
+                    "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                                "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}}
+    if "training" in args.sections:
+        result["training"] = training()
+    if "startup" in args.sections:
+        result["startup"] = startup()
+    if "simulation" in args.sections:
+        result["simulation"] = simulation(args.partners, args.repeats)
+    old = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").is_file() else {}
+    for section in ("training", "startup", "simulation"):  # sections not measured now keep their last figures
+        if section not in result and section in old:
+            result[section] = old[section]
+            result.setdefault("kept_from_earlier", []).append(section)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(result, indent=2))
     RESULTS.with_suffix(".md").write_text(markdown(result))

@@ -34,6 +34,25 @@ def test_hand_computed_metrics() -> None:
     assert m.ece == pytest.approx(np.mean(np.abs(P - Y)))
 
 
+@pytest.mark.parametrize("n, rate, levels", [(60, 0.3, 0), (2000, 0.05, 0), (500, 0.5, 7), (3, 0.34, 2)])
+def test_exact_metrics_equal_scikit_learns(n: int, rate: float, levels: int) -> None:
+    """The numpy definitions and the rank AUC against scikit-learn's own functions, with
+    tied scores (`levels` distinct values) and a rare class among them."""
+    from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    rng = np.random.default_rng(n)
+    y = (rng.random(n) < rate).astype(int)
+    y[0], y[-1] = 1, 0  # both classes
+    p = rng.random(n) if not levels else rng.integers(0, levels, n) / levels + 0.01
+    m = binary_metrics(y, p)
+    clipped = np.clip(p, 1e-7, 1 - 1e-7)
+    assert m.auc == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert m.pr_auc == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    assert m.log_loss == pytest.approx(log_loss(y, clipped), abs=1e-12)
+    assert m.brier == pytest.approx(brier_score_loss(y, clipped), abs=1e-12)
+    assert m.accuracy == pytest.approx(accuracy_score(y, p >= 0.5), abs=1e-12)
+
+
 def test_lift_and_capture_take_ceil_of_the_fraction() -> None:
     y, p = np.array([0, 1, 1, 0, 0]), np.array([0.9, 0.8, 0.7, 0.2, 0.1])
     lift, capture = top_fraction(y, p, fraction=0.5)  # ceil(2.5) = 3 rows: 0, 1, 1

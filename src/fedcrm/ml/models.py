@@ -41,8 +41,10 @@ def build_model(kind: ModelKind, n_features: int, seed: int = 0, hidden: int = 3
     """Same seed → same initial weights on the server, so round 0 is reproducible. Boosted
     trees start with no tree (`depth`: of the trees to come; a loaded state sets it).
     `periods`: a time-to-churn model, the network's output plus an intercept per period
-    (`fedcrm.ml.survival.HazardModel`)."""
-    torch.manual_seed(seed)
+    (`fedcrm.ml.survival.HazardModel`). Seeds the CPU generator only: `torch.manual_seed`
+    also queues a seed for every accelerator, recording a stack trace each time (3-4 ms a
+    call deep in a Ray actor, a tenth of a simulated partner's round)."""
+    torch.default_generator.manual_seed(seed)
     if periods is not None and kind != "gbdt":
         from fedcrm.ml.survival import HazardModel
 

@@ -20,16 +20,19 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedcrm.ml.evaluation import binary_metrics, score_histograms
 from fedcrm.privacy.accounting import HistoryEntry, round_shape
 from fedcrm.protocol import HeldOutMetrics
+
+if TYPE_CHECKING:  # Opacus is imported where DP-SGD runs: 1-2.5 s of a node process's start
+    from opacus import PrivacyEngine
 
 # Opacus calls logging.basicConfig on import: Flower's logger has a handler of its own, so
 # without this every Flower line would print twice (once through the root's new handler).
@@ -108,7 +111,7 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
     if len(x) == 0:
         raise ValueError("no training rows after cleaning")
     planned, sample_rate = round_shape(len(x), batch_size, epochs)  # as the ledger will record them; refuses huge rounds
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)  # the CPU's only (see `build_model`)
     dataset = Rows(torch.from_numpy(x), torch.from_numpy(y))
     generator = torch.Generator().manual_seed(seed) if dp is None else reseed_from_os(torch.Generator())
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=dp is None, generator=generator, collate_fn=_as_batch)
@@ -120,6 +123,8 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
         with warnings.catch_warnings():
             # Opacus advises secure_mode (a CSPRNG) for production; see README, "Privacy".
             warnings.simplefilter("ignore")
+            from opacus import PrivacyEngine
+
             engine = PrivacyEngine(accountant="prv")  # ε is computed from the ledger, not here
             engine.accountant.history = list(dp.history)
             private = engine.make_private(

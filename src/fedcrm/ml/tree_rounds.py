@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import norm
 
 from fedcrm.ml.tree_ensemble import BASE, FEATURE, THRESHOLD, VALUE, check_ensemble, depth_of, leaf_index
 
@@ -50,7 +49,9 @@ def candidate_thresholds(n_numeric: int, width: int, bins: int, cuts: list[list[
     federation's quantile cuts (`fedcrm.ml.sketch`, matrix units, standardised here with
     `mean` and `std`), or without a sketch at the standard normal's `bins`-quantiles (the
     federation's normalisation makes a numeric column roughly standard)."""
-    normal = norm.ppf(np.arange(1, bins) / bins).astype(np.float32)
+    from scipy.special import ndtri  # the standard normal's quantiles (scipy.stats: 0.8 s to import)
+
+    normal = ndtri(np.arange(1, bins) / bins).astype(np.float32)
     out = []
     for j in range(width):
         if j >= n_numeric:

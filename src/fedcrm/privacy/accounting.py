@@ -18,7 +18,6 @@ import warnings
 from functools import lru_cache
 from typing import Literal
 
-from opacus.accountants import PRVAccountant, RDPAccountant
 from pydantic import BaseModel, Field
 
 from fedcrm.config.plan import NOISE_MAX, NOISE_MIN
@@ -54,27 +53,37 @@ def compact(history: list[HistoryEntry]) -> tuple[HistoryEntry, ...]:
     return tuple(out)
 
 
-class BoundedPRVAccountant(PRVAccountant):
-    """Opacus' PRV accountant, refusing a history whose discretisation grid would pass
-    `MAX_PRV_POINTS`: the check sits on the domain Opacus computes anyway, before it
-    allocates the grid, so it costs nothing."""
+@lru_cache(maxsize=1)
+def _bounded_prv() -> type:
+    """`BoundedPRVAccountant`, defined on first use: Opacus is imported where a release is
+    accounted, not by every process that imports this module (1-2.5 s of a node's start)."""
+    from opacus.accountants import PRVAccountant
 
-    def _get_domain(self, *args: object, **kwargs: object):  # noqa: ANN202 (Opacus' Domain)
-        domain = super()._get_domain(*args, **kwargs)
-        if domain.size > MAX_PRV_POINTS:
-            sigma, steps = min(s for s, _, _ in self.history), sum(n for *_, n in self.history)
-            raise UnaccountableRelease(
-                f"PRV accounting of this history needs {domain.size:.3g} grid points (limit {MAX_PRV_POINTS:.3g}): "
-                f"noise multiplier {sigma:g} is too small or {steps} steps too many; the node refuses rather "
-                "than exhaust its memory")
-        return domain
+    class BoundedPRVAccountant(PRVAccountant):
+        """Opacus' PRV accountant, refusing a history whose discretisation grid would pass
+        `MAX_PRV_POINTS`: the check sits on the domain Opacus computes anyway, before it
+        allocates the grid, so it costs nothing."""
+
+        def _get_domain(self, *args: object, **kwargs: object):  # noqa: ANN202 (Opacus' Domain)
+            domain = super()._get_domain(*args, **kwargs)
+            if domain.size > MAX_PRV_POINTS:
+                sigma, steps = min(s for s, _, _ in self.history), sum(n for *_, n in self.history)
+                raise UnaccountableRelease(
+                    f"PRV accounting of this history needs {domain.size:.3g} grid points (limit {MAX_PRV_POINTS:.3g}): "
+                    f"noise multiplier {sigma:g} is too small or {steps} steps too many; the node refuses rather "
+                    "than exhaust its memory")
+            return domain
+
+    return BoundedPRVAccountant
 
 
 @lru_cache(maxsize=512)
 def _epsilon(history: tuple[HistoryEntry, ...], delta: float, kind: AccountantKind) -> float:
     if any(not (s > 0 and math.isfinite(s)) or not (0 < q <= 1) or n < 0 for s, q, n in history):
         raise UnaccountableRelease(f"history entry out of range: {history}")
-    accountant = BoundedPRVAccountant() if kind == "prv" else RDPAccountant()
+    from opacus.accountants import RDPAccountant
+
+    accountant = _bounded_prv()() if kind == "prv" else RDPAccountant()
     accountant.history = list(history)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Optimal order is the largest alpha" on every PRV call

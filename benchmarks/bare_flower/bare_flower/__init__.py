@@ -1,0 +1,1 @@
+"""A bare Flower app: the reference for fedcrm's simulation overhead."""
