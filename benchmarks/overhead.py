@@ -3,7 +3,7 @@ one run: the local training loop against a plain torch loop on the same tensors,
 per Opacus grad-sample mode against our own loop without DP, the command line's start-up
 against Flower's, and simulated rounds against a bare Flower app.
 
-    .venv/bin/python benchmarks/overhead.py            # → benchmarks/results/overhead.{json,md}, ~25 min
+    .venv/bin/python benchmarks/overhead.py            # → benchmarks/results/overhead.{json,md}, ~35 min
     .venv/bin/python benchmarks/overhead.py --sections simulation --partners 5 100
 
 - **Training loop.** 40,000 rows × 66 columns (UCI Bank Marketing's size), batch 256,
