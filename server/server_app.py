@@ -10,6 +10,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedcrm.config import TrainPlan
 from fedcrm.coordinator.loop import run_federation
+from fedcrm.coordinator.polling import prompt
 
 app = ServerApp()
 
@@ -20,4 +21,4 @@ def main(grid: Grid, context: Context) -> None:
     run_id = int(context.run_id)
     run_dir = Path(plan.run_dir) if plan.run_dir else Path.cwd() / "fedcrm-runs" / f"run-{run_id}"
     logging.getLogger("flwr").info("fedcrm run %s: writing results to %s", run_id, run_dir)
-    run_federation(grid, plan, run_id, run_dir)
+    run_federation(prompt(grid, plan.pull_interval), plan, run_id, run_dir)

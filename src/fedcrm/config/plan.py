@@ -81,6 +81,8 @@ class TrainPlan(Strict):
     client_dp_clipping_norm: float = Field(1.0, gt=0, le=1e6)
     client_dp_max_epsilon: float = Field(0.0, ge=0, le=1000, description="0: no limit")
     round_timeout: float = Field(600.0, ge=1, le=86_400, description="seconds a round waits for replies")
+    pull_interval: float = Field(0.5, ge=0.05, le=10, description="seconds between the ServerApp's requests for "
+                                 "replies on a deployment (Flower's own grid waits 3 s; simulation pulls every 0.1 s)")
     evaluate_every: int = Field(
         1, ge=1, le=200, description="evaluate every this many rounds (and the first and last; gbdt with histogram "
         "splits: every this many trees): each is a charged DP release")
