@@ -25,7 +25,11 @@ against Flower's, and simulated rounds against a bare Flower app.
   per round = (round R − round 1) / (R − 1); start-up = from `flwr run` to round 1's end,
   less one such round. Ours evaluates the starting model at round 0 (one more federated
   evaluation inside its start-up); the bare app's round 0 is its ServerApp alone.
-- Not here yet: deployed rounds (`deployment_latency.py` keeps its own script and results).
+- **Deployment.** One loopback federation (`fedcrm.sandbox.loopback`: a TLS SuperLink
+  with node authentication and three SuperNodes, the demo's partners over IBM Telco's
+  split, every process real) serves both apps in turn, `--repeats` times: ours without
+  DP (as the bare app), ours at ε = 3 (what a consortium runs), and the bare app, every
+  partner required, evaluation every round. Per round and start-up as in the simulation.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "overhead"
 BARE_APP = ROOT / "benchmarks" / "bare_flower"
 SIM_ROUNDS, SIM_ROWS = 8, 60
+DEPLOY_ROUNDS = 4
 ROWS, WIDTH, BATCH, EPOCHS, REPEATS = 40_000, 66, 256, 2, 5
 MODELS = (("logistic", 32), ("mlp", 32), ("mlp", 256))
 MODES = ("hooks", "functorch", "ghost")
@@ -149,6 +154,13 @@ def consortium(n: int, work: Path) -> tuple[Path, int]:
     return fed, max(widths)
 
 
+def round_times(ends: list[float], rounds: int) -> dict:
+    """Per round = (round R − round 1) / (R − 1); start-up = round 1's end less one round."""
+    per_round = (ends[rounds] - ends[1]) / (rounds - 1)
+    return {"per_round": round(per_round, 3), "startup": round(ends[1] - per_round, 2),
+            "round_0": round(ends[0], 2), "last_round": round(ends[rounds], 2)}
+
+
 def timed_run(link_dir: Path, app: Path, config: dict, n: int, marks: Callable[[], list[float]]) -> dict:
     """One run on a SuperLink of its own: seconds from `flwr run` to each round's end."""
     from fedcrm.ops.launcher import SimulationLink
@@ -160,9 +172,68 @@ def timed_run(link_dir: Path, app: Path, config: dict, n: int, marks: Callable[[
     ends = [t - t0 for t in marks()]
     if status != "finished:completed" or len(ends) != SIM_ROUNDS + 1:
         raise SystemExit(f"{app.name} with {n} partners ended {status} after {len(ends)} rounds")
-    per_round = (ends[SIM_ROUNDS] - ends[1]) / (SIM_ROUNDS - 1)
-    return {"per_round": round(per_round, 3), "startup": round(ends[1] - per_round, 2),
-            "round_0": round(ends[0], 2), "last_round": round(ends[SIM_ROUNDS], 2)}
+    return round_times(ends, SIM_ROUNDS)
+
+
+def checkpoint_times(run_dir: Path) -> list[float]:
+    folder = run_dir / "checkpoints"
+    return sorted(p.stat().st_mtime for p in folder.glob("round-*.pt")) if folder.is_dir() else []
+
+
+def mark_times(marks: Path) -> list[float]:
+    return sorted(float(p.read_text()) for p in marks.glob("round-*")) if marks.is_dir() else []
+
+
+def deployment(repeats: int) -> dict:
+    """Ours (no DP, ε = 3) and the bare app in turn on one loopback federation (module docstring)."""
+    import tempfile
+
+    from fedcrm.config import FederationConfig, PartnerConfig
+    from fedcrm.data.prepare import prepare
+    from fedcrm.ops.launcher import FLWR_ENV
+    from fedcrm.ops.runs import launch
+    from fedcrm.sandbox.loopback import LoopbackFederation
+    from fedcrm.sandbox.public_data import split_telco
+
+    os.environ.update(FLWR_ENV)
+    times: dict[str, list[dict]] = {"fedcrm_no_dp": [], "fedcrm_eps3": [], "bare_flower": []}
+    with tempfile.TemporaryDirectory(prefix="fedcrm-overhead-") as tmp:
+        root = Path(tmp)
+        fed = split_telco(root / "consortium", by="iid", partners=3, seed=0, benchmark_policy=True)
+        federation = LoopbackFederation(root, fed, name="overhead").start()
+        try:
+            cli, common = federation.layout.cli(), {"num-server-rounds": DEPLOY_ROUNDS, "min-partners": 3,
+                                                    "round-timeout": 600}
+            width = prepare(PartnerConfig.load(FederationConfig.load(fed).members[0].config), "churn").x_train.shape[1]
+            for r in range(repeats):
+                for variant, extra in (("fedcrm_no_dp", {"dp-enabled": False}),
+                                       ("fedcrm_eps3", {"dp-target-epsilon": 3.0})):
+                    run_dir = root / f"run-{variant}-{r}"
+                    t0 = time.time()
+                    run_id = launch(federation.layout, run_dir, {**common, **extra})
+                    status = cli.wait(run_id, timeout=3600, poll=1.0,
+                                      ended=lambda d=run_dir: len(checkpoint_times(d)) > DEPLOY_ROUNDS)
+                    ends = [t - t0 for t in checkpoint_times(run_dir)]
+                    if status != "finished:completed" or len(ends) != DEPLOY_ROUNDS + 1:
+                        raise SystemExit(f"deployed {variant} ended {status} after {len(ends)} rounds")
+                    times[variant].append(round_times(ends, DEPLOY_ROUNDS))
+                marks = root / f"marks-{r}"
+                t0 = time.time()
+                run_id = cli.submit(BARE_APP, {"num-server-rounds": DEPLOY_ROUNDS, "width": width, "rows": 1500,
+                                               "nodes": 3, "marks": str(marks)})
+                status = cli.wait(run_id, timeout=3600, poll=1.0, ended=lambda m=marks: len(mark_times(m)) > DEPLOY_ROUNDS)
+                ends = [t - t0 for t in mark_times(marks)]
+                if status != "finished:completed" or len(ends) != DEPLOY_ROUNDS + 1:
+                    raise SystemExit(f"deployed bare app ended {status} after {len(ends)} rounds")
+                times["bare_flower"].append(round_times(ends, DEPLOY_ROUNDS))
+                print("deployment", r, json.dumps({k: v[-1] for k, v in times.items()}), flush=True)
+        finally:
+            federation.stop()
+    med = {k: {f: round(statistics.median(t[f] for t in v), 2) for f in ("per_round", "startup")}
+           for k, v in times.items()}
+    return {"partners": 3, "rounds": DEPLOY_ROUNDS, "runs": times, "median": med,
+            "per_round_ratio_no_dp": round(med["fedcrm_no_dp"]["per_round"] / med["bare_flower"]["per_round"], 2),
+            "per_round_ratio_eps3": round(med["fedcrm_eps3"]["per_round"] / med["bare_flower"]["per_round"], 2)}
 
 
 def simulation(partners: list[int], repeats: int) -> dict:
@@ -228,13 +299,21 @@ def markdown(result: dict) -> str:
             lines.append(f"| {n} | {m['fedcrm']['per_round']:.2f} | {m['bare_flower']['per_round']:.2f} | "
                          f"{r['per_round_ratio']}× | {m['fedcrm']['startup']:.1f} | {m['bare_flower']['startup']:.1f} | "
                          f"{r['startup_gap']:+.1f} |")
+    if "deployment" in result:
+        d = result["deployment"]
+        m = d["median"]
+        lines += ["", f"Deployment on loopback, {d['partners']} partners, TLS, {d['rounds']} rounds, median of the repeats "
+                  "(seconds):", "", "| app | per round | start-up |", "|---|---|---|"]
+        for k, label in (("fedcrm_no_dp", "fedcrm, no DP"), ("fedcrm_eps3", "fedcrm, ε = 3"),
+                         ("bare_flower", "bare Flower")):
+            lines.append(f"| {label} | {m[k]['per_round']:.1f} | {m[k]['startup']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="*", default=["training", "startup", "simulation"],
-                        choices=["training", "startup", "simulation"])
+    parser.add_argument("--sections", nargs="*", default=["training", "startup", "simulation", "deployment"],
+                        choices=["training", "startup", "simulation", "deployment"])
     parser.add_argument("--partners", nargs="*", type=int, default=[5, 100, 1000])
     parser.add_argument("--repeats", type=int, default=2, help="simulated runs of each app per size")
     args = parser.parse_args()
@@ -248,8 +327,10 @@ def main() -> None:
         result["startup"] = startup()
     if "simulation" in args.sections:
         result["simulation"] = simulation(args.partners, args.repeats)
+    if "deployment" in args.sections:
+        result["deployment"] = deployment(args.repeats)
     old = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").is_file() else {}
-    for section in ("training", "startup", "simulation"):  # sections not measured now keep their last figures
+    for section in ("training", "startup", "simulation", "deployment"):  # sections not measured now keep their last figures
         if section not in result and section in old:
             result[section] = old[section]
             result.setdefault("kept_from_earlier", []).append(section)

@@ -25,7 +25,9 @@ def model(width: int, hidden: int) -> torch.nn.Module:
 
 
 def rows(context: Context) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(int(context.node_config["partition-id"]))
+    # simulation numbers the nodes; a deployed SuperNode (fedcrm's, naming its partner
+    # config) has no partition id, and its Flower node id stands in
+    gen = torch.Generator().manual_seed(int(context.node_config.get("partition-id", context.node_id % 2**31)))
     n, width = int(context.run_config["rows"]), int(context.run_config["width"])
     x = torch.randn(n, width, generator=gen)
     return x, (x[:, 0] > 0).float()
