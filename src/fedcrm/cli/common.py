@@ -49,6 +49,7 @@ PLAN_PARAMS = {  # CLI parameter -> TrainPlan field
     "batch_size": "batch_size", "learning_rate": "learning_rate", "min_partners": "min_partners",
     "round_timeout": "round_timeout", "evaluate_every": "evaluate_every",
     "trees_per_round": "gbdt_trees_per_round", "depth": "gbdt_depth", "local_baseline": "local_baseline",
+    "pull_interval": "pull_interval",
 }
 
 

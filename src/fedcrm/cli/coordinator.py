@@ -85,6 +85,7 @@ def coordinator_run(
     batch_size: int = plan_option("batch_size"), learning_rate: float = plan_option("learning_rate"),
     evaluate_every: int = plan_option("evaluate_every"), trees_per_round: int = plan_option("trees_per_round"),
     depth: int = plan_option("depth"), local_baseline: bool = plan_option("local_baseline"),
+    pull_interval: float = plan_option("pull_interval"),
     detach: DetachOpt = False, mlflow: MlflowOpt = False, mlflow_uri: MlflowUriOpt = None,
 ) -> None:
     """Launch a run on the deployed federation and watch it round by round."""
