@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedcrm.ml.predicted_side import mid_ranks
 from fedcrm.privacy.noise import os_normal
 from fedcrm.protocol import HeldOutMetrics
 
@@ -73,9 +74,10 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> HeldOutMetrics:
 
 
 def _average_ranks(p: np.ndarray) -> np.ndarray:
-    """1-based ranks, tied values sharing the mean of their ranks."""
+    """1-based ranks, tied values sharing the mean of their ranks: each distinct value is a
+    bin of `mid_ranks`."""
     _, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts - 1) / 2)[inverse]
+    return mid_ranks(counts)[inverse]
 
 
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:
