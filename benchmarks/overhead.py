@@ -254,15 +254,14 @@ def simulation(partners: list[int], repeats: int) -> dict:
                 "num-server-rounds": SIM_ROUNDS, "dp-enabled": False, "local-epochs": 1, "batch-size": 64,
                 "federated-stats": False, "round-timeout": 3600, "min-partners": n,
                 "federation-config": str(fed.resolve()), "run-dir": str(run_dir.resolve())})
-            checkpoints = run_dir / "checkpoints"
             times["fedcrm"].append(timed_run(
                 work / "flower", default_app_dir(), plan.to_run_config(exclude_unset=True), n,
-                lambda c=checkpoints: sorted(p.stat().st_mtime for p in c.glob("round-*.pt")) if c.is_dir() else []))
+                lambda d=run_dir: checkpoint_times(d)))
             marks = work / f"marks-{r}"
             times["bare_flower"].append(timed_run(
                 work / "flower", BARE_APP, {"num-server-rounds": SIM_ROUNDS, "width": width, "rows": SIM_ROWS,
                                             "nodes": n, "marks": str(marks)}, n,
-                lambda m=marks: sorted(float(p.read_text()) for p in m.glob("round-*")) if m.is_dir() else []))
+                lambda m=marks: mark_times(m)))
             print(n, r, json.dumps({k: v[-1] for k, v in times.items()}), flush=True)
         med = {k: {f: round(statistics.median(t[f] for t in v), 3) for f in ("per_round", "startup")}
                for k, v in times.items()}
