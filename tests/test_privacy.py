@@ -45,35 +45,31 @@ def initial_state() -> dict:
 def test_epsilon_is_cumulative_across_rounds_runs_and_node_restarts(fresh_demo: Path) -> None:
     planned = node_for(fresh_demo).plan_run(run_id=11)
     assert planned.statistics_noise == 8.0  # the default policy's floor: paid first, from the run's ε
-    # the run's statistics come first, and are paid from the run's ε
+    # the run as the coordinator drives it: statistics (paid first, from the run's ε), an
+    # evaluation of the initial model, then every round trains and evaluates
     stats = node_for(fresh_demo).feature_sums(11)
-    state, eps = initial_state(), []
-    for rnd in (1, 2):
-        state, metrics = node_for(fresh_demo).train(state, rnd, run_id=11)
-        eps.append(metrics.epsilon)
-    # a new PartnerNode object reads the ledger from disk, as a restarted SuperNode would
-    node = node_for(fresh_demo)
-    state, metrics = node.train(state, 3, run_id=11)
-    eps.append(metrics.epsilon)
-    assert 0 < stats.epsilon < eps[0] < eps[1] < eps[2] <= 2.0 + 1e-6
-    # the plan made before the run is what the run spent, round by round
-    assert [p.epsilon for p in planned.projections] == pytest.approx(eps, rel=1e-9)
-    assert metrics.epsilon_run == pytest.approx(eps[-1]) and metrics.epsilon_remaining == pytest.approx(10.0 - eps[-1])
-    entries = Ledger.of(node.cfg).entries()
-    assert sum(e.steps for e in entries[1:]) == 3 * planned.steps_per_round
-    assert epsilon([e.history_entry for e in entries], 1e-5, "prv") == pytest.approx(eps[-1], rel=1e-9)
-    assert entries[-1].epsilon_rdp_after > entries[-1].epsilon_after  # RDP is the looser bound
-    # a second run on the same data starts from the first run's total and keeps adding
-    second = node_for(fresh_demo).plan_run(run_id=12)
-    assert second.statistics_noise == 0.0  # run 11's noised sums are kept and sent again for free
-    assert second.spent_before == pytest.approx(eps[-1])
+    state, trained, ends = initial_state(), [], []
+    node_for(fresh_demo).evaluate(state, run_id=11, server_round=0)
+    for rnd in (1, 2, 3):
+        # a new node object every round reads the ledger from disk, as a restarted SuperNode would
+        node = node_for(fresh_demo)
+        state, metrics = node.train(state, rnd, run_id=11)
+        trained.append(metrics.epsilon)
+        ends.append(node.evaluate(state, run_id=11, server_round=rnd).epsilon)
+    assert 0 < stats.epsilon < trained[0] < trained[1] < trained[2] <= 2.0 + 1e-6
+    assert all(t <= e <= 2.0 + 1e-6 for t, e in zip(trained, ends))
+    # the plan made before the run is what the run spent, round by round (each round
+    # ending with its evaluation)
+    assert [p.epsilon for p in planned.projections] == pytest.approx(ends, rel=1e-9)
+    # a second run on the same data starts from the first run's total
     _, m1 = node_for(fresh_demo).train(state, 1, run_id=12)
     _, m2 = node_for(fresh_demo).train(state, 2, run_id=12)
-    assert eps[-1] < m1.epsilon < m2.epsilon
-    assert m2.epsilon_run == pytest.approx(m2.epsilon - eps[-1])
-    assert [(e.run_id, e.server_round) for e in Ledger.of(node.cfg).entries()] == [
-        ("11", 0), ("11", 1), ("11", 2), ("11", 3), ("12", 1), ("12", 2)]
-    assert m2.ledger_entries == 6 and m2.ledger_ok == 1
+    assert ends[-1] < m1.epsilon < m2.epsilon
+    assert m2.epsilon_run == pytest.approx(m2.epsilon - ends[-1])
+    assert [(e.run_id, e.server_round, e.kind) for e in Ledger.of(node.cfg).entries()] == [
+        ("11", 0, "statistics"), ("11", 0, "evaluate"),
+        *[("11", r, kind) for r in (1, 2, 3) for kind in ("train", "evaluate")], ("12", 1, "train"), ("12", 2, "train")]
+    assert m2.ledger_entries == 10 and m2.ledger_ok == 1
 
 
 def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
