@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fedcrm.cli.common import PLAN_PARAMS
+from fedcrm.cli.main import COMMANDS, load
+from fedcrm.cli.plan_options import PLAN_PARAMS
 from fedcrm.config import TrainPlan
 from fedcrm.errors import ConfigError
 from fedcrm.ops.app import default_app_dir, write_app
@@ -33,13 +34,28 @@ def test_version_is_the_installed_one() -> None:
 
 
 def test_help_imports_nothing_heavy() -> None:
-    """`fedcrm --help` and every sub-app load without torch, Opacus, pandas' reports or Flower."""
-    code = ("import sys, fedcrm.cli.main; "
+    """`fedcrm --help` imports no command's module (nor the config models their run options
+    read); every command module loads without torch, Opacus, pandas' reports or Flower."""
+    code = ("import sys, fedcrm.cli.main as main; main.app(['--help'], standalone_mode=False); "
+            "print(sorted(m for m in sys.modules if m.startswith(('fedcrm.cli.', 'fedcrm.config')))); "
+            "[main.load(name) for name in main.COMMANDS]; "
             "print(sorted(m for m in ('torch', 'opacus', 'flwr', 'sklearn', 'fedcrm.reports', 'fedcrm.node', "
             "'fedcrm.sandbox') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "100"})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    *_, at_help, after_loading = proc.stdout.strip().splitlines()
+    assert at_help == "['fedcrm.cli.common', 'fedcrm.cli.main']"
+    assert after_loading == "[]"
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_the_root_listing_is_each_commands_own_help(name: str) -> None:
+    """`fedcrm --help` lists the commands without loading them: each line there is the
+    loaded command's own first paragraph of help, and the command is the one invoked."""
+    command = load(name)
+    assert command.name == name
+    assert " ".join(COMMANDS[name].help.split()) == " ".join((command.help or "").split("\n\n")[0].split())
 
 
 @pytest.mark.parametrize(("args", "option"), [(["--model", "xgboost"], "--model"), (["--rounds", "0"], "--rounds"),

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fedcrm.cli.common import (DirOpt, MlflowOpt, MlflowUriOpt, Model, Task, console, plan_from, plan_option,
-                               typer_app, warn_short_run, watch_deployed)
+from fedcrm.cli.common import DirOpt, MlflowOpt, MlflowUriOpt, Task, console, typer_app, watch_deployed
+from fedcrm.cli.plan_options import Model, plan_from, plan_option, warn_short_run
 from fedcrm.errors import ConfigError
 
 app = typer_app("The coordinator's SuperLink and its runs (deployment).")

@@ -2,26 +2,76 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+from typing import Annotated, NamedTuple
 
 import click
 import typer
+from typer.core import TyperGroup
 
-from fedcrm.cli import contract, coordinator, federation, flower, partner, privacy, report, score, sim
 from fedcrm.cli.common import console, typer_app
 from fedcrm.errors import FedcrmError
 
-app = typer_app(__doc__)
-app.add_typer(contract.app, name="contract")
-app.add_typer(partner.app, name="partner")
-app.add_typer(privacy.app, name="privacy")
-app.add_typer(report.app, name="report")
-app.add_typer(federation.app, name="federation")
-app.add_typer(coordinator.app, name="coordinator")
-app.add_typer(flower.app, name="flower")
-app.add_typer(score.app)
-app.add_typer(sim.benchmark_app, name="benchmark")
-app.add_typer(sim.app)
+
+class Subcommand(NamedTuple):
+    """Where a root command lives, and its line in `fedcrm --help`."""
+
+    module: str  # under fedcrm.cli
+    app: str  # the Typer app in it
+    command: str | None  # the command in that app (None: the app is a group of commands)
+    help: str
+
+
+# The root's commands, in `fedcrm --help`'s order. Each module is imported only when its
+# command runs or shows its own help: a module loads what its options need (the run
+# options load the config models), and `fedcrm --help` needs none of it.
+# tests/test_cli.py holds every line here to the loaded command's own help.
+COMMANDS = {
+    "contract": Subcommand("contract", "app", None, "The consortium's data contract: fields, features and tasks as data."),
+    "partner": Subcommand("partner", "app", None, "Partner-side commands (run on the partner's node)."),
+    "privacy": Subcommand("privacy", "app", None,
+                          "Privacy budget: plan, verify the ledger, audit a model, ledger receipts."),
+    "report": Subcommand("report", "app", None, "Reports on finished runs."),
+    "federation": Subcommand("federation", "app", None, "Provision a deployed federation: the CA, the SuperLink "
+                             "certificate, partners' public keys."),
+    "coordinator": Subcommand("coordinator", "app", None, "The coordinator's SuperLink and its runs (deployment)."),
+    "flower": Subcommand("flower", "app", None, "Flower's view of a finished `fedcrm run`: `flwr ls` and `flwr log` "
+                         "on its own SuperLink database."),
+    "score": Subcommand("score", "app", "score", "Score this partner's current customers locally: churn-risk tiers or "
+                        "propensity deciles, joined back to its own customer ids (the file stays on the node)."),
+    "benchmark": Subcommand("sim", "benchmark_app", None, "Benchmarks that need the public datasets."),
+    "demo-data": Subcommand("sim", "app", "demo-data", "Write a small consortium: three partners' raw exports, "
+                            "configs and keys."),
+    "run": Subcommand("sim", "app", "run", "Run a simulated federation (Flower simulation engine, one node per member)."),
+    "demo": Subcommand("sim", "app", "demo", "Generate the demo consortium and train a DP churn model across it."),
+}
+
+
+def load(name: str) -> click.Command:
+    """The root command `name`, its module imported."""
+    entry = COMMANDS[name]
+    group = typer.main.get_group(getattr(importlib.import_module(f"fedcrm.cli.{entry.module}"), entry.app))
+    command = group if entry.command is None else group.commands[entry.command]
+    command.name = name
+    return command
+
+
+class LazyRoot(TyperGroup):
+    """`fedcrm`: lists its commands from `COMMANDS`, loads one when it is invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        return None if entry is None else click.Command(cmd_name, help=entry.help)  # a line of the listing
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name, _, rest = super().resolve_command(ctx, args)
+        return name, load(name) if name else None, rest
+
+
+app = typer_app(__doc__, cls=LazyRoot)
 
 
 def _print_version(value: bool) -> None:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fedcrm.cli.common import ConfigOpt, FederationOpt, Model, Task, console, plan_from, plan_option, typer_app
+from fedcrm.cli.common import ConfigOpt, FederationOpt, Task, console, typer_app
+from fedcrm.cli.plan_options import Model, plan_from, plan_option
 from fedcrm.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from fedcrm.cli.common import (MlflowOpt, MlflowUriOpt, Model, Task, console, plan_from, plan_option, run_simulation,
-                               typer_app, warn_short_run)
+from fedcrm.cli.common import MlflowOpt, MlflowUriOpt, Task, console, run_simulation, typer_app
+from fedcrm.cli.plan_options import Model, plan_from, plan_option, warn_short_run
 
 app = typer_app(None)  # merged into the root app: `fedcrm run`, `fedcrm demo`, ...
 benchmark_app = typer_app("Benchmarks that need the public datasets.")
