@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from fedcrm.ml.models import build_model
 from fedcrm.ml.training import DPSettings, Rows, train_local
@@ -17,24 +16,27 @@ def data(n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     return x, (rng.random(n) < 1 / (1 + np.exp(-x[:, 0]))).astype(np.float32)
 
 
-def test_the_batched_fetch_trains_the_model_a_row_by_row_loader_would() -> None:
-    """Without DP, same seed: `train_local` ends at the weights of the same loop over a
-    plain TensorDataset loader (torch's own row-by-row fetch and collate)."""
+def test_without_dp_training_is_plain_minibatch_sgd_over_a_seeded_shuffle() -> None:
+    """Without DP, same seed: `train_local` ends at the weights of the textbook loop (a
+    fresh permutation from the seeded generator every epoch, cut into batches, the last
+    one short), and another seed ends elsewhere."""
     x, y = data()
     ours = build_model("mlp", 5, seed=1, hidden=8)
     train_local(ours, x, y, epochs=2, batch_size=64, lr=0.5, optimizer="sgd", seed=7, dp=None)
     ref = build_model("mlp", 5, seed=1, hidden=8)
-    torch.manual_seed(7)
-    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=64, shuffle=True,
-                        generator=torch.Generator().manual_seed(7))
+    generator = torch.Generator().manual_seed(7)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     opt, loss = torch.optim.SGD(ref.parameters(), lr=0.5), torch.nn.BCEWithLogitsLoss()
     for _ in range(2):
-        for xb, yb in loader:
+        for at in torch.randperm(len(x), generator=generator).split(64):
             opt.zero_grad()
-            loss(ref(xb), yb).backward()
+            loss(ref(tx[at]), ty[at]).backward()
             opt.step()
     for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
+    other = build_model("mlp", 5, seed=1, hidden=8)
+    train_local(other, x, y, epochs=2, batch_size=64, lr=0.5, optimizer="sgd", seed=8, dp=None)
+    assert not torch.equal(other.state_dict()["net.0.weight"], ours.state_dict()["net.0.weight"])
 
 
 def test_a_batch_is_the_rows_it_names_and_an_empty_one_keeps_its_width() -> None:
