@@ -184,6 +184,16 @@ def mark_times(marks: Path) -> list[float]:
     return sorted(float(p.read_text()) for p in marks.glob("round-*")) if marks.is_dir() else []
 
 
+def deployed_times(cli, run_id: int, t0: float, ends: Callable[[], list[float]], label: str) -> dict:  # noqa: ANN001
+    """Wait for a deployed run to end, then its round times from its own files (`ends`);
+    a run that did not complete every round stops the benchmark."""
+    status = cli.wait(run_id, timeout=3600, poll=1.0, ended=lambda: len(ends()) > DEPLOY_ROUNDS)
+    got = [t - t0 for t in ends()]
+    if status != "finished:completed" or len(got) != DEPLOY_ROUNDS + 1:
+        raise SystemExit(f"deployed {label} ended {status} after {len(got)} rounds")
+    return round_times(got, DEPLOY_ROUNDS)
+
+
 def deployment(repeats: int) -> dict:
     """Ours (no DP, ε = 3) and the bare app in turn on one loopback federation (module docstring)."""
     import tempfile
@@ -211,21 +221,12 @@ def deployment(repeats: int) -> dict:
                     run_dir = root / f"run-{variant}-{r}"
                     t0 = time.time()
                     run_id = launch(federation.layout, run_dir, {**common, **extra})
-                    status = cli.wait(run_id, timeout=3600, poll=1.0,
-                                      ended=lambda d=run_dir: len(checkpoint_times(d)) > DEPLOY_ROUNDS)
-                    ends = [t - t0 for t in checkpoint_times(run_dir)]
-                    if status != "finished:completed" or len(ends) != DEPLOY_ROUNDS + 1:
-                        raise SystemExit(f"deployed {variant} ended {status} after {len(ends)} rounds")
-                    times[variant].append(round_times(ends, DEPLOY_ROUNDS))
+                    times[variant].append(deployed_times(cli, run_id, t0, lambda d=run_dir: checkpoint_times(d), variant))
                 marks = root / f"marks-{r}"
                 t0 = time.time()
                 run_id = cli.submit(BARE_APP, {"num-server-rounds": DEPLOY_ROUNDS, "width": width, "rows": 1500,
                                                "nodes": 3, "marks": str(marks)})
-                status = cli.wait(run_id, timeout=3600, poll=1.0, ended=lambda m=marks: len(mark_times(m)) > DEPLOY_ROUNDS)
-                ends = [t - t0 for t in mark_times(marks)]
-                if status != "finished:completed" or len(ends) != DEPLOY_ROUNDS + 1:
-                    raise SystemExit(f"deployed bare app ended {status} after {len(ends)} rounds")
-                times["bare_flower"].append(round_times(ends, DEPLOY_ROUNDS))
+                times["bare_flower"].append(deployed_times(cli, run_id, t0, lambda m=marks: mark_times(m), "bare app"))
                 print("deployment", r, json.dumps({k: v[-1] for k, v in times.items()}), flush=True)
         finally:
             federation.stop()
