@@ -91,7 +91,7 @@ class Rows(TensorDataset):
     per tensor, where a plain TensorDataset is indexed row by row and collated. Same
     sampler, same indices, same batches; only the per-row Python work is gone."""
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+    def __getitems__(self, indices: list[int] | torch.Tensor) -> tuple[torch.Tensor, ...]:
         at = torch.as_tensor(indices, dtype=torch.long)
         return tuple(t[at] for t in self.tensors)
 
@@ -112,7 +112,7 @@ class ShuffledBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order = torch.randperm(len(self.rows), generator=self.generator)
         for at in order.split(self.batch_size):
-            yield tuple(t[at] for t in self.rows.tensors)
+            yield self.rows.__getitems__(at)
 
 
 def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,

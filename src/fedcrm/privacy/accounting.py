@@ -136,17 +136,18 @@ def calibrate_noise(prior: tuple[HistoryEntry, ...], sample_rate: float, steps: 
         return math.log(e / target_total) if math.isfinite(e) and e > 0 else 50.0
 
     try:
-        high = 2.0
-        while eps(high) > target_total:  # the bracket's safe end
+        high, e_high = 2.0, eps(2.0)
+        while e_high > target_total:  # the bracket's safe end
             high *= 2
             if high > SIGMA_MAX:
                 epsilon(list(prior) + [(SIGMA_MAX, sample_rate, steps)], delta, kind)  # raises if unaccountable
                 raise PrivacyBudgetError(f"no noise multiplier up to {SIGMA_MAX:g} keeps ε at {target_total:.3f}")
+            e_high = eps(high)
         # the other end, stepping down from the safe side: log ε falls about linearly in log σ,
         # with a slope of about -1 at large σ steepening to -3 near the floor; a steep first
         # guess stops short (cheap: the smaller σ, the slower an evaluation), the secant of
         # two safe points then overshoots a little, just past the answer
-        e_high, slope = eps(high), 2.0
+        slope = 2.0
         while True:
             low = max(SIGMA_MIN, min(0.999 * high, 0.99 * high * (e_high / target_total) ** (1 / slope)))
             e_low = eps(low)
