@@ -11,12 +11,13 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fedcrm.config import PartnerConfig
 from fedcrm.sandbox.demo_data import generate
-from fedcrm.ops.deployment import SuperLinkProcess, SuperNodeProcess, registered_keys
+from fedcrm.ops.deployment import FederationLayout, SuperLinkProcess, SuperNodeProcess, registered_keys
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.rundir import RunDir
 from fedcrm.sandbox.loopback import LoopbackFederation
@@ -48,6 +49,17 @@ def wait_for(path: Path, run_dir: Path, timeout: float = 300) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} did not appear in {timeout:.0f}s")
         time.sleep(0.2)
+
+
+def finished(layout: FederationLayout, run_id: int, run_dir: Path, **kwargs: Any) -> None:
+    """Watch the run to its end; if it did not complete, fail with the run's own account
+    (its summary's status names the reason) and the end of its Flower log."""
+    status = watch(layout, run_id, **kwargs)
+    if status != "finished:completed":
+        summary = run_dir / "summary.json"
+        raise AssertionError(f"run {run_id} ended {status}: "
+                             f"{summary.read_text() if summary.exists() else '(no summary)'}\n"
+                             f"{layout.cli().logs(run_id)[-4000:]}")
 
 
 def kill(process: SuperNodeProcess | SuperLinkProcess) -> None:
@@ -111,7 +123,7 @@ def test_a_deployed_gbdt_run_grows_trees_and_charges_the_round(deployment: Loopb
                                       "num-server-rounds": 1, "dp-target-epsilon": 2.0, "round-timeout": 90,
                                       "evaluate-every": 1, "federated-stats": False})
     rounds_seen = []
-    assert watch(layout, run_id, on_round=rounds_seen.append, timeout=600) == "finished:completed"
+    finished(layout, run_id, run_dir, on_round=rounds_seen.append, timeout=600)
     # one round of 16 random trees, its AUC read from the partners' noised histograms: above 0.6
     # in earlier suite runs, 0.597 in one; the starting model (no tree) scores 0.5
     assert [r.round for r in rounds_seen] == [0, 1] and rounds_seen[-1].auc > 0.55
@@ -149,7 +161,7 @@ def test_a_run_over_tls_survives_a_dropped_partner_and_a_killed_superlink(deploy
     deployment.link = SuperLinkProcess(layout).start()  # same database, certificates and keys
     resumed = resume(layout, run_dir)
     rounds_seen = []
-    assert watch(layout, resumed, on_round=rounds_seen.append, timeout=600) == "finished:completed"
+    finished(layout, resumed, run_dir, on_round=rounds_seen.append, timeout=600)
     assert [r.round for r in rounds_seen] == [0, 1, 2, 3] and rounds_seen[-1].auc > 0.75
 
     out = collect(layout, resumed, tmp_path / "collected")

@@ -3,6 +3,8 @@ restarts, and refused past the partner's own cap."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,48 @@ def test_a_round_is_never_charged_twice(fresh_demo: Path) -> None:
     other = {k: v + 0.1 for k, v in start.items()}
     with pytest.raises(PrivacyBudgetError, match="already charged"):
         node_for(fresh_demo).train(other, 1, run_id=5)
+
+
+def flock_waiters(lock: Path) -> int:
+    """How many are blocked on `lock` (a flock), from the kernel's own table."""
+    inode = f":{lock.stat().st_ino} "
+    return sum("->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines())
+
+
+def test_a_message_served_twice_at_once_is_released_once(fresh_demo: Path) -> None:
+    """Two ClientApp processes may serve the same round at once: a SuperLink restarted
+    mid-round hands a SuperNode the old run's message and the resumed run's, for the same
+    job, round and model. Both read the ledger before either charges. The first to take
+    its lock trains and charges; the other must send that very release, neither charge it
+    again nor refuse the round (before the fix it refused, 'already charged', and the
+    resumed run lost its quorum)."""
+    if not Path("/proc/locks").is_file():
+        pytest.skip("needs /proc/locks to see both deliveries wait at the ledger's lock")
+    start = initial_state()
+    nodes = [node_for(fresh_demo) for _ in range(2)]  # two processes' worth of objects: nothing shared in memory
+    ledger = Ledger.of(nodes[0].cfg)
+    out: dict[int, object] = {}
+
+    def serve(i: int) -> None:
+        try:
+            out[i] = nodes[i].train(start, 1, run_id=5)
+        except Exception as exc:  # noqa: BLE001 (the test reports it)
+            out[i] = exc
+
+    threads = [threading.Thread(target=serve, args=(i,)) for i in range(2)]
+    with ledger.exclusive():  # neither can charge until both have read the ledger and wait at its lock
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 300
+        while flock_waiters(ledger.path.with_suffix(".lock")) < 2:
+            assert time.monotonic() < deadline and all(t.is_alive() for t in threads), out
+            time.sleep(0.05)
+    for t in threads:
+        t.join(timeout=300)
+    assert all(isinstance(r, tuple) for r in out.values()) and len(out) == 2, out
+    (a, ma), (b, mb) = out[0], out[1]  # type: ignore[misc]
+    assert all(torch.equal(a[k], b[k]) for k in a) and ma.epsilon == mb.epsilon
+    assert [(e.run_id, e.server_round, e.kind) for e in ledger.entries()] == [("5", 1, "train")]
 
 
 def test_the_partner_cap_refuses_the_round_that_would_cross_it(fresh_demo: Path) -> None:

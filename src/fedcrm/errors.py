@@ -38,6 +38,11 @@ class PrivacyBudgetError(FedcrmError):
     """Training would exceed, or the history cannot prove, the partner's privacy budget."""
 
 
+class AlreadyCharged(PrivacyBudgetError):
+    """The ledger holds this release (run, round, kind) already: it is never computed and
+    charged twice. The node may still send the kept copy when the input is the same
+    (`fedcrm.privacy.replies`)."""
+
 
 class PolicyRefusal(FedcrmError):
     """The run asks for something the partner's privacy policy does not allow (DP off, more

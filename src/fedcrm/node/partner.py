@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 from pydantic import BaseModel
 
 from fedcrm.config import PartnerConfig, PrivacyPolicy, TrainPlan
+from fedcrm.config.partner import ReleaseKind
 from fedcrm.data.layout import FeatureLayout
 from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, prepare, task_of
 from fedcrm.ml.fedstats import Normalisation, partner_sums, row_bound
@@ -34,7 +35,7 @@ from fedcrm.ml.value import (joint_histogram, metrics_from_joint, noised_joint, 
                              value_metrics)
 from fedcrm.ml.tree_rounds import (GROW_GRAD, GROW_HESS, HIST_GRAD, HIST_HESS, bin_codes, check_request,
                                    gradients, histograms, leaf_sums, node_at_level, sensitivity)
-from fedcrm.errors import DataError, PolicyRefusal
+from fedcrm.errors import AlreadyCharged, DataError, PolicyRefusal
 from fedcrm.node.policy import check, check_holdout, log_refusal
 from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics, layout_key
 from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from fedcrm.privacy.membership import AuditResult
 
 State = dict[str, torch.Tensor]
+R = TypeVar("R")
 
 
 def _digest_text(digest: str, holder: str) -> str:
@@ -355,12 +357,40 @@ class PartnerNode:
         started, run_id = time.perf_counter(), str(run_id)
         self._admit("train", run_id, server_round)
         data, plan = self.data(self._resolved(layout)), self.plan
-        entries = self.account.entries() if plan.dp_enabled else []  # read and verified once before the lock
-        if plan.dp_enabled and self.account.charged(run_id, server_round, entries):
-            kept = self.replies.load(run_id, server_round, state)
-            if kept is not None:  # otherwise `charge` below refuses the round
-                new_state, metrics = kept
-                return new_state, TrainReply.from_dict({**metrics, **self.account.head(ledger_receipt).to_dict()})
+        if not plan.dp_enabled:
+            return self._train_round(state, data, normalisation, run_id, server_round, [], ledger_receipt, started)
+        entries = self.account.entries()  # read and verified once before the lock
+        return self._released_once(
+            "train", run_id, server_round, state, entries,
+            release=lambda: self._train_round(state, data, normalisation, run_id, server_round, entries,
+                                              ledger_receipt, started),
+            resend=lambda kept: (kept[0], TrainReply.from_dict({**kept[1], **self.account.head(ledger_receipt).to_dict()})))
+
+    def _released_once(self, kind: ReleaseKind, run_id: str, server_round: int, received: State,
+                       entries: list[LedgerEntry], release: Callable[[], R],
+                       resend: Callable[[tuple[State, dict]], R]) -> R:
+        """A charged release is computed once: for a round charged before on this very input
+        (a resumed or retried round, a message delivered twice) the kept copy is sent again,
+        at no cost. That includes a copy another ClientApp process was still computing when
+        this one read the ledger: its charge, made first under the ledger's lock, turns
+        this one's into `AlreadyCharged`, and the copy it kept is there by then. For any
+        other input the ledger refuses the round."""
+        if self.account.charged(run_id, server_round, entries, kind):
+            kept = self.replies.load(run_id, server_round, received, kind)
+            if kept is not None:
+                return resend(kept)
+        try:
+            return release()
+        except AlreadyCharged:
+            kept = self.replies.load(run_id, server_round, received, kind)
+            if kept is None:
+                raise
+            return resend(kept)
+
+    def _train_round(self, state: State, data: PreparedData, normalisation: Normalisation | None, run_id: str,
+                     server_round: int, entries: list[LedgerEntry], ledger_receipt: int | None,
+                     started: float) -> tuple[State, TrainReply]:
+        plan = self.plan
         model, x = self._model(state, data), self._x(data.x_train, normalisation)
         if plan.model == "gbdt":
             return self._boost(state, model, x, data, run_id, server_round, entries, ledger_receipt, started)
@@ -515,16 +545,18 @@ class PartnerNode:
         sigma = self.evaluation_sigma(run_id, entries)
         if sigma <= 0:  # exact and uncharged: only a run without DP, under a policy allowing it
             return compute(0.0, None).model_copy(update=self.account.head(ledger_receipt).model_dump())
-        if self.account.charged(run_id, server_round, entries, "evaluate"):
-            kept = self.replies.load(run_id, server_round, state, "evaluate")
-            if kept is not None:  # otherwise `charge` below refuses the round
-                return reply_type.from_dict({**kept[1], **self.account.head(ledger_receipt).to_dict()})
         release = Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
                           max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
-        with self.account.charge(release) as cost:
-            reply = compute(sigma, cost.after)
-            self.replies.save(run_id, server_round, state, {}, reply.to_dict(), "evaluate")
-        return reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
+
+        def charged() -> EvaluateReply | ValueEvaluateReply | SurvivalEvaluateReply:
+            with self.account.charge(release) as cost:
+                reply = compute(sigma, cost.after)
+                self.replies.save(run_id, server_round, state, {}, reply.to_dict(), "evaluate")
+            return reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
+
+        return self._released_once(
+            "evaluate", run_id, server_round, state, entries, release=charged,
+            resend=lambda kept: reply_type.from_dict({**kept[1], **self.account.head(ledger_receipt).to_dict()}))
 
     def _score_reply(self, model: Callable[[], torch.nn.Module], data: PreparedData,
                      normalisation: Normalisation | None,
@@ -606,15 +638,19 @@ class PartnerNode:
         server_round = plan.baseline_round
         assert server_round is not None  # `_admit` refuses a run that declared no baseline
         x, entries = self._x(data.x_train, normalisation), self.account.entries()
-        # a kept model counts only once its charge is in the ledger (it is kept just before)
-        charged = not plan.dp_enabled or self.account.charged(run_id, server_round, entries, "baseline")
-        kept = self.replies.load(run_id, server_round, {}, "baseline") if charged else None
-        if kept is not None:
-            trained = kept[0]
-        else:
+
+
+        def fit() -> State:
             model = build_model(plan.model, data.x_train.shape[1], seed=plan.seed, hidden=plan.model_hidden,
                                 periods=self.survival_scale.periods if self.survival_scale is not None else None)
-            trained = self._train_baseline(model, x, data, run_id, server_round, entries).state_dict
+            return self._train_baseline(model, x, data, run_id, server_round, entries).state_dict
+
+        if plan.dp_enabled:  # a kept model counts only once its charge is in the ledger (it is kept just before)
+            trained = self._released_once("baseline", run_id, server_round, {}, entries, release=fit,
+                                          resend=lambda kept: kept[0])
+        else:
+            kept = self.replies.load(run_id, server_round, {}, "baseline")
+            trained = kept[0] if kept is not None else fit()
         return self._evaluation(lambda: self._model(trained, data, "baseline"), trained, data, normalisation,
                                 run_id, server_round, ledger_receipt, started, edges)
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from fedcrm.config import PrivacyPolicy
 from fedcrm.config.partner import ReleaseKind
-from fedcrm.errors import PrivacyBudgetError
+from fedcrm.errors import AlreadyCharged, PrivacyBudgetError
 from fedcrm.privacy.accounting import (SIGMA_MAX, HistoryEntry, RunNoise, RunPlan, calibrate_noise, compact, epsilon,
                                        plan_run, run_noise)
 from fedcrm.privacy.ledger import Ledger, LedgerEntry
@@ -231,7 +231,7 @@ class PrivacyAccount:
         with self.ledger.exclusive() as all_entries:
             entries = self._counted(all_entries)
             if self.charged(release.run_id, release.server_round, entries, release.kind):
-                raise PrivacyBudgetError(f"partner {self.partner}: run {release.run_id} round {release.server_round} "
+                raise AlreadyCharged(f"partner {self.partner}: run {release.run_id} round {release.server_round} "
                                          f"({release.kind}) was already charged; refusing to release it twice")
             history = [e.history_entry for e in entries]
             spends = [(e.history_entry, e.scope) for e in entries]
