@@ -639,7 +639,6 @@ class PartnerNode:
         assert server_round is not None  # `_admit` refuses a run that declared no baseline
         x, entries = self._x(data.x_train, normalisation), self.account.entries()
 
-
         def fit() -> State:
             model = build_model(plan.model, data.x_train.shape[1], seed=plan.seed, hidden=plan.model_hidden,
                                 periods=self.survival_scale.periods if self.survival_scale is not None else None)

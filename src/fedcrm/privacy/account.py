@@ -232,7 +232,7 @@ class PrivacyAccount:
             entries = self._counted(all_entries)
             if self.charged(release.run_id, release.server_round, entries, release.kind):
                 raise AlreadyCharged(f"partner {self.partner}: run {release.run_id} round {release.server_round} "
-                                         f"({release.kind}) was already charged; refusing to release it twice")
+                                     f"({release.kind}) was already charged; refusing to release it twice")
             history = [e.history_entry for e in entries]
             spends = [(e.history_entry, e.scope) for e in entries]
             cost = Charge(history=history, before=self.spent(spends), accountant=self.policy.accountant,

@@ -16,12 +16,15 @@ from __future__ import annotations
 import math
 import warnings
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 from fedcrm.config.plan import NOISE_MAX, NOISE_MIN
 from fedcrm.errors import ConfigError, PrivacyBudgetError
+
+if TYPE_CHECKING:
+    from functools import _lru_cache_wrapper
 
 AccountantKind = Literal["prv", "rdp"]
 HistoryEntry = tuple[float, float, int]
@@ -54,7 +57,7 @@ def compact(history: list[HistoryEntry]) -> tuple[HistoryEntry, ...]:
 
 
 @lru_cache(maxsize=1)
-def _memoised_rdp() -> None:
+def _memoised_rdp() -> _lru_cache_wrapper[float]:
     """Opacus' per-order RDP of one Poisson-subsampled Gaussian step, `_compute_rdp(q, σ,
     α)`, remembered. It is a pure function, and both accountants ask it again and again
     for the same (q, σ): the PRV accountant bounds its grid with an RDP accountant over
@@ -65,9 +68,9 @@ def _memoised_rdp() -> None:
     from opacus.accountants.analysis import rdp
     from opacus.accountants.analysis.prv import prvs
 
-    if not hasattr(rdp._compute_rdp, "cache_info"):
-        remembered = lru_cache(maxsize=1 << 16)(rdp._compute_rdp)
-        rdp._compute_rdp = prvs._compute_rdp = remembered  # type: ignore[assignment]
+    remembered = lru_cache(maxsize=1 << 16)(rdp._compute_rdp)
+    rdp._compute_rdp = prvs._compute_rdp = remembered  # type: ignore[assignment]
+    return remembered
 
 
 @lru_cache(maxsize=1)
