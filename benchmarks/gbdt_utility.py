@@ -53,7 +53,8 @@ CSV = {"telco": TELCO_CSV, "bank": BANK_CSV, "retail": RETAIL_CSV}
 LABEL = {"telco": ("Churn", ","), "bank": ("y", ";")}
 EPSILONS = (1.0, 3.0, 8.0)
 # the runs: gbdt without DP grows 40 trees of depth 4 level by level (5 rounds a tree);
-# with DP 10 rounds of 40 random trees of depth 4; logistic regression 10 rounds of DP-SGD
+# with DP 10 rounds of 40 random trees of depth 4, gradients clipped to 0.5 (the DP default,
+# `TrainPlan.tree_grad_clip`); logistic regression 10 rounds of DP-SGD
 NO_DP = dict(model="gbdt", gbdt_splits="histogram", gbdt_depth=4, num_server_rounds=200, gbdt_learning_rate=0.25,
              gbdt_bins=64, evaluate_every=40)
 DP = dict(model="gbdt", gbdt_splits="random", gbdt_depth=4, gbdt_trees_per_round=40, num_server_rounds=10,

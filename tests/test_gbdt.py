@@ -235,12 +235,15 @@ def test_a_boosting_run_is_charged_per_round_and_matches_dp_accounting(fresh_dem
     sent = request(node, state, 0, plan)
     out, reply = node.train(sent, 1, "run-gbdt")
     assert set(out) == set(sent) and out[HIST_GRAD].shape == sent[HIST_GRAD].shape and out[HIST_GRAD].abs().sum() > 0
-    assert reply.max_grad_norm == pytest.approx(sensitivity(node.data().x_train.shape[1], 1.0))
+    # with DP, gradients are clipped to 0.5 unless the run says otherwise: half the noise
+    assert plan.tree_grad_clip == 0.5 and boost_plan(dp_enabled=False).tree_grad_clip == 1.0
+    assert boost_plan(gbdt_grad_clip=0.8).tree_grad_clip == 0.8
+    assert reply.max_grad_norm == pytest.approx(sensitivity(node.data().x_train.shape[1], 0.5))
     again, _ = node.train(sent, 1, "run-gbdt")  # a retried round: the kept release, no new charge
     torch.testing.assert_close(again[HIST_GRAD], out[HIST_GRAD])
     leaves = request(node, state, None, plan)
     out, reply = node.train(leaves, 2, "run-gbdt")
-    assert reply.max_grad_norm == pytest.approx(sensitivity(1, 1.0)) and out[GROW_GRAD].shape == (1, 2)
+    assert reply.max_grad_norm == pytest.approx(sensitivity(1, 0.5)) and out[GROW_GRAD].shape == (1, 2)
     for rnd, level in ((3, 0), (4, None)):
         node.train(request(node, state, level, plan), rnd, "run-gbdt")
     entries = Ledger.of(cfg).entries()

@@ -219,7 +219,7 @@ class PartnerNode:
         norm, or the boosting round's bound on its leaf sums (`fedcrm.ml.tree_rounds`)."""
         if self.plan.model == "gbdt":  # the larger of a round's two kinds
             copies = self.layout.width if self.plan.tree_splits == "histogram" else self.plan.gbdt_trees_per_round
-            return sensitivity(copies, self.plan.gbdt_grad_clip)
+            return sensitivity(copies, self.plan.tree_grad_clip)
         return self.plan.dp_max_grad_norm
 
     def evaluation_sigma(self, run_id: str, entries: list[LedgerEntry] | None = None) -> float:
@@ -461,15 +461,15 @@ class PartnerNode:
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         with torch.no_grad():
             margin = model(xt)
-        g, h = gradients(margin, data.y_train, plan.gbdt_grad_clip)
+        g, h = gradients(margin, data.y_train, plan.tree_grad_clip)
         if req.level is None:
             sums, keys = leaf_sums(g, h, xt, req.feature, req.threshold, req.depth), (GROW_GRAD, GROW_HESS)
-            bound = sensitivity(trees, plan.gbdt_grad_clip)
+            bound = sensitivity(trees, plan.tree_grad_clip)
         else:
             codes = bin_codes(x, req.thresholds)  # the coordinator's cuts: any numbers cost the same
             node = node_at_level(xt, req.feature, req.threshold, req.level)
             sums = histograms(g, h, codes, node, 2**req.level, plan.gbdt_bins)
-            keys, bound = (HIST_GRAD, HIST_HESS), sensitivity(x.shape[1], plan.gbdt_grad_clip)
+            keys, bound = (HIST_GRAD, HIST_HESS), sensitivity(x.shape[1], plan.tree_grad_clip)
         out = dict(state)
         base = dict(partner_id=self.cfg.partner_id, num_examples=len(data.y_train), dp_enabled=int(plan.dp_enabled))
         if not plan.dp_enabled:
