@@ -44,7 +44,7 @@ def test_the_mean_fit_learns_expected_spend_and_reads_back_on_the_log_scale() ->
     sure = np.full(10, 100.0)
     for scale, gamble_first in ((mean, True), (log, False)):
         # a fitted model's prediction for a group is the mean of its unit targets
-        assert (scale.unit_target(gamble).mean() > scale.unit_target(sure).mean()) is gamble_first
+        assert bool(scale.unit_target(gamble).mean() > scale.unit_target(sure).mean()) == gamble_first
 
 
 def test_exact_metrics_by_hand() -> None:
