@@ -18,6 +18,10 @@ holds every shop's data, so it scores the published model itself, not its noised
   spend over the horizon as expected purchases times expected spend per purchase;
 - **federated, no DP** and **at ε = 3** (the default model: a fractional logit), and an
   **MLP at ε = 3**: `fedcrm run --task clv` for 10 rounds.
+- **the mean fit** (`clv-mean`, the same label with `value_fit = "mean"`: the model learns
+  the expected capped spend instead of the log spend; `fedcrm.ml.value.ValueScale`): the
+  pooled fractional logit, pooled LightGBM (a regressor on the capped spend itself) and
+  federated at ε = 3, logistic and MLP, scored on the same log scale.
 
 Time to churn (the month of six after the cutoff in which a customer reaches 90 days
 without a purchase, or none), exact concordance (Harrell's C) and integrated Brier score
@@ -70,7 +74,7 @@ from fedcrm.sandbox.public_data import BENCHMARK_POLICY, RETAIL_CSV  # noqa: E40
 from fedcrm.sandbox.utility import simulate_fresh  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-TASK, TIME_TASK = "clv", "time-to-churn"
+TASK, TIME_TASK, MEAN_TASK = "clv", "time-to-churn", "clv-mean"
 ROUNDS = 10
 METRICS = ("spearman", "value_capture_top_decile", "r2_log", "mae_log", "rmse_log")
 TIME_METRICS = ("c_index", "integrated_brier", "left_observed", "left_predicted")
@@ -176,7 +180,15 @@ def pooled(data: list, scale: ValueScale) -> dict[str, np.ndarray]:
     logit = expit(np.hstack([(x_test - mean) / std, np.ones((len(x_test), 1))]) @ w) * scale.top
     linear = LinearRegression().fit((x - mean) / std, y).predict((x_test - mean) / std)
     gbm = lightgbm.LGBMRegressor(verbose=-1, random_state=0).fit(x, y).predict(x_test)
-    return {"pooled_fractional_logit": logit, "pooled_least_squares": linear, "pooled_lightgbm": gbm}
+    # the mean fit: the same model and loss against the capped spend over the cap; LightGBM on the capped spend
+    mean_scale = scale.model_copy(update={"fit": "mean"})
+    w = fractional_logit((x - mean) / std, mean_scale.unit_target(spend).astype(np.float64))
+    logit_mean = mean_scale.log_value(expit(np.hstack([(x_test - mean) / std, np.ones((len(x_test), 1))]) @ w))
+    capped = np.clip(spend, 0.0, scale.cap)
+    gbm_mean = np.log1p(np.clip(lightgbm.LGBMRegressor(verbose=-1, random_state=0).fit(x, capped).predict(x_test),
+                                0.0, scale.cap))
+    return {"pooled_fractional_logit": logit, "pooled_least_squares": linear, "pooled_lightgbm": gbm,
+            "pooled_fractional_logit_mean": logit_mean, "pooled_lightgbm_mean": gbm_mean}
 
 
 def federated(fed: Path, work: Path, seed: int, epsilon: float | None, data: list, tag: str,
@@ -314,12 +326,18 @@ def measure_value(seed: int, work: Path, fed: Path, configs: list[PartnerConfig]
     row["federated_eps3"] = {**score(predicted), **info}
     predicted, info = federated(fed, work, seed, 3.0, data, "mlp-eps3", model="mlp")
     row["federated_mlp_eps3"] = {**score(predicted), **info}
+    predicted, info = federated(fed, work, seed, 3.0, data, "eps3", task=MEAN_TASK)
+    row["federated_eps3_mean"] = {**score(predicted), **info}
+    predicted, info = federated(fed, work, seed, 3.0, data, "mlp-eps3", model="mlp", task=MEAN_TASK)
+    row["federated_mlp_eps3_mean"] = {**score(predicted), **info}
     return row
 
 
 VARIANTS = ("pooled_fractional_logit", "pooled_least_squares", "pooled_lightgbm", "bg_nbd_gamma_gamma",
-            "federated_no_dp", "federated_eps3", "federated_mlp_eps3")
-FEDERATED = ("federated_no_dp", "federated_eps3", "federated_mlp_eps3")
+            "federated_no_dp", "federated_eps3", "federated_mlp_eps3", "pooled_fractional_logit_mean",
+            "pooled_lightgbm_mean", "federated_eps3_mean", "federated_mlp_eps3_mean")
+FEDERATED = ("federated_no_dp", "federated_eps3", "federated_mlp_eps3", "federated_eps3_mean",
+             "federated_mlp_eps3_mean")
 
 
 TIME_VARIANTS = ("pooled_hazard", "kaplan_meier", "cox", "federated_no_dp", "federated_eps3", "federated_mlp_eps3")
@@ -373,7 +391,7 @@ def time_markdown(rows: list[dict], summ: dict) -> list[str]:
               "|---|---|---|---|---|---|---|---|"]
     cell = (lambda x: f"{x:.3f}" if isinstance(x, float) else "-")
     for r in timed:
-        for v in FEDERATED:
+        for v in TIME_VARIANTS[3:]:  # the federated runs
             f = r["time_to_churn"][v]
             eps = f"{f['epsilon_max']:.2f}" if f["epsilon_max"] is not None else "-"
             lines.append(f"| {r['seed']} | {v.replace('_', ' ')} | {f['c_index']:.3f} | {f['integrated_brier']:.4f} | "
@@ -417,7 +435,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--tasks", nargs="*", default=[TIME_TASK, TASK], choices=[TIME_TASK, TASK])
     parser.add_argument("--out", type=Path, default=RESULTS / "value_and_time")
+    parser.add_argument("--markdown-only", action="store_true", help="write the Markdown again from the JSON")
     args = parser.parse_args()
+    if args.markdown_only:
+        done = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.with_suffix(".md").write_text(markdown(done["rows"], done["summary"], done["command"]))
+        return
     try:
         import lifelines  # noqa: F401
         import lifetimes  # noqa: F401

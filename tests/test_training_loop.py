@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from fedcrm.ml.models import build_model
-from fedcrm.ml.training import DPSettings, Rows, train_local
+from fedcrm.ml.training import DPSettings, PoissonBatches, Rows, train_local
 
 
 def data(n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -48,9 +48,25 @@ def test_a_batch_is_the_rows_it_names_and_an_empty_one_keeps_its_width() -> None
     assert empty[0].shape == (0, 5) and empty[1].shape == (0,)
 
 
-def test_dp_training_through_opacus_poisson_loader_counts_every_step() -> None:
-    """Opacus' Poisson loader takes the batched fetch (it keeps the dataset and our collate
-    step): every planned step is taken and accounted."""
+def test_poisson_batches_are_poisson_samples_from_fresh_bits() -> None:
+    """Each row in a batch independently with probability q: batch sizes Binomial(n, q)
+    (mean and variance, not a fixed size), every row equally often, no row twice in a
+    batch, and two trainings' draws differ (OS entropy, not a seed)."""
+    n, q, draws = 200, 0.1, 4000
+    rows = Rows(torch.arange(n), torch.zeros(n))
+    batches = [b[0] for b in PoissonBatches(rows, q, draws)]
+    sizes = np.array([len(b) for b in batches])
+    assert abs(sizes.mean() - n * q) < 0.5 and 15 < sizes.var() < 21  # 20 and 18
+    assert all(len(set(b.tolist())) == len(b) for b in batches)
+    seen = np.bincount(torch.cat(batches).numpy(), minlength=n)
+    assert seen.min() > 300 and seen.max() < 500  # 400 each
+    again = [b[0] for b in PoissonBatches(rows, q, 50)]
+    assert any(not torch.equal(a, b) for a, b in zip(batches, again))
+
+
+def test_dp_training_through_opacus_counts_every_step() -> None:
+    """Opacus' optimiser over our Poisson batches: every planned step is taken and
+    accounted, at the rate the ledger records."""
     x, y = data(200)
     model = build_model("logistic", 5, seed=0)
     out = train_local(model, x, y, epochs=3, batch_size=8, lr=0.5, optimizer="sgd", seed=0,

@@ -29,6 +29,24 @@ def test_the_target_is_capped_log_spend_and_bins_keep_zero_apart() -> None:
     assert SCALE.midpoints()[0] == 0 and len(SCALE.midpoints()) == 10
 
 
+def test_the_mean_fit_learns_expected_spend_and_reads_back_on_the_log_scale() -> None:
+    """`fit = "mean"`: the unit target is the capped spend over the cap, and a prediction
+    reads back as its log spend. A customer with a 10 % chance of spending 5,000 (expected
+    500) then ranks above one sure to spend 100, as the top-decile capture wants; the log
+    fit ranks them the other way (expected log spend 0.85 against 4.6)."""
+    mean = ValueScale(cap=10_000.0, fit="mean")
+    log = ValueScale(cap=10_000.0)
+    spend = np.array([0.0, 100.0, 5000.0, 1e9])
+    assert mean.unit_target(spend).tolist() == pytest.approx([0.0, 0.01, 0.5, 1.0])
+    assert mean.log_value(mean.unit_target(spend)) == pytest.approx(mean.target(spend), rel=1e-6)
+    assert log.log_value(log.unit_target(spend)) == pytest.approx(log.target(spend), rel=1e-6)
+    gamble = np.array([5000.0] + [0.0] * 9)  # ten such customers: one spends, nine do not
+    sure = np.full(10, 100.0)
+    for scale, gamble_first in ((mean, True), (log, False)):
+        # a fitted model's prediction for a group is the mean of its unit targets
+        assert bool(scale.unit_target(gamble).mean() > scale.unit_target(sure).mean()) == gamble_first
+
+
 def test_exact_metrics_by_hand() -> None:
     spend = np.array([0.0, 0.0, np.e - 1, np.e**2 - 1])  # log targets 0, 0, 1, 2
     m = value_metrics(spend, np.array([0.0, 1.0, 1.0, 2.0]), SCALE)
@@ -119,3 +137,18 @@ def test_the_run_reports_value_table_reads_the_pooled_histograms() -> None:
     used = [r for r in rows if r["customers"] > 0]  # (a tenth of predictions sit at 0: the lowest bin is empty)
     assert used[0]["actual"] > used[-1]["actual"] and rows[0]["share_value"] > 2 * rows[0]["share_customers"]
     assert all(a["predicted"] >= b["predicted"] for a, b in zip(rows, rows[1:]))
+
+
+def test_the_contract_names_the_fit_and_refuses_it_on_another_label() -> None:
+    from pathlib import Path
+
+    from fedcrm.contract.model import Contract
+    from fedcrm.errors import ConfigError
+
+    text = (Path(__file__).resolve().parents[1] / "contracts" / "retail.toml").read_text()
+    contract = Contract.loads(text)
+    assert contract.task("clv").value_scale().fit == "log"  # type: ignore[union-attr]
+    assert contract.task("clv-mean").value_scale() == ValueScale(cap=10_000.0, fit="mean")
+    wrong = text.replace("period_days = 30, lapse_days = 90}", 'period_days = 30, lapse_days = 90, value_fit = "mean"}')
+    with pytest.raises(ConfigError, match="value_fit: only \"future-spend\" takes it"):
+        Contract.loads(wrong)

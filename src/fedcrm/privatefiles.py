@@ -104,10 +104,19 @@ def private_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> 
 
 
 def private_append_line(path: Path | str, line: str) -> Path:
-    """Append one line to a 0600 log (created on first use)."""
-    with private_open(path, "a") as fh:
-        fh.write(line if line.endswith("\n") else line + "\n")
-    return Path(path)
+    """Append one line to a 0600 log (created on first use) by one `write` on a file
+    opened O_APPEND: processes appending at once never interleave within a line. Plain
+    os calls, no buffered file object: a simulated node logs every message it answers."""
+    path = Path(path)
+    private_dir(path.parent, tighten=False)
+    fd = os.open(path, _FLAGS["a"] | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+        os.write(fd, (line if line.endswith("\n") else line + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
+    return path
 
 
 # the name `fedcrm.ops.pki` has always used for its keys

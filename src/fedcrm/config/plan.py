@@ -139,9 +139,10 @@ class TrainPlan(Strict):
     def tree_grad_clip(self) -> float:
         """|g| ≤ this for every row's gradient p - y (`gbdt_grad_clip`, 0 resolved). With DP,
         0.5 halves the noise on every leaf sum for a bias only on rows the model gets badly
-        wrong (|p - y| > 0.5): on the three shared data sets at ε = 3 it raised AUC by
-        0.005-0.018, at ε = 1 by up to 0.06, and left ε = 8 level
-        (benchmarks/results/gbdt_utility.md). Without DP nothing is gained by clipping."""
+        wrong (|p - y| > 0.5). Against 1.0 on the three shared data sets (mean AUC of 5 noise
+        draws, benchmarks/results/gbdt_settings.md): +0.005 to +0.019 at ε = 3, +0.016 to
+        +0.063 at ε = 1, -0.003 to +0.002 at ε = 8; 0.3 was better at ε = 1 only. Without DP
+        nothing is gained by clipping."""
         if self.gbdt_grad_clip > 0:
             return self.gbdt_grad_clip
         return 0.5 if self.dp_enabled else 1.0

@@ -414,6 +414,10 @@ class Label(_Strict):
     horizon_days: StrictInt | None = Field(None, gt=0, description="derived labels: days after the cutoff looked at")
     value_cap: float | None = Field(None, gt=0, description="future-spend: spend above this counts as this much (it "
                                     "bounds one customer's weight in a value model and its evaluation); unset: 10,000")
+    value_fit: Literal["log", "mean"] | None = Field(
+        None, description="future-spend: what a value model learns, 'log' (log1p of the capped spend: close on the log "
+        "scale, where the task's MAE, RMSE and R² are read) or 'mean' (the expected capped spend: the biggest spenders "
+        "ranked first, which is what the top-decile value capture counts); unset: log")
     period_days: StrictInt | None = Field(None, gt=0, description="time-to-churn: the length of a period (the horizon "
                                           "holds at least two); unset: 30")
     lapse_days: StrictInt | None = Field(None, gt=0, description="time-to-churn: a customer has left once this many "
@@ -455,7 +459,7 @@ class Task(_Strict):
             return None
         from fedcrm.ml.value import ValueScale
 
-        return ValueScale(cap=self.label.value_cap or DEFAULT_VALUE_CAP)
+        return ValueScale(cap=self.label.value_cap or DEFAULT_VALUE_CAP, fit=self.label.value_fit or "log")
 
 
 @dataclass(frozen=True)
@@ -643,6 +647,8 @@ class Contract(_Strict):
                 out.append(f"{key}.category: only \"bought-category\" takes a category")
             if lab.value_cap is not None and lab.derived != "future-spend":
                 out.append(f"{key}.value_cap: only \"future-spend\" takes a value cap")
+            if lab.value_fit is not None and lab.derived != "future-spend":
+                out.append(f"{key}.value_fit: only \"future-spend\" takes it")
             for opt in ("period_days", "lapse_days"):
                 if getattr(lab, opt) is not None and lab.derived != "time-to-churn":
                     out.append(f"{key}.{opt}: only \"time-to-churn\" takes it")

@@ -7,11 +7,11 @@ history before the first step, so the ε it reports afterwards covers every step
 
 DP noise and Poisson sampling draw from OS entropy, never from the run's seed: the seed is
 the coordinator's, and a coordinator that can replay the noise can subtract it (issue 12,
-attack 1). One `torch.Generator` serves Opacus' sampler and noise; it is seeded from
-`os.urandom` when training starts and reseeded from it before every step, so no state
-outlives one step's draws. It is a Mersenne Twister, not a CSPRNG (Opacus' `secure_mode`
-needs torchcsprng, which has no build here); see README, "Privacy". The seed still steers
-non-DP shuffling.
+attack 1). Opacus' noise comes from a `torch.Generator` seeded from `os.urandom` when
+training starts and reseeded from it before every step; each Poisson batch from a numpy
+generator seeded from 128 fresh OS bits (`PoissonBatches`). No state outlives one step's
+draws. Neither is a CSPRNG (Opacus' `secure_mode` needs torchcsprng, which has no build
+here); see README, "Privacy". The seed still steers non-DP shuffling.
 """
 
 from __future__ import annotations
@@ -115,6 +115,29 @@ class ShuffledBatches:
             yield self.rows.__getitems__(at)
 
 
+class PoissonBatches:
+    """`steps` Poisson-sampled batches of `rows`: each row in a batch independently with
+    probability `sample_rate`, what Opacus' `DPDataLoader` yields. Opacus draws a uniform
+    number per row per step and hands the indices on as a Python list; this draws the
+    batch's size, Binomial(rows, q), then that many distinct rows uniformly at random. It is
+    the same distribution (given its size, every subset of a Poisson sample is equally
+    likely), drawn in time of the batch, not of the data: on 40,000 rows the sampler was a
+    quarter of a DP-SGD step of the logistic model (`benchmarks/overhead.py`)."""
+
+    def __init__(self, rows: Rows, sample_rate: float, steps: int) -> None:
+        self.rows, self.sample_rate, self.steps = rows, sample_rate, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = len(self.rows)
+        for _ in range(self.steps):
+            rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))  # this batch's bits only
+            size = int(rng.binomial(n, self.sample_rate))
+            yield self.rows.__getitems__(torch.from_numpy(rng.choice(n, size=size, replace=False)))
+
+
 def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
                 lr: float, optimizer: str, seed: int, dp: DPSettings | None,
                 criterion: nn.Module | None = None) -> TrainOutcome:
@@ -132,8 +155,8 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
     loader: Iterable[tuple[torch.Tensor, ...]]
     if dp is None:
         loader = ShuffledBatches(dataset, batch_size, generator)
-    else:  # Opacus replaces it with its Poisson-sampling loader over the same rows
-        loader = DataLoader(dataset, batch_size=batch_size, generator=generator, collate_fn=_as_batch)
+    else:
+        loader = PoissonBatches(dataset, sample_rate, planned)
     opt = _optimizer(model, optimizer, lr)
     loss_fn: nn.Module = criterion if criterion is not None else nn.BCEWithLogitsLoss()
     engine: PrivacyEngine | None = None
@@ -146,15 +169,19 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
 
             engine = PrivacyEngine(accountant="prv")  # ε is computed from the ledger, not here
             engine.accountant.history = list(dp.history)
+            # Opacus reads the sample rate (1 / batches an epoch) and expected batch size off a
+            # loader over the same rows; the batches come from `PoissonBatches`, at that rate
+            shape = DataLoader(dataset, batch_size=batch_size)
             private = engine.make_private(
-                module=model, optimizer=opt, data_loader=loader, criterion=loss_fn,
+                module=model, optimizer=opt, data_loader=shape, criterion=loss_fn,
                 noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-                poisson_sampling=True, noise_generator=generator, grad_sample_mode=dp.grad_sample_mode,
+                poisson_sampling=False, noise_generator=generator, grad_sample_mode=dp.grad_sample_mode,
             )
             if dp.grad_sample_mode == "ghost":  # the criterion runs the two backward passes
-                train_model, opt, loss_fn, loader = private
+                train_model, opt, loss_fn, _ = private
             else:
-                train_model, opt, loader = private
+                train_model, opt, _ = private
+            train_model.forbid_grad_accumulation()  # as Opacus does for its own Poisson loader
     steps, total_loss, seen = 0, 0.0, 0
     train_model.train()
     while steps < planned:
@@ -168,7 +195,7 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, 
                 total_loss += float(loss.detach()) * len(xb)
                 seen += len(xb)
             loss.backward()
-            if engine is not None:  # this step's noise, and the next batch's sampling, from fresh OS bits
+            if engine is not None:  # this step's noise from fresh OS bits
                 reseed_from_os(generator)
             opt.step()
             steps += 1

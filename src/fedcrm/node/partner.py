@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from fedcrm.config import PartnerConfig, PrivacyPolicy, TrainPlan
 from fedcrm.config.partner import ReleaseKind
 from fedcrm.data.layout import FeatureLayout
+from fedcrm.data.pseudonymise import load_secret
 from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, prepare, task_of
 from fedcrm.ml.fedstats import Normalisation, partner_sums, row_bound
 from fedcrm.ml.sketch import sketch_counts
@@ -39,8 +40,9 @@ from fedcrm.errors import AlreadyCharged, DataError, PolicyRefusal
 from fedcrm.node.policy import check, check_holdout, log_refusal
 from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics, layout_key
 from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
-from fedcrm.privacy.accounting import RunPlan, round_shape
+from fedcrm.privacy.accounting import RunPlan, remember_in, round_shape
 from fedcrm.privacy.ledger import REPLIES_DIR, Ledger, LedgerEntry, privacy_dir
+from fedcrm.privacy.memo import MEMO_FILE, EpsilonMemo
 from fedcrm.privacy.noise import os_normal
 from fedcrm.privacy.parallel import Scope, Side
 from fedcrm.privacy.replies import ReplyCache
@@ -178,9 +180,20 @@ class PartnerNode:
     def _refused(self, refusal: PolicyRefusal, run_id: str | int | None) -> None:
         log_refusal(self.cfg.work_dir, self.run_id if run_id is None else str(run_id), refusal)
 
-    @cached_property
+    @property
     def account(self) -> PrivacyAccount:
+        """The partner's account; its ε results are also kept in this node's memo
+        (`fedcrm.privacy.memo`), which a deployed node's next message process reads."""
+        remember_in(self._memo)
+        return self._account
+
+    @cached_property
+    def _account(self) -> PrivacyAccount:
         return PrivacyAccount(self.ledger, self.policy, self.cfg.name, self.data().dataset_fingerprint)
+
+    @cached_property
+    def _memo(self) -> EpsilonMemo:
+        return EpsilonMemo(self.cfg.work_dir / MEMO_FILE, load_secret(self.cfg.secret_file))
 
     @cached_property
     def split(self) -> str:

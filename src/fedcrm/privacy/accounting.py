@@ -26,6 +26,8 @@ from fedcrm.errors import ConfigError, PrivacyBudgetError
 if TYPE_CHECKING:
     from functools import _lru_cache_wrapper
 
+    from fedcrm.privacy.memo import EpsilonMemo
+
 AccountantKind = Literal["prv", "rdp"]
 HistoryEntry = tuple[float, float, int]
 # The least and most noise this node ever uses or calibrates (justified in config/plan.py):
@@ -97,10 +99,31 @@ def _bounded_prv() -> type:
     return BoundedPRVAccountant
 
 
+_kept_on_disk: EpsilonMemo | None = None
+
+
+def remember_in(memo: EpsilonMemo | None) -> None:
+    """Also look up and keep every ε in `memo` (`fedcrm.privacy.memo`): a node's results
+    for its next process. Process-wide, as the in-process memo is: a value is the same
+    whichever node asks, and a node process serves one partner at a time."""
+    global _kept_on_disk
+    _kept_on_disk = memo
+
+
 @lru_cache(maxsize=512)
 def _epsilon(history: tuple[HistoryEntry, ...], delta: float, kind: AccountantKind) -> float:
     if any(not (s > 0 and math.isfinite(s)) or not (0 < q <= 1) or n < 0 for s, q, n in history):
         raise UnaccountableRelease(f"history entry out of range: {history}")
+    memo = _kept_on_disk
+    if memo is not None and (kept := memo.get(history, delta, kind)) is not None:
+        return kept
+    value = _computed(history, delta, kind)
+    if memo is not None:
+        memo.put(history, delta, kind, value)
+    return value
+
+
+def _computed(history: tuple[HistoryEntry, ...], delta: float, kind: AccountantKind) -> float:
     from opacus.accountants import RDPAccountant
 
     _memoised_rdp()
