@@ -52,19 +52,29 @@ def _narrow(path: Path, mode: int) -> None:
         os.chmod(path, mode)
 
 
-def private_open(path: Path | str, mode: str = "wb", *, encoding: str | None = None) -> IO[Any]:
-    """Open `path` for writing ("w", "a" or "x", text or "b"), created 0600; missing
-    parent folders are created 0700. A file that exists with a wider mode is narrowed
-    before anything is written to it."""
-    path = Path(path)
-    kind = mode.replace("b", "").replace("+", "")
-    if kind not in _FLAGS:
-        raise ValueError(f"private_open is for writing ('w', 'a', 'x'), not {mode!r}")
+def _private_fd(path: Path, kind: str) -> int:
+    """`path` opened for writing (`kind`: "w", "a" or "x"), created 0600 in 0700 folders,
+    narrowed to 0600 if it was wider; the caller closes the descriptor."""
     private_dir(path.parent, tighten=False)
     fd = os.open(path, _FLAGS[kind] | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
     try:
         if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
             os.fchmod(fd, FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def private_open(path: Path | str, mode: str = "wb", *, encoding: str | None = None) -> IO[Any]:
+    """Open `path` for writing ("w", "a" or "x", text or "b"), created 0600; missing
+    parent folders are created 0700. A file that exists with a wider mode is narrowed
+    before anything is written to it."""
+    kind = mode.replace("b", "").replace("+", "")
+    if kind not in _FLAGS:
+        raise ValueError(f"private_open is for writing ('w', 'a', 'x'), not {mode!r}")
+    fd = _private_fd(Path(path), kind)
+    try:
         if "b" in mode:
             return os.fdopen(fd, mode)
         return os.fdopen(fd, mode, encoding=encoding or "utf-8")
@@ -108,11 +118,8 @@ def private_append_line(path: Path | str, line: str) -> Path:
     opened O_APPEND: processes appending at once never interleave within a line. Plain
     os calls, no buffered file object: a simulated node logs every message it answers."""
     path = Path(path)
-    private_dir(path.parent, tighten=False)
-    fd = os.open(path, _FLAGS["a"] | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    fd = _private_fd(path, "a")
     try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
-            os.fchmod(fd, FILE_MODE)
         os.write(fd, (line if line.endswith("\n") else line + "\n").encode("utf-8"))
     finally:
         os.close(fd)

@@ -86,19 +86,13 @@ def reseed_from_os(generator: torch.Generator) -> torch.Generator:
 
 
 class Rows(TensorDataset):
-    """The training tensors, fetched a batch at a time: the DataLoader (Opacus' Poisson one
-    included) hands `__getitems__` a batch's indices and gets the batch back by one index
-    per tensor, where a plain TensorDataset is indexed row by row and collated. Same
-    sampler, same indices, same batches; only the per-row Python work is gone."""
+    """The training tensors, fetched a batch at a time: `__getitems__` takes a batch's
+    indices and returns the batch by one index per tensor, where a plain TensorDataset is
+    indexed row by row and collated (`ShuffledBatches`, `PoissonBatches`)."""
 
     def __getitems__(self, indices: list[int] | torch.Tensor) -> tuple[torch.Tensor, ...]:
         at = torch.as_tensor(indices, dtype=torch.long)
         return tuple(t[at] for t in self.tensors)
-
-
-def _as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """The collate step of `Rows`: its batch is already tensors."""
-    return batch
 
 
 class ShuffledBatches:

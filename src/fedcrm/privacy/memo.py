@@ -26,7 +26,7 @@ from functools import cache, cached_property
 from importlib.metadata import version
 from pathlib import Path
 
-from fedcrm.privatefiles import private_open
+from fedcrm.privatefiles import private_append_line
 
 MEMO_FILE = "accounting-memo.jsonl"
 MAX_BYTES = 8 << 20  # a file grown past this is started afresh (about 40,000 results)
@@ -79,12 +79,11 @@ class EpsilonMemo:
         if text in self._kept or text in self._added:
             return
         self._added[text] = float(epsilon)
-        line = json.dumps([text, value, self._tag(text, value)], separators=(",", ":")) + "\n"
+        line = json.dumps([text, value, self._tag(text, value)], separators=(",", ":"))
         try:
             if self.path.is_file() and self.path.stat().st_size > MAX_BYTES:
                 os.replace(self.path, self.path.with_suffix(".old"))
-            with private_open(self.path, "a") as fh:  # one write of one line: appends do not interleave
-                fh.write(line)
+            private_append_line(self.path, line)  # one write of one line: appends do not interleave
         except OSError:
             pass  # a memo that cannot be written costs the next process time, nothing else
 
