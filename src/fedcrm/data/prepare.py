@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
 from fedcrm.config.activity import ActivityConfig
-from fedcrm.contract.model import DEFAULT_LAPSE_DAYS, Task
+from fedcrm.contract.model import DEFAULT_LAPSE_DAYS, Contract, Task
 from fedcrm.data.activity import (activity_features, churn_labels, future_spend, interaction_counts, lapse_days_after,
                                   marketing_tags, propensity_labels,
                                   purchases)
@@ -318,10 +318,23 @@ def load_events(mapping: TransactionMapping | InteractionMapping, partner: str, 
     return raw, cleaner(typed.frame, typed.unreadable)
 
 
+_LAYOUTS: dict[str, FeatureLayout] = {}
+
+
+def contract_layout(contract: Contract) -> FeatureLayout:
+    """The contract's feature layout, built once per contract in a process: a simulation
+    process serves a thousand partners on one contract, and each node's first message
+    built it anew (2 ms; `benchmarks/overhead.py`). Layouts are frozen, so one is shared."""
+    digest = contract.digest()
+    if digest not in _LAYOUTS:
+        _LAYOUTS[digest] = FeatureLayout.from_contract(contract)
+    return _LAYOUTS[digest]
+
+
 def partner_layout(cfg: PartnerConfig) -> FeatureLayout:
     """The layout of the partner's contract, with the contract's generalisation widths
     unless the partner's own are coarser (a partner may generalise more, never less)."""
-    layout = FeatureLayout.from_contract(cfg.contract_model)
+    layout = contract_layout(cfg.contract_model)
     return layout.model_copy(update={"age_band_years": max(layout.age_band_years, cfg.generalisation.age_band_years)})
 
 

@@ -92,7 +92,7 @@ class Rows(TensorDataset):
 
     def __getitems__(self, indices: list[int] | torch.Tensor) -> tuple[torch.Tensor, ...]:
         at = torch.as_tensor(indices, dtype=torch.long)
-        return tuple(t[at] for t in self.tensors)
+        return tuple(t.index_select(0, at) for t in self.tensors)  # a third of `t[at]`'s time on one thread
 
 
 class ShuffledBatches:

@@ -73,6 +73,7 @@ class PartnerNode:
         self.ledger = Ledger.at(folder)
         self.replies = ReplyCache(folder / REPLIES_DIR)
         self._data: dict[str, tuple[tuple[object, ...], PreparedData]] = {}
+        self._scorers: dict[tuple[object, ...], torch.nn.Module] = {}  # `_scoring_model`
 
     @property
     def policy(self) -> PrivacyPolicy:
@@ -280,9 +281,25 @@ class PartnerNode:
     def _model(self, state: State, data: PreparedData, kind: str = "train") -> torch.nn.Module:
         self._check_periods(state, kind)
         try:
-            return model_with_state(self.plan.model, data.x_train.shape[1], state, hidden=self.plan.model_hidden)
+            if kind == "train" or self.plan.model == "gbdt":
+                return model_with_state(self.plan.model, data.x_train.shape[1], state, hidden=self.plan.model_hidden)
+            return self._scoring_model(data.x_train.shape[1], state)
         except (ValueError, RuntimeError) as exc:  # trees the checks refuse; arrays of other shapes
             raise PolicyRefusal(kind, f"the model sent: {str(exc).splitlines()[0][:200]}") from None
+
+    def _scoring_model(self, width: int, state: State) -> torch.nn.Module:
+        """A network that only scores (an evaluation, a baseline's) is built once per shape of
+        state and loaded with each state sent: building one initialises weights the state
+        then overwrites, 6 % of a simulated partner's busy time (`benchmarks/overhead.py`).
+        Training builds its own: DP-SGD hooks the network it trains."""
+        shapes = tuple((k, tuple(v.shape)) for k, v in state.items())
+        model = self._scorers.get(shapes)
+        if model is None:
+            model = model_with_state(self.plan.model, width, state, hidden=self.plan.model_hidden)
+            self._scorers = {shapes: model}  # one shape at a time: a run sends one
+        else:
+            model.load_state_dict(state)
+        return model
 
     def _resolved(self, layout: FeatureLayout | None, kind: str = "train") -> FeatureLayout:
         """The layout a model is trained or evaluated in: every category with its levels."""
