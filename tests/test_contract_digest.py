@@ -51,3 +51,15 @@ def test_a_node_refuses_a_run_under_another_contract(fresh_demo: Path) -> None:
 
 # The same at the Flower level, a run under the contract with one partner holding another:
 # tests/test_onboarding_flow.py.
+
+
+def test_a_changed_copy_of_a_contract_is_hashed_afresh() -> None:
+    """The digest is kept per contract instance; a copy with changes must not inherit it."""
+    import hashlib
+
+    contract = Contract.load(CONTRACTS / "telecom.toml")
+    first = contract.digest()
+    changed = contract.model_copy(update={"contract": contract.contract.model_copy(update={"version": 99})})
+    assert changed.digest() != first
+    assert changed.digest() == hashlib.sha256(changed.canonical_json().encode("utf-8")).hexdigest()
+    assert contract.digest() == first == Contract.load(CONTRACTS / "telecom.toml").digest()

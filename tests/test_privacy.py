@@ -164,3 +164,19 @@ def test_propensity_task_trains_and_evaluates(fresh_demo: Path) -> None:
     assert 0.0 <= metrics.auc <= 1.0 and metrics.num_positives > 0
     assert sum(metrics.score_hist_pos) + sum(metrics.score_hist_neg) == metrics.num_examples
 
+
+
+def test_a_node_scores_every_model_it_is_sent_as_itself(fresh_demo: Path) -> None:
+    """Scoring networks are reused per shape of state (`PartnerNode._scoring_model`): each
+    model sent must still be scored with its own weights, never a previous message's."""
+    from fedcrm.ml.models import model_with_state
+    from fedcrm.ml.training import predict
+
+    node = node_for(fresh_demo)
+    data = node.data()
+    a = initial_state()
+    b = {k: v + 0.5 for k, v in a.items()}
+    scores = [predict(node._model(s, data, "evaluate"), data.x_test) for s in (a, b, a)]
+    assert not torch.allclose(torch.from_numpy(scores[0]), torch.from_numpy(scores[1]))
+    assert (scores[0] == scores[2]).all()
+    assert (scores[1] == predict(model_with_state("logistic", data.x_test.shape[1], b), data.x_test)).all()

@@ -1,8 +1,17 @@
 """fedcrm: privacy-preserving federated churn and propensity models (Flower + Opacus)."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("fedcrm")  # single source: [project].version in pyproject.toml
-except PackageNotFoundError:  # a source tree on sys.path that was never installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> str:
+    """`fedcrm.__version__`, read from the installed metadata when asked for: importing
+    `importlib.metadata` costs about 60 ms, paid by every `fedcrm --help` and every fresh
+    ClientApp process that never asks (`benchmarks/overhead.py`, start-up)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'fedcrm' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fedcrm")  # single source: [project].version in pyproject.toml
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
