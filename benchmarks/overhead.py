@@ -423,6 +423,45 @@ def message_costs(fed: Path, width: int, n: int) -> dict:
     return out
 
 
+def fresh_messages(root: Path) -> dict:
+    """One partner's messages of a run, each in a fresh process as a deployed SuperNode
+    answers them (`benchmarks/fresh_message.py`), one after another, without DP and at
+    ε = 3: where a deployed message's seconds go, without the polling around it."""
+    from fedcrm.config import FederationConfig, PartnerConfig
+    from fedcrm.data.prepare import prepare
+    from fedcrm.sandbox.public_data import split_telco
+
+    config = FederationConfig.load(split_telco(root / "fresh", by="iid", partners=3, seed=0, benchmark_policy=True))
+    partner = config.members[0].config
+    width = prepare(PartnerConfig.load(partner), "churn").x_train.shape[1]
+    out: dict = {}
+    for variant, extra, run_id in (("fedcrm_no_dp", {"dp-enabled": False}, 901),
+                                   ("fedcrm_eps3", {"dp-target-epsilon": 3.0}, 902)):
+        run_config = {"num-server-rounds": DEPLOY_ROUNDS, "min-partners": 1, "federated-stats": False,
+                      "contract-digest": config.contract_digest(), **extra}
+        state = root / f"fresh-{variant}.pt"
+        torch.save(build_model("logistic", width).state_dict(), state)
+        rows = []
+        for server_round in range(1, DEPLOY_ROUNDS + 1):
+            for kind in ("train", "evaluate"):
+                proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fresh_message.py"), kind, str(partner),
+                                       str(server_round), str(state), json.dumps(run_config), str(run_id)],
+                                      capture_output=True, text=True, cwd=ROOT, check=False)
+                line = next((x for x in proc.stdout.splitlines() if x.startswith("{")), None)
+                if line is None:
+                    raise SystemExit(f"fresh {variant} {kind} round {server_round}: {proc.stderr[-600:]}")
+                rows.append(json.loads(line))
+        later = [r["answer_s"] for r in rows if r["kind"] == "train" and r["round"] > 1]
+        out[variant] = {"messages": rows, "import_s": round(statistics.median(r["import_s"] for r in rows), 2),
+                        "train_round_1_s": rows[0]["answer_s"], "train_later_s": round(statistics.median(later), 2),
+                        "evaluate_s": round(statistics.median(r["answer_s"] for r in rows if r["kind"] == "evaluate"), 2),
+                        "opacus_loaded": {k: sum(r["opacus_loaded"] for r in rows if r["kind"] == k)
+                                          for k in ("train", "evaluate")}}
+        print("fresh messages", variant, json.dumps({k: v for k, v in out[variant].items() if k != "messages"}),
+              flush=True)
+    return out
+
+
 def simulation(partners: list[int], repeats: int) -> dict:
     """Ours and the bare app, alternately, `repeats` times per size (module docstring); at
     100 partners also both ClientApps in this process (`message_costs`)."""
@@ -535,13 +574,24 @@ def markdown(result: dict) -> str:
         for k, label in (("fedcrm_no_dp", "fedcrm, no DP"), ("fedcrm_eps3", "fedcrm, ε = 3"),
                          ("bare_flower", "bare Flower")):
             lines.append(f"| {label} | {m[k]['per_round']:.1f} | {m[k]['startup']:.1f} |")
+    if "fresh" in result:
+        lines += ["", f"One partner's {DEPLOY_ROUNDS} rounds, each message in a fresh process as a deployed SuperNode "
+                  "answers it, one after another on an idle machine (seconds; `fresh_messages`; answering includes "
+                  "any import of Opacus):", "",
+                  "| app | importing the ClientApp | train, round 1 | train, later rounds | evaluate "
+                  "| messages that loaded Opacus (train, evaluate) |", "|---|---|---|---|---|---|"]
+        for k, label in (("fedcrm_no_dp", "fedcrm, no DP"), ("fedcrm_eps3", "fedcrm, ε = 3")):
+            f = result["fresh"][k]
+            lines.append(f"| {label} | {f['import_s']:.2f} | {f['train_round_1_s']:.2f} | {f['train_later_s']:.2f} | "
+                         f"{f['evaluate_s']:.2f} | {f['opacus_loaded']['train']} of {DEPLOY_ROUNDS}, "
+                         f"{f['opacus_loaded']['evaluate']} of {DEPLOY_ROUNDS} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="*", default=["training", "startup", "simulation", "deployment"],
-                        choices=["training", "startup", "simulation", "deployment"])
+    parser.add_argument("--sections", nargs="*", default=["training", "startup", "simulation", "deployment", "fresh"],
+                        choices=["training", "startup", "simulation", "deployment", "fresh"])
     parser.add_argument("--partners", nargs="*", type=int, default=[5, 100, 1000])
     parser.add_argument("--repeats", type=int, default=2, help="simulated runs of each app per size")
     args = parser.parse_args()
@@ -559,8 +609,14 @@ def main() -> None:
             result["messages"] = messages
     if "deployment" in args.sections:
         result["deployment"] = deployment(args.repeats)
+    if "fresh" in args.sections:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="fedcrm-fresh-") as tmp:
+            result["fresh"] = fresh_messages(Path(tmp))
     old = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").is_file() else {}
-    for section in ("training", "startup", "simulation", "messages", "deployment"):  # not measured now: the last figures
+    # sections not measured by this command keep their last figures
+    for section in ("training", "startup", "simulation", "messages", "deployment", "fresh"):
         if section not in result and section in old:
             result[section] = old[section]
             result.setdefault("kept_from_earlier", []).append(section)
