@@ -653,3 +653,20 @@ def test_partner_map_reads_outcome_words_of_a_two_valued_label(tmp_path: Path) -
     assert "left" in [v.lower() for v in cfg.customers.true_values]
     assert "stayed" in [v.lower() for v in cfg.customers.false_values]
     assert "reads 'Left' as true and 'Stayed' as false (guessed" in text
+
+
+def test_a_population_is_for_derived_labels_only() -> None:
+    """`population` chooses which customers a label derived from purchases is learnt on; an
+    explicit label field keeps every customer, so a population on it is a contract error."""
+    from fedcrm.contract.model import Contract
+    from fedcrm.errors import ConfigError
+
+    text = (Path(__file__).resolve().parents[1] / "contracts" / "retail.toml").read_text()
+    assert Contract.loads(text).task("clv").label.population == "bought-by-cutoff"
+    assert Contract.loads(text).task("churn-from-purchases").label.population is None
+    telecom = (Path(__file__).resolve().parents[1] / "contracts" / "telecom.toml").read_text()
+    wrong = telecom.replace('label = {field = "churned", derived = "no-purchase", horizon_days = 90}',
+                            'label = {field = "churned", population = "bought-by-cutoff"}')
+    assert wrong != telecom
+    with pytest.raises(ConfigError, match="population: only derived labels take it"):
+        Contract.loads(wrong)

@@ -151,7 +151,8 @@ def test_the_contract_declares_time_to_churn_and_refuses_what_does_not_fit(tmp_p
     short = text.replace("horizon_days = 180, period_days = 30", "horizon_days = 45, period_days = 30")
     with pytest.raises(ConfigError, match="horizon_days.*2 to 36 periods"):
         Contract.loads(short)
-    wrong = text.replace('label = {derived = "future-spend", horizon_days = 180, value_cap = 10000.0}',
+    wrong = text.replace('label = {derived = "future-spend", horizon_days = 180, value_cap = 10000.0, population = "bought-by-cutoff"}',
                          'label = {derived = "future-spend", horizon_days = 180, lapse_days = 60}')
+    assert wrong != text
     with pytest.raises(ConfigError, match="lapse_days: only \"time-to-churn\" takes it"):
         Contract.loads(wrong)

@@ -149,6 +149,7 @@ def test_the_contract_names_the_fit_and_refuses_it_on_another_label() -> None:
     contract = Contract.loads(text)
     assert contract.task("clv").value_scale().fit == "log"  # type: ignore[union-attr]
     assert contract.task("clv-mean").value_scale() == ValueScale(cap=10_000.0, fit="mean")
-    wrong = text.replace("period_days = 30, lapse_days = 90}", 'period_days = 30, lapse_days = 90, value_fit = "mean"}')
+    wrong = text.replace("period_days = 30, lapse_days = 90,", 'period_days = 30, lapse_days = 90, value_fit = "mean",')
+    assert wrong != text
     with pytest.raises(ConfigError, match="value_fit: only \"future-spend\" takes it"):
         Contract.loads(wrong)

@@ -62,6 +62,26 @@ def test_the_label_is_the_spend_after_the_cutoff(shops: Path) -> None:
     assert (spend >= 0).all() and (spend == 0).mean() > 0.1 and spend.max() > 1000, pd.Series(spend).describe()
 
 
+def test_a_value_task_learns_from_the_customers_a_shop_had_at_the_cutoff(shops: Path) -> None:
+    """The contract's clv label has population = "bought-by-cutoff": a customer whose first
+    purchase comes after the cutoff sits out of the task's rows and is counted; the churn
+    task of the same contract (population unset: all) keeps everyone."""
+    from fedcrm.data.activity import purchases
+    from fedcrm.data.prepare import as_of_date, load_events, task_activity
+
+    value, churn = nodes(shops)[0], nodes(shops, task="churn-from-purchases")[0]
+    kept, everyone = value.data().summary, churn.data().summary
+    assert kept.n_train + kept.n_test + kept.outside_population == everyone.n_train + everyone.n_test
+    assert everyone.outside_population == 0
+    cfg = value.cfg
+    cutoff = pd.Timestamp(task_activity(cfg, "clv").cutoff_for(as_of_date(cfg)))
+    _, tx = load_events(cfg.transactions, cfg.name, cfg.cleaning, as_of_date(cfg))
+    first = purchases(tx.clean).groupby("customer_id", observed=True)["date"].min()
+    # every customer with a purchase by the cutoff is kept, every one first seen after it is not
+    assert kept.n_train + kept.n_test == (first <= cutoff).sum()
+    assert kept.outside_population >= (first > cutoff).sum() > 0.2 * len(first)
+
+
 def test_dp_training_learns_the_value_and_evaluation_is_one_charged_histogram(shops: Path) -> None:
     from fedcrm.coordinator.value_edges import PredictedEdges
     from fedcrm.ml.fedstats import PartnerSums, combine
@@ -190,6 +210,9 @@ def test_a_federated_value_run_is_scored_with_predicted_value(shops: Path, tmp_p
     tiers = scored.groupby("predicted_value_tier")["value_decile"].agg(["min", "max"])
     assert tiers.loc["top"].tolist() == [1, 2] and tiers.loc["middle"].tolist() == [3, 5] and tiers.loc["low"].tolist() == [6, 10]
     assert scored["predicted_value"].max() > 3 * scored["predicted_value"].median()
+    # marketing gets every customer, those the task left out (first seen after the cutoff) too
+    learned = nodes(shops)[1].data().summary
+    assert len(scored) > learned.n_train + learned.n_test
 
 
 def test_trees_are_refused_for_a_value_task(shops: Path) -> None:

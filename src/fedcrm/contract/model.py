@@ -424,6 +424,12 @@ class Label(_Strict):
                                          "days pass without a purchase; unset: 90")
     category: str | None = Field(None, description="bought-category: the purchases category that counts; unset: "
                                  "each partner names its own (activity.target_category in partner.toml)")
+    population: Literal["all", "bought-by-cutoff"] | None = Field(
+        None, description="derived labels: the customers the task learns from and is evaluated on, 'all' (every "
+        "customer of the export) or 'bought-by-cutoff' (those with a purchase on or before the cutoff: the partner's "
+        "customers then; one first seen after it has no history to predict from, and its label says only that it "
+        "arrived). Those left out are counted in the prepared data's summary, not quarantined, and still scored; "
+        "unset: all")
 
 
 class Task(_Strict):
@@ -633,7 +639,7 @@ class Contract(_Strict):
                 elif f.role != "label":
                     out.append(f"{key}.field: {lab.field!r} must have role = \"label\" (label fields never become features)")
             if lab.derived is None:
-                for opt in ("horizon_days", "category"):
+                for opt in ("horizon_days", "category", "population"):
                     if getattr(lab, opt) is not None:
                         out.append(f"{key}.{opt}: only derived labels take it")
                 continue

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
 from fedcrm.config.activity import ActivityConfig
@@ -39,8 +39,9 @@ from fedcrm.errors import ConfigError, MappingError
 from fedcrm.privatefiles import private_dir, private_replace
 
 log = logging.getLogger(__name__)
-PIPELINE_VERSION = "5"  # 4: fields, features and labels from the contract; 5: time-to-churn labels
+PIPELINE_VERSION = "6"  # 4: fields, features and labels from the contract; 5: time-to-churn labels; 6: populations
 DERIVED_LABEL = "_label"  # the column of a label derived from purchases
+BOUGHT_BY_CUTOFF = "_bought_by_cutoff"  # the customer had a purchase on or before the cutoff (`task_rows`)
 
 
 class PreparedSummary(BaseModel):
@@ -56,6 +57,8 @@ class PreparedSummary(BaseModel):
     n_features: int
     features: list[str] = []
     cleaning: CleaningReport
+    outside_population: int = Field(0, description="clean customers the task leaves out: not yet customers at the "
+                                    "cutoff, under a label with population = 'bought-by-cutoff' (`task_rows`)")
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ def join_purchases(out: pd.DataFrame, bought: PurchaseActivity, ids: pd.Index, a
     fills = {"recency_days": float(activity.window_days), "frequency": 0.0, "monetary": 0.0, "activity_trend": 0.0}
     for col, fill in fills.items():
         out[col] = taken(feats[col], rows, fill)
+    out[BOUGHT_BY_CUTOFF] = rows >= 0  # the features are of customers with a purchase by the cutoff
     if label:
         out[DERIVED_LABEL] = bought.label.to_numpy().astype("float64")
 
@@ -331,6 +335,18 @@ def contract_layout(contract: Contract) -> FeatureLayout:
     return _LAYOUTS[digest]
 
 
+def task_rows(cfg: PartnerConfig, task: str, general: pd.DataFrame) -> np.ndarray:
+    """Which customers of `general` (`prepared_frame`) the task learns from and is
+    evaluated on: its label's population. Under 'bought-by-cutoff' a label derived from
+    purchases is the customers who had bought by the cutoff; a customer first seen after
+    it was not the partner's then, and its label (it spent, it did not leave) only says
+    that it arrived. An explicit label field keeps every customer."""
+    label = task_of(cfg, task).label
+    if label.population == "bought-by-cutoff" and label_field(cfg, task) == DERIVED_LABEL:
+        return general[BOUGHT_BY_CUTOFF].to_numpy(dtype=bool)
+    return np.ones(len(general), dtype=bool)
+
+
 def partner_layout(cfg: PartnerConfig) -> FeatureLayout:
     """The layout of the partner's contract, with the contract's generalisation widths
     unless the partner's own are coarser (a partner may generalise more, never less)."""
@@ -353,6 +369,8 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
 
     as_of = as_of_date(cfg)
     general, raw, cleaned, lookup = prepared_frame(cfg, task, target, key)
+    rows = task_rows(cfg, task, general)
+    general = general.loc[rows]
     x = layout.fixed_part().matrix(general, as_of)
     y = general[target].to_numpy(dtype=np.float32)
     test = test_mask(general[PID], test_fraction)
@@ -363,6 +381,7 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
         n_train=int((~test).sum()), n_test=int(test.sum()),
         label_rate_train=float(y[~test].mean()) if (~test).any() else 0.0,
         n_features=x.shape[1], features=layout.fixed_part().names(), cleaning=cleaned.report,
+        outside_population=int((~rows).sum()),
     )
     data = PreparedData(x[~test], y[~test], x[test], y[test], summary, counts)
     _write_local_outputs(cfg, raw, cleaned.quarantine, lookup)
