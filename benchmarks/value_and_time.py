@@ -6,7 +6,9 @@ Online Retail: federated against pooled training and against the classical model
 For each seed the log's customers are dealt at random to three shops, which are onboarded
 the way a consortium would (the shipped retail contract, `partner map`'s draft, the review:
 `benchmarks/contract_utility.py`). Every figure below is measured on the same hold-out
-customers (each shop's own hold-out split, all three together), exactly: the benchmark
+customers (each shop's own hold-out split of the task's population, all three together:
+the customers it had at the cutoff, under the retail contract's `population =
+"bought-by-cutoff"`), exactly: the benchmark
 holds every shop's data, so it scores the published model itself, not its noised release.
 - **pooled fractional logit**: the federated model's own model and loss (cross-entropy of
   a sigmoid against the unit-scaled capped log spend) fitted to its optimum on every shop's
@@ -35,7 +37,7 @@ of the survival curves at the six month ends, on the same shops' hold-outs:
 - **federated, no DP**, **at ε = 3** and an **MLP at ε = 3**: `fedcrm run --task time-to-churn`.
 
     .venv/bin/pip install -e '.[bench]'                            # lifetimes and lifelines
-    .venv/bin/python benchmarks/value_and_time.py                 # 3 seeds (~25 min)
+    .venv/bin/python benchmarks/value_and_time.py                 # 3 seeds (~20 min)
     .venv/bin/python benchmarks/value_and_time.py --seeds 0 --tasks time-to-churn
 
 Targets (issue 16): federated no DP within 2 % of pooled on Spearman and c-index; ε = 3
@@ -64,7 +66,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from contract_utility import CONTRACTS, PARTNERS, onboard, set_policy  # noqa: E402
 
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan  # noqa: E402
-from fedcrm.data.prepare import as_of_date, label_field, prepare, prepared_frame, task_activity, test_mask  # noqa: E402
+from fedcrm.data.prepare import (as_of_date, label_field, prepare, prepared_frame, task_activity, task_rows,  # noqa: E402
+                                  test_mask)
 from fedcrm.data.pseudonymise import PID, load_secret  # noqa: E402
 from fedcrm.ml import survival  # noqa: E402
 from fedcrm.ml.value import ValueScale, predict_log_value, value_metrics  # noqa: E402
@@ -98,6 +101,7 @@ def holdout_ids(cfg: PartnerConfig, data_y: np.ndarray, task: str = TASK) -> np.
     """The shop's own customer ids of its hold-out rows, in the rows' order (the pipeline's
     split, by pseudonym; restored through the shop's local lookup, as scoring does)."""
     general, _, _, lookup = prepared_frame(cfg, task, label_field(cfg, task), load_secret(cfg.secret_file), tags=False)
+    general = general.loc[task_rows(cfg, task, general)]  # the task's population, as prepare() takes it
     test = test_mask(general[PID], cfg.privacy.holdout_fraction)
     ids = pd.Series(lookup["customer_id"].to_numpy(), index=lookup[PID].to_numpy())
     y = general[label_field(cfg, task)].to_numpy(dtype=np.float32)[test]
