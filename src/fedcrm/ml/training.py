@@ -72,9 +72,9 @@ def _optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
 
 def grad_sample_mode(model_kind: str) -> str:
     """Opacus' per-sample gradient mode for a model, as measured (`benchmarks/overhead.py`:
-    40,000 rows, batch 256, one thread): ghost clipping for the MLPs (4-5× our loop without
-    DP at 32 and 256 hidden units, where hooks took 7× and 31×), hooks for the logistic
-    model (3.6× against ghost's 4.3×). The guarantee is the same in every mode: per-sample
+    40,000 rows, batch 256, one thread): ghost clipping for the MLPs (6.1× and 4.6× our loop
+    without DP at 32 and 256 hidden units, where hooks took 7.8× and 31×), hooks for the
+    logistic model (4.6× against ghost's 6.0×). The guarantee is the same in every mode: per-sample
     clipping at the same norm, the same noise, the same sampling."""
     return "ghost" if model_kind == "mlp" else "hooks"
 
