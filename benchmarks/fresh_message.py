@@ -26,15 +26,20 @@ from clients.client_app import app  # noqa: E402
 imported = time.perf_counter() - t0
 
 
+def message(message_type: str, node_id: int, server_round: int, arrays: ArrayRecord, run_id: int) -> Message:
+    """The message the coordinator would send `node_id` in `server_round`, made outside a
+    ClientApp call: such a Message takes its ids from Flower's task identity."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, node_id, server_round
+    return Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}),
+                   dst_node_id=node_id, message_type=message_type)
+
+
 def main() -> None:
     kind, partner, server_round, state_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     run_config, run_id = json.loads(sys.argv[5]), int(sys.argv[6])
     t1 = time.perf_counter()
     arrays = ArrayRecord(torch.load(state_file))
-    # a Message made outside a ClientApp call takes its ids from Flower's task identity
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 5, server_round
-    msg = Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}),
-                  dst_node_id=5, message_type=MessageType.TRAIN if kind == "train" else MessageType.EVALUATE)
+    msg = message(MessageType.TRAIN if kind == "train" else MessageType.EVALUATE, 5, server_round, arrays, run_id)
     context = Context(run_id=run_id, node_id=5, node_config={"partner-config": partner}, state=RecordDict(),
                       run_config=run_config)
     reply = app(msg, context)

@@ -358,8 +358,8 @@ def message_costs(fed: Path, width: int, n: int) -> dict:
     import cProfile
     import pstats
 
-    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
-    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.app import ArrayRecord, Context, MessageType, RecordDict
+    from fresh_message import message  # benchmarks/, beside this script
 
     from clients.client_app import app as ours_app
     from fedcrm.config import TrainPlan
@@ -386,11 +386,7 @@ def message_costs(fed: Path, width: int, n: int) -> dict:
         for i in range(n):
             context = contexts[name][i]
             for kind in (MessageType.TRAIN, MessageType.EVALUATE):
-                # a Message made outside a ClientApp call takes its ids from Flower's task identity
-                TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 77, i + 1, server_round
-                msg = Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}),
-                              dst_node_id=i + 1, message_type=kind)
-                reply = app(msg, context)
+                reply = app(message(kind, i + 1, server_round, arrays, 77), context)
                 if reply.has_error():
                     raise SystemExit(f"{name}: {reply.error.reason}")
         return (time.perf_counter() - t0) / (2 * n) * 1000
