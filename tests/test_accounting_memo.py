@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from fedcrm.config import FederationConfig
+from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.data.pseudonymise import load_secret
 from fedcrm.privacy import accounting
 from fedcrm.privacy.account import BudgetExceeded
 from fedcrm.privacy.ledger import Ledger
 from fedcrm.privacy.memo import MEMO_FILE, EpsilonMemo
+from fedcrm.privacy.parallel import partner_epsilon
 from tests.conftest import set_privacy
 from tests.test_privacy import initial_state, node_for
 
@@ -75,3 +76,35 @@ def test_a_forged_memo_does_not_carry_a_release_past_the_cap(fresh_demo: Path) -
         node_for(fresh_demo, **{"dp-target-epsilon": 1.5}).train(state, refused, run_id=1)
     assert len(Ledger.of(node.cfg).entries()) == refused - 1
     a_fresh_process()
+
+
+def test_an_evaluation_finds_its_epsilon_computed_by_the_release_before_it(
+        fresh_demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployed node answers each message in a fresh process. The statistics and every
+    training release compute, while Opacus is loaded for them anyway, the ε of the
+    evaluation the plan holds next, so the evaluation's process computes none itself (and
+    never imports Opacus). Fails on a node that only memoises what it charges: the
+    evaluation's ε after its own release is new to the memo."""
+    a_fresh_process()
+    node_for(fresh_demo).feature_sums(7)
+    state = initial_state()
+
+    def recomputed(*args: object) -> float:
+        raise AssertionError(f"the evaluation computed ε itself: {args}")
+
+    for rnd in (0, 1, 2, 3):
+        if rnd:
+            a_fresh_process()
+            state, _ = node_for(fresh_demo).train(state, rnd, run_id=7)
+        a_fresh_process()
+        with monkeypatch.context() as patched:
+            patched.setattr(accounting, "_computed", recomputed)
+            reply = node_for(fresh_demo).evaluate(state, run_id=7, server_round=rnd)
+        assert reply.epsilon is not None and reply.epsilon > 0
+    entries = Ledger.of(PartnerConfig.load(FederationConfig.load(fresh_demo).members[0].config)).entries()
+    assert [e.kind for e in entries] == ["statistics", "evaluate"] + ["train", "evaluate"] * 3
+    # the values the evaluations charged are the accountant's own, recomputed afresh
+    a_fresh_process()  # no memo in use: computed by Opacus now
+    last = entries[-1]
+    spends = [(e.history_entry, e.scope) for e in entries]
+    assert last.epsilon_after == partner_epsilon(spends, last.delta, last.accountant)

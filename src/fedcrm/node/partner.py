@@ -36,7 +36,7 @@ from fedcrm.ml.value import (joint_histogram, metrics_from_joint, noised_joint, 
                              value_metrics)
 from fedcrm.ml.tree_rounds import (GROW_GRAD, GROW_HESS, HIST_GRAD, HIST_HESS, bin_codes, check_request,
                                    gradients, histograms, leaf_sums, node_at_level, sensitivity)
-from fedcrm.errors import AlreadyCharged, DataError, PolicyRefusal
+from fedcrm.errors import AlreadyCharged, DataError, PolicyRefusal, PrivacyBudgetError
 from fedcrm.node.policy import check, check_holdout, log_refusal
 from fedcrm.node.kept_statistics import KeptRelease, KeptStatistics, layout_key
 from fedcrm.privacy.account import PrivacyAccount, Release, RunShape
@@ -359,6 +359,8 @@ class PartnerNode:
                                                           run_id=str(run_id), sums=sums, vocabulary=vocab,
                                                           layout=layout_key(self.layout), sketch=sketch))
                 after = cost.after
+        if reused is None:
+            self._ready_to_evaluate(str(run_id), 0)
         return QueryReply(partner_id=self.cfg.partner_id, num_examples=round(sums.n), stat_n=sums.n,
                           stat_sum=sums.sum, stat_sumsq=sums.sumsq, stat_onehot=sums.onehot,
                           stat_vocab=vocab.flat_counts() if vocab else None, stat_sketch=sketch, epsilon=after,
@@ -442,6 +444,7 @@ class PartnerNode:
             reply = self._dp_reply(base, cost, noise.spent_before, release, out.steps, out.sample_rate, started)
             # the release is kept before it is charged, so every charged round can be re-sent
             self.replies.save(run_id, server_round, state, out.state_dict, reply.to_dict())
+        self._ready_to_evaluate(run_id, server_round)
         return out.state_dict, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
     def _training_settings(self, epochs: int, server_round: int) -> dict:
@@ -516,6 +519,7 @@ class PartnerNode:
                 out[key] = torch.as_tensor(value + os_normal(std, value.shape), dtype=torch.float32)
             reply = self._dp_reply(base, cost, noise.spent_before, release, 1, 1.0, started)
             self.replies.save(run_id, server_round, state, out, reply.to_dict())
+        self._ready_to_evaluate(run_id, server_round)
         return out, reply.model_copy(update=self.account.head(ledger_receipt).model_dump())
 
     def evaluate(self, state: State, normalisation: Normalisation | None = None, run_id: str | int | None = None,
@@ -539,6 +543,23 @@ class PartnerNode:
         run_id = str(run_id if run_id is not None else self.run_id or "local")
         return self._evaluation(lambda: self._model(state, data, "evaluate"), state, data, normalisation, run_id,
                                 server_round, ledger_receipt, started, edges)
+
+    def _ready_to_evaluate(self, run_id: str, server_round: int) -> None:
+        """After a charged release, the ε of the evaluation the plan holds for this round,
+        computed while Opacus is loaded (`PrivacyAccount.anticipate`): the evaluation's
+        own process then finds every value it accounts in the node's memo. A release the
+        node will refuse, or any other coordinator's order, only finds the memo without
+        it: the evaluation then computes its ε itself."""
+        if "evaluate" not in self.policy.releases or server_round not in self.plan.evaluation_rounds():
+            return
+        try:
+            sigma = self.evaluation_sigma(run_id)
+            if sigma > 0:
+                self.account.anticipate(Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma,
+                                                sample_rate=1.0, steps=1, max_grad_norm=1.0, kind="evaluate",
+                                                scope=self.scope("holdout")))
+        except PrivacyBudgetError:
+            pass  # an evaluation the node cannot account is refused by its own message
 
     def _edges(self, value_edges: list[float] | None, kind: str) -> np.ndarray | None:
         """A value or time-to-churn task's predicted-side edges as sent (or even ones),
