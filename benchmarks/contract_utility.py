@@ -41,7 +41,7 @@ from fedcrm.contract.mapping import draft_partner_config  # noqa: E402
 from fedcrm.contract.model import Contract  # noqa: E402
 from fedcrm.data.layout import FeatureLayout  # noqa: E402
 from fedcrm.data.prepare import prepare  # noqa: E402
-from fedcrm.data.pseudonymise import create_secret  # noqa: E402
+from fedcrm.data.secret import create_secret  # noqa: E402
 from fedcrm.ops.launcher import FLWR_ENV  # noqa: E402
 from fedcrm.sandbox.public_data import (BANK_CSV, BANK_REVIEW, BENCHMARK_POLICY, RETAIL_CSV, TELCO_CSV,  # noqa: E402
                                         review_values)

@@ -188,7 +188,7 @@ def generate(folder: Path, n_customers: int, n_lines: int, seed: int = SEED) -> 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from fedcrm.data.pseudonymise import create_secret
+    from fedcrm.data.secret import create_secret
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -454,7 +454,8 @@ def stage_breakdown(folder: Path, args: argparse.Namespace) -> dict:
     from fedcrm.data.activity import marketing_tags
     from fedcrm.data.clean import Cleaner
     from fedcrm.data.ingest import apply_mapping, read_table
-    from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise
+    from fedcrm.data.pseudonymise import PID, pseudonymise
+    from fedcrm.data.secret import load_secret
     from fedcrm.data.standardise import standardise
 
     cfg = PartnerConfig.load(folder / "partner.toml")

@@ -68,7 +68,8 @@ from contract_utility import CONTRACTS, PARTNERS, onboard, set_policy  # noqa: E
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan  # noqa: E402
 from fedcrm.data.prepare import (as_of_date, label_field, prepare, prepared_frame, task_activity, task_rows,  # noqa: E402
                                   test_mask)
-from fedcrm.data.pseudonymise import PID, load_secret  # noqa: E402
+from fedcrm.data.pseudonymise import PID  # noqa: E402
+from fedcrm.data.secret import load_secret  # noqa: E402
 from fedcrm.ml import survival  # noqa: E402
 from fedcrm.ml.value import ValueScale, predict_log_value, value_metrics  # noqa: E402
 from fedcrm.ops.launcher import FLWR_ENV  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedcrm.config import FederationConfig, PartnerConfig
-from fedcrm.data.pseudonymise import load_secret
+from fedcrm.data.secret import load_secret
 from fedcrm.privacy import accounting
 from fedcrm.privacy.account import BudgetExceeded
 from fedcrm.privacy.ledger import Ledger

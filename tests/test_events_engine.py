@@ -220,7 +220,7 @@ outlier_spend_multiple = 50.0
 
 
 def messy_partner(folder: Path, lines: pd.DataFrame, path: str = "lines.csv", unit: str = "units") -> PartnerConfig:
-    from fedcrm.data.pseudonymise import create_secret
+    from fedcrm.data.secret import create_secret
 
     folder.mkdir(parents=True, exist_ok=True)
     create_secret(folder / "secret.key")
@@ -285,7 +285,7 @@ def test_typed_parquet_export_agrees(tmp_path: Path, pandas_metadata: bool) -> N
 
 # ---------------------------------------------------------------- UCI Online Retail
 def test_uci_online_retail_on_the_retail_contract(tmp_path: Path) -> None:
-    from fedcrm.data.pseudonymise import create_secret
+    from fedcrm.data.secret import create_secret
     from fedcrm.sandbox.public_data import RETAIL_CSV
 
     if not RETAIL_CSV.is_file():

@@ -316,7 +316,7 @@ def onboard_in_process(folder: Path, exports: list[Path], spec) -> Path:  # noqa
     commands), each partner's policy allowing a run without DP."""
     from fedcrm.contract.draft import draft_contract
     from fedcrm.contract.mapping import draft_partner_config
-    from fedcrm.data.pseudonymise import create_secret
+    from fedcrm.data.secret import create_secret
     from fedcrm.sandbox.public_data import BENCHMARK_POLICY
 
     contract = folder / "contract.toml"

@@ -14,7 +14,8 @@ from fedcrm.config import FederationConfig, PartnerConfig
 from fedcrm.errors import ConfigError
 from fedcrm.data.layout import standard_layout
 from fedcrm.data.prepare import prepare
-from fedcrm.data.pseudonymise import create_secret, load_secret, pseudonyms
+from fedcrm.data.pseudonymise import pseudonyms
+from fedcrm.data.secret import create_secret, load_secret
 from tests.test_config_and_mapping import write_partner
 
 

@@ -28,7 +28,7 @@ def tx_frame(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
 def shop_partner(folder: Path, body: str) -> Path:
     """A partner "shop" in `folder`: its key, and a config whose customers are
     customers.csv; `body` adds the column mapping and any further sections."""
-    from fedcrm.data.pseudonymise import create_secret
+    from fedcrm.data.secret import create_secret
 
     create_secret(folder / "secret.key")
     path = folder / "partner.toml"

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from fedcrm.config import FederationConfig, FederationMember, PartnerConfig, TrainPlan
-from fedcrm.data.prepare import dataset_fingerprint
+from fedcrm.data.prepared import dataset_fingerprint
 from fedcrm.node.partner import PartnerNode
 from fedcrm.ops.launcher import RunFailed, simulate
 from fedcrm.privacy.account import PrivacyAccount

@@ -19,7 +19,7 @@ def partner_init(config: PartnerConfigOpt) -> None:
     again is harmless: an existing key is checked and kept (a new key would re-pseudonymise
     every customer and move the hold-out split)."""
     from fedcrm.config import PartnerConfig
-    from fedcrm.data.pseudonymise import create_secret, load_secret
+    from fedcrm.data.secret import create_secret, load_secret
     from fedcrm.privatefiles import private_dir
 
     cfg = PartnerConfig.load(config)

@@ -12,11 +12,11 @@ from datetime import date
 
 import pandas as pd
 import numpy as np
-from pydantic import BaseModel
 
 from fedcrm.config import CleaningRules
 from fedcrm.contract.model import UNKNOWN, FieldSpec, Generalise, Kind
 from fedcrm.contract.tables import TableSchema, standard_contract, table_schema
+from fedcrm.data.cleaning_report import CleaningReport
 from fedcrm.data.ingest import ROW
 
 
@@ -139,17 +139,6 @@ def abnormal_values(frame: pd.DataFrame, rules: CleaningRules, as_of: date,
         if spec.kind is Kind.DATE:
             flag(col > horizon, f"{shown} in the future (after {as_of.isoformat()})")
     return verdict.series()
-
-
-class CleaningReport(BaseModel):
-    rows_in: int
-    rows_clean: int
-    rows_quarantined: int
-    quarantined_by_reason: dict[str, int]
-    duplicates: int
-    unreadable_by_field: dict[str, int]
-    filled_by_field: dict[str, int]
-    completeness_pct: dict[str, float]
 
 
 @dataclass

@@ -7,9 +7,7 @@ silently by a reader's type inference.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -83,11 +81,3 @@ def apply_mapping(frame: pd.DataFrame, mapping: TableSpec, partner: str) -> pd.D
     out.columns = [ROW, *columns.keys()]
     return out
 
-
-def file_fingerprint(path: Path) -> str:
-    """sha256 of the raw bytes: identifies the dataset a privacy history belongs to."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

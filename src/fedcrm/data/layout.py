@@ -19,13 +19,15 @@ month, a postcode as its prefix.
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedcrm.contract.model import (MONTHS, OTHER, UNKNOWN, Contract, Feature, Generalise, Kind)
+
+if TYPE_CHECKING:  # only reading a frame needs pandas: a node answering from its prepared arrays never imports it
+    import pandas as pd
 
 CLIP = 5.0  # standardised values are kept within ±5 reference scales
 MAX_LEVELS = 64  # most levels a learned block keeps (the most frequent): bounds the model's width
@@ -178,6 +180,8 @@ class FeatureLayout(BaseModel):
         return out
 
     def _generalised(self, col: pd.Series, src: Source, as_of: date) -> pd.Series:
+        import pandas as pd
+
         ref = pd.Timestamp(as_of)
         g = src.generalise
         if g == Generalise.AGE_BAND:
@@ -235,6 +239,8 @@ class FeatureLayout(BaseModel):
         unknown = block.levels.index(UNKNOWN)
         if raw is None:
             return np.full(n, unknown, dtype=np.int64)
+        import pandas as pd
+
         codes = pd.Categorical(raw, categories=block.levels).codes.astype(np.int64)
         odd = np.flatnonzero(codes < 0)  # only these rows' values are looked at again
         if len(odd):

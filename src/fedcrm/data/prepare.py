@@ -3,17 +3,15 @@
 load → map → standardise → clean → pseudonymise → generalise → features + labels → split.
 Everything written here stays in the partner's work dir: the quarantine (with raw values,
 so the partner can fix them), the pseudonym lookup, and the prepared arrays that later
-rounds and runs reuse instead of redoing the work.
+rounds and runs reuse instead of redoing the work (`fedcrm.data.prepared`, which a node's
+message reads without importing this module).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -21,87 +19,27 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, Field
 
 from fedcrm.config import CleaningRules, InteractionMapping, PartnerConfig, TransactionMapping
 from fedcrm.config.activity import ActivityConfig
-from fedcrm.contract.model import DEFAULT_LAPSE_DAYS, Contract, Task
+from fedcrm.contract.model import DEFAULT_LAPSE_DAYS
 from fedcrm.data.activity import (activity_features, churn_labels, future_spend, interaction_counts, lapse_days_after,
                                   marketing_tags, propensity_labels,
                                   purchases)
-from fedcrm.data.clean import REASON, Cleaned, Cleaner, CleaningReport
+from fedcrm.data.clean import REASON, Cleaned, Cleaner
 from fedcrm.data.events_duckdb import PurchaseActivity, Unsupported, purchase_activity_duckdb
-from fedcrm.data.ingest import ROW, apply_mapping, file_fingerprint, read_table
+from fedcrm.data.ingest import ROW, apply_mapping, read_table
 from fedcrm.data.layout import FeatureLayout
-from fedcrm.data.pseudonymise import PID, load_secret, pseudonymise, pseudonyms
+from fedcrm.data.prepared import (DERIVED_LABEL, PreparedData, PreparedSummary, as_of_date, cache_dir, dataset_fingerprint,
+                                  label_field, load_cached, partner_layout, save_cached, task_of)
+from fedcrm.data.pseudonymise import PID, pseudonymise, pseudonyms
+from fedcrm.data.secret import load_secret
 from fedcrm.data.standardise import standardise
-from fedcrm.errors import ConfigError, MappingError
+from fedcrm.errors import ConfigError
 from fedcrm.privatefiles import private_dir, private_replace
 
 log = logging.getLogger(__name__)
-PIPELINE_VERSION = "6"  # 4: fields, features and labels from the contract; 5: time-to-churn labels; 6: populations
-DERIVED_LABEL = "_label"  # the column of a label derived from purchases
 BOUGHT_BY_CUTOFF = "_bought_by_cutoff"  # the customer had a purchase on or before the cutoff (`task_rows`)
-
-
-class PreparedSummary(BaseModel):
-    """What a partner (and only it) sees about its prepared data."""
-
-    partner: str
-    task: str
-    dataset_fingerprint: str
-    as_of: str
-    n_train: int
-    n_test: int
-    label_rate_train: float
-    n_features: int
-    features: list[str] = []
-    cleaning: CleaningReport
-    outside_population: int = Field(0, description="clean customers the task leaves out: not yet customers at the "
-                                    "cutoff, under a label with population = 'bought-by-cutoff' (`task_rows`)")
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    summary: PreparedSummary
-    # learned blocks still waiting for their levels: value -> training rows holding it
-    # (raw counts: node-local, never released as they are; see `fedcrm.ml.vocabulary`)
-    learned_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def dataset_fingerprint(self) -> str:
-        return self.summary.dataset_fingerprint
-
-
-def as_of_date(cfg: PartnerConfig) -> date:
-    return date.fromisoformat(cfg.as_of) if cfg.as_of else date.today()
-
-
-def task_of(cfg: PartnerConfig, task: str) -> Task:
-    """The contract's task; a task the contract does not define is a config error."""
-    return cfg.contract_model.task(task)
-
-
-def label_field(cfg: PartnerConfig, task: str) -> str:
-    """The label column: the task's label field when the partner maps it, else the label
-    derived from purchases (which needs a purchases export)."""
-    label = task_of(cfg, task).label
-    if label.field is not None and label.field in cfg.customers.columns:
-        return label.field
-    if label.derived is not None and cfg.transactions is not None:
-        if label.derived == "bought-category" and not (label.category or cfg.activity.target_category):
-            raise MappingError(cfg.name, cfg.customers.path, label.field or task,
-                               f"task {task!r} derives its label from purchases of a category: set "
-                               "activity.target_category in the partner config")
-        return DERIVED_LABEL
-    ways = ([f"map the contract's label field {label.field!r} to a raw column"] if label.field else []) + (
-        ["name a purchases export ([transactions])"] if label.derived else [])
-    raise MappingError(cfg.name, cfg.customers.path, label.field or task, f"task {task!r} needs a label: "
-                       + " or ".join(ways))
 
 
 def task_activity(cfg: PartnerConfig, task: str | None) -> ActivityConfig:
@@ -256,33 +194,6 @@ def test_mask(pids: pd.Series, fraction: float) -> np.ndarray:
     return bucket < fraction
 
 
-def holdout_split(cfg: PartnerConfig) -> str:
-    """An id of the partner's hold-out split: which side a customer is on depends only on
-    its pseudonym, so on the key. A keyed digest: names the split, reveals nothing of the key."""
-    return hmac.new(load_secret(cfg.secret_file), b"fedcrm hold-out split v1", hashlib.sha256).hexdigest()[:16]
-
-
-def _cache_key(cfg: PartnerConfig, task: str, test_fraction: float, fingerprint: str, key: bytes,
-               layout: FeatureLayout) -> str:
-    parts = {
-        "v": PIPELINE_VERSION,
-        "contract": cfg.contract_model.digest(),
-        "layout": layout.model_dump(mode="json"),
-        "data": fingerprint,
-        "mapping": cfg.customers.model_dump(mode="json"),
-        "cleaning": cfg.cleaning.model_dump(mode="json"),
-        "transactions": cfg.transactions.model_dump(mode="json") if cfg.transactions else None,
-        "interactions": cfg.interactions.model_dump(mode="json") if cfg.interactions else None,
-        "activity": cfg.activity.model_dump(mode="json"),
-        "generalisation": cfg.generalisation.model_dump(mode="json"),
-        "as_of": as_of_date(cfg).isoformat(),
-        "task": task,
-        "test_fraction": test_fraction,
-        "key": hashlib.sha256(key).hexdigest(),
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
 def load_and_clean(cfg: PartnerConfig, key_fields: list[str]) -> tuple[pd.DataFrame, Cleaned]:
     """Read, map, standardise and clean the customers export; returns the mapped raw text too."""
     raw = apply_mapping(read_table(cfg.customers), cfg.customers, cfg.name)
@@ -322,19 +233,6 @@ def load_events(mapping: TransactionMapping | InteractionMapping, partner: str, 
     return raw, cleaner(typed.frame, typed.unreadable)
 
 
-_LAYOUTS: dict[str, FeatureLayout] = {}
-
-
-def contract_layout(contract: Contract) -> FeatureLayout:
-    """The contract's feature layout, built once per contract in a process: a simulation
-    process serves a thousand partners on one contract, and each node's first message
-    built it anew (2 ms; `benchmarks/overhead.py`). Layouts are frozen, so one is shared."""
-    digest = contract.digest()
-    if digest not in _LAYOUTS:
-        _LAYOUTS[digest] = FeatureLayout.from_contract(contract)
-    return _LAYOUTS[digest]
-
-
 def task_rows(cfg: PartnerConfig, task: str, general: pd.DataFrame) -> np.ndarray:
     """Which customers of `general` (`prepared_frame`) the task learns from and is
     evaluated on: its label's population. Under 'bought-by-cutoff' a label derived from
@@ -347,13 +245,6 @@ def task_rows(cfg: PartnerConfig, task: str, general: pd.DataFrame) -> np.ndarra
     return np.ones(len(general), dtype=bool)
 
 
-def partner_layout(cfg: PartnerConfig) -> FeatureLayout:
-    """The layout of the partner's contract, with the contract's generalisation widths
-    unless the partner's own are coarser (a partner may generalise more, never less)."""
-    layout = contract_layout(cfg.contract_model)
-    return layout.model_copy(update={"age_band_years": max(layout.age_band_years, cfg.generalisation.age_band_years)})
-
-
 def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache: bool = True,
             layout: FeatureLayout | None = None) -> PreparedData:
     """Run (or reuse) the whole pipeline for one partner and task, into `layout` (default:
@@ -363,9 +254,9 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
     layout = layout or partner_layout(cfg)
     target = label_field(cfg, task)
     fingerprint = dataset_fingerprint(cfg)
-    cache_dir = cfg.work_dir / "prepared" / _cache_key(cfg, task, test_fraction, fingerprint, key, layout)
-    if use_cache and (cache_dir / "summary.json").is_file():
-        return _load(cache_dir, layout)
+    folder = cache_dir(cfg, task, test_fraction, layout, fingerprint, key)
+    if use_cache and (folder / "summary.json").is_file():
+        return load_cached(folder, layout)
 
     as_of = as_of_date(cfg)
     general, raw, cleaned, lookup = prepared_frame(cfg, task, target, key)
@@ -385,7 +276,7 @@ def prepare(cfg: PartnerConfig, task: str, test_fraction: float = 0.2, use_cache
     )
     data = PreparedData(x[~test], y[~test], x[test], y[test], summary, counts)
     _write_local_outputs(cfg, raw, cleaned.quarantine, lookup)
-    _save(cache_dir, data)
+    save_cached(folder, data)
     return data
 
 
@@ -399,15 +290,6 @@ def prepared_frame(cfg: PartnerConfig, task: str | None, target: str | None, key
     if tags and tagged is not None:
         write_tags(cfg, tagged, key, lookup)
     return pseudo, raw, cleaned, lookup
-
-
-def dataset_fingerprint(cfg: PartnerConfig) -> str:
-    """sha256 over every raw file the node trains on: the privacy account's dataset."""
-    parts = [file_fingerprint(cfg.customers.path)]
-    for events in (cfg.transactions, cfg.interactions):
-        if events is not None:
-            parts.append(file_fingerprint(events.path))
-    return parts[0] if len(parts) == 1 else hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
 def write_tags(cfg: PartnerConfig, tags: pd.DataFrame, key: bytes, lookup: pd.DataFrame | None = None) -> Path:
@@ -471,26 +353,3 @@ def _write_local_outputs(cfg: PartnerConfig, raw: pd.DataFrame, quarantine: pd.D
     """Quarantine (raw values + reason) and pseudonym lookup: for the partner's eyes only."""
     write_quarantine(cfg, "customers", raw, quarantine)
     _write_parquet(cfg, cfg.work_dir / "pseudonym_lookup.parquet", lookup)
-
-
-def _save(cache_dir: Path, data: PreparedData) -> None:
-    private_dir(cache_dir.parent)  # work/prepared: every partner's cached features
-    private_dir(cache_dir)
-    # each file replaced whole, so two processes preparing one partner at once cannot mix them
-    with private_replace(cache_dir / "arrays.npz", "wb") as fh:
-        np.savez(fh, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
-    if data.learned_counts:
-        with private_replace(cache_dir / "learned_counts.json", "w") as fh:
-            json.dump(data.learned_counts, fh)
-    with private_replace(cache_dir / "summary.json", "w") as fh:  # written last: it marks a complete cache
-        fh.write(data.summary.model_dump_json(indent=2))
-
-
-def _load(cache_dir: Path, layout: FeatureLayout) -> PreparedData:
-    arrays = np.load(cache_dir / "arrays.npz")
-    summary = PreparedSummary.model_validate_json((cache_dir / "summary.json").read_text())
-    if summary.features != layout.fixed_part().names():
-        raise AssertionError(f"stale cache {cache_dir}: feature layout changed")
-    counts_file = cache_dir / "learned_counts.json"
-    counts = json.loads(counts_file.read_text()) if counts_file.is_file() else {}
-    return PreparedData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], summary, counts)

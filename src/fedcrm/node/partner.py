@@ -23,8 +23,8 @@ from pydantic import BaseModel
 from fedcrm.config import PartnerConfig, PrivacyPolicy, TrainPlan
 from fedcrm.config.partner import ReleaseKind
 from fedcrm.data.layout import FeatureLayout
-from fedcrm.data.pseudonymise import load_secret
-from fedcrm.data.prepare import PreparedData, holdout_split, partner_layout, prepare, task_of
+from fedcrm.data.secret import load_secret
+from fedcrm.data.prepared import PreparedData, holdout_split, partner_layout, prepared, task_of
 from fedcrm.ml.fedstats import Normalisation, partner_sums, row_bound
 from fedcrm.ml.sketch import sketch_counts
 from fedcrm.ml.vocabulary import VocabularyRelease, noised_vocabulary
@@ -96,7 +96,7 @@ class PartnerNode:
         stamps = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         key = layout.model_dump_json()
         if key not in self._data or self._data[key][0] != stamps:
-            self._data[key] = stamps, prepare(self.cfg, self.plan.task, self.policy.holdout_fraction, layout=layout)
+            self._data[key] = stamps, prepared(self.cfg, self.plan.task, self.policy.holdout_fraction, layout=layout)
         return self._data[key][1]
 
     @cached_property

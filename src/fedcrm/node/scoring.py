@@ -22,7 +22,8 @@ from fedcrm.config.tiers import TierRule
 from fedcrm.errors import ConfigError
 from fedcrm.data.ingest import ROW
 from fedcrm.data.prepare import as_of_date, at_rows, prepared_frame
-from fedcrm.data.pseudonymise import PID, load_secret
+from fedcrm.data.pseudonymise import PID
+from fedcrm.data.secret import load_secret
 from fedcrm.rundir import MODEL_WEIGHTS, RunDir
 from fedcrm.ml.training import predict
 from fedcrm.ml import survival

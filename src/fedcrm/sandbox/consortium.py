@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tomli_w
 
-from fedcrm.data.pseudonymise import create_secret
+from fedcrm.data.secret import create_secret
 
 # IBM-Telco-style spellings ("Fiber optic", "Bank transfer (automatic)") → canonical values
 TELCO_STYLE_VALUES = """
