@@ -6,7 +6,8 @@ task and exits). Run by `benchmarks/overhead.py` (`fresh_messages`), not by hand
 
 Prints one JSON line: seconds importing the ClientApp (torch, Flower, fedcrm), seconds
 answering, and whether the answer loaded Opacus (DP-SGD's engine, or its accountants for
-a release's ε). A train message's reply arrays replace STATE_FILE, as the next round's
+a release's ε) or the data pipeline's pandas (a message answered from the cached arrays
+does not). A train message's reply arrays replace STATE_FILE, as the next round's
 global model would.
 """
 
@@ -49,7 +50,8 @@ def main() -> None:
     if kind == "train":
         torch.save(reply.content["arrays"].to_torch_state_dict(), state_file)
     print(json.dumps({"kind": kind, "round": server_round, "import_s": round(imported, 2),
-                      "answer_s": round(answered, 2), "opacus_loaded": "opacus" in sys.modules}))
+                      "answer_s": round(answered, 2), "opacus_loaded": "opacus" in sys.modules,
+                      "pandas_loaded": "pandas" in sys.modules}))
 
 
 if __name__ == "__main__":

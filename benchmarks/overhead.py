@@ -452,7 +452,8 @@ def fresh_messages(root: Path) -> dict:
                         "train_round_1_s": rows[0]["answer_s"], "train_later_s": round(statistics.median(later), 2),
                         "evaluate_s": round(statistics.median(r["answer_s"] for r in rows if r["kind"] == "evaluate"), 2),
                         "opacus_loaded": {k: sum(r["opacus_loaded"] for r in rows if r["kind"] == k)
-                                          for k in ("train", "evaluate")}}
+                                          for k in ("train", "evaluate")},
+                        "pandas_loaded": sum(r.get("pandas_loaded", False) for r in rows)}
         print("fresh messages", variant, json.dumps({k: v for k, v in out[variant].items() if k != "messages"}),
               flush=True)
     return out
@@ -575,12 +576,14 @@ def markdown(result: dict) -> str:
                   "answers it, one after another on an idle machine (seconds; `fresh_messages`; answering includes "
                   "any import of Opacus):", "",
                   "| app | importing the ClientApp | train, round 1 | train, later rounds | evaluate "
-                  "| messages that loaded Opacus (train, evaluate) |", "|---|---|---|---|---|---|"]
+                  "| messages that loaded Opacus (train, evaluate) | messages that loaded pandas |",
+                  "|---|---|---|---|---|---|---|"]
         for k, label in (("fedcrm_no_dp", "fedcrm, no DP"), ("fedcrm_eps3", "fedcrm, ε = 3")):
             f = result["fresh"][k]
             lines.append(f"| {label} | {f['import_s']:.2f} | {f['train_round_1_s']:.2f} | {f['train_later_s']:.2f} | "
                          f"{f['evaluate_s']:.2f} | {f['opacus_loaded']['train']} of {DEPLOY_ROUNDS}, "
-                         f"{f['opacus_loaded']['evaluate']} of {DEPLOY_ROUNDS} |")
+                         f"{f['opacus_loaded']['evaluate']} of {DEPLOY_ROUNDS} | "
+                         f"{f.get('pandas_loaded', '–')} of {2 * DEPLOY_ROUNDS} |")
     return "\n".join(lines) + "\n"
 
 
