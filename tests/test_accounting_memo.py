@@ -49,6 +49,19 @@ def test_a_later_process_reads_back_exactly_what_was_computed(tmp_path: Path, mo
     a_fresh_process()
 
 
+def test_a_value_this_process_computed_before_goes_into_the_memo_in_use(tmp_path: Path) -> None:
+    """A process that served another node first (or none) already holds the value in
+    memory; the node asking now still gets it in its own memo, for its next process."""
+    a_fresh_process()
+    history = [(1.1, 0.02, 30)]
+    accounting.epsilon(history, 1e-5)  # no memo in use: kept in this process only
+    memo = EpsilonMemo(tmp_path / MEMO_FILE, b"k" * 32)
+    accounting.remember_in(memo)
+    value = accounting.epsilon(history, 1e-5)
+    a_fresh_process()
+    assert EpsilonMemo(tmp_path / MEMO_FILE, b"k" * 32).get(tuple(history), 1e-5, "prv") == value
+
+
 def test_a_forged_memo_does_not_carry_a_release_past_the_cap(fresh_demo: Path) -> None:
     """Attack: someone who can write the node's work dir but does not hold the partner's
     key rewrites the memo so every history it holds costs ε 0, and replays the refused

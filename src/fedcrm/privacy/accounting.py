@@ -105,7 +105,10 @@ _kept_on_disk: EpsilonMemo | None = None
 def remember_in(memo: EpsilonMemo | None) -> None:
     """Also look up and keep every ε in `memo` (`fedcrm.privacy.memo`): a node's results
     for its next process. Process-wide, as the in-process memo is: a value is the same
-    whichever node asks, and a node process serves one partner at a time."""
+    whichever node asks, and a node process serves one partner at a time. Every ε asked
+    while a memo is in use goes into it, also one this process computed earlier for
+    another node (a simulation's actor serves many), so a node's memo never depends on
+    what the process did before."""
     global _kept_on_disk
     _kept_on_disk = memo
 
@@ -117,10 +120,7 @@ def _epsilon(history: tuple[HistoryEntry, ...], delta: float, kind: AccountantKi
     memo = _kept_on_disk
     if memo is not None and (kept := memo.get(history, delta, kind)) is not None:
         return kept
-    value = _computed(history, delta, kind)
-    if memo is not None:
-        memo.put(history, delta, kind, value)
-    return value
+    return _computed(history, delta, kind)
 
 
 def _computed(history: tuple[HistoryEntry, ...], delta: float, kind: AccountantKind) -> float:
@@ -138,7 +138,12 @@ def epsilon(history: list[HistoryEntry] | tuple[HistoryEntry, ...], delta: float
             kind: AccountantKind = "prv") -> float:
     """ε of the whole history at δ, from Opacus' accountant."""
     history = compact(list(history))
-    return _epsilon(history, float(delta), kind) if history else 0.0
+    if not history:
+        return 0.0
+    value = _epsilon(history, float(delta), kind)
+    if _kept_on_disk is not None:  # kept whether computed now or earlier in this process, for this node's next one
+        _kept_on_disk.put(history, float(delta), kind, value)
+    return value
 
 
 class _Calibrated(Exception):
