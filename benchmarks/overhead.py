@@ -38,6 +38,8 @@ against Flower's, and simulated rounds against a bare Flower app.
   split, every process real) serves both apps in turn, `--repeats` times: ours without
   DP (as the bare app), ours at ε = 3 (what a consortium runs), and the bare app, every
   partner required, evaluation every round. Per round and start-up as in the simulation.
+  Its SuperNodes log at Flower's DEBUG level, and each message is cut into the phases of
+  its `flwr-clientapp` process (`benchmarks/clientapp_phases.py`).
 """
 
 from __future__ import annotations
@@ -308,7 +310,9 @@ def deployment(repeats: int) -> dict:
     from fedcrm.sandbox.public_data import split_telco
 
     os.environ.update(FLWR_ENV)
+    os.environ["FLWR_LOG_LEVEL"] = "DEBUG"  # every phase of a ClientApp process, timestamped (`clientapp_phases`)
     times: dict[str, list[dict]] = {"fedcrm_no_dp": [], "fedcrm_eps3": [], "bare_flower": []}
+    windows: dict[str, list[tuple[float, float]]] = {k: [] for k in times}
     with tempfile.TemporaryDirectory(prefix="fedcrm-overhead-") as tmp:
         root = Path(tmp)
         fed = split_telco(root / "consortium", by="iid", partners=3, seed=0, benchmark_policy=True)
@@ -324,17 +328,23 @@ def deployment(repeats: int) -> dict:
                     t0 = time.time()
                     run_id = launch(federation.layout, run_dir, {**common, **extra})
                     times[variant].append(deployed_times(cli, run_id, t0, lambda d=run_dir: checkpoint_times(d), variant))
+                    windows[variant].append((t0, time.time()))
                 marks = root / f"marks-{r}"
                 t0 = time.time()
                 run_id = cli.submit(BARE_APP, {"num-server-rounds": DEPLOY_ROUNDS, "width": width, "rows": 1500,
                                                "nodes": 3, "marks": str(marks)})
                 times["bare_flower"].append(deployed_times(cli, run_id, t0, lambda m=marks: mark_times(m), "bare app"))
+                windows["bare_flower"].append((t0, time.time()))
                 print("deployment", r, json.dumps({k: v[-1] for k, v in times.items()}), flush=True)
         finally:
             federation.stop()
+            os.environ.pop("FLWR_LOG_LEVEL", None)
+        from clientapp_phases import phases  # benchmarks/, beside this script
+
+        message_phases = phases(sorted(root.rglob("supernode.log")), windows)
     med = {k: {f: round(statistics.median(t[f] for t in v), 2) for f in ("per_round", "startup")}
            for k, v in times.items()}
-    return {"partners": 3, "rounds": DEPLOY_ROUNDS, "runs": times, "median": med,
+    return {"partners": 3, "rounds": DEPLOY_ROUNDS, "runs": times, "median": med, "phases": message_phases,
             "per_round_ratio_no_dp": round(med["fedcrm_no_dp"]["per_round"] / med["bare_flower"]["per_round"], 2),
             "per_round_ratio_eps3": round(med["fedcrm_eps3"]["per_round"] / med["bare_flower"]["per_round"], 2)}
 
@@ -571,6 +581,17 @@ def markdown(result: dict) -> str:
         for k, label in (("fedcrm_no_dp", "fedcrm, no DP"), ("fedcrm_eps3", "fedcrm, ε = 3"),
                          ("bare_flower", "bare Flower")):
             lines.append(f"| {label} | {m[k]['per_round']:.1f} | {m[k]['startup']:.1f} |")
+        if d.get("phases"):
+            from clientapp_phases import PHASES
+
+            lines += ["", "Where a deployed message's seconds go, from the SuperNodes' DEBUG logs (`clientapp_phases`; "
+                      "median seconds a message, every repeat; only 'ClientApp import and answer' is the app's):", "",
+                      "| app | message | count | " + " | ".join(PHASES) + " |", "|---|---|---|" + "---|" * len(PHASES)]
+            for k, label in (("fedcrm_no_dp", "fedcrm, no DP"), ("fedcrm_eps3", "fedcrm, ε = 3"),
+                             ("bare_flower", "bare Flower")):
+                for kind, ph in d["phases"].get(k, {}).items():
+                    lines.append(f"| {label} | {kind} | {ph['messages']} | "
+                                 + " | ".join(f"{ph[name]:.2f}" for name in PHASES) + " |")
     if "fresh" in result:
         lines += ["", f"One partner's {DEPLOY_ROUNDS} rounds, each message in a fresh process as a deployed SuperNode "
                   "answers it, one after another on an idle machine (seconds; `fresh_messages`; answering includes "
