@@ -23,7 +23,6 @@ from tests.test_privacy import initial_state, node_for
 def a_fresh_process() -> None:
     """What a new `flwr-clientapp` process starts with: no ε in memory, no memo in use."""
     accounting._epsilon.cache_clear()
-    accounting.calibrate_noise.cache_clear()
     accounting.remember_in(None)
 
 

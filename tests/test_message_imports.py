@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from fedcrm.sandbox.demo_data import generate
 from tests.test_privacy import initial_state, node_for
 
 WATCHED = ("pandas", "pyarrow", "duckdb", "opacus", "sklearn", "scipy")
@@ -43,6 +44,9 @@ print(json.dumps(sorted(m for m in {WATCHED!r} if m in sys.modules)))
 
 
 def test_a_message_process_imports_only_what_its_release_needs(fresh_demo: Path, tmp_path: Path) -> None:
+    # this process first serves another consortium's partner with the same data and plan, as a
+    # simulation's actor serves many: what it computed for that node must reach this node's memo too
+    node_for(generate(tmp_path / "another")).feature_sums(5)
     node_for(fresh_demo).feature_sums(5)  # prepares the arrays and charges the run's statistics
     state_file = tmp_path / "state.pt"
     torch.save(initial_state(), state_file)

@@ -153,7 +153,6 @@ class _Calibrated(Exception):
         self.sigma = sigma
 
 
-@lru_cache(maxsize=128)
 def calibrate_noise(prior: tuple[HistoryEntry, ...], sample_rate: float, steps: int, target_total: float,
                     delta: float, kind: AccountantKind = "prv", tolerance: float = 0.01) -> float:
     """Smallest σ ≥ SIGMA_MIN (to `tolerance` in ε) with which `steps` more steps keep the
@@ -164,7 +163,12 @@ def calibrate_noise(prior: tuple[HistoryEntry, ...], sample_rate: float, steps: 
     Every evaluation is one PRV accounting (0.1-8 s on a fresh node process, longer the
     smaller σ), so the search brackets the answer from above, then runs Brent's method on
     log ε against log σ, where the curve is close to a line (`benchmarks/calibration.py`
-    counts evaluations and seconds against the bisection it replaced)."""
+    counts evaluations and seconds against the bisection it replaced).
+
+    Not remembered as a whole: the search runs again on every call, each ε a lookup once
+    computed (`epsilon`), so every point of it also reaches the memo of the node asking,
+    for that node's next process. A remembered σ left a second node's memo without them,
+    and its evaluation's process loaded Opacus to search again."""
     from scipy.optimize import brentq
 
     safe = [math.inf]  # the least σ evaluated whose ε is at or under the target
