@@ -553,13 +553,18 @@ class PartnerNode:
         if "evaluate" not in self.policy.releases or server_round not in self.plan.evaluation_rounds():
             return
         try:
-            sigma = self.evaluation_sigma(run_id)
+            entries = self.account.entries()  # read and verified once for both
+            sigma = self.evaluation_sigma(run_id, entries)
             if sigma > 0:
-                self.account.anticipate(Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma,
-                                                sample_rate=1.0, steps=1, max_grad_norm=1.0, kind="evaluate",
-                                                scope=self.scope("holdout")))
+                self.account.anticipate(self._evaluation_release(run_id, server_round, sigma), entries)
         except PrivacyBudgetError:
             pass  # an evaluation the node cannot account is refused by its own message
+
+    def _evaluation_release(self, run_id: str, server_round: int, sigma: float) -> Release:
+        """The hold-out release of one evaluation: counts (sensitivity 1) noised at σ. One
+        recipe for the charge and for its anticipation, so both account the same history."""
+        return Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
+                       max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
 
     def _edges(self, value_edges: list[float] | None, kind: str) -> np.ndarray | None:
         """A value or time-to-churn task's predicted-side edges as sent (or even ones),
@@ -596,8 +601,7 @@ class PartnerNode:
         sigma = self.evaluation_sigma(run_id, entries)
         if sigma <= 0:  # exact and uncharged: only a run without DP, under a policy allowing it
             return compute(0.0, None).model_copy(update=self.account.head(ledger_receipt).model_dump())
-        release = Release(run_id=run_id, server_round=server_round, noise_multiplier=sigma, sample_rate=1.0, steps=1,
-                          max_grad_norm=1.0, kind="evaluate", scope=self.scope("holdout"))
+        release = self._evaluation_release(run_id, server_round, sigma)
 
         def charged() -> EvaluateReply | ValueEvaluateReply | SurvivalEvaluateReply:
             with self.account.charge(release) as cost:

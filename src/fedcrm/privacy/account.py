@@ -222,7 +222,7 @@ class PrivacyAccount:
                            "epsilon_holdout_after": holdout(shape.evaluations), "projections": projections}
         return plan.model_copy(update=update)
 
-    def anticipate(self, release: Release) -> None:
+    def anticipate(self, release: Release, entries: list[LedgerEntry] | None = None) -> None:
         """Compute now the ε that charging `release` next will ask for (the partner's ε
         after it, by PRV and by RDP), so that it is in the node's memo
         (`fedcrm.privacy.memo`) before the message that charges it. A deployed node serves
@@ -231,7 +231,8 @@ class PrivacyAccount:
         DP-SGD anyway, the evaluation's process never imports it (2-3 s of a deployed
         round's evaluation, `benchmarks/overhead.py`). Nothing is checked or recorded here;
         the charge still checks the cap with these very values."""
-        spends = [*((e.history_entry, e.scope) for e in self.entries()), release.spend]
+        entries = self.entries() if entries is None else entries
+        spends = [*((e.history_entry, e.scope) for e in entries), release.spend]
         for kind in ("prv", "rdp"):
             self.spent(spends, kind)
 
