@@ -16,6 +16,7 @@ Wall time per run and exchanges (rounds) per model are recorded.
 
     .venv/bin/python benchmarks/gbdt_utility.py                      # everything (long: ~1.5 h)
     .venv/bin/python benchmarks/gbdt_utility.py --datasets telco --splits iid --seeds 0
+    .venv/bin/python benchmarks/gbdt_utility.py --dp-only            # the DP trees again, the rest kept (~50 min)
 
 Targets (issue 14): no DP within 0.005 of pooled LightGBM; ε = 3 within 0.02; at ε = 3 at
 least as good as federated logistic where pooled LightGBM beats pooled LR.
@@ -106,7 +107,11 @@ def federated(fed: Path, work: Path, task: str, seed: int, settings: dict, epsil
             "epsilon_max": max(eps) if eps else None}
 
 
-def measure(name: str, how: str, seed: int, epsilons: tuple[float, ...]) -> dict:
+def measure(name: str, how: str, seed: int, epsilons: tuple[float, ...], kept: dict | None = None) -> dict:
+    """One dataset, split and seed. `kept` (--dp-only): an earlier row of the same dataset,
+    split and seed whose runs without DP and of federated logistic are kept, the DP trees
+    measured again; the partners' keys come from the seed, so the hold-outs repeat, and the
+    pooled references, computed afresh, must match the kept row's to the last digit."""
     work = ROOT / ".work" / "gbdt_utility" / f"{name}-{how}-{seed}"
     shutil.rmtree(work, ignore_errors=True)
     paths, task, _, delimiter = split(name, work / "data")
@@ -115,13 +120,22 @@ def measure(name: str, how: str, seed: int, epsilons: tuple[float, ...]) -> dict
     fed = onboard(name, CONTRACTS / f"{CONTRACT[name]}.toml", paths, delimiter, work, seed)
     configs = [PartnerConfig.load(m.config) for m in FederationConfig.load(fed).members]
     data = [prepare(c, task, c.privacy.holdout_fraction) for c in configs]
-    row: dict = {"dataset": name, "split": how, "seed": seed, "task": task,
+    row: dict = {"dataset": name, "split": how, "seed": seed, "task": task, "date": time.strftime("%Y-%m-%d %H:%M"),
                  "rows_train": sum(len(d.y_train) for d in data), "rows_holdout": sum(len(d.y_test) for d in data),
                  "label_rates": [round(float(d.y_train.mean()), 3) for d in data], **pooled(data)}
-    set_policy(fed, BENCHMARK_POLICY)
-    row["gbdt_no_dp"] = federated(fed, work, task, seed, NO_DP, None, data, "gbdt-nodp")
+    if kept is not None:
+        for field in ("rows_train", "rows_holdout", "pooled_lr", "pooled_lightgbm"):
+            if kept[field] != row[field]:
+                raise SystemExit(f"{name} {how} seed {seed}: {field} is {row[field]}, the kept row's "
+                                 f"{kept[field]}: not the same hold-out, measure everything again")
+        row.update({k: kept[k] for k in ("gbdt_no_dp", "logistic_eps3")},
+                   kept_from=kept.get("kept_from") or kept.get("date", "an earlier run"))
+    else:
+        set_policy(fed, BENCHMARK_POLICY)
+        row["gbdt_no_dp"] = federated(fed, work, task, seed, NO_DP, None, data, "gbdt-nodp")
     set_policy(fed, {})  # the partners' default policy: statistics noised and charged, as a consortium runs
-    row["logistic_eps3"] = federated(fed, work, task, seed, LOGISTIC, 3.0, data, "lr-eps3")
+    if kept is None:
+        row["logistic_eps3"] = federated(fed, work, task, seed, LOGISTIC, 3.0, data, "lr-eps3")
     for eps in epsilons:
         row[f"gbdt_eps{eps:g}"] = federated(fed, work, task, seed, DP, eps, data, f"gbdt-eps{eps:g}")
     print(json.dumps(row), flush=True)
@@ -163,6 +177,12 @@ def markdown(rows: list[dict], summ: list[dict], command: str) -> str:
                  ("pooled_lr", "pooled_lightgbm", "logistic_eps3", "gbdt_no_dp", "gbdt_eps1", "gbdt_eps3", "gbdt_eps8")]
         lines.append(f"| {s['dataset']} | {s['split']} | {s['seeds']} | " + " | ".join(cells)
                      + f" | {s['gap_no_dp']:+.3f} | " + (f"{s['gap_eps3']:+.3f} |" if s["gap_eps3"] is not None else "- |"))
+    kept = sorted({r["kept_from"] for r in rows if r.get("kept_from")})
+    if kept:
+        lines += ["", f"The runs without DP and of federated logistic of {sum(bool(r.get('kept_from')) for r in rows)} "
+                  f"rows are kept from the run of {', '.join(kept)} (`--dp-only`: same seeded keys, so the same "
+                  "hold-outs; the pooled references were recomputed and matched); the DP trees were measured "
+                  f"on {', '.join(sorted({r['date'] for r in rows if r.get('kept_from')}))}."]
     lines += ["", "Exchanges (rounds) per model and wall time per simulated run (mean seconds):", "",
               "| run | rounds | seconds |", "|---|---|---|"]
     for field in ("gbdt_no_dp", "logistic_eps3", *(f"gbdt_eps{e:g}" for e in EPSILONS)):
@@ -180,14 +200,19 @@ def main() -> None:
     parser.add_argument("--epsilons", nargs="*", type=float, default=list(EPSILONS))
     parser.add_argument("--out", type=Path, default=RESULTS / "gbdt_utility")
     parser.add_argument("--merge", action="store_true", help="keep the output's other rows (dataset, split, seed)")
+    parser.add_argument("--dp-only", action="store_true",
+                        help="measure the DP trees only; keep each row's runs without DP and of federated "
+                             "logistic from the output (same hold-outs, checked)")
     parser.add_argument("--dp", type=json.loads, default={},
                         help='the DP runs\' settings changed, as JSON (e.g. \'{"gbdt_depth": 3}\'); pair with --out')
     args = parser.parse_args()
     DP.update(args.dp)
     os.environ.update(FLWR_ENV)
     command = "benchmarks/gbdt_utility.py " + " ".join(sys.argv[1:])
-    old = json.loads(args.out.with_suffix(".json").read_text()) if args.merge and args.out.with_suffix(".json").is_file() \
-        else {"rows": []}
+    known = args.out.with_suffix(".json")
+    old = json.loads(known.read_text()) if (args.merge or args.dp_only) and known.is_file() else {"rows": []}
+    for r in old["rows"]:
+        r.setdefault("date", old.get("date"))
     rows: list[dict] = []
     for name in args.datasets:
         if not CSV[name].is_file():
@@ -198,7 +223,13 @@ def main() -> None:
                 print("skip retail label-skew: a purchase log's labels exist only once prepared")
                 continue
             for seed in args.seeds:
-                rows.append(measure(name, how, seed, tuple(args.epsilons)))
+                kept = None
+                if args.dp_only:
+                    kept = next((r for r in old["rows"] if (r["dataset"], r["split"], r["seed"]) == (name, how, seed)),
+                                None)
+                    if kept is None:
+                        raise SystemExit(f"--dp-only: no earlier row of {name} {how} seed {seed} in {known}")
+                rows.append(measure(name, how, seed, tuple(args.epsilons), kept))
                 save(args.out, old, rows, command)  # after every row: a crash later loses nothing measured
     print(args.out.with_suffix(".md").read_text() if rows else "nothing measured")
 

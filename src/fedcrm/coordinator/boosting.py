@@ -89,14 +89,14 @@ class FedBoost(FedAvg):
         ensemble = {k: sent[k] for k in TREE_KEYS}
         if HIST_GRAD in sent:  # a level of the tree: its nodes' best splits
             level = self.level(server_round)
-            column, threshold = best_splits(grads, hess, self.thresholds, self.plan.gbdt_l2, self.plan.gbdt_min_hessian)
+            column, threshold = best_splits(grads, hess, self.thresholds, self.plan.gbdt_l2, self.plan.tree_min_hessian)
             feature, thresholds = sent[GROW_FEATURE].clone(), sent[GROW_THRESHOLD].clone()
             first = 2**level - 1
             feature[0, first:first + len(column)] = torch.as_tensor(column)
             thresholds[0, first:first + len(column)] = torch.as_tensor(threshold)
             out = {**ensemble, PARTIAL_FEATURE: feature, PARTIAL_THRESHOLD: thresholds}
         else:  # the leaves of the round's trees
-            values = leaf_values(grads, hess, self.plan.tree_learning_rate, self.plan.gbdt_l2, self.plan.gbdt_min_hessian)
+            values = leaf_values(grads, hess, self.plan.tree_learning_rate, self.plan.gbdt_l2, self.plan.tree_min_hessian)
             out = with_trees(ensemble, sent[GROW_FEATURE], sent[GROW_THRESHOLD], values)
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
         return ArrayRecord(out), metrics
