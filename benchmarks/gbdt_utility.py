@@ -182,7 +182,7 @@ def markdown(rows: list[dict], summ: list[dict], command: str) -> str:
         lines += ["", f"The runs without DP and of federated logistic of {sum(bool(r.get('kept_from')) for r in rows)} "
                   f"rows are kept from the run of {', '.join(kept)} (`--dp-only`: same seeded keys, so the same "
                   "hold-outs; the pooled references were recomputed and matched); the DP trees were measured "
-                  f"on {', '.join(sorted({r['date'] for r in rows if r.get('kept_from')}))}."]
+                  "from {} to {}.".format(*(f(r["date"] for r in rows if r.get("kept_from")) for f in (min, max)))]
     lines += ["", "Exchanges (rounds) per model and wall time per simulated run (mean seconds):", "",
               "| run | rounds | seconds |", "|---|---|---|"]
     for field in ("gbdt_no_dp", "logistic_eps3", *(f"gbdt_eps{e:g}" for e in EPSILONS)):
@@ -234,6 +234,13 @@ def main() -> None:
     print(args.out.with_suffix(".md").read_text() if rows else "nothing measured")
 
 
+def resolved(settings: dict, dp: bool) -> dict:
+    """The tree settings a run of `settings` resolves its automatic ones to (`TrainPlan`)."""
+    plan = TrainPlan(**{**settings, "dp_enabled": dp})
+    return {"gbdt_grad_clip": plan.tree_grad_clip, "gbdt_min_hessian": plan.tree_min_hessian,
+            "gbdt_l2": plan.gbdt_l2, "gbdt_learning_rate": plan.tree_learning_rate}
+
+
 def save(out: Path, old: dict, rows: list[dict], command: str) -> None:
     """The results so far; `old`'s rows (--merge) stay unless measured again."""
     done = {(r["dataset"], r["split"], r["seed"]) for r in rows}
@@ -243,7 +250,8 @@ def save(out: Path, old: dict, rows: list[dict], command: str) -> None:
     out.parent.mkdir(exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(
         {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "partners": PARTNERS,
-         "settings": {"no_dp": NO_DP, "dp": DP, "logistic": LOGISTIC}, "rows": kept + rows, "summary": summ},
+         "settings": {"no_dp": NO_DP, "dp": DP, "dp_resolved": resolved(DP, True), "no_dp_resolved": resolved(NO_DP, False),
+                      "logistic": LOGISTIC}, "rows": kept + rows, "summary": summ},
         indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(kept + rows, summ, command))
 
