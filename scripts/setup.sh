@@ -6,7 +6,13 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 stamp=.venv/.fedcrm-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# Byte-compile our own sources (an editable install leaves them as .py): where
+# PYTHONDONTWRITEBYTECODE is set, as on this machine, every process (each CLI call, Ray
+# actor and ClientApp) would otherwise compile the modules it imports again; all 111 take
+# 0.6 s. Only changed files are compiled again.
+compiled() { .venv/bin/python -m compileall -q src clients server > /dev/null; }
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  compiled
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
@@ -17,3 +23,4 @@ quiet() { "$@" 2> >(grep -v "^WARNING: Location 'file://" >&2); }
 quiet .venv/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
 quiet .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 echo "$want" > "$stamp"
+compiled

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fedcrm.privacy.membership import advantage_bound, membership_audit
+import numpy as np
+
+from fedcrm.privacy.membership import advantage_bound, attack_scores, membership_audit, ranked_attack_scores
 from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan
 from fedcrm.data.layout import standard_layout
 from fedcrm.ml.models import build_model
@@ -18,6 +20,21 @@ def test_advantage_bound() -> None:
     assert advantage_bound(0.0, 1e-5) == pytest.approx(1e-5)
     assert advantage_bound(1.0, 0.0) == pytest.approx((math.e - 1) / (math.e + 1))
     assert advantage_bound(50.0, 1e-5) == 1.0
+
+
+def test_the_null_draws_score_as_scikit_learn_scores_each_one() -> None:
+    """The null band's draws, all at once, against scikit-learn's roc_auc_score and
+    roc_curve one draw at a time (balanced and unbalanced labels, some draws far from 0.5)."""
+    rng = np.random.default_rng(7)
+    for members, others in ((50, 50), (30, 90)):
+        labels = np.r_[np.ones(members), np.zeros(others)]
+        scores = rng.random((40, len(labels))) + np.linspace(0, 1.5, 40)[:, None] * labels  # some know something
+        ranked = labels[np.argsort(-scores, axis=1)]
+        aucs, advantages = ranked_attack_scores(ranked)
+        expected = [attack_scores(labels, row) for row in scores]
+        np.testing.assert_allclose(aucs, [e.auc for e in expected], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(advantages, [e.advantage for e in expected], rtol=0, atol=1e-12)
+        assert aucs[-1] > 0.9 and 0.3 < aucs[0] < 0.7  # the draws span the range
 
 
 def test_the_attack_catches_a_memorising_model_and_not_a_private_one(demo_federation: Path) -> None:

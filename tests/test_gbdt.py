@@ -238,6 +238,10 @@ def test_a_boosting_run_is_charged_per_round_and_matches_dp_accounting(fresh_dem
     # with DP, gradients are clipped to 0.5 unless the run says otherwise: half the noise
     assert plan.tree_grad_clip == 0.5 and boost_plan(dp_enabled=False).tree_grad_clip == 1.0
     assert boost_plan(gbdt_grad_clip=0.8).tree_grad_clip == 0.8
+    # and a leaf's value divides by a hessian sum of at least 40 (5 without DP): a small
+    # leaf's noised hessian cannot blow it up (benchmarks/README, "Choosing DP settings")
+    assert plan.tree_min_hessian == 40 and boost_plan(dp_enabled=False).tree_min_hessian == 5
+    assert boost_plan(gbdt_min_hessian=12).tree_min_hessian == 12
     assert reply.max_grad_norm == pytest.approx(sensitivity(node.data().x_train.shape[1], 0.5))
     again, _ = node.train(sent, 1, "run-gbdt")  # a retried round: the kept release, no new charge
     torch.testing.assert_close(again[HIST_GRAD], out[HIST_GRAD])

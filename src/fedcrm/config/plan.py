@@ -153,7 +153,8 @@ class TrainPlan(Strict):
         """The leaf hessian floor (`gbdt_min_hessian`, 0 resolved). With DP a small leaf's
         noised hessian sum is what wrecks its value; 40 against 5, clip 0.5, on the three
         shared data sets (3 noise draws, benchmarks/results/gbdt_settings_leaf_floor.md):
-        +0.036 to +0.053 AUC at ε = 1, +0.000 to +0.003 at ε = 3, -0.001 at ε = 8."""
+        +0.036 to +0.053 AUC at ε = 1, +0.000 to +0.003 at ε = 3, -0.001 at ε = 8; in the
+        real runs of benchmarks/results/gbdt_utility.md +0.025 to +0.055 at ε = 1."""
         if self.gbdt_min_hessian > 0:
             return self.gbdt_min_hessian
         return 40.0 if self.dp_enabled else 5.0

@@ -104,6 +104,21 @@ def attack_scores(is_member: np.ndarray, score: np.ndarray) -> AttackScores:
     return AttackScores(auc=float(roc_auc_score(is_member, score)), advantage=float(np.max(tpr - fpr)))
 
 
+def ranked_attack_scores(ranked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUC and advantage (largest TPR − FPR) of attacks given as their labels ranked by
+    score, highest first, one attack a row ([draws, rows] of 0/1; scores without ties).
+    The same figures as `attack_scores` per row, for all rows at once: the null band's 200
+    draws took most of an audit through scikit-learn, whose validation costs about 10 ms a
+    call."""
+    ranked = ranked.astype(np.float64)
+    positives, negatives = ranked.sum(axis=1), (1.0 - ranked).sum(axis=1)
+    above = np.cumsum(ranked, axis=1)  # members ranked at or above each position
+    false = np.cumsum(1.0 - ranked, axis=1)
+    auc = (above * (1.0 - ranked)).sum(axis=1) / (positives * negatives)  # members above each non-member
+    advantage = np.maximum((above / positives[:, None] - false / negatives[:, None]).max(axis=1), 0.0)
+    return auc, advantage
+
+
 def membership_audit(model: nn.Module, members: tuple[np.ndarray, np.ndarray], non_members: tuple[np.ndarray, np.ndarray],
                      *, partner: str, run_id: str, model_kind: str, epsilon: float | None, delta: float | None,
                      seed: int = 0, null_draws: int = 200) -> AuditResult:
@@ -118,8 +133,8 @@ def membership_audit(model: nn.Module, members: tuple[np.ndarray, np.ndarray], n
                            per_example_loss(model, non_members[0][take_n], non_members[1][take_n])])
     is_member = np.concatenate([np.ones(n), np.zeros(n)])
     attack = attack_scores(is_member, -loss)
-    null = [attack_scores(is_member, rng.random(2 * n)) for _ in range(null_draws)]
-    aucs, advs = [s.auc for s in null], [s.advantage for s in null]
+    # the null: scores that know nothing rank the same labels in a random order
+    aucs, advs = ranked_attack_scores(rng.permuted(np.tile(is_member, (null_draws, 1)), axis=1))
     return AuditResult(
         partner=partner, run_id=run_id, model=model_kind, members=n, non_members=n, attack=attack,
         null_auc_band=(float(np.quantile(aucs, 0.025)), float(np.quantile(aucs, 0.975))),
