@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from contract_utility import CONTRACTS, onboard, split  # noqa: E402
-from gbdt_utility import CONTRACT, CSV, DP  # noqa: E402
+from gbdt_utility import CONTRACT, CSV, DP, resolved  # noqa: E402
 
-from fedcrm.config import FederationConfig, PartnerConfig, TrainPlan  # noqa: E402
+from fedcrm.config import FederationConfig, PartnerConfig  # noqa: E402
 from fedcrm.data.prepare import prepare  # noqa: E402
 from fedcrm.ml.tree_ensemble import BASE, FEATURE, THRESHOLD, VALUE, BoostedTrees, empty_ensemble  # noqa: E402
 from fedcrm.ml.tree_rounds import (candidate_thresholds, gradients, leaf_sums, leaf_values, random_splits,  # noqa: E402
@@ -73,8 +73,9 @@ def boosted(rows: list[tuple[np.ndarray, np.ndarray]], x_test: np.ndarray, n_num
             settings: dict, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """One emulated DP run: the published ensemble's hold-out margins and the round σ."""
     rounds, depth, batch = settings["num_server_rounds"], settings["gbdt_depth"], settings["gbdt_trees_per_round"]
-    resolved = TrainPlan(**{**settings, "dp_enabled": True})  # the run's own defaults under DP
-    clip, l2, floor = resolved.tree_grad_clip, resolved.gbdt_l2, resolved.tree_min_hessian
+    tree = resolved(settings, dp=True)  # the run's own defaults under DP
+    clip, l2, floor, learning_rate = (tree[k] for k in ("gbdt_grad_clip", "gbdt_l2", "gbdt_min_hessian",
+                                                       "gbdt_learning_rate"))
     width = x_test.shape[1]
     thresholds = candidate_thresholds(n_numeric, width, settings["gbdt_bins"])
     sigma = calibrate_noise(((STATISTICS_SIGMA, 1.0, 1),), 1.0, rounds, epsilon, 1e-5)
@@ -93,7 +94,7 @@ def boosted(rows: list[tuple[np.ndarray, np.ndarray]], x_test: np.ndarray, n_num
             std = sigma * sensitivity(batch, clip)
             grad = grad + gs + rng.normal(0.0, std, gs.shape)
             hess = hess + hs + rng.normal(0.0, std, hs.shape)
-        values = leaf_values(grad, hess, resolved.tree_learning_rate, l2, floor)
+        values = leaf_values(grad, hess, learning_rate, l2, floor)
         ensemble = {FEATURE: torch.cat([ensemble[FEATURE], feature]), THRESHOLD: torch.cat([ensemble[THRESHOLD], threshold]),
                     VALUE: torch.cat([ensemble[VALUE], torch.as_tensor(values, dtype=torch.float32)]),
                     BASE: ensemble[BASE]}
